@@ -1,0 +1,94 @@
+"""Parsers for what the stages' tools write: ESLint JSON, tsc and prettier output, JUnit XML,
+istanbul coverage summaries. Each raises ReportError naming the file when it cannot read it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from junitparser import Error, Failure, JUnitXml, Skipped
+from junitparser.junitparser import JUnitXmlError
+
+from sevenp_pipeline.models import Coverage, TestCase, TestSummary
+
+_TSC_ERROR = re.compile(r"(^|\): )error TS\d+:")
+_PRETTIER_ISSUE = re.compile(r"^\[warn\] (?!Code style issues)(?P<file>\S.*)$")
+
+
+class ReportError(Exception):
+    """A report file is missing or unreadable."""
+
+
+def _load_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{what}: {path} was not written by the command") from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{what}: cannot parse {path}: {exc}") from exc
+
+
+def eslint_counts(path: Path) -> tuple[int, int, list[tuple[str, int, str, str]]]:
+    """(errors, warnings, [(file, line, rule, message)] for the errors) from ESLint's JSON format."""
+    data = _load_json(path, "eslint report")
+    if not isinstance(data, list):
+        raise ReportError(f"eslint report: {path} is not ESLint JSON output (expected a list)")
+    errors = sum(int(f.get("errorCount", 0)) for f in data)
+    warnings = sum(int(f.get("warningCount", 0)) for f in data)
+    problems = [
+        (f.get("filePath", "?"), int(m.get("line", 0)), str(m.get("ruleId")), str(m.get("message", "")))
+        for f in data
+        for m in f.get("messages", [])
+        if m.get("severity") == 2
+    ]
+    return errors, warnings, problems
+
+
+def tsc_error_count(lines: Iterable[str]) -> int:
+    return sum(1 for line in lines if _TSC_ERROR.search(line))
+
+
+def prettier_issue_files(lines: Iterable[str]) -> list[str]:
+    return [m.group("file") for line in lines if (m := _PRETTIER_ISSUE.match(line))]
+
+
+def junit_summary(path: Path) -> TestSummary:
+    try:
+        xml = JUnitXml.fromfile(str(path))
+    except FileNotFoundError:
+        raise ReportError(f"junit: {path} was not written by the test command") from None
+    except (JUnitXmlError, OSError, SyntaxError) as exc:
+        raise ReportError(f"junit: cannot parse {path}: {exc}") from exc
+    suites = [xml] if xml._tag == "testsuite" else list(xml)  # noqa: SLF001
+    tests = failed = errors = skipped = 0
+    duration = 0.0
+    failures: list[TestCase] = []
+    for suite in suites:
+        duration += float(suite.time or 0)
+        for case in suite:
+            tests += 1
+            results = list(case.result)
+            if any(isinstance(r, Failure) for r in results):
+                failed += 1
+            elif any(isinstance(r, Error) for r in results):
+                errors += 1
+            elif any(isinstance(r, Skipped) for r in results):
+                skipped += 1
+                continue
+            else:
+                continue
+            message = next((r.message or r.text or "" for r in results), "")
+            failures.append(TestCase(suite=suite.name or "", name=case.name or "", message=message.strip()))
+    passed = tests - failed - errors - skipped
+    return TestSummary(tests, passed, failed, errors, skipped, round(duration, 3), tuple(failures))
+
+
+def coverage_summary(path: Path) -> Coverage:
+    data = _load_json(path, "coverage summary")
+    try:
+        total = data["total"]
+        return Coverage(**{k: float(total[k]["pct"]) for k in ("lines", "statements", "branches", "functions")})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportError(f"coverage summary: {path} has no total.<metric>.pct ({exc})") from exc

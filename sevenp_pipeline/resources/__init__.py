@@ -1,0 +1,1 @@
+"""One module per external system: processes, git, test services, artifacts."""

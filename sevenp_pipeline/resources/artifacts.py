@@ -1,0 +1,87 @@
+"""The artifact store role: where reports, logs and build outputs of each commit are kept.
+
+Assets depend on :class:`ArtifactStore`; :class:`LocalArtifactStore` keeps files under the
+pipeline home. An S3 implementation (same interface, dagster-aws) comes with the at-scale issue.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import shutil
+import tarfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def deterministic_tarball(source: Path, dest: Path, *, arcname: str) -> str:
+    """A gzip'd tar of ``source`` with sorted entries, zeroed times and owners.
+
+    The same tree always gives the same bytes, so the sha256 identifies the content.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        paths = [source, *sorted(source.rglob("*"))]
+        for path in paths:
+            info = tar.gettarinfo(str(path), arcname=str(Path(arcname) / path.relative_to(source)))
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isfile():
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    with dest.open("wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    return sha256_file(dest)
+
+
+class ArtifactStore(dg.ConfigurableResource, ABC):
+    """Keeps a commit's artifacts under ``<app>/<sha>/<name>`` and returns a URI for each."""
+
+    @abstractmethod
+    def put_file(self, *, app: str, sha: str, name: str, path: Path) -> str:
+        """Stores ``path`` as ``name`` for the commit and returns its URI."""
+
+    @abstractmethod
+    def local_path(self, *, app: str, sha: str, name: str) -> Path | None:
+        """Where a stored artifact can be read locally, or None when it is not stored."""
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Artifacts on the local disk, under the pipeline home."""
+
+    root: str = Field(description="root folder of the store")
+
+    def _path(self, app: str, sha: str, name: str) -> Path:
+        path = (Path(self.root) / app / sha / name).resolve()
+        if Path(self.root).resolve() not in path.parents:
+            raise ValueError(f"artifact name {name!r} escapes the store")
+        return path
+
+    def put_file(self, *, app: str, sha: str, name: str, path: Path) -> str:
+        dest = self._path(app, sha, name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if path.resolve() != dest:
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copyfile(path, tmp)
+            tmp.replace(dest)
+        return dest.as_uri()
+
+    def local_path(self, *, app: str, sha: str, name: str) -> Path | None:
+        path = self._path(app, sha, name)
+        return path if path.exists() else None

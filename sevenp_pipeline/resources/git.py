@@ -1,0 +1,138 @@
+"""Git: remote heads for the push sensor, a bare mirror per app, isolated checkouts per commit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sevenp_pipeline.locks import file_lock
+from sevenp_pipeline.models import CommitInfo, Workspace
+from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, ProcessRunner
+
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# Never let git prompt for credentials or use a pager in a pipeline.
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"}
+
+
+class GitError(Exception):
+    """A git command failed; the message names the remote or commit and git's own words."""
+
+
+def is_sha(value: str) -> bool:
+    return bool(_SHA.match(value))
+
+
+class GitClient(dg.ConfigurableResource):
+    """Runs git through the process runner; never through a shell."""
+
+    runner: ProcessRunner
+    cache_dir: str = Field(description="where bare mirrors of the app remotes are kept")
+    timeout_seconds: float = Field(default=300, description="per git command (fetch, clone)")
+
+    def _git(
+        self, args: list[str], *, cwd: Path, label: str, timeout: float | None = None, log: LogFn | None = None
+    ) -> str:
+        outcome = self.runner.run(
+            ExecuteRequest(
+                argv=["git", *args],
+                cwd=cwd,
+                label=label,
+                env=GIT_ENV,
+                timeout_seconds=timeout or self.timeout_seconds,
+                capture=True,
+            ),
+            log=log,
+        )
+        if not outcome.ok:
+            raise GitError(f"{outcome.describe()}: {outcome.tail_text(8)}")
+        return "\n".join(outcome.output)
+
+    def ls_remote_heads(self, url: str, *, timeout: float = 30) -> dict[str, str]:
+        """Returns ``{branch: sha}`` for every head of the remote."""
+        try:
+            out = self._git(["ls-remote", "--heads", "--", url], cwd=Path("/"), label="git ls-remote",
+                            timeout=timeout)
+        except GitError as exc:
+            raise GitError(f"cannot list the heads of remote {url}: {exc}") from exc
+        heads: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref.startswith("refs/heads/") and is_sha(sha):
+                heads[ref.removeprefix("refs/heads/")] = sha
+        return heads
+
+    def mirror_path(self, app_key: str) -> Path:
+        return Path(self.cache_dir) / "git" / f"{app_key}.git"
+
+    def fetch(self, app_key: str, url: str, *, log: LogFn | None = None) -> Path:
+        """Creates or updates the bare mirror of ``url`` for ``app_key``."""
+        mirror = self.mirror_path(app_key)
+        with file_lock(mirror.with_suffix(".lock"), what=f"git mirror {mirror}"):
+            if not (mirror / "HEAD").exists():
+                shutil.rmtree(mirror, ignore_errors=True)
+                mirror.parent.mkdir(parents=True, exist_ok=True)
+                self._git(["clone", "--mirror", "--quiet", "--", url, str(mirror)],
+                          cwd=mirror.parent, label="git clone", log=log)
+            else:
+                self._git(["remote", "set-url", "origin", "--", url], cwd=mirror, label="git remote")
+                self._git(["fetch", "--prune", "--quiet", "origin"], cwd=mirror, label="git fetch", log=log)
+        return mirror
+
+    def has_commit(self, app_key: str, sha: str) -> bool:
+        mirror = self.mirror_path(app_key)
+        if not (mirror / "HEAD").exists():
+            return False
+        try:
+            self._git(["cat-file", "-e", f"{sha}^{{commit}}"], cwd=mirror, label="git cat-file")
+        except GitError:
+            return False
+        return True
+
+    def ensure_commit(self, app_key: str, url: str, sha: str, *, log: LogFn | None = None) -> Path:
+        if not is_sha(sha):
+            raise GitError(f"partition key {sha!r} is not a full commit SHA")
+        if not self.has_commit(app_key, sha):
+            self.fetch(app_key, url, log=log)
+            if not self.has_commit(app_key, sha):
+                raise GitError(f"commit {sha} is not on remote {url} (was the branch force-pushed?)")
+        return self.mirror_path(app_key)
+
+    def commit_info(self, app_key: str, sha: str) -> CommitInfo:
+        out = self._git(
+            ["show", "-s", "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%P%x1f%s", sha],
+            cwd=self.mirror_path(app_key),
+            label="git show",
+        )
+        full, author, email, ts, parents, subject = out.splitlines()[-1].split("\x1f", 5)
+        return CommitInfo(full, author, email, subject, int(ts), tuple(parents.split()))
+
+    def tree_hash(self, app_key: str, sha: str, subdir: str = "") -> str:
+        """The git tree id of the app folder: equal trees mean equal sources."""
+        spec = f"{sha}:{subdir}" if subdir else f"{sha}^{{tree}}"
+        return self._git(["rev-parse", spec], cwd=self.mirror_path(app_key), label="git rev-parse").strip()
+
+    def changed_files(self, app_key: str, sha: str) -> list[str]:
+        out = self._git(
+            ["diff-tree", "--root", "--no-commit-id", "--name-only", "-r", "-z", sha],
+            cwd=self.mirror_path(app_key),
+            label="git diff-tree",
+        )
+        return [f for f in out.split("\x00") if f.strip()]
+
+    def checkout(self, app_key: str, url: str, sha: str, workspace: Workspace, *, log: LogFn | None = None) -> None:
+        """An isolated working tree of exactly ``sha`` (idempotent: a finished checkout is kept)."""
+        mirror = self.ensure_commit(app_key, url, sha, log=log)
+        with file_lock(workspace.root.with_suffix(".lock"), what=f"workspace {workspace.root}"):
+            if workspace.is_checked_out:
+                return
+            shutil.rmtree(workspace.src, ignore_errors=True)
+            workspace.root.mkdir(parents=True, exist_ok=True)
+            self._git(["clone", "--quiet", "--shared", "--no-checkout", "--", str(mirror), str(workspace.src)],
+                      cwd=workspace.root, label="git clone", log=log)
+            self._git(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha],
+                      cwd=workspace.src, label="git checkout", log=log)
+            workspace.ready_marker.write_text(sha + "\n")

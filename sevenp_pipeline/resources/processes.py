@@ -1,0 +1,301 @@
+"""The process runner: the only code in sevenp_pipeline that starts a subprocess.
+
+A request goes in (argument list, working dir, env, timeout), an outcome comes out. Commands are
+always argument lists, never shell strings, so a branch named ``$(touch pwned)`` stays data.
+Output is read line by line, redacted, appended to a log file, kept as a tail for failure
+metadata and forwarded live to the run's log. On timeout the whole process group is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sevenp_pipeline.resources.redaction import Redactor
+
+LogFn = Callable[[str], None]
+_PR_SET_PDEATHSIG = 1
+
+
+class ProcessError(Exception):
+    """A command could not be started, exited non-zero or timed out."""
+
+    def __init__(self, message: str, outcome: Outcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    """What to run. ``label`` names the stage or service in every message about it."""
+
+    argv: Sequence[str]
+    cwd: Path
+    label: str
+    timeout_seconds: float = 600.0
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Sequence[str] = ()
+    secrets: Sequence[str] = ()
+    log_path: Path | None = None
+    user: str | None = None
+    capture: bool = False  # keep every output line in Outcome.output, not just the tail
+
+    def __post_init__(self) -> None:
+        if isinstance(self.argv, str) or not self.argv:
+            raise ValueError(f"{self.label}: argv must be a non-empty list of arguments, not {self.argv!r}")
+        object.__setattr__(self, "argv", tuple(str(a) for a in self.argv))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened. ``tail`` and ``command`` are already redacted."""
+
+    label: str
+    command: str
+    exit_code: int | None
+    started: float
+    ended: float
+    tail: tuple[str, ...]
+    timed_out: bool = False
+    log_path: Path | None = None
+    output: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return f"{self.label}: `{self.command}` timed out after {self.duration:.0f}s and was killed"
+        return f"{self.label}: `{self.command}` exited with code {self.exit_code} after {self.duration:.1f}s"
+
+    def tail_text(self, lines: int = 30) -> str:
+        return "\n".join(self.tail[-lines:])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it if the parent (run worker) dies first."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class RunningProcess:
+    """A long-lived child (a test database, a registry) started by :meth:`ProcessRunner.start`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], request: ExecuteRequest, grace: float) -> None:
+        self.proc = proc
+        self.request = request
+        self._grace = grace
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        if self.alive():
+            _kill_group(self.proc, self._grace)
+        return self.proc.returncode
+
+
+class ProcessRunner(dg.ConfigurableResource):
+    """Runs external commands as argument lists with live, redacted, line-level logs."""
+
+    tail_lines: int = Field(default=60, description="Lines of output kept for failure metadata.")
+    kill_grace_seconds: float = Field(default=5.0, description="SIGTERM to SIGKILL delay on timeout.")
+    log_flush_seconds: float = Field(
+        default=0.5, description="Output lines are forwarded to the run log in batches this often."
+    )
+
+    def build_env(self, request: ExecuteRequest) -> tuple[dict[str, str], Redactor]:
+        env = dict(os.environ)
+        env.update(request.env)
+        redactor = Redactor(request.secrets)
+        redactor.add_from_env(env, request.secret_env)
+        return env, redactor
+
+    def run(self, request: ExecuteRequest, *, log: LogFn | None = None) -> Outcome:
+        """Runs to completion or timeout. Never raises for a non-zero exit: check ``ok``."""
+        env, redact = self.build_env(request)
+        command = redact(" ".join(_quote(a) for a in request.argv))
+        tail: deque[str] = deque(maxlen=self.tail_lines)
+        captured: list[str] = []
+        lines: queue.Queue[str | None] = queue.Queue()
+        started = time.time()
+        logfile = _open_log(request.log_path)
+        try:
+            proc = self._popen(request, env, stdout=subprocess.PIPE)
+        except OSError as exc:
+            msg = redact(f"{request.label}: could not start `{command}`: {exc.strerror or exc}")
+            _write(logfile, msg + "\n")
+            _close(logfile)
+            raise ProcessError(msg) from exc
+        if log:
+            log(f"[{request.label}] $ {command}")
+        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+        reader.start()
+        deadline = started + request.timeout_seconds
+        timed_out = False
+        killed_at = 0.0
+        pending: list[str] = []
+        last_flush = time.monotonic()
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=0.1)
+                except queue.Empty:
+                    line = ""
+                if line is None:
+                    break
+                if line:
+                    clean = redact(line.rstrip("\n"))
+                    tail.append(clean)
+                    if request.capture:
+                        captured.append(clean)
+                    pending.append(clean)
+                    _write(logfile, clean + "\n")
+                now = time.monotonic()
+                if pending and log and now - last_flush >= self.log_flush_seconds:
+                    log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
+                    pending.clear()
+                    last_flush = now
+                if not timed_out and time.time() > deadline:
+                    timed_out = True
+                    _kill_group(proc, self.kill_grace_seconds)
+                    killed_at = time.monotonic()
+                if timed_out and time.monotonic() - killed_at > 10:
+                    break  # a grandchild that left the group still holds the pipe: stop reading
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted (run terminated): leave nothing behind
+                _kill_group(proc, self.kill_grace_seconds)
+            reader.join(timeout=5)
+            if pending and log:
+                log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
+            _close(logfile)
+        outcome = Outcome(
+            label=request.label,
+            command=command,
+            exit_code=None if timed_out else proc.returncode,
+            started=started,
+            ended=time.time(),
+            tail=tuple(tail),
+            timed_out=timed_out,
+            log_path=request.log_path,
+            output=tuple(captured),
+        )
+        if log and not outcome.ok:
+            log(f"[{request.label}] {outcome.describe()}")
+        return outcome
+
+    def check(self, request: ExecuteRequest, *, log: LogFn | None = None) -> Outcome:
+        """Like :meth:`run`, but raises :class:`ProcessError` (with the output tail) on failure."""
+        outcome = self.run(request, log=log)
+        if not outcome.ok:
+            raise ProcessError(f"{outcome.describe()}\n{outcome.tail_text()}", outcome)
+        return outcome
+
+    def start(self, request: ExecuteRequest) -> RunningProcess:
+        """Starts a background server whose output goes to ``request.log_path``."""
+        env, _ = self.build_env(request)
+        logfile = _open_log(request.log_path) or open(os.devnull, "wb")  # noqa: SIM115
+        try:
+            proc = self._popen(request, env, stdout=logfile)
+        except OSError as exc:
+            raise ProcessError(f"{request.label}: could not start {request.argv[0]}: {exc}") from exc
+        finally:
+            logfile.close()
+        return RunningProcess(proc, request, self.kill_grace_seconds)
+
+    @contextlib.contextmanager
+    def serve(self, request: ExecuteRequest) -> Iterator[RunningProcess]:
+        running = self.start(request)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+    def _popen(self, request: ExecuteRequest, env: dict[str, str], stdout) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            list(request.argv),
+            cwd=request.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=request.user,
+            group=_primary_group(request.user),
+            extra_groups=[] if request.user else None,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+
+
+def _primary_group(user: str | None) -> int | None:
+    if user is None:
+        return None
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
+def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None:
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        lines.put(raw.decode("utf-8", errors="replace"))
+    proc.stdout.close()
+    lines.put(None)
+
+
+def _open_log(path: Path | None):
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("ab")
+
+
+def _write(logfile, text: str) -> None:
+    if logfile is not None:
+        logfile.write(text.encode("utf-8", errors="replace"))
+
+
+def _close(logfile) -> None:
+    if logfile is not None:
+        logfile.close()
+
+
+def _quote(arg: str) -> str:
+    """For display only: commands are never run through a shell."""
+    import shlex
+
+    return shlex.quote(arg)

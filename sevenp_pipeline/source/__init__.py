@@ -1,0 +1,1 @@
+"""Stage family 'source': the commit's checkout and its installed dependencies."""

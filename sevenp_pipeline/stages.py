@@ -1,0 +1,229 @@
+"""Running one configured stage of one commit: the shared engine behind every CI asset.
+
+A stage resolves its command from the app config (an npm script or an explicit argv), checks
+that the script exists, runs it through the process runner in the commit's workspace with the
+app's env, secrets and (optionally) test services, keeps the redacted log as an artifact, and
+computes the stage's data version from everything it read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from sevenp_pipeline.config import AppConfig, StageName, StageSpec
+from sevenp_pipeline.models import Workspace
+from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
+from sevenp_pipeline.resources.services import ServiceError, TestServices
+from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
+
+# Bumped when the meaning of a stage's output changes; part of every data version.
+STAGE_CODE_VERSION = "1"
+
+
+class StageSkipped(Exception):
+    """An optional stage whose npm script the app does not define."""
+
+
+_TOOL_VERSIONS: dict[str, str] = {}
+
+
+def tool_versions(runner: ProcessRunner) -> dict[str, str]:
+    """node and npm versions, asked once per process: they are part of every data version."""
+    if _TOOL_VERSIONS:
+        return _TOOL_VERSIONS
+    versions = {}
+    for tool in ("node", "npm"):
+        outcome = runner.run(ExecuteRequest(argv=[tool, "--version"], cwd=Path("/"), label=f"{tool} --version",
+                                            timeout_seconds=60, capture=True))
+        versions[tool] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
+    _TOOL_VERSIONS.update(versions)
+    return versions
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def failure(message: str, outcome: Outcome | None = None, *, retry: bool = False, **metadata: Any) -> dg.Failure:
+    """A step failure whose metadata holds the command, exit code and output tail.
+
+    ``retry`` lets the asset's RetryPolicy try again: only for transient (network) failures;
+    a missing script or a failing test is not made better by trying again.
+    """
+    meta: dict[str, Any] = dict(metadata)
+    if outcome is not None:
+        meta.update(
+            command=outcome.command,
+            exit_code=outcome.exit_code if outcome.exit_code is not None else -1,
+            timed_out=outcome.timed_out,
+            duration_s=round(outcome.duration, 2),
+            output_tail=dg.MetadataValue.md("```\n" + outcome.tail_text(40) + "\n```"),
+        )
+        if outcome.log_path:
+            meta["log"] = dg.MetadataValue.path(str(outcome.log_path))
+    return dg.Failure(description=message, metadata=meta, allow_retries=retry)
+
+
+@dataclass
+class Stage:
+    """One stage of one commit, with everything it needs to run."""
+
+    context: dg.AssetExecutionContext
+    app: AppConfig
+    name: StageName
+    runner: ProcessRunner
+    workspaces: Workspaces
+    store: ArtifactStore
+    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_secrets: tuple[str, ...] = ()
+
+    @property
+    def sha(self) -> str:
+        return self.context.partition_key
+
+    @property
+    def spec(self) -> StageSpec:
+        return self.app.stage(self.name)
+
+    @functools.cached_property
+    def workspace(self) -> Workspace:
+        return self.workspaces.for_commit(app=self.app.key, sha=self.sha, subdir=self.app.repository.subdirectory)
+
+    def log(self, message: str) -> None:
+        self.context.log.info(message)
+
+    def require_workspace(self, *, node_modules: bool = True) -> None:
+        """Fails clearly when an upstream stage has not prepared this commit's workspace."""
+        prefix = self.app.key
+        if not self.workspace.is_checked_out:
+            raise failure(f"{self.name.value}: no checkout of {self.sha} at {self.workspace.src}: "
+                          f"materialize {prefix}/source_checkout for this partition first")
+        if node_modules and not (self.workspace.app_dir / "node_modules").is_dir():
+            raise failure(f"{self.name.value}: no node_modules in {self.workspace.app_dir}: "
+                          f"materialize {prefix}/node_dependencies for this partition first")
+
+    def package_scripts(self) -> dict[str, str]:
+        path = self.workspace.app_dir / "package.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise failure(f"{self.name.value}: {path.relative_to(self.workspace.src)} not found in commit "
+                          f"{self.sha[:12]}: is repository.subdirectory right?") from None
+        except ValueError as exc:
+            raise failure(f"{self.name.value}: package.json is not valid JSON: {exc}") from exc
+        scripts = data.get("scripts") or {}
+        return scripts if isinstance(scripts, dict) else {}
+
+    def argv(self) -> list[str]:
+        spec = self.spec
+        args = [a.replace("{report}", spec.report or "") for a in spec.args]
+        if spec.command is not None:
+            return [*spec.command, *args]
+        assert spec.script is not None
+        scripts = self.package_scripts()
+        if spec.script not in scripts:
+            if spec.optional:
+                raise StageSkipped(f"npm script '{spec.script}' is not defined in package.json (optional stage)")
+            raise failure(
+                f"{self.name.value}: npm script '{spec.script}' is missing from package.json "
+                f"(defined: {', '.join(sorted(scripts)) or 'none'}); add it, or set "
+                f"stages.{self.name.value}.optional: true in the app config"
+            )
+        return ["npm", "run", "--silent", spec.script, *(["--", *args] if args else [])]
+
+    def env(self) -> dict[str, str]:
+        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **self.app.env, **self.spec.env,
+                **self.extra_env}
+
+    def data_version(self, argv: list[str], *extra: Any) -> str:
+        inputs = read_inputs(self.workspace)
+        public_env = {k: v for k, v in self.env().items() if k not in self.extra_env}
+        return fingerprint(STAGE_CODE_VERSION, self.name.value, inputs.get("tree"), inputs.get("lock"),
+                           argv, public_env, tool_versions(self.runner), *extra)
+
+    def run(self, argv: list[str]) -> Outcome:
+        spec = self.spec
+        log_path = self.workspace.logs / f"{self.name.value}.log"
+        log_path.unlink(missing_ok=True)
+        for rel in (spec.report, spec.junit, spec.coverage):  # never read a stale report
+            if rel:
+                (self.workspace.app_dir / rel).unlink(missing_ok=True)
+        outcome = self.runner.run(
+            ExecuteRequest(
+                argv=argv,
+                cwd=self.workspace.app_dir,
+                label=self.name.value,
+                timeout_seconds=spec.timeout_seconds,
+                env=self.env(),
+                secret_env=self.app.secrets,
+                secrets=self.extra_secrets,
+                log_path=log_path,
+            ),
+            log=self.log,
+        )
+        if outcome.timed_out:
+            self.context.log.error(f"{self.name.value}: killed after its timeout of {spec.timeout_seconds:.0f}s "
+                                   f"(stages.{self.name.value}.timeout_seconds)")
+        return outcome
+
+    def keep(self, path: Path, name: str | None = None) -> str:
+        return self.store.put_file(app=self.app.key, sha=self.sha, name=name or path.name, path=path)
+
+    def base_metadata(self, outcome: Outcome) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "command": outcome.command,
+            "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
+            "duration_s": round(outcome.duration, 2),
+        }
+        if outcome.log_path and outcome.log_path.exists():
+            meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name.value}.log"))
+        if not outcome.ok:
+            meta["output_tail"] = dg.MetadataValue.md("```\n" + outcome.tail_text(30) + "\n```")
+        return meta
+
+    def report_path(self, rel: str | None) -> Path:
+        assert rel is not None
+        return self.workspace.app_dir / rel
+
+    @contextlib.contextmanager
+    def with_services(self, services: TestServices) -> Iterator[Stage]:
+        """Starts the stage's configured services for the duration of the block."""
+        names = list(self.spec.services)
+        if not names:
+            yield self
+            return
+        pg = self.app.services.postgresql
+        missing = [n for n in names if getattr(self.app.services, n) is None]
+        if missing:
+            raise failure(f"{self.name.value}: stage needs services {missing} that services: disables")
+        try:
+            with services.provide(names, pg_user=pg.user if pg else "testuser",
+                                  pg_database=pg.database if pg else "test_db", log=self.log) as endpoints:
+                self.extra_env = {**self.extra_env, **endpoints.env}
+                self.extra_secrets = (*self.extra_secrets, *endpoints.secrets)
+                yield self
+        except ServiceError as exc:
+            raise failure(f"{self.name.value}: test service failed: {exc}") from exc
+
+
+def md_table(header: list[str], rows: list[list[Any]], limit: int = 50) -> str:
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")[:300]
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"\n…and {len(rows) - limit} more")
+    return "\n".join(lines)
+

@@ -1,0 +1,1 @@
+"""What starts pipelines: the git push sensor per app."""

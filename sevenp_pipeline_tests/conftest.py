@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sevenp_pipeline.config import AppConfig, Settings, load_app_config
+from sevenp_pipeline.definitions import build_definitions
+from sevenp_pipeline_tests.gitutil import Remote
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_APP = FIXTURES / "tiny-app"
+SAMPLE_APP = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"
+
+
+@dataclass
+class Pipeline:
+    """A configured pipeline on a tiny app: remote, settings, definitions, instance."""
+
+    remote: Remote
+    settings: Settings
+    instance: dg.DagsterInstance
+    app: AppConfig
+
+    @property
+    def defs(self) -> dg.Definitions:
+        return build_definitions(self.settings)
+
+    @property
+    def key(self) -> str:
+        return self.app.key
+
+    def materialize(self, sha: str, selection: str | None = None, *, raise_on_error: bool = False,
+                    run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+        self.instance.add_dynamic_partitions(f"{self.key}_commits", [sha])
+        defs = self.defs
+        job = defs.resolve_implicit_global_asset_job_def()
+        assets = defs.resolve_asset_graph()
+        keys = [k for k in assets.get_all_asset_keys() if k.path[0] == self.key]
+        if selection:
+            keys = [k for k in keys if k.path[-1] in selection.split(",")]
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=sha,
+            asset_selection=keys,
+            raise_on_error=raise_on_error,
+            run_config=run_config,
+        )
+
+
+def write_app_config(path: Path, name: str, url: str, extra: str = "") -> None:
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        repository:
+          url: {url}
+        stages: {{}}
+        """) + textwrap.dedent(extra))
+
+
+@pytest.fixture
+def make_pipeline(tmp_path: Path) -> Callable[..., Pipeline]:
+    def make(extra: str = "", source: Path = TINY_APP, name: str = "tiny-app") -> Pipeline:
+        remote = Remote(tmp_path, source, name)
+        apps = tmp_path / "apps"
+        apps.mkdir(exist_ok=True)
+        config_text = extra.replace("stages: {}", "")
+        if "stages:" not in config_text:
+            config_text += "\nstages: {}\n"
+        (apps / f"{name}.yaml").write_text(
+            f"name: {name}\nrepository:\n  url: {remote.url}\n" + textwrap.dedent(config_text)
+        )
+        settings = Settings(home=tmp_path / "home", apps_dir=apps)
+        instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
+        app = load_app_config(apps / f"{name}.yaml")
+        return Pipeline(remote, settings, instance, app)
+
+    return make
+
+
+@pytest.fixture
+def pipeline(make_pipeline) -> Pipeline:
+    return make_pipeline()
