@@ -32,17 +32,19 @@ class Remote:
                                                                             "reports", "docs"))
         git("init", "--quiet", "--initial-branch=main", cwd=self.clone)
         git("remote", "add", "origin", self.url, cwd=self.clone)
-        self.commit("initial import")
-        self.push("main")
+        self.commit("initial import", push_to="main")
 
     def write(self, rel: str, text: str) -> None:
         path = self.clone / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
-    def commit(self, message: str) -> str:
+    def commit(self, message: str, push_to: str | None = "develop") -> str:
+        """Commits everything in the clone and (by default) pushes it to ``push_to``."""
         git("add", "-A", cwd=self.clone)
         git("commit", "--quiet", "--allow-empty", "-m", message, cwd=self.clone)
+        if push_to:
+            self.push(push_to)
         return git("rev-parse", "HEAD", cwd=self.clone)
 
     def push(self, branch: str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import dagster as dg
 
 from sevenp_pipeline_tests.conftest import Pipeline
@@ -35,3 +38,127 @@ def test_clean_commit_passes_every_stage(pipeline: Pipeline) -> None:
     assert len(_meta(result, "build_artifact")["sha256"]) == 64
     checks = _checks(result)
     assert checks and all(checks.values()), checks
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(e.step_failure_data.user_failure_data.description if e.step_failure_data.user_failure_data
+            else e.step_failure_data.error)
+        for e in result.all_events if e.is_step_failure
+    )
+
+
+def test_lint_error_stops_everything_downstream(pipeline: Pipeline) -> None:
+    pipeline.remote.write("src/old.js", "var x = 1;\nmodule.exports = x;\n")
+    sha = pipeline.remote.commit("use var")
+    result = pipeline.materialize(sha)
+    assert not result.success
+    assert _meta(result, "lint_report")["errors"] == 1
+    assert "no-var" in _meta(result, "lint_report")["problems"]
+    assert _checks(result)["lint_report.no_lint_errors"] is False
+    assert not _materialized(result) & {"unit_test_results", "integration_test_results", "build_artifact"}
+
+
+def test_failing_test_and_low_coverage_gate_the_build(pipeline: Pipeline) -> None:
+    pipeline.remote.write("tests/unit/broken.test.js", "exports.broken = () => { throw new Error('nope'); };\n")
+    pipeline.remote.write("coverage-pct.txt", "42")
+    sha = pipeline.remote.commit("break a test")
+    result = pipeline.materialize(sha)
+    assert not result.success
+    meta = _meta(result, "unit_test_results")
+    assert (meta["passed"], meta["failed"]) == (3, 1)
+    assert "nope" in meta["failures"]
+    checks = _checks(result)
+    assert checks["unit_test_results.all_tests_pass"] is False
+    assert checks["unit_test_results.coverage_threshold"] is False
+    assert checks["integration_test_results.all_tests_pass"] is True
+    assert "build_artifact" not in _materialized(result)
+
+
+def test_missing_script_fails_naming_it_and_optional_stage_skips(make_pipeline) -> None:
+    pipe = make_pipeline("stages:\n  type_check: {script: typecheck-strict}\n")
+    pipe.remote.write("package.json", pipe.remote.clone.joinpath("package.json").read_text()
+                      .replace('"build:docs": "node scripts/build.js docs"', '"docs-unused": "true"'))
+    sha = pipe.remote.commit("drop build:docs")
+    result = pipe.materialize(sha)
+    assert not result.success
+    assert "npm script 'typecheck-strict' is missing from package.json" in _failure_text(result)
+    docs = pipe.materialize(sha, "api_docs")
+    assert docs.success and _meta(docs, "api_docs")["skipped"] is True
+
+
+def test_missing_package_json_is_named(pipeline: Pipeline) -> None:
+    (pipeline.remote.clone / "package.json").unlink()
+    sha = pipeline.remote.commit("remove package.json")
+    result = pipeline.materialize(sha, "source_checkout,node_dependencies")
+    assert not result.success
+    assert "package.json not found in commit" in _failure_text(result)
+
+
+def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
+    pipe = make_pipeline("stages:\n  integration_tests: {timeout_seconds: 3}\n")
+    pipe.remote.write("tests/integration/hang.test.js", "exports.hang = () => new Promise(() => setInterval(() => {}, 1000));\n")
+    sha = pipe.remote.commit("a test that never ends")
+    assert pipe.materialize(sha, "source_checkout,node_dependencies").success
+    before = _server_pids()
+    started = time.monotonic()
+    result = pipe.materialize(sha, "integration_test_results")
+    assert time.monotonic() - started < 60
+    assert not result.success
+    assert "timed out after 3s and was killed; test services were torn down" in _failure_text(result)
+    assert _server_pids() == before
+
+
+def test_skip_tests_launch_option_is_recorded_not_passed(pipeline: Pipeline) -> None:
+    sha = pipeline.remote.push("develop")
+    result = pipeline.materialize(
+        sha, run_config={"resources": {"launch_options": {"config": {"skip_tests": True}}}})
+    assert result.success
+    assert _meta(result, "unit_test_results")["skipped"] is True
+    warn = [e.asset_check_evaluation_data for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
+    assert {w.check_name for w in warn} == {"all_tests_pass", "coverage_threshold"}
+    assert all(w.severity == dg.AssetCheckSeverity.WARN for w in warn)
+    assert "build_artifact" in _materialized(result)
+
+
+def test_dependencies_reused_and_data_versions_stable_for_same_inputs(pipeline: Pipeline) -> None:
+    first = pipeline.materialize(pipeline.remote.push("develop"))
+    sha2 = pipeline.remote.commit("empty commit: same tree")
+    second = pipeline.materialize(sha2)
+    assert first.success and second.success
+    assert _meta(second, "node_dependencies")["reused"] is True
+
+    def versions(result):
+        return {e.asset_key.path[-1]: e.materialization.tags.get("dagster/data_version")
+                for e in result.get_asset_materialization_events()}
+
+    v1, v2 = versions(first), versions(second)
+    assert v1["lint_report"] == v2["lint_report"] and v1["build_artifact"] == v2["build_artifact"]
+    pipeline.remote.write("src/math.js", "function add(a, b) {\n  return b + a;\n}\n\nmodule.exports = { add, mul: (a, b) => a * b };\n")
+    third = pipeline.materialize(pipeline.remote.commit("change source"))
+    assert versions(third)["lint_report"] != v1["lint_report"]
+
+
+def _server_pids() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and (cmd[0].endswith(b"/postgres") or b"redis-server" in cmd[0]) and \
+                    any(b"sevenp-services" in part for part in cmd):
+                pids.add(int(proc.name))
+    return pids
+
+
+def test_no_leftover_servers_after_runs(pipeline: Pipeline) -> None:
+    before = _server_pids()
+    assert pipeline.materialize(pipeline.remote.push("develop")).success
+    assert _server_pids() == before

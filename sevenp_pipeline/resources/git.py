@@ -22,6 +22,10 @@ class GitError(Exception):
     """A git command failed; the message names the remote or commit and git's own words."""
 
 
+class CommitNotFound(GitError):
+    """The remote answered but does not have the commit: trying again will not help."""
+
+
 def is_sha(value: str) -> bool:
     return bool(_SHA.match(value))
 
@@ -94,11 +98,11 @@ class GitClient(dg.ConfigurableResource):
 
     def ensure_commit(self, app_key: str, url: str, sha: str, *, log: LogFn | None = None) -> Path:
         if not is_sha(sha):
-            raise GitError(f"partition key {sha!r} is not a full commit SHA")
+            raise CommitNotFound(f"partition key {sha!r} is not a full commit SHA")
         if not self.has_commit(app_key, sha):
             self.fetch(app_key, url, log=log)
             if not self.has_commit(app_key, sha):
-                raise GitError(f"commit {sha} is not on remote {url} (was the branch force-pushed?)")
+                raise CommitNotFound(f"commit {sha} is not on remote {url} (was the branch force-pushed?)")
         return self.mirror_path(app_key)
 
     def commit_info(self, app_key: str, sha: str) -> CommitInfo:

@@ -8,7 +8,7 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig, StageName
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
-from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.stages import Stage, failure, fingerprint, md_table, tool_versions
@@ -39,7 +39,7 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
             tree = git.tree_hash(app.key, sha, app.repository.subdirectory)
             changed = git.changed_files(app.key, sha)
         except GitError as exc:
-            raise failure(f"source_checkout: {exc}", retry=True) from exc
+            raise failure(f"source_checkout: {exc}", retry=not isinstance(exc, CommitNotFound)) from exc
         record_inputs(workspace, sha=sha, tree=tree)
         context.log.info("Checked out %s (%s) by %s: %s", sha[:12], tree[:12], info.author, info.subject)
         return dg.MaterializeResult(
