@@ -30,8 +30,9 @@ def _load_json(path: Path, what: str):
         raise ReportError(f"{what}: cannot parse {path}: {exc}") from exc
 
 
-def eslint_counts(path: Path) -> tuple[int, int, list[tuple[str, int, str, str]]]:
-    """(errors, warnings, [(file, line, rule, message)] for the errors) from ESLint's JSON format."""
+def eslint_counts(path: Path, *, include_warnings: bool = False) -> tuple[int, int, list[tuple[str, int, str, str]]]:
+    """(errors, warnings, [(file, line, rule, message)]) from ESLint's JSON format; the list holds
+    the errors, and the warnings too when ``include_warnings``."""
     data = _load_json(path, "eslint report")
     if not isinstance(data, list):
         raise ReportError(f"eslint report: {path} is not ESLint JSON output (expected a list)")
@@ -41,7 +42,7 @@ def eslint_counts(path: Path) -> tuple[int, int, list[tuple[str, int, str, str]]
         (f.get("filePath", "?"), int(m.get("line", 0)), str(m.get("ruleId")), str(m.get("message", "")))
         for f in data
         for m in f.get("messages", [])
-        if m.get("severity") == 2
+        if m.get("severity") == 2 or (include_warnings and m.get("severity") == 1)
     ]
     return errors, warnings, problems
 

@@ -23,8 +23,11 @@ from sevenp_pipeline.config import AppConfig, StageName, StageSpec
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
+from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
+
+TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
 
 # Bumped when the meaning of a stage's output changes; part of every data version.
 STAGE_CODE_VERSION = "1"
@@ -177,8 +180,25 @@ class Stage:
                                    f"(stages.{self.name.value}.timeout_seconds)")
         return outcome
 
+    @property
+    def redact(self) -> Redactor:
+        """The same redaction the runner applies to the command's output, for reports and metadata."""
+        _, redactor = self.runner.build_env(ExecuteRequest(
+            argv=["-"], cwd=self.workspace.app_dir, label=self.name.value, env=self.env(),
+            secret_env=self.app.secrets, secrets=self.extra_secrets))
+        return redactor
+
     def keep(self, path: Path, name: str | None = None) -> str:
-        return self.store.put_file(app=self.app.key, sha=self.sha, name=name or path.name, path=path)
+        """Stores a file of this commit; text files are redacted first (a test report can echo a secret)."""
+        name = name or path.name
+        if path.suffix in TEXT_SUFFIXES:
+            clean = path.with_name(path.name + ".redacted")
+            clean.write_text(self.redact(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+            try:
+                return self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=clean)
+            finally:
+                clean.unlink(missing_ok=True)
+        return self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=path)
 
     def base_metadata(self, outcome: Outcome) -> dict[str, Any]:
         meta: dict[str, Any] = {

@@ -29,11 +29,18 @@ class Findings:
     header: list[str]
 
 
-def _eslint(stage: Stage, outcome: Outcome) -> Findings:
-    errors, warnings, problems = eslint_counts(stage.report_path(stage.spec.report))
+def _eslint(stage: Stage, outcome: Outcome, *, gate_warnings: bool = False) -> Findings:
+    errors, warnings, problems = eslint_counts(stage.report_path(stage.spec.report),
+                                               include_warnings=gate_warnings)
     stage.keep(stage.report_path(stage.spec.report), f"reports/{stage.name.value}.json")
     rows = [[f.replace(str(stage.workspace.app_dir) + "/", ""), line, rule, msg] for f, line, rule, msg in problems]
-    return Findings(errors, {"errors": errors, "warnings": warnings}, rows, ["file", "line", "rule", "message"])
+    gated = errors + warnings if gate_warnings else errors
+    return Findings(gated, {"errors": errors, "warnings": warnings}, rows, ["file", "line", "rule", "message"])
+
+
+def _eslint_security(stage: Stage, outcome: Outcome) -> Findings:
+    # eslint-plugin-security reports every finding as a warning: all of them count against the gate.
+    return _eslint(stage, outcome, gate_warnings=True)
 
 
 def _prettier(stage: Stage, outcome: Outcome) -> Findings:
@@ -68,7 +75,7 @@ QUALITY_STAGES = (
     QualityStage(StageName.lint, "lint_report", "no_lint_errors", "max_lint_errors", _eslint,
                  "ESLint problems (npm run lint)."),
     QualityStage(StageName.lint_security, "security_lint_report", "no_security_lint_errors",
-                 "max_security_lint_errors", _eslint, "Security lint problems (npm run lint:security)."),
+                 "max_security_lint_errors", _eslint_security, "Security lint findings, warnings included (npm run lint:security)."),
     QualityStage(StageName.format, "format_report", "code_formatted", "max_format_issues", _prettier,
                  "Files not formatted as the formatter wants (npm run format:check)."),
     QualityStage(StageName.type_check, "type_check_report", "no_type_errors", "max_type_errors", _tsc,
@@ -134,7 +141,7 @@ def _quality_asset(
             metadata={
                 **stage.base_metadata(outcome),
                 **found.figures,
-                "problems": dg.MetadataValue.md(md_table(found.header, found.problems)),
+                "problems": dg.MetadataValue.md(stage.redact(md_table(found.header, found.problems))),
             },
             check_results=[
                 dg.AssetCheckResult(

@@ -103,8 +103,9 @@ def _test_asset(
         if spec.junit:
             meta["junit"] = dg.MetadataValue.url(stage.keep(stage.report_path(spec.junit), f"reports/{t.asset}.xml"))
         if summary.failures:
-            meta["failures"] = dg.MetadataValue.md(
-                md_table(["suite", "test", "message"], [[f.suite, f.name, f.message] for f in summary.failures]))
+            redact = stage.redact
+            meta["failures"] = dg.MetadataValue.md(redact(
+                md_table(["suite", "test", "message"], [[f.suite, f.name, f.message] for f in summary.failures])))
         results = [_tests_pass(summary, outcome.ok, outcome.describe())]
         if coverage is not None:
             meta.update({f"coverage_{m}_pct": coverage.metric(m)

@@ -1,0 +1,202 @@
+"""A local Dagster deployment (webserver + daemon via ``dagster dev``) for the demo, the
+integration tests and the benchmarks, plus the GraphQL calls they need.
+
+``python -m sevenp_pipeline.devstack serve --port P`` is the wrapper that starts ``dagster dev``
+with SIGINT restored: a process started in the background by a shell inherits SIGINT ignored,
+and ``dagster dev`` then ignores SIGTERM too (it routes both to one handler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner, RunningProcess
+
+LOCATION = "sevenp_pipeline"
+REPOSITORY = "__repository__"
+
+SENSOR_TICKS = """
+query ($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 10) { status timestamp error { message } } } }
+    ... on PythonError { message }
+  }
+}"""
+
+REEXECUTE = """
+mutation ($parentRunId: String!, $strategy: ReexecutionStrategy!) {
+  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: $strategy}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { stepKey invalidOutputName }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
+
+class DevStackError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalDagster:
+    """``dagster dev`` on a DAGSTER_HOME under the pipeline home, bound to 127.0.0.1."""
+
+    home: Path
+    port: int
+    apps_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    runner: ProcessRunner = field(default_factory=ProcessRunner)
+    process: RunningProcess | None = None
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "logs" / "dagster-dev.log"
+
+    def env(self) -> dict[str, str]:
+        env = {"DAGSTER_HOME": str(self.dagster_home), "SEVENP_HOME": str(self.home), **self.extra_env}
+        if self.apps_dir:
+            env["SEVENP_APPS_DIR"] = str(self.apps_dir)
+        return env
+
+    def prepare(self) -> None:
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
+
+    def start(self, *, timeout: float = 120) -> None:
+        self.prepare()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.process = self.runner.start(ExecuteRequest(
+            argv=[sys.executable, "-m", "sevenp_pipeline.devstack", "serve", "--port", str(self.port)],
+            cwd=PROJECT_ROOT, label="dagster dev", env=self.env(), log_path=self.log_path,
+        ))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.process.alive():
+                raise DevStackError(f"dagster dev exited at startup; see {self.log_path}:\n{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:  # noqa: S310
+                    if response.status == 200 and self._location_loaded():
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise DevStackError(f"dagster dev did not answer on {self.url} within {timeout:.0f}s:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _location_loaded(self) -> bool:
+        data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
+            name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+        for entry in data["workspaceOrError"]["locationEntries"]:
+            if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
+                error = entry["locationOrLoadError"]
+                if error and error["__typename"] == "PythonError":
+                    raise DevStackError(f"code location {LOCATION} failed to load: {error['message']}")
+                return True
+        return False
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        return graphql(self.url, query, variables)
+
+    def sensor_ticks(self, sensor: str) -> list[dict[str, Any]]:
+        data = self.graphql(SENSOR_TICKS, {"selector": {"repositoryLocationName": LOCATION,
+                                                        "repositoryName": REPOSITORY, "sensorName": sensor}})
+        result = data["sensorOrError"]
+        if result["__typename"] != "Sensor":
+            raise DevStackError(f"sensor {sensor}: {result}")
+        return result["sensorState"]["ticks"]
+
+    def wait_for_sensor_tick(self, sensor: str, *, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(t["status"] in ("SKIPPED", "SUCCESS") for t in self.sensor_ticks(sensor)):
+                return
+            time.sleep(0.5)
+        raise DevStackError(f"sensor {sensor} did not tick within {timeout:.0f}s: {self.sensor_ticks(sensor)}")
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,  # noqa: S310
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise DevStackError(f"GraphQL {exc.code} from {url}: {exc.read()[:2000].decode(errors='replace')}") from exc
+    if payload.get("errors"):
+        raise DevStackError(f"GraphQL error from {url}: {payload['errors']}")
+    return payload["data"]
+
+
+def reexecute(url: str, run_id: str, strategy: str = "FROM_FAILURE") -> str:
+    """Launches a re-execution of ``run_id`` through the webserver; returns the new run id."""
+    result = graphql(url, REEXECUTE, {"parentRunId": run_id, "strategy": strategy})["launchRunReexecution"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise DevStackError(f"re-execution of {run_id} was refused: {result}")
+    return result["run"]["runId"]
+
+
+def _serve(port: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),  # noqa: S606
+                            "-h", "127.0.0.1", "-p", str(port)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.devstack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="exec `dagster dev` with SIGINT/SIGTERM restored")
+    serve.add_argument("--port", type=int, default=3000)
+    rerun = sub.add_parser("reexecute", help="re-execute a run (default: only failed steps and downstream)")
+    rerun.add_argument("run_id")
+    rerun.add_argument("--url", default=os.environ.get("DAGSTER_URL", "http://127.0.0.1:3000"))
+    rerun.add_argument("--strategy", default="FROM_FAILURE", choices=["FROM_FAILURE", "FROM_ASSET_FAILURE",
+                                                                       "ALL_STEPS"])
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        _serve(args.port)
+    new_run = reexecute(args.url, args.run_id, args.strategy)
+    print(f"launched {new_run}: {args.url}/runs/{new_run}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

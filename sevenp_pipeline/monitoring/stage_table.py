@@ -1,0 +1,100 @@
+"""One line per stage of a run: status, duration and the stage's key figure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster._core.execution.stats import StepEventStatus
+
+# The figure shown for each stage, read from its materialization metadata.
+KEY_FIGURES: dict[str, list[tuple[str, str]]] = {
+    "source_checkout": [("changed_files_count", "{} changed files")],
+    "node_dependencies": [("reused", "cache reused: {}"), ("packages", "{} packages")],
+    "lint_report": [("errors", "{} lint errors"), ("warnings", "{} warnings")],
+    "security_lint_report": [("errors", "{} security lint errors")],
+    "format_report": [("unformatted_files", "{} unformatted files")],
+    "type_check_report": [("errors", "{} type errors")],
+    "unit_test_results": [("passed", "{} passed"), ("failed", "{} failed"), ("coverage_lines_pct", "coverage {}%")],
+    "integration_test_results": [("passed", "{} passed"), ("failed", "{} failed")],
+    "api_test_results": [("passed", "{} passed"), ("failed", "{} failed")],
+    "build_artifact": [("files", "{} files"), ("sha256", "sha256 {:.12}")],
+    "api_docs": [("files", "{} files")],
+}
+
+
+@dataclass(frozen=True)
+class StageRow:
+    stage: str
+    status: str
+    duration_s: float | None
+    figure: str
+
+
+def stage_rows(instance: dg.DagsterInstance, run_id: str) -> list[StageRow]:
+    """Rows in execution order for every step of the run (steps that never ran show NOT RUN)."""
+    stats = {s.step_key: s for s in instance.get_run_step_stats(run_id)}
+    metadata: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    records = instance.get_records_for_run(run_id, of_type={dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                            dg.DagsterEventType.STEP_FAILURE,
+                                                            dg.DagsterEventType.ASSET_CHECK_EVALUATION}).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            mat = event.step_materialization_data.materialization
+            metadata[mat.asset_key.path[-1]] = {k: v.value for k, v in mat.metadata.items()}
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
+            data = event.step_failure_data
+            text = (data.user_failure_data.description if data.user_failure_data else None) or (
+                data.error.message if data.error else "failed")
+            failures[event.step_key] = text.strip().splitlines()[0][:110]
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.asset_check_evaluation_data
+            if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR and event.step_key:
+                failures.setdefault(event.step_key, f"gate {check.check_name} failed: {check.description}")
+    order = _step_order(instance, instance.get_run_by_id(run_id))
+    rows = []
+    for step_key in order:
+        asset = step_key.split("__", 1)[-1]
+        stat = stats.get(step_key)
+        meta = metadata.get(asset, {})
+        status = stat.status.value if stat and stat.status else "NOT RUN"
+        if stat and stat.status == StepEventStatus.SUCCESS and step_key in failures:
+            status = "FAILURE"
+        if meta.get("skipped"):
+            status = "SKIPPED"
+        duration = (stat.end_time - stat.start_time) if stat and stat.end_time and stat.start_time else None
+        figure = failures.get(step_key) or _figure(asset, meta)
+        rows.append(StageRow(asset, status, duration, figure))
+    return rows
+
+
+def _step_order(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> list[str]:
+    """The run's steps in the plan's (topological) order."""
+    if run is None or run.execution_plan_snapshot_id is None:
+        return []
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return list(plan.step_keys_to_execute)
+
+
+def _figure(asset: str, meta: dict[str, Any]) -> str:
+    if meta.get("skipped"):
+        return str(meta.get("reason", "skipped"))
+    parts = []
+    for key, fmt in KEY_FIGURES.get(asset, []):
+        if key in meta:
+            parts.append(fmt.format(meta[key]))
+    return ", ".join(parts)
+
+
+def format_table(rows: list[StageRow]) -> str:
+    width = max([len(r.stage) for r in rows] + [5])
+    lines = [f"{'STAGE':<{width}}  {'STATUS':<8}  {'TIME':>7}  KEY FIGURE"]
+    for r in rows:
+        duration = f"{r.duration_s:6.1f}s" if r.duration_s is not None else "      -"
+        lines.append(f"{r.stage:<{width}}  {r.status:<8}  {duration}  {r.figure}")
+    return "\n".join(lines)
