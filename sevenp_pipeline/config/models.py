@@ -77,6 +77,7 @@ class Branches(BaseModel):
 class Trigger(BaseModel):
     model_config = _STRICT
 
+    # Dagster's sensor daemon loops every 5 s, so anything below that means "every loop".
     poll_interval_seconds: int = Field(default=5, ge=1)
     enabled: bool = True
     ls_remote_timeout_seconds: float = Field(default=30, gt=0)

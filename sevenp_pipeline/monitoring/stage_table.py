@@ -51,11 +51,12 @@ def stage_rows(instance: dg.DagsterInstance, run_id: str) -> list[StageRow]:
             data = event.step_failure_data
             text = (data.user_failure_data.description if data.user_failure_data else None) or (
                 data.error.message if data.error else "failed")
-            failures[event.step_key] = text.strip().splitlines()[0][:110]
+            failures.setdefault(event.step_key, text.strip().splitlines()[0][:110])
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             check = event.asset_check_evaluation_data
             if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR and event.step_key:
-                failures.setdefault(event.step_key, f"gate {check.check_name} failed: {check.description}")
+                # The gate says more than the step failure it causes: it wins.
+                failures[event.step_key] = f"gate {check.check_name} failed: {check.description}"
     order = _step_order(instance, instance.get_run_by_id(run_id))
     rows = []
     for step_key in order:

@@ -9,9 +9,9 @@ metadata and forwarded live to the run's log. On timeout the whole process group
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -27,7 +27,6 @@ from pydantic import Field
 from sevenp_pipeline.resources.redaction import Redactor
 
 LogFn = Callable[[str], None]
-_PR_SET_PDEATHSIG = 1
 
 
 class ProcessError(Exception):
@@ -51,6 +50,7 @@ class ExecuteRequest:
     secrets: Sequence[str] = ()
     log_path: Path | None = None
     user: str | None = None
+    die_with_parent: bool = False  # for servers: killed when the process that started them dies
     capture: bool = False  # keep every output line in Outcome.output, not just the tail
 
     def __post_init__(self) -> None:
@@ -90,10 +90,14 @@ class Outcome:
         return "\n".join(self.tail[-lines:])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the parent (run worker) dies first."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _with_parent_death_signal(argv: Sequence[str]) -> list[str]:
+    """Prefixes ``setpriv --pdeathsig KILL`` (util-linux): the server dies if its parent does.
+
+    Not a ``preexec_fn``: running Python between fork and exec in a threaded process (the gRPC
+    code server evaluating sensors) crashed the child with SIGSEGV.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
@@ -246,8 +250,9 @@ class ProcessRunner(dg.ConfigurableResource):
             running.stop()
 
     def _popen(self, request: ExecuteRequest, env: dict[str, str], stdout) -> subprocess.Popen[bytes]:
+        argv = _with_parent_death_signal(request.argv) if request.die_with_parent else list(request.argv)
         return subprocess.Popen(
-            list(request.argv),
+            argv,
             cwd=request.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -257,7 +262,6 @@ class ProcessRunner(dg.ConfigurableResource):
             user=request.user,
             group=_primary_group(request.user),
             extra_groups=[] if request.user else None,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
 
 

@@ -160,7 +160,7 @@ class TestServices(dg.ConfigurableResource):
                     argv=[str(pg_bin / "postgres"), "-D", str(data), "-p", str(port),
                           "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}",
                           "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-                    cwd=workdir, label="postgresql", user=self._user(),
+                    cwd=workdir, label="postgresql", user=self._user(), die_with_parent=True,
                     log_path=workdir / "postgresql.log",
                 )
             )
@@ -227,7 +227,7 @@ class TestServices(dg.ConfigurableResource):
                     argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
                           "--protected-mode", "yes"],
-                    cwd=workdir, label="redis", user=self._user(), log_path=logfile,
+                    cwd=workdir, label="redis", user=self._user(), log_path=logfile, die_with_parent=True,
                 )
             )
             try:

@@ -1,0 +1,48 @@
+# sevenp_pipeline — see README.md. Everything installs from this repository's own files.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 3000
+export SEVENP_HOME  ?= $(CURDIR)/.sevenp
+export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
+
+.PHONY: install system-deps demo dev test test-fast lint bench rerun clean
+
+install: system-deps $(VENV)/.installed
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## The whole pipeline on the sample app, then the UI (NO_UI=1: print the table and exit).
+demo: install
+	$(BIN)/python -m sevenp_pipeline.demo --port $(PORT) $(if $(NO_UI),--no-ui,)
+
+## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything.
+dev: install
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m sevenp_pipeline.devstack serve --port $(PORT)
+
+## Re-execute only the failed stages of a run (and what is downstream): make rerun RUN=<run id>
+rerun: install
+	$(BIN)/python -m sevenp_pipeline.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
+
+test: install
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/ci_overhead.py
+
+clean:
+	rm -rf $(SEVENP_HOME)

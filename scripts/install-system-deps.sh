@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
+# PostgreSQL (server binaries for test databases), Redis, Python venv support.
+# Idempotent: checks first, installs only what is missing. Needs root (or sudo) to install.
+set -euo pipefail
+
+missing=()
+command -v git >/dev/null || missing+=(git)
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+elif [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then
+  echo "Node.js $(node --version) is too old: the pipeline and the sample app need Node.js >= 18" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "run as root or install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends keeps the postgresql package from pulling in extras; the pipeline
+# starts its own servers on free loopback ports and never uses the system cluster.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,171 @@
+"""`make demo`: the whole CI pipeline on the sample app, on embedded defaults, then the UI.
+
+1. makes a local git "remote" holding examples/7p-education-api (a bare repo under the home);
+2. starts Dagster (webserver + daemon) on a SQLite instance under the home;
+3. waits for the push sensor's first tick, pushes a commit to `develop`;
+4. waits for the run the sensor starts and prints one line per stage;
+5. leaves the UI running until Ctrl-C (or, with --no-ui, exits: non-zero if the pipeline failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
+from sevenp_pipeline.devstack import LocalDagster
+from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
+from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
+from sevenp_pipeline.triggers.sensors import TAG_COMMIT
+
+APP = "7p-education-api"
+SAMPLE = PROJECT_ROOT / "examples" / APP
+GIT_ID = ["-c", "user.name=7P Demo", "-c", "user.email=demo@7p.example"]
+IGNORED = shutil.ignore_patterns("node_modules", "dist", "coverage", "reports", "docs")
+
+
+def say(message: str) -> None:
+    print(f"[demo {datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class LocalRemote:
+    """A bare repository standing in for the app's hosted remote, and a clone to push from."""
+
+    def __init__(self, home: Path, runner: ProcessRunner) -> None:
+        self.bare = home / "remotes" / f"{APP}.git"
+        self.work = home / "remotes" / f"{APP}-work"
+        self.runner = runner
+
+    def git(self, *args: str, cwd: Path) -> str:
+        outcome = self.runner.check(ExecuteRequest(argv=["git", *GIT_ID, *args], cwd=cwd, label="git",
+                                                   timeout_seconds=120, capture=True))
+        return "\n".join(outcome.output).strip()
+
+    def ensure(self) -> None:
+        if not (self.bare / "HEAD").exists():
+            self.bare.parent.mkdir(parents=True, exist_ok=True)
+            self.git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare), cwd=self.bare.parent)
+            shutil.rmtree(self.work, ignore_errors=True)
+        if not (self.work / ".git").exists():
+            self.work.mkdir(parents=True, exist_ok=True)
+            self.git("init", "--quiet", "--initial-branch=main", cwd=self.work)
+            self.git("remote", "add", "origin", str(self.bare), cwd=self.work)
+            self.sync()
+            self.git("add", "-A", cwd=self.work)
+            self.git("commit", "--quiet", "-m", "Import the 7P Education API", cwd=self.work)
+            self.git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=self.work)
+            say(f"created the local remote {self.bare}")
+
+    def sync(self) -> None:
+        """Copies examples/ into the work clone, so edits to the sample app reach the next push."""
+        for entry in self.work.iterdir():
+            if entry.name != ".git":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        shutil.copytree(SAMPLE, self.work, ignore=IGNORED, dirs_exist_ok=True)
+
+    def push_change(self, branch: str) -> str:
+        self.sync()
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        notes = self.work / "DEMO_PUSHES.md"
+        previous = notes.read_text() if notes.exists() else "# Pushes made by `make demo`\n\n"
+        notes.write_text(previous + f"- {stamp}\n")
+        self.git("add", "-A", cwd=self.work)
+        self.git("commit", "--quiet", "-m", f"demo: push at {stamp}", cwd=self.work)
+        self.git("push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}", cwd=self.work)
+        return self.git("rev-parse", "HEAD", cwd=self.work)
+
+
+def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float) -> tuple[dg.DagsterRun, float]:
+    """Waits for the run of ``sha``; returns it and the push-to-start latency's end time."""
+    deadline = time.monotonic() + timeout
+    started_at = None
+    last_status = None
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}), limit=1)
+        if runs:
+            run = runs[0]
+            record = instance.get_run_record_by_id(run.run_id)
+            if record and record.start_time and started_at is None:
+                started_at = record.start_time
+            if run.status != last_status:
+                say(f"run {run.run_id[:8]}: {run.status.value}")
+                last_status = run.status
+            if run.is_finished:
+                return run, started_at or time.time()
+        time.sleep(1)
+    raise TimeoutError(f"no finished run for {sha} after {timeout:.0f}s")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-ui", action="store_true", help="exit after the table (status 1 if it failed)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument("--branch", default="develop")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the pipeline")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    if not port_free(args.port):
+        print(f"port {args.port} is in use: stop what runs there or run `make demo PORT=<free port>`",
+              file=sys.stderr)
+        return 2
+    runner = ProcessRunner()
+    remote = LocalRemote(settings.home, runner)
+    remote.ensure()
+    stack = LocalDagster(home=settings.home, port=args.port, apps_dir=settings.apps_dir)
+    os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
+    say(f"starting Dagster (webserver + daemon) on {stack.url}; log: {stack.log_path}")
+    stack.start()
+    try:
+        sensor = f"{APP.replace('-', '_')}_git_push_sensor"
+        stack.wait_for_sensor_tick(sensor)
+        say(f"sensor {sensor} is watching {remote.bare}")
+        sha = remote.push_change(args.branch)
+        pushed = time.time()
+        say(f"pushed {sha[:12]} to {args.branch}; waiting for the pipeline")
+        instance = dg.DagsterInstance.get()
+        run, started = wait_for_run(instance, sha, args.timeout)
+        print()
+        print(format_table(stage_rows(instance, run.run_id)))
+        print()
+        say(f"push → run start: {started - pushed:.1f}s; run {run.status.value} "
+            f"in {(instance.get_run_record_by_id(run.run_id).end_time or time.time()) - started:.1f}s")
+        say(f"run page: {stack.url}/runs/{run.run_id}")
+        say(f"asset graph: {stack.url}/asset-groups")
+        ok = run.status == dg.DagsterRunStatus.SUCCESS
+        if args.no_ui:
+            return 0 if ok else 1
+        say(f"the UI stays up at {stack.url} — press Ctrl-C to stop")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1):
+                if stack.process is None or not stack.process.alive():
+                    say("dagster dev exited")
+                    return 1
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        say("stopping Dagster")
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
