@@ -33,6 +33,7 @@ rerun: install
 	$(BIN)/python -m sevenp_pipeline.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
 
 test: install
+	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks
 	$(BIN)/pytest
 
 test-fast: install

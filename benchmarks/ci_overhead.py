@@ -15,6 +15,7 @@ Prints, for the same commands on the same commit with warm dependencies:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -25,14 +26,14 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sevenp_pipeline.config import Settings, StageName, load_app_config  # noqa: E402
-from sevenp_pipeline.definitions import build_definitions, build_resources  # noqa: E402
-from sevenp_pipeline.devstack import LocalDagster  # noqa: E402
-from sevenp_pipeline.resources.artifacts import deterministic_tarball  # noqa: E402
-from sevenp_pipeline.resources.processes import ExecuteRequest  # noqa: E402
-from sevenp_pipeline.resources.services import free_port  # noqa: E402
-from sevenp_pipeline.triggers.sensors import TAG_COMMIT  # noqa: E402
-from sevenp_pipeline_tests.gitutil import Remote  # noqa: E402
+from sevenp_pipeline.config import Settings, StageName, load_app_config
+from sevenp_pipeline.definitions import build_definitions, build_resources
+from sevenp_pipeline.devstack import LocalDagster
+from sevenp_pipeline.resources.artifacts import deterministic_tarball
+from sevenp_pipeline.resources.processes import ExecuteRequest
+from sevenp_pipeline.resources.services import free_port
+from sevenp_pipeline.triggers.sensors import TAG_COMMIT
+from sevenp_pipeline_tests.gitutil import Remote
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"
 ORDER = [StageName.lint, StageName.lint_security, StageName.format, StageName.type_check,
@@ -84,8 +85,6 @@ def dagster_job(settings: Settings, instance: dg.DagsterInstance, app, sha: str)
 
 def push_latency(settings: Settings, remote: Remote, app, pushes: int) -> tuple[list[float], list[float]]:
     stack = LocalDagster(home=settings.home, port=free_port(), apps_dir=settings.apps_dir)
-    import os
-
     os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
     stack.start()
     latencies, durations = [], []

@@ -62,7 +62,7 @@ def junit_summary(path: Path) -> TestSummary:
         raise ReportError(f"junit: {path} was not written by the test command") from None
     except (JUnitXmlError, OSError, SyntaxError) as exc:
         raise ReportError(f"junit: cannot parse {path}: {exc}") from exc
-    suites = [xml] if xml._tag == "testsuite" else list(xml)  # noqa: SLF001
+    suites = [xml] if xml._tag == "testsuite" else list(xml)
     tests = failed = errors = skipped = 0
     duration = 0.0
     failures: list[TestCase] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,6 @@ GIT_ID = {
 
 
 def git(*args: str, cwd: Path) -> str:
-    import os
-
     env = {**os.environ, **GIT_ID}
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 

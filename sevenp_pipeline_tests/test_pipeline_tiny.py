@@ -101,7 +101,8 @@ def test_missing_package_json_is_named(pipeline: Pipeline) -> None:
 
 def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
     pipe = make_pipeline("stages:\n  integration_tests: {timeout_seconds: 3}\n")
-    pipe.remote.write("tests/integration/hang.test.js", "exports.hang = () => new Promise(() => setInterval(() => {}, 1000));\n")
+    pipe.remote.write("tests/integration/hang.test.js",
+                      "exports.hang = () => new Promise(() => setInterval(() => {}, 1000));\n")
     sha = pipe.remote.commit("a test that never ends")
     assert pipe.materialize(sha, "source_checkout,node_dependencies").success
     before = _server_pids()
@@ -139,7 +140,8 @@ def test_dependencies_reused_and_data_versions_stable_for_same_inputs(pipeline: 
 
     v1, v2 = versions(first), versions(second)
     assert v1["lint_report"] == v2["lint_report"] and v1["build_artifact"] == v2["build_artifact"]
-    pipeline.remote.write("src/math.js", "function add(a, b) {\n  return b + a;\n}\n\nmodule.exports = { add, mul: (a, b) => a * b };\n")
+    source = "function add(a, b) {\n  return b + a;\n}\n\nmodule.exports = { add, mul: (a, b) => a * b };\n"
+    pipeline.remote.write("src/math.js", source)
     third = pipeline.materialize(pipeline.remote.commit("change source"))
     assert versions(third)["lint_report"] != v1["lint_report"]
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import queue
+import shlex
 import shutil
 import signal
 import subprocess
@@ -232,7 +234,7 @@ class ProcessRunner(dg.ConfigurableResource):
     def start(self, request: ExecuteRequest) -> RunningProcess:
         """Starts a background server whose output goes to ``request.log_path``."""
         env, _ = self.build_env(request)
-        logfile = _open_log(request.log_path) or open(os.devnull, "wb")  # noqa: SIM115
+        logfile = _open_log(request.log_path) or Path(os.devnull).open("wb")  # noqa: SIM115
         try:
             proc = self._popen(request, env, stdout=logfile)
         except OSError as exc:
@@ -268,8 +270,6 @@ class ProcessRunner(dg.ConfigurableResource):
 def _primary_group(user: str | None) -> int | None:
     if user is None:
         return None
-    import pwd
-
     return pwd.getpwnam(user).pw_gid
 
 
@@ -300,6 +300,4 @@ def _close(logfile) -> None:
 
 def _quote(arg: str) -> str:
     """For display only: commands are never run through a shell."""
-    import shlex
-
     return shlex.quote(arg)

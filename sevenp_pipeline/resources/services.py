@@ -125,7 +125,7 @@ class TestServices(dg.ConfigurableResource):
                 return template
             shutil.rmtree(template, ignore_errors=True)
             template.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(template.parent, 0o755)
+            template.parent.chmod(0o755)  # the unprivileged server user must traverse it
             staging = Path(tempfile.mkdtemp(prefix="initdb-", dir=template.parent))
             self._chown(staging)
             self.runner.check(
@@ -231,7 +231,7 @@ class TestServices(dg.ConfigurableResource):
                 )
             )
             try:
-                _wait_tcp(port, server, self.startup_timeout_seconds, lambda: _tail(logfile))
+                _wait_tcp(port, server, self.startup_timeout_seconds, logfile)
             except ServiceError as exc:
                 server.stop()
                 last_error = str(exc)
@@ -246,11 +246,11 @@ class TestServices(dg.ConfigurableResource):
         raise ServiceError(f"redis: did not start: {last_error}")
 
 
-def _wait_tcp(port: int, server: RunningProcess, timeout: float, describe) -> None:
+def _wait_tcp(port: int, server: RunningProcess, timeout: float, logfile: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
-            raise ServiceError(f"{server.request.label} exited at startup: {describe()}")
+            raise ServiceError(f"{server.request.label} exited at startup: {_tail(logfile)}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
             try:
@@ -261,7 +261,7 @@ def _wait_tcp(port: int, server: RunningProcess, timeout: float, describe) -> No
             except OSError:
                 pass
         time.sleep(0.05)
-    raise ServiceError(f"{server.request.label} not ready after {timeout:.0f}s: {describe()}")
+    raise ServiceError(f"{server.request.label} not ready after {timeout:.0f}s: {_tail(logfile)}")
 
 
 def _tail(path: Path, lines: int = 10) -> str:

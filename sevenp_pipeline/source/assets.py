@@ -80,7 +80,8 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
             raise failure("node_dependencies: package-lock.json is missing: npm ci needs a committed lockfile")
         argv = stage.argv()
         lock_hash = sha256_file(lockfile)
-        key = fingerprint(lock_hash, argv, tool_versions(process_runner), sha256_file(stage.workspace.app_dir / "package.json"))
+        manifest_hash = sha256_file(stage.workspace.app_dir / "package.json")
+        key = fingerprint(lock_hash, argv, tool_versions(process_runner), manifest_hash)
         cached = workspaces.dependency_cache(key)
         target = stage.workspace.app_dir / "node_modules"
         reused = False

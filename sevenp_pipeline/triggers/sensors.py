@@ -44,13 +44,16 @@ def _clip(text: str) -> str:
 
 
 def build_push_sensor(
-    app: AppConfig, job: "dg.UnresolvedAssetJobDefinition | dg.JobDefinition", partitions: dg.DynamicPartitionsDefinition
+    app: AppConfig,
+    job: "dg.UnresolvedAssetJobDefinition | dg.JobDefinition",
+    partitions: dg.DynamicPartitionsDefinition,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{app.key}_git_push_sensor",
         job=job,
         minimum_interval_seconds=app.trigger.poll_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING if app.trigger.enabled else dg.DefaultSensorStatus.STOPPED,
+        default_status=(dg.DefaultSensorStatus.RUNNING if app.trigger.enabled
+                        else dg.DefaultSensorStatus.STOPPED),
         description=f"Starts {job.name} for each new head pushed to {app.repository.url}.",
     )
     def _sensor(context: dg.SensorEvaluationContext, git: GitClient) -> dg.SensorResult:
