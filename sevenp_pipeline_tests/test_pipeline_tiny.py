@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -164,3 +166,31 @@ def test_no_leftover_servers_after_runs(pipeline: Pipeline) -> None:
     before = _server_pids()
     assert pipeline.materialize(pipeline.remote.push("develop")).success
     assert _server_pids() == before
+
+
+def test_one_failed_partition_can_be_materialized_alone(make_pipeline, tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    flag.write_text("fail")
+    pipe = make_pipeline(f'env: {{TINY_FAIL_FLAG: "{flag}"}}\n')
+    sha = pipe.remote.push("develop")
+    first = pipe.materialize(sha)
+    assert not first.success and _checks(first)["unit_test_results.all_tests_pass"] is False
+    flag.unlink()
+    again = pipe.materialize(sha, "unit_test_results")
+    assert again.success and _materialized(again) == {"unit_test_results"}
+    assert _meta(again, "unit_test_results")["failed"] == 0
+
+
+def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline) -> None:
+    sha = pipeline.remote.push("develop")
+    away = Path(pipeline.remote.url + ".away")
+    shutil.move(pipeline.remote.url, away)
+    back = threading.Timer(0.5, shutil.move, args=(away, pipeline.remote.url))
+    back.start()
+    try:
+        result = pipeline.materialize(sha, "source_checkout")
+    finally:
+        back.join()
+    assert result.success
+    assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert _meta(result, "source_checkout")["commit"] == sha

@@ -12,6 +12,7 @@ from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.stages import Stage, failure, fingerprint, md_table, tool_versions
+from sevenp_pipeline.triggers.tags import TAG_BRANCH
 
 NETWORK_RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -41,11 +42,13 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         except GitError as exc:
             raise failure(f"source_checkout: {exc}", retry=not isinstance(exc, CommitNotFound)) from exc
         record_inputs(workspace, sha=sha, tree=tree)
+        branch = context.run.tags.get(TAG_BRANCH)
         context.log.info("Checked out %s (%s) by %s: %s", sha[:12], tree[:12], info.author, info.subject)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(tree),
             metadata={
                 "commit": sha,
+                "branch": branch or "(launched by hand)",
                 "tree_hash": tree,
                 "author": f"{info.author} <{info.email}>",
                 "message": info.subject,

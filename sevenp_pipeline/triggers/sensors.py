@@ -16,13 +16,16 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.resources.git import GitClient
+from sevenp_pipeline.triggers.tags import (
+    TAG_APP,
+    TAG_AUTHOR,
+    TAG_BRANCH,
+    TAG_COMMIT,
+    TAG_MESSAGE,
+    TAG_TRIGGER,
+)
 
-TAG_APP = "sevenp/app"
-TAG_BRANCH = "sevenp/branch"
-TAG_COMMIT = "sevenp/commit"
-TAG_AUTHOR = "sevenp/author"
-TAG_MESSAGE = "sevenp/message"
-TAG_TRIGGER = "sevenp/trigger"
+__all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "branch_matches", "build_push_sensor", "new_heads"]
 _MAX_TAG = 200
 
 

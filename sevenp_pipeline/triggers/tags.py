@@ -1,0 +1,8 @@
+"""Run tags set by the triggers and read by the stages and reports."""
+
+TAG_APP = "sevenp/app"
+TAG_BRANCH = "sevenp/branch"
+TAG_COMMIT = "sevenp/commit"
+TAG_AUTHOR = "sevenp/author"
+TAG_MESSAGE = "sevenp/message"
+TAG_TRIGGER = "sevenp/trigger"
