@@ -237,6 +237,23 @@ class Stage:
             raise failure(f"{self.name.value}: test service failed: {exc}") from exc
 
 
+def stage_asset_args(
+    app: AppConfig, partitions: dg.PartitionsDefinition, key: dg.AssetKey, family: str, description: str,
+    *, kinds: frozenset[str] = frozenset({"npm"}),
+) -> dict[str, Any]:
+    """The @asset arguments every stage shares: the app's group and commit partitions, the stage
+    family as a tag, and the code version that is part of every data version."""
+    return {
+        "key": key,
+        "group_name": app.key,
+        "partitions_def": partitions,
+        "description": description,
+        "kinds": set(kinds),
+        "tags": {"sevenp/stage": family},
+        "code_version": STAGE_CODE_VERSION,
+    }
+
+
 def md_table(header: list[str], rows: list[list[Any]], limit: int = 50) -> str:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")[:300]

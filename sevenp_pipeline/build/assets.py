@@ -7,7 +7,7 @@ from sevenp_pipeline.config import AppConfig, StageName
 from sevenp_pipeline.resources.artifacts import ArtifactStore, deterministic_tarball
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import Stage, StageSkipped, failure
+from sevenp_pipeline.stages import Stage, StageSkipped, failure, stage_asset_args
 
 
 def build_build_assets(
@@ -32,14 +32,8 @@ def _output_asset(
     description: str,
 ) -> dg.AssetsDefinition:
     @dg.asset(
-        key=[app.key, asset_name],
+        **stage_asset_args(app, partitions, dg.AssetKey([app.key, asset_name]), "build", description),
         deps=upstream,
-        group_name=app.key,
-        partitions_def=partitions,
-        description=description,
-        kinds={"npm"},
-        tags={"sevenp/stage": "build"},
-        code_version="1",
     )
     def _asset(
         context: dg.AssetExecutionContext,

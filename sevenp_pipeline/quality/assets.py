@@ -16,7 +16,7 @@ from sevenp_pipeline.reports import ReportError, eslint_counts, prettier_issue_f
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table
+from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table, stage_asset_args
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,8 @@ def _quality_asset(
     limit = getattr(app.gates, q.gate)
 
     @dg.asset(
-        key=key,
+        **stage_asset_args(app, partitions, key, "quality", q.description),
         deps=[upstream],
-        group_name=app.key,
-        partitions_def=partitions,
-        description=q.description,
-        kinds={"npm"},
-        tags={"sevenp/stage": "quality"},
-        code_version="1",
         check_specs=[dg.AssetCheckSpec(q.check, asset=key, blocking=True,
                                        description=f"at most {limit} (gates.{q.gate})")],
     )

@@ -13,7 +13,7 @@ from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table
+from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table, stage_asset_args
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,8 @@ def _test_asset(
             description=f"{app.gates.coverage_metric} coverage ≥ {app.gates.coverage_min}% (gates.coverage_min)"))
 
     @dg.asset(
-        key=key,
+        **stage_asset_args(app, partitions, key, "testing", t.description),
         deps=upstream,
-        group_name=app.key,
-        partitions_def=partitions,
-        description=t.description,
-        kinds={"npm"},
-        tags={"sevenp/stage": "testing"},
-        code_version="1",
         check_specs=checks,
         pool=f"{app.key}_services" if spec.services else None,
     )
