@@ -1,0 +1,1 @@
+"""Supply-chain security scanning: SBOMs, advisory matching, VEX, licenses, secrets and SARIF."""
