@@ -9,7 +9,7 @@ async function main() {
   const uri = process.env.POSTGRESQL_URI;
   if (!uri || !uri.trim()) {
     console.error(
-      'db:migrate: POSTGRESQL_URI is not set (e.g. postgresql://user:password@localhost:5432/education)',
+      'db:migrate: POSTGRESQL_URI is not set (e.g. postgresql://localhost:5432/education)',
     );
     process.exit(1);
   }

@@ -32,9 +32,7 @@ function required(name: string, raw: string | undefined): string {
 }
 
 function exampleFor(name: string): string {
-  return name === 'REDIS_URI'
-    ? 'redis://localhost:6379'
-    : 'postgresql://user:password@localhost:5432/education';
+  return name === 'REDIS_URI' ? 'redis://localhost:6379' : 'postgresql://localhost:5432/education';
 }
 
 /** Reads the service configuration from environment variables. */

@@ -2,7 +2,7 @@ import { ConfigError, loadConfig } from '../config';
 import { DEFAULT_CACHE_PREFIX } from '../lib/cacheKeys';
 
 const base = {
-  POSTGRESQL_URI: 'postgresql://edu:edu@db:5432/education',
+  POSTGRESQL_URI: 'postgresql://edu:edu@db:5432/education', // pragma: allowlist secret
   REDIS_URI: 'redis://cache:6379',
 };
 

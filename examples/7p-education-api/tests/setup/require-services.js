@@ -7,7 +7,7 @@ module.exports = async function requireServices() {
     throw new Error(
       `${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not set. ` +
         'These tests need a real PostgreSQL and Redis, e.g.\n' +
-        '  POSTGRESQL_URI=postgresql://user:password@localhost:5432/education \\\n' +
+        '  POSTGRESQL_URI=postgresql://localhost:5432/education \\\n' +
         `  REDIS_URI=redis://localhost:6379 npm run ${process.env.npm_lifecycle_event || 'test:integration'}`,
     );
   }
