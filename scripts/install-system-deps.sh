@@ -9,6 +9,14 @@ command -v git >/dev/null || missing+=(git)
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+command -v setpriv >/dev/null || missing+=(util-linux)
+# Images without a Docker daemon: buildah (build), skopeo (copy/inspect), runc (RUN steps),
+# Debian's docker-registry (the local registry), a static busybox (the bootstrapped Node base).
+command -v buildah >/dev/null || missing+=(buildah)
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v runc >/dev/null || missing+=(runc)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 elif [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then

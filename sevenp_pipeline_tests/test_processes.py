@@ -82,3 +82,5 @@ def test_redactor_masks_uri_passwords_and_secretish_env() -> None:
     assert redact("pw=hunter2hunter2 path=/usr/bin") == "pw=*** path=/usr/bin"
     assert redact("postgresql://u:p4ss@h:5/db") == "postgresql://u:***@h:5/db"
     assert redact("abc") == "abc"  # too short to be worth masking
+    ref = "docker://127.0.0.1:5000/sevenp/app@sha256:" + "a" * 64
+    assert redact(ref) == ref  # an image reference is not a URI with a password

@@ -16,7 +16,8 @@ SECRET_NAME = re.compile(r"(?i)(secret|token|passw(or)?d|api[_-]?key|private[_-]
 # Values shorter than this are not redacted: masking "1" or "true" everywhere helps no one.
 MIN_SECRET_LENGTH = 6
 # URIs with an inline password: postgresql://user:pass@host
-URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?=@)", re.I)
+# (Not `host:port/repo@sha256:...`: a password here has no '/'.)
+URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s/]+)(?=@)", re.I)
 
 
 class Redactor:
