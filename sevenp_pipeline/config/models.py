@@ -114,6 +114,58 @@ class Gates(BaseModel):
     coverage_metric: Literal["lines", "statements", "branches", "functions"] = "lines"
 
 
+class ImageSettings(BaseModel):
+    """The container image (spec stage 3, 'Build & Package'). Without it the pipeline ends at the build."""
+
+    model_config = _STRICT
+
+    dockerfile: str = Field(default="Dockerfile", description="path in the app folder")
+    context: str = Field(default=".", description="build context, relative to the app folder")
+    repository: str | None = Field(default=None, description="image repository name (default: the app name)")
+    base_image: str = Field(default="", description="BASE_IMAGE build arg; empty = the locally bootstrapped Node base")
+    build_args: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=1800, gt=0)
+
+
+class LicensePolicy(BaseModel):
+    model_config = _STRICT
+
+    allow: list[str] | None = Field(default=None, description="SPDX ids; default: a permissive allowlist")
+    deny: list[str] = Field(default_factory=list)
+    unknown: Literal["fail", "warn", "allow"] = "fail"
+    paths: list[str] = Field(
+        default_factory=lambda: ["/app"],
+        description="image folders whose components are checked: the app's dependencies, as license-checker "
+                    "does, not the base image's runtime (whose licenses are the base image vendor's matter)",
+    )
+
+
+class SecretScanSettings(BaseModel):
+    model_config = _STRICT
+
+    image_paths: list[str] = Field(default_factory=lambda: ["app"], description="image folders to scan")
+
+
+class SecuritySettings(BaseModel):
+    """Scans and their gates (spec stage 4, 'Security Scanning')."""
+
+    model_config = _STRICT
+
+    advisories: str = Field(default="", description="OSV advisory folder; empty = the shipped snapshot")
+    severity_threshold: Literal["low", "medium", "high", "critical"] = "high"
+    vex: list[str] = Field(default_factory=list, description="OpenVEX documents, paths in the app folder")
+    allowlist: str | None = Field(default=None, description="advisory allowlist YAML in the app folder")
+    licenses: LicensePolicy = Field(default_factory=LicensePolicy)
+    secrets: SecretScanSettings = Field(default_factory=SecretScanSettings)
+
+
+class ProvenanceSettings(BaseModel):
+    model_config = _STRICT
+
+    key_env: str = Field(default="SEVENP_SIGNING_KEY", description="env var holding the PEM signing key")
+    builder_id: str = "https://sevenp.example/sevenp_pipeline/dagster"
+
+
 class AppConfig(BaseModel):
     """One application's pipeline."""
 
@@ -129,6 +181,9 @@ class AppConfig(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
     stages: dict[StageName, StageSpec]
+    image: ImageSettings | None = None
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
 
     @field_validator("name")
     @classmethod
@@ -149,6 +204,10 @@ class AppConfig(BaseModel):
     def key(self) -> str:
         """Asset key prefix, group and partition-set name: Dagster names allow only [A-Za-z0-9_]."""
         return self.name.replace("-", "_")
+
+    @property
+    def image_repository(self) -> str:
+        return (self.image.repository if self.image and self.image.repository else self.name)
 
     def stage(self, name: StageName) -> StageSpec:
         return self.stages[name]

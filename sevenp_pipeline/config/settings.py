@@ -19,12 +19,18 @@ class Settings:
 
     home: Path
     apps_dir: Path
+    registry: str = "local"  # SEVENP_REGISTRY: local | ecr
+    ecr_endpoint_url: str | None = None  # SEVENP_ECR_ENDPOINT_URL: e.g. a moto server
 
     @classmethod
     def from_env(cls) -> Settings:
         home = Path(os.environ.get("SEVENP_HOME") or PROJECT_ROOT / ".sevenp").resolve()
         apps = Path(os.environ.get("SEVENP_APPS_DIR") or PROJECT_ROOT / "apps").resolve()
-        return cls(home=home, apps_dir=apps)
+        registry = os.environ.get("SEVENP_REGISTRY", "local")
+        if registry not in ("local", "ecr"):
+            raise ValueError(f"SEVENP_REGISTRY={registry!r}: expected 'local' or 'ecr'")
+        return cls(home=home, apps_dir=apps, registry=registry,
+                   ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None)
 
     @property
     def workspaces_dir(self) -> Path:

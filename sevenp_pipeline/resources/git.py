@@ -119,6 +119,11 @@ class GitClient(dg.ConfigurableResource):
         spec = f"{sha}:{subdir}" if subdir else f"{sha}^{{tree}}"
         return self._git(["rev-parse", spec], cwd=self.mirror_path(app_key), label="git rev-parse").strip()
 
+    def tags_at(self, app_key: str, sha: str) -> list[str]:
+        """Tags of the remote that point at ``sha`` (the mirror keeps every tag)."""
+        out = self._git(["tag", "--points-at", sha], cwd=self.mirror_path(app_key), label="git tag")
+        return [t for t in out.splitlines() if t.strip()]
+
     def changed_files(self, app_key: str, sha: str) -> list[str]:
         out = self._git(
             ["diff-tree", "--root", "--no-commit-id", "--name-only", "-r", "-z", sha],

@@ -1,0 +1,292 @@
+"""Supply-chain assets of one commit: SBOM, vulnerability / dependency / license / secret scans,
+and signed provenance. Each scan is gated by a blocking asset check; the image is only promoted
+(tagged) when all of them pass."""
+
+# No `from __future__ import annotations`: Dagster reads the resource and context annotations.
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.package.assets import image_key, latest_metadata, registry_ready
+from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
+from sevenp_pipeline.resources.builder import ImageBuilder, ImagePushError
+from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.registry import Registry
+from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.security import provenance as prov
+from sevenp_pipeline.security.advisories import AdvisoryDatabase, AdvisoryDatabaseError
+from sevenp_pipeline.security.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
+from sevenp_pipeline.security.lockfile import components_from_lockfile
+from sevenp_pipeline.security.matcher import match
+from sevenp_pipeline.security.models import SEVERITIES, Component, Finding
+from sevenp_pipeline.security.sarif import SarifValidationError, to_sarif, validate_sarif
+from sevenp_pipeline.security.sbom import SbomError, generate_sbom, read_cyclonedx
+from sevenp_pipeline.security.secrets_scan import ImageScanError, scan_image_layers, scan_tree
+from sevenp_pipeline.security.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
+from sevenp_pipeline.stages import failure, fingerprint, md_table, stage_asset_args
+
+SHIPPED_ADVISORIES = Path(__file__).parent / "data" / "osv"
+TOOL_URI = "https://sevenp.example/sevenp_pipeline"
+
+
+def build_security_assets(
+    app: AppConfig,
+    partitions: dg.PartitionsDefinition,
+    image: dg.AssetsDefinition,
+    checkout: dg.AssetsDefinition,
+    dependencies: dg.AssetsDefinition,
+) -> list[dg.AssetsDefinition]:
+    """sbom → vulnerability_report, license_report; dependency_report; secret_scan; provenance."""
+    sec = app.security
+
+    def key(name: str) -> dg.AssetKey:
+        return dg.AssetKey([app.key, name])
+
+    def workspace_of(workspaces: Workspaces, sha: str):
+        ws = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
+        if not ws.is_checked_out:
+            raise failure(f"no checkout of {sha[:12]}: materialize {app.key}/source_checkout first")
+        return ws
+
+    def advisory_db(workspace_app_dir: Path) -> AdvisoryDatabase:
+        path = Path(sec.advisories) if sec.advisories else SHIPPED_ADVISORIES
+        if not path.is_absolute():
+            path = (workspace_app_dir / path).resolve()
+        try:
+            return AdvisoryDatabase.load(path)
+        except AdvisoryDatabaseError as exc:
+            raise failure(f"advisory database unusable, scan fails closed: {exc}") from exc
+
+    def vulnerability_result(context, findings: list[Finding], ws, db: AdvisoryDatabase,
+                             store: ArtifactStore, name: str, check: str, artifact_uri: str) -> dg.MaterializeResult:
+        app_dir = ws.app_dir
+        try:
+            vex_docs = [load_openvex(app_dir / p) for p in sec.vex]
+            allow = load_allowlist(app_dir / sec.allowlist) if sec.allowlist else []
+            result = apply(findings, vex_documents=vex_docs, allowlist=allow, today=dt.date.today())
+        except SuppressionError as exc:
+            raise failure(f"{name}: {exc}") from exc
+        for entry in result.expired_entries:
+            context.log.warning("allowlist entry %s expired on %s (%s): it no longer suppresses anything",
+                                entry.id, entry.expires, entry.source)
+        blocking = gate(result.kept, sec.severity_threshold)
+        sarif = to_sarif(result.kept, tool_name="sevenp-osv-matcher", tool_version="1", information_uri=TOOL_URI,
+                         artifact_uri=artifact_uri)
+        try:
+            validate_sarif(sarif)
+        except SarifValidationError as exc:
+            raise failure(f"{name}: produced SARIF is invalid: {exc}") from exc
+        sarif_path = ws.root / "reports" / f"{name}.sarif"
+        sarif_path.parent.mkdir(parents=True, exist_ok=True)
+        sarif_path.write_text(json.dumps(sarif, indent=2))
+        counts = {s.lower(): sum(1 for f in result.kept if f.severity.upper() == s) for s in SEVERITIES}
+        counts["unknown"] = sum(1 for f in result.kept if f.severity.upper() not in SEVERITIES)
+        rows = [[f.advisory_id, f.severity, f"{f.package}@{f.installed_version}", ", ".join(f.fixed_versions),
+                 f.summary] for f in sorted(result.kept, key=lambda f: f.severity)]
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(sorted((f.advisory_id, f.purl) for f in result.kept),
+                                                    db.fingerprint, [str(s) for s in result.suppressed])),
+            metadata={
+                **{f"vulnerabilities_{k}": v for k, v in counts.items()},
+                "vulnerabilities_total": len(result.kept),
+                "suppressed": len(result.suppressed),
+                "blocking": len(blocking),
+                "advisory_records": db.count,
+                "advisory_db_fingerprint": db.fingerprint[:16],
+                "sarif": dg.MetadataValue.url(store.put_file(app=app.key, sha=context.partition_key,
+                                                             name=f"reports/{name}.sarif", path=sarif_path)),
+                "findings": dg.MetadataValue.md(md_table(["advisory", "severity", "package", "fixed in", "summary"],
+                                                         rows)),
+                "suppressions": dg.MetadataValue.md(md_table(
+                    ["advisory", "package", "reason"],
+                    [[f.advisory_id, f.package, why] for f, why in result.suppressed])),
+            },
+            check_results=[dg.AssetCheckResult(
+                check_name=check, passed=not blocking, severity=dg.AssetCheckSeverity.ERROR,
+                description=(f"{len(blocking)} finding(s) at or above {sec.severity_threshold}: "
+                             + ", ".join(sorted({f.advisory_id for f in blocking})[:10])) if blocking
+                else f"no unsuppressed finding at or above {sec.severity_threshold}",
+                metadata={"blocking": len(blocking), "threshold": sec.severity_threshold})],
+        )
+
+    vuln_check = dg.AssetCheckSpec("no_blocking_vulnerabilities", asset=key("vulnerability_report"), blocking=True,
+                                   description=f"no unsuppressed vulnerability ≥ {sec.severity_threshold}")
+    dep_check = dg.AssetCheckSpec("no_blocking_vulnerabilities", asset=key("dependency_report"), blocking=True,
+                                  description=f"no unsuppressed vulnerability ≥ {sec.severity_threshold}")
+    license_check = dg.AssetCheckSpec("licenses_allowed", asset=key("license_report"), blocking=True,
+                                      description="every license is on the allowlist")
+    secret_check = dg.AssetCheckSpec("no_secrets", asset=key("secret_scan"), blocking=True,
+                                     description="no committed secret in the source tree or the image")
+
+    @dg.asset(**stage_asset_args(app, partitions, key("sbom"), "security",
+                                 "SBOM of the pushed image by syft: SPDX 2.3 and CycloneDX 1.6 JSON.",
+                                 kinds=frozenset({"syft"})), deps=[image])
+    def sbom(context: dg.AssetExecutionContext, process_runner: ProcessRunner, workspaces: Workspaces,
+             artifact_store: ArtifactStore, registry: Registry) -> dg.MaterializeResult:
+        ws = workspace_of(workspaces, context.partition_key)
+        registry_ready(registry, context.log.info)
+        img = latest_metadata(context, image_key(app))
+        out = ws.root / "sbom"
+        try:
+            result = generate_sbom(process_runner, f"registry:{img['image_ref']}", out)
+        except SbomError as exc:
+            raise failure(f"sbom: {exc}") from exc
+        uris = {p.name: artifact_store.put_file(app=app.key, sha=context.partition_key, name=f"sbom/{p.name}", path=p)
+                for p in (result.spdx_path, result.cyclonedx_path)}
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(img["digest"], "syft")),
+            metadata={
+                "component_count": result.component_count,
+                **{f"components_{k}": v for k, v in result.components_by_type.items()},
+                "image": img["image_ref"],
+                "spdx": dg.MetadataValue.url(uris[result.spdx_path.name]),
+                "cyclonedx": dg.MetadataValue.url(uris[result.cyclonedx_path.name]),
+                "cyclonedx_sha256": sha256_file(result.cyclonedx_path),
+                "syft_seconds": round(result.duration_seconds, 2),
+            },
+        )
+
+    def sbom_components(workspaces: Workspaces, sha: str) -> list[Component]:
+        path = workspace_of(workspaces, sha).root / "sbom" / "sbom.cyclonedx.json"
+        if not path.exists():
+            raise failure(f"no SBOM for {sha[:12]} at {path}: materialize {app.key}/sbom first")
+        return read_cyclonedx(path)
+
+    @dg.asset(**stage_asset_args(app, partitions, key("vulnerability_report"), "security",
+                                 "The image SBOM matched against the OSV advisory database; SARIF 2.1.0.",
+                                 kinds=frozenset({"osv"})), deps=[sbom], check_specs=[vuln_check])
+    def vulnerability_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
+                             artifact_store: ArtifactStore) -> dg.MaterializeResult:
+        ws = workspace_of(workspaces, context.partition_key)
+        db = advisory_db(ws.app_dir)
+        img = latest_metadata(context, image_key(app))
+        findings = match(sbom_components(workspaces, context.partition_key), db, source="image")
+        return vulnerability_result(context, findings, ws, db, artifact_store, "vulnerability_report",
+                                    vuln_check.name, img["image_ref"])
+
+    @dg.asset(**stage_asset_args(app, partitions, key("dependency_report"), "security",
+                                 "package-lock.json matched against the OSV advisory database "
+                                 "(the spec's OWASP dependency check).", kinds=frozenset({"osv"})),
+              deps=[dependencies], check_specs=[dep_check])
+    def dependency_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
+                          artifact_store: ArtifactStore) -> dg.MaterializeResult:
+        ws = workspace_of(workspaces, context.partition_key)
+        lockfile = ws.app_dir / "package-lock.json"
+        if not lockfile.exists():
+            raise failure("dependency_report: package-lock.json is missing: nothing to check, failing closed")
+        db = advisory_db(ws.app_dir)
+        findings = match(components_from_lockfile(lockfile), db, source="lockfile")
+        return vulnerability_result(context, findings, ws, db, artifact_store, "dependency_report",
+                                    dep_check.name, "package-lock.json")
+
+    @dg.asset(**stage_asset_args(app, partitions, key("license_report"), "security",
+                                 "Licenses of the image's components against the allowlist (license-checker).",
+                                 kinds=frozenset({"spdx"})), deps=[sbom], check_specs=[license_check])
+    def license_report(context: dg.AssetExecutionContext, workspaces: Workspaces) -> dg.MaterializeResult:
+        policy = sec.licenses
+        roots = tuple(p.rstrip("/") + "/" for p in policy.paths)
+        everything = sbom_components(workspaces, context.partition_key)
+        components = [c for c in everything if any(loc.startswith(roots) for loc in c.locations)]
+        if not components:
+            raise failure(f"license_report: none of the image's {len(everything)} components lies under "
+                          f"{', '.join(policy.paths)} (security.licenses.paths): nothing checked, failing closed")
+        try:
+            report = check_licenses(components, allow=policy.allow or DEFAULT_ALLOWED_LICENSES, deny=policy.deny,
+                                    unknown=policy.unknown)
+        except LicensePolicyError as exc:
+            raise failure(f"license_report: security.licenses: {exc}") from exc
+        problems = [*report.denied, *(report.unknown if policy.unknown == "fail" else ())]
+        return dg.MaterializeResult(
+            metadata={
+                "checked": len(components), "outside_paths": len(everything) - len(components),
+                "allowed": len(report.allowed), "denied": len(report.denied), "unknown": len(report.unknown),
+                "by_license": dg.MetadataValue.md(md_table(["license", "components"], sorted(
+                    ([k, v] for k, v in report.counts_by_license.items()), key=lambda r: -r[1]))),
+                "problems": dg.MetadataValue.md(md_table(["component", "version", "license", "status", "why"], [
+                    [f.component, f.version, f.expression, f.status, f.reason] for f in problems])),
+            },
+            check_results=[dg.AssetCheckResult(
+                check_name=license_check.name, passed=report.ok, severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{len(report.denied)} denied, {len(report.unknown)} unknown "
+                            f"(unknown policy: {policy.unknown})")],
+        )
+
+    @dg.asset(**stage_asset_args(app, partitions, key("secret_scan"), "security",
+                                 "Committed secrets in the source tree and the image layers (detect-secrets).",
+                                 kinds=frozenset({"detect-secrets"})), deps=[checkout, image],
+              check_specs=[secret_check])
+    def secret_scan(context: dg.AssetExecutionContext, workspaces: Workspaces,
+                    image_builder: ImageBuilder, registry: Registry) -> dg.MaterializeResult:
+        ws = workspace_of(workspaces, context.partition_key)
+        registry_ready(registry, context.log.info)
+        img = latest_metadata(context, image_key(app))
+        layout = ws.root / "image-oci"
+        shutil.rmtree(layout, ignore_errors=True)
+        try:
+            image_builder.copy(source=f"docker://{img['image_ref']}", dest=f"oci:{layout}:scan", log=None,
+                               label="export image for the secret scan")
+            in_image = scan_image_layers(layout, paths=sec.secrets.image_paths)
+        except (ImagePushError, ImageScanError) as exc:
+            raise failure(f"secret_scan: {exc}") from exc
+        finally:
+            shutil.rmtree(layout, ignore_errors=True)
+        in_source = scan_tree(ws.app_dir)
+        rows = [["source", f.file, f.line, f.type] for f in in_source]
+        rows += [["image", f.file, f.line, f.type] for f in in_image]
+        found = len(rows)
+        return dg.MaterializeResult(
+            metadata={"secrets_in_source": len(in_source), "secrets_in_image": len(in_image),
+                      "image_paths": dg.MetadataValue.json(sec.secrets.image_paths),
+                      "findings": dg.MetadataValue.md(md_table(["where", "file", "line", "type"], rows))},
+            check_results=[dg.AssetCheckResult(
+                check_name=secret_check.name, passed=found == 0, severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{found} likely secret(s) found" if found else "no secrets found",
+                metadata={"found": found})],
+        )
+
+    @dg.asset(**stage_asset_args(app, partitions, key("provenance"), "security",
+                                 "SLSA v1 provenance of the image (in-toto Statement v1), DSSE-signed.",
+                                 kinds=frozenset({"in-toto"})), deps=[image, sbom])
+    def provenance(context: dg.AssetExecutionContext, workspaces: Workspaces,
+                   artifact_store: ArtifactStore) -> dg.MaterializeResult:
+        sha = context.partition_key
+        ws = workspace_of(workspaces, sha)
+        img = latest_metadata(context, image_key(app))
+        bom = latest_metadata(context, key("sbom"))
+        run = context.instance.get_run_record_by_id(context.run_id)
+        started = dt.datetime.fromtimestamp(run.start_time or dt.datetime.now().timestamp(), tz=dt.timezone.utc)
+        try:
+            statement = prov.build_statement(
+                subject_name=img["repository"], subject_digest=img["digest"], repository_uri=app.repository.url,
+                commit_sha=sha, builder_id=app.provenance.builder_id,
+                build_type="https://sevenp.example/sevenp_pipeline/container-image/v1",
+                external_parameters={"app": app.name, "dockerfile": app.image.dockerfile if app.image else "",
+                                     "branch": context.run.tags.get("sevenp/branch", "")},
+                internal_parameters={"input_hash": img.get("input_hash", ""), "base_image": img.get("base_image", ""),
+                                     "registry": img.get("registry", "")},
+                byproducts=[prov.resource_descriptor("sbom.cyclonedx.json", bom["cyclonedx_sha256"],
+                                                     media_type="application/vnd.cyclonedx+json")],
+                started_at=started, finished_at=dt.datetime.now(tz=dt.timezone.utc), invocation_id=context.run_id,
+            )
+            envelope = prov.sign(statement, key_env=app.provenance.key_env)
+            public = prov.public_key_pem(app.provenance.key_env)
+            prov.verify(envelope, public_key_pem=public, expected_subject_digest=img["digest"], expected_commit=sha)
+        except prov.ProvenanceError as exc:
+            raise failure(f"provenance: {exc}") from exc
+        path = ws.root / "provenance.intoto.json"
+        path.write_text(json.dumps(envelope, indent=2, sort_keys=True))
+        keyid = prov.keyid_of(public)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(img["digest"], sha, bom["cyclonedx_sha256"], keyid)),
+            metadata={"subject": f"{img['repository']}@{img['digest']}", "keyid": keyid,
+                      "predicate_type": statement["predicateType"],
+                      "envelope": dg.MetadataValue.url(artifact_store.put_file(
+                          app=app.key, sha=sha, name="provenance.intoto.json", path=path))},
+        )
+
+    return [sbom, vulnerability_report, dependency_report, license_report, secret_scan, provenance]
+

@@ -1,0 +1,127 @@
+"""The package-and-secure half on the real sample app: buildah build, local registry push,
+syft SBOM, OSV scans with gates, secret scan, signed provenance, promotion by tags."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from sevenp_pipeline.security import provenance as prov
+from sevenp_pipeline.security.sarif import validate_sarif
+from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
+from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _materialized, _meta
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("buildah") or not shutil.which("docker-registry"),
+                       reason="needs root, buildah and docker-registry (make system-deps installs them)"),
+]
+
+PACKAGE = ("source_checkout,node_dependencies,container_image,sbom,vulnerability_report,dependency_report,"
+           "license_report,secret_scan,provenance,promoted_image")
+FAKE_AWS = "aws_access_key_id = AKIAZ3MHQXK7T2LWJ5PA\naws_secret_access_key = 9xQ2pL7vN4mK8rT1wZ6yB3cF5hJ0dS2aG7eU4iO1\n"
+
+
+@pytest.fixture
+def signing_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    private, public = prov.generate_keypair()
+    monkeypatch.setenv("SEVENP_SIGNING_KEY", private)
+    return public
+
+
+@pytest.fixture
+def sample(make_pipeline, signing_key: str):
+    pipe: Pipeline = make_pipeline("image: {dockerfile: Dockerfile}\n", source=SAMPLE_APP, name="7p-education-api")
+    yield pipe
+    from sevenp_pipeline.definitions import build_resources
+
+    build_resources(pipe.settings)["registry"].stop()
+
+
+def _npm_add(pipe: Pipeline, spec: str) -> None:
+    subprocess.run(["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund",
+                    "--save-exact", spec], cwd=pipe.remote.clone, check=True, capture_output=True)
+
+
+def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_key: str) -> None:
+    sha = sample.remote.commit("release candidate")
+    result = sample.materialize(sha, PACKAGE)
+    assert result.success, _checks(result)
+    image = _meta(result, "container_image")
+    assert image["digest"].startswith("sha256:") and image["reused"] is False and image["layer_count"] >= 3
+    assert _meta(result, "sbom")["component_count"] > 50
+    vulns = _meta(result, "vulnerability_report")
+    assert vulns["blocking"] == 0 and vulns["advisory_records"] > 5
+    sarif = json.loads((sample.settings.home / "artifacts" / sample.key / sha / "reports" /
+                        "vulnerability_report.sarif").read_text())
+    validate_sarif(sarif)
+    assert _meta(result, "license_report")["denied"] == 0
+    assert _meta(result, "secret_scan")["secrets_in_source"] == 0
+    promoted = _meta(result, "promoted_image")
+    assert promoted["digest"] == image["digest"]
+    assert set(promoted["tags"]) >= {f"sha-{sha[:7]}"}  # launched by hand: no branch tag
+    envelope = json.loads((sample.settings.home / "artifacts" / sample.key / sha / "provenance.intoto.json").read_text())
+    statement = prov.verify(envelope, public_key_pem=signing_key, expected_subject_digest=image["digest"],
+                            expected_commit=sha)
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    tampered = {**envelope, "payload": envelope["payload"][:-8] + "AAAAAAA="}
+    with pytest.raises(prov.ProvenanceVerificationError):
+        prov.verify(tampered, public_key_pem=signing_key, expected_subject_digest=image["digest"])
+
+    # Same inputs (an empty commit): the image is found in the registry, not rebuilt.
+    again = sample.materialize(sample.remote.commit("no change"), "source_checkout,container_image")
+    assert _meta(again, "container_image")["reused"] is True
+    assert _meta(again, "container_image")["digest"] == image["digest"]
+
+    # A known-vulnerable package in the image fails the gate, and the image is not promoted.
+    _npm_add(sample, "lodash@4.17.15")
+    bad_sha = sample.remote.commit("add lodash 4.17.15")
+    bad = sample.materialize(bad_sha, PACKAGE)
+    assert not bad.success
+    checks = _checks(bad)
+    assert checks["vulnerability_report.no_blocking_vulnerabilities"] is False
+    assert checks["dependency_report.no_blocking_vulnerabilities"] is False
+    assert "GHSA-35jh-r3h4-6jhm" in _meta(bad, "vulnerability_report")["findings"]
+    assert "promoted_image" not in _materialized(bad)
+
+    # An OpenVEX statement that the app is not affected turns that failure into a pass.
+    sample.remote.write("security/vex.json", json.dumps({
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://7p.example/vex/1", "author": "7P security",
+        "timestamp": "2026-11-01T00:00:00Z", "version": 1,
+        "statements": [{"vulnerability": {"name": vid}, "products": [{"@id": "pkg:npm/lodash@4.17.15"}],
+                        "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path"}
+                       for vid in ("GHSA-35jh-r3h4-6jhm", "GHSA-p6mc-m468-83gw", "GHSA-29mw-wpgm-hmr9")],
+    }))
+    vex_pipe = sample
+    (vex_pipe.settings.apps_dir / "7p-education-api.yaml").write_text(
+        (vex_pipe.settings.apps_dir / "7p-education-api.yaml").read_text()
+        + "security: {vex: [security/vex.json]}\n")
+    ok = vex_pipe.materialize(sample.remote.commit("VEX: lodash template not used"), PACKAGE)
+    assert ok.success, _checks(ok)
+    assert _meta(ok, "vulnerability_report")["suppressed"] >= 1
+
+
+def test_planted_aws_key_fails_the_secret_gate(sample: Pipeline) -> None:
+    sample.remote.write("src/deploy-credentials.ts", f"export const creds = `\n{FAKE_AWS}`;\n")
+    sha = sample.remote.commit("oops: credentials")
+    result = sample.materialize(sha, "source_checkout,node_dependencies,container_image,secret_scan")
+    assert not result.success
+    meta = _meta(result, "secret_scan")
+    # Found in the source and again in the image: tsc compiled the string into dist/.
+    assert meta["secrets_in_source"] >= 1 and meta["secrets_in_image"] >= 1
+    assert "AWS Access Key" in meta["findings"] and "AKIAZ3MHQXK7T2LWJ5PA" not in meta["findings"]
+    assert _checks(result)["secret_scan.no_secrets"] is False
+
+
+def test_missing_signing_key_names_the_variable(sample: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = sample.remote.commit("no key")
+    assert sample.materialize(sha, "source_checkout,node_dependencies,container_image,sbom").success
+    monkeypatch.delenv("SEVENP_SIGNING_KEY")
+    result = sample.materialize(sha, "provenance")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert "SEVENP_SIGNING_KEY" in failure.user_failure_data.description
