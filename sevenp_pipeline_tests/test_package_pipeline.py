@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from sevenp_pipeline.definitions import build_resources
 from sevenp_pipeline.security import provenance as prov
 from sevenp_pipeline.security.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
@@ -23,7 +24,8 @@ pytestmark = [
 
 PACKAGE = ("source_checkout,node_dependencies,container_image,sbom,vulnerability_report,dependency_report,"
            "license_report,secret_scan,provenance,promoted_image")
-FAKE_AWS = "aws_access_key_id = AKIAZ3MHQXK7T2LWJ5PA\naws_secret_access_key = 9xQ2pL7vN4mK8rT1wZ6yB3cF5hJ0dS2aG7eU4iO1\n"
+FAKE_AWS = ("aws_access_key_id = AKIAZ3MHQXK7T2LWJ5PA\n"
+            "aws_secret_access_key = 9xQ2pL7vN4mK8rT1wZ6yB3cF5hJ0dS2aG7eU4iO1\n")
 
 
 @pytest.fixture
@@ -37,8 +39,6 @@ def signing_key(monkeypatch: pytest.MonkeyPatch) -> str:
 def sample(make_pipeline, signing_key: str):
     pipe: Pipeline = make_pipeline("image: {dockerfile: Dockerfile}\n", source=SAMPLE_APP, name="7p-education-api")
     yield pipe
-    from sevenp_pipeline.definitions import build_resources
-
     build_resources(pipe.settings)["registry"].stop()
 
 
@@ -64,7 +64,8 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     promoted = _meta(result, "promoted_image")
     assert promoted["digest"] == image["digest"]
     assert set(promoted["tags"]) >= {f"sha-{sha[:7]}"}  # launched by hand: no branch tag
-    envelope = json.loads((sample.settings.home / "artifacts" / sample.key / sha / "provenance.intoto.json").read_text())
+    stored = sample.settings.home / "artifacts" / sample.key / sha
+    envelope = json.loads((stored / "provenance.intoto.json").read_text())
     statement = prov.verify(envelope, public_key_pem=signing_key, expected_subject_digest=image["digest"],
                             expected_commit=sha)
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
