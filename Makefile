@@ -44,6 +44,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/ci_overhead.py
+	$(BIN)/python benchmarks/package_stages.py
 
 clean:
 	rm -rf $(SEVENP_HOME)

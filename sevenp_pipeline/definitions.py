@@ -12,16 +12,16 @@ from sevenp_pipeline.build.assets import build_build_assets
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
 from sevenp_pipeline.package.assets import build_package_assets, build_promotion_asset
 from sevenp_pipeline.quality.assets import build_quality_assets
+from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builder import BuildahBuilder
-from sevenp_pipeline.resources.registry import ECRRegistry, LocalRegistry, Registry
-from sevenp_pipeline.security.assets import build_security_assets
-from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.registry import ECRRegistry, LocalRegistry, Registry
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.testing.assets import build_test_assets
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor

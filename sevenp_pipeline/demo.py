@@ -26,6 +26,8 @@ from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
 from sevenp_pipeline.devstack import LocalDagster
 from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
+from sevenp_pipeline.resources.registry import LocalRegistry
+from sevenp_pipeline.security.provenance import generate_keypair
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
 
 APP = "7p-education-api"
@@ -106,6 +108,22 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float) -> tupl
     raise TimeoutError(f"no finished run for {sha} after {timeout:.0f}s")
 
 
+def signing_key(home: Path) -> dict[str, str]:
+    """SEVENP_SIGNING_KEY for the provenance stage: the environment's, else a demo key made once."""
+    if os.environ.get("SEVENP_SIGNING_KEY"):
+        return {}
+    key = home / "keys" / "signing-key.pem"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        private, public = generate_keypair()
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(private)
+        key.with_suffix(".pub.pem").write_text(public)
+        say(f"made a demo signing key {key} (set SEVENP_SIGNING_KEY to use your own)")
+    return {"SEVENP_SIGNING_KEY": key.read_text()}
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -128,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     runner = ProcessRunner()
     remote = LocalRemote(settings.home, runner)
     remote.ensure()
-    stack = LocalDagster(home=settings.home, port=args.port, apps_dir=settings.apps_dir)
+    stack = LocalDagster(home=settings.home, port=args.port, apps_dir=settings.apps_dir,
+                         extra_env=signing_key(settings.home))
     os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
     say(f"starting Dagster (webserver + daemon) on {stack.url}; log: {stack.log_path}")
     stack.start()
@@ -163,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
     finally:
-        say("stopping Dagster")
+        say("stopping Dagster and the local image registry")
         stack.stop()
+        LocalRegistry(runner=runner, home=str(settings.home)).stop()
 
 
 if __name__ == "__main__":

@@ -194,3 +194,12 @@ def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline) -> None:
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert _meta(result, "source_checkout")["commit"] == sha
+
+
+def test_missing_dockerfile_is_named(make_pipeline) -> None:
+    pipe = make_pipeline("image: {dockerfile: docker/Dockerfile.prod}\n")
+    sha = pipe.remote.push("develop")
+    result = pipe.materialize(sha, "source_checkout,container_image")
+    assert not result.success
+    assert "docker/Dockerfile.prod not found in tiny-app" in _failure_text(result)
+    assert "sbom" not in _materialized(result)

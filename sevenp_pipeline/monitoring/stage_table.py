@@ -21,6 +21,16 @@ KEY_FIGURES: dict[str, list[tuple[str, str]]] = {
     "api_test_results": [("passed", "{} passed"), ("failed", "{} failed")],
     "build_artifact": [("files", "{} files"), ("sha256", "sha256 {:.12}")],
     "api_docs": [("files", "{} files")],
+    "container_image": [("digest", "{:.19}"), ("reused", "reused: {}"), ("size_bytes", "{} bytes"),
+                        ("layer_count", "{} layers")],
+    "sbom": [("component_count", "{} components")],
+    "vulnerability_report": [("vulnerabilities_total", "{} vulnerabilities"), ("blocking", "{} blocking"),
+                             ("suppressed", "{} suppressed")],
+    "dependency_report": [("vulnerabilities_total", "{} vulnerabilities"), ("blocking", "{} blocking")],
+    "license_report": [("checked", "{} checked"), ("denied", "{} denied"), ("unknown", "{} unknown")],
+    "secret_scan": [("secrets_in_source", "{} in source"), ("secrets_in_image", "{} in image")],
+    "provenance": [("keyid", "signed by {:.12}")],
+    "promoted_image": [("tags", "tags {}")],
 }
 
 
