@@ -257,7 +257,7 @@ def build_security_assets(
         ws = workspace_of(workspaces, sha)
         img = latest_metadata(context, image_key(app))
         bom = latest_metadata(context, key("sbom"))
-        run = context.instance.get_run_record_by_id(context.run_id)
+        run = context.instance.get_run_record_by_id(context.run.run_id)
         started = dt.datetime.fromtimestamp(run.start_time or dt.datetime.now().timestamp(), tz=dt.timezone.utc)
         try:
             statement = prov.build_statement(
@@ -270,7 +270,7 @@ def build_security_assets(
                                      "registry": img.get("registry", "")},
                 byproducts=[prov.resource_descriptor("sbom.cyclonedx.json", bom["cyclonedx_sha256"],
                                                      media_type="application/vnd.cyclonedx+json")],
-                started_at=started, finished_at=dt.datetime.now(tz=dt.timezone.utc), invocation_id=context.run_id,
+                started_at=started, finished_at=dt.datetime.now(tz=dt.timezone.utc), invocation_id=context.run.run_id,
             )
             envelope = prov.sign(statement, key_env=app.provenance.key_env)
             public = prov.public_key_pem(app.provenance.key_env)
