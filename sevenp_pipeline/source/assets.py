@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import shutil
+from pathlib import Path
 
 import dagster as dg
 
@@ -91,7 +92,7 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         with file_lock(cached.with_suffix(".lock"), what=f"dependency cache {cached}"):
             if (cached / "complete").exists():
                 shutil.rmtree(target, ignore_errors=True)
-                _hardlink_tree(process_runner, cached / "node_modules", target, stage)
+                _hardlink_tree(process_runner, cached / "node_modules", target)
                 reused = True
                 outcome = None
             else:
@@ -101,7 +102,7 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
                 target.mkdir(exist_ok=True)  # an app without dependencies gets an empty tree
                 shutil.rmtree(cached, ignore_errors=True)
                 cached.mkdir(parents=True)
-                _hardlink_tree(process_runner, target, cached / "node_modules", stage)
+                _hardlink_tree(process_runner, target, cached / "node_modules")
                 (cached / "complete").write_text(lock_hash)
         record_inputs(stage.workspace, lock=lock_hash)
         packages = sum(1 for _ in target.glob("*/package.json")) + sum(1 for _ in target.glob("@*/*/package.json"))
@@ -116,7 +117,7 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
     return [source_checkout, node_dependencies]
 
 
-def _hardlink_tree(runner: ProcessRunner, source, dest, stage: Stage) -> None:
+def _hardlink_tree(runner: ProcessRunner, source: Path, dest: Path) -> None:
     """``cp -al``: a node_modules tree in well under a second, sharing file data with the cache."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     outcome = runner.run(ExecuteRequest(argv=["cp", "-al", str(source), str(dest)], cwd=dest.parent,
