@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,6 +128,10 @@ def port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the pipeline")
     args = parser.parse_args(argv)
 
+    # Ctrl-C and SIGTERM both end the demo through its cleanup (started in the background by a
+    # script, a process inherits SIGINT ignored, and SIGTERM would skip `finally`).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     settings = Settings.from_env()
     if not port_free(args.port):
         print(f"port {args.port} is in use: stop what runs there or run `make demo PORT=<free port>`",
@@ -171,16 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_ui:
             return 0 if ok else 1
         say(f"the UI stays up at {stack.url} — press Ctrl-C to stop")
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            while not stop.wait(1):
-                if stack.process is None or not stack.process.alive():
-                    say("dagster dev exited")
-                    return 1
+            while stack.process is not None and stack.process.alive():
+                time.sleep(1)
         except KeyboardInterrupt:
-            pass
-        return 0
+            return 0
+        say("dagster dev exited")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
     finally:
         say("stopping Dagster and the local image registry")
         stack.stop()
