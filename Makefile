@@ -6,7 +6,7 @@ PORT   ?= 3000
 export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
-.PHONY: install system-deps demo dev test test-fast lint bench rerun clean
+.PHONY: install system-deps demo dev stop test test-fast lint bench rerun clean
 
 install: system-deps $(VENV)/.installed
 
@@ -28,6 +28,10 @@ dev: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m sevenp_pipeline.devstack serve --port $(PORT)
 
+## The local image registry outlives runs (later runs find earlier images); this stops it.
+stop: install
+	$(BIN)/python -m sevenp_pipeline.devstack stop-registry
+
 ## Re-execute only the failed stages of a run (and what is downstream): make rerun RUN=<run id>
 rerun: install
 	$(BIN)/python -m sevenp_pipeline.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
@@ -46,5 +50,5 @@ bench: install
 	$(BIN)/python benchmarks/ci_overhead.py
 	$(BIN)/python benchmarks/package_stages.py
 
-clean:
+clean: stop
 	rm -rf $(SEVENP_HOME)

@@ -190,9 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     rerun.add_argument("--url", default=os.environ.get("DAGSTER_URL", "http://127.0.0.1:3000"))
     rerun.add_argument("--strategy", default="FROM_FAILURE", choices=["FROM_FAILURE", "FROM_ASSET_FAILURE",
                                                                        "ALL_STEPS"])
+    sub.add_parser("stop-registry", help="stop the local image registry (it outlives runs by design)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         _serve(args.port)
+    if args.command == "stop-registry":
+        from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
+        from sevenp_pipeline.resources.registry import LocalRegistry  # noqa: PLC0415
+
+        stopped = LocalRegistry(runner=ProcessRunner(), home=str(Settings.from_env().home)).stop()
+        print("local registry stopped" if stopped else "local registry was not running")
+        return 0
     new_run = reexecute(args.url, args.run_id, args.strategy)
     print(f"launched {new_run}: {args.url}/runs/{new_run}")
     return 0
