@@ -500,10 +500,6 @@ class BuildahBuilder(ImageBuilder):
     def inspect_remote(self, ref: str) -> RemoteImage | None:
         return self._skopeo_inspect(ref)
 
-    def remove_local(self, name: str) -> None:
-        """Removes a local image (tests, cleanup); a missing image is not an error."""
-        self.run_tool([*self.buildah_argv(), "rmi", "-f", name], label=f"rmi {name}", log=None, timeout=120)
-
 
 class DockerBuilder(ImageBuilder):
     """The same interface through the ``docker`` CLI against the engine at ``docker_host``.

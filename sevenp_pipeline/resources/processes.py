@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,14 +242,6 @@ class ProcessRunner(dg.ConfigurableResource):
         finally:
             logfile.close()
         return RunningProcess(proc, request, self.kill_grace_seconds)
-
-    @contextlib.contextmanager
-    def serve(self, request: ExecuteRequest) -> Iterator[RunningProcess]:
-        running = self.start(request)
-        try:
-            yield running
-        finally:
-            running.stop()
 
     def _popen(self, request: ExecuteRequest, env: dict[str, str], stdout) -> subprocess.Popen[bytes]:
         argv = _with_parent_death_signal(request.argv) if request.die_with_parent else list(request.argv)

@@ -45,7 +45,3 @@ class Redactor:
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
         return URI_PASSWORD.sub(lambda m: m.group("scheme") + MASK, text)
-
-    @property
-    def secret_count(self) -> int:
-        return len(self._secrets)
