@@ -12,7 +12,7 @@ from sevenp_pipeline.package.tags import image_tags
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builder import BuildahBuilder, ImageBuilder, ImageBuildError, ImagePushError
 from sevenp_pipeline.resources.git import GitClient, GitError
-from sevenp_pipeline.resources.registry import LocalRegistry, Registry, RegistryError, publish_image
+from sevenp_pipeline.resources.registry import Registry, RegistryError, publish_image
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import failure, fingerprint, stage_asset_args
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
@@ -31,13 +31,6 @@ def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict
     mat = result.records[0].asset_materialization
     assert mat is not None
     return {k: v.value for k, v in mat.metadata.items()}
-
-
-def registry_ready(registry: Registry, log) -> Registry:
-    """The local registry is shared state that outlives runs: start it if it is not running."""
-    if isinstance(registry, LocalRegistry):
-        registry.ensure_running(log=log)
-    return registry
 
 
 def image_key(app: AppConfig) -> dg.AssetKey:
@@ -76,7 +69,7 @@ def build_package_assets(
                           f"{context.partition_key[:12]} (image.dockerfile in the app config)")
         log = context.log.info
         try:
-            registry_ready(registry, log)
+            registry.prepare(log=log)
             base = settings.base_image
             if not base:
                 if not isinstance(image_builder, BuildahBuilder):
@@ -142,7 +135,7 @@ def build_promotion_asset(
             version = _package_version(workspaces, app, sha)
         tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
         try:
-            registry_ready(registry, context.log.info)
+            registry.prepare(log=context.log.info)
             result = registry.tag(repository=app.image_repository, digest=image["digest"], tags=tags,
                                   log=context.log.info)
         except RegistryError as exc:

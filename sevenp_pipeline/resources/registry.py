@@ -127,6 +127,9 @@ class Registry(dg.ConfigurableResource, ABC):
     max_attempts: int = Field(default=4, description="tries per registry operation on connection errors")
     backoff_seconds: float = Field(default=0.5, description="first retry delay; doubles each attempt")
 
+    def prepare(self, *, log: LogFn | None = None) -> None:
+        """Makes the registry usable before a stage talks to it; a hosted registry needs nothing."""
+
     @abstractmethod
     def describe(self) -> str:
         """Names the registry in messages, e.g. ``local registry 127.0.0.1:5000``."""
@@ -286,6 +289,10 @@ class LocalRegistry(Registry):
         if state and _pid_serves(state.pid, state.config):
             return state.pid
         return None
+
+    def prepare(self, *, log: LogFn | None = None) -> None:
+        """Shared state that outlives runs: started here when it is not running."""
+        self.ensure_running(log=log)
 
     def ensure_running(self, *, log: LogFn | None = None) -> str:
         """Starts the registry unless it already answers; returns ``host:port``. Idempotent."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.package.assets import image_key, latest_metadata, registry_ready
+from sevenp_pipeline.package.assets import image_key, latest_metadata
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.builder import ImageBuilder, ImagePushError
 from sevenp_pipeline.resources.processes import ProcessRunner
@@ -128,7 +128,7 @@ def build_security_assets(
     def sbom(context: dg.AssetExecutionContext, process_runner: ProcessRunner, workspaces: Workspaces,
              artifact_store: ArtifactStore, registry: Registry) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
-        registry_ready(registry, context.log.info)
+        registry.prepare(log=context.log.info)
         img = latest_metadata(context, image_key(app))
         out = ws.root / "sbom"
         try:
@@ -222,7 +222,7 @@ def build_security_assets(
     def secret_scan(context: dg.AssetExecutionContext, workspaces: Workspaces,
                     image_builder: ImageBuilder, registry: Registry) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
-        registry_ready(registry, context.log.info)
+        registry.prepare(log=context.log.info)
         img = latest_metadata(context, image_key(app))
         layout = ws.root / "image-oci"
         shutil.rmtree(layout, ignore_errors=True)
