@@ -17,8 +17,10 @@ from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import failure, fingerprint, stage_asset_args
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
 
-# Branches whose package.json version may become the X.Y.Z / X.Y tags (a git tag always does).
-RELEASE_BRANCHES = ("main", "master", "release/")
+
+def is_release_branch(branch: str) -> bool:
+    """Branches whose package.json version may become the X.Y.Z / X.Y tags (a git tag always does)."""
+    return branch in ("main", "master") or branch.startswith("release/")
 
 
 def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
@@ -131,7 +133,7 @@ def build_promotion_asset(
         branch = context.run.tags.get(TAG_BRANCH, "")
         git_tag = _release_tag(git, app, sha)
         version = None
-        if git_tag is None and (branch in RELEASE_BRANCHES or branch.startswith(RELEASE_BRANCHES[-1])):
+        if git_tag is None and is_release_branch(branch):
             version = _package_version(workspaces, app, sha)
         tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
         try:
