@@ -304,6 +304,24 @@ class ImageBuilder(dg.ConfigurableResource, ABC):
         """The image at ``ref`` in its registry, or None when the registry does not have it."""
 
     # -- shared --------------------------------------------------------------------------------
+    @staticmethod
+    def checked_dockerfile(context_dir: Path, dockerfile: Path) -> Path:
+        """The Dockerfile's absolute path; raises ImageBuildError naming it when it is missing."""
+        dockerfile = dockerfile if dockerfile.is_absolute() else context_dir / dockerfile
+        if not dockerfile.is_file():
+            raise ImageBuildError(f"Dockerfile not found: {dockerfile}", dockerfile=dockerfile)
+        return dockerfile
+
+    @staticmethod
+    def arg_and_label_flags(build_args: Mapping[str, str], labels: Mapping[str, str]) -> list[str]:
+        """``--build-arg K=V`` and ``--label K=V`` in a stable order (both CLIs spell them alike)."""
+        flags: list[str] = []
+        for key in sorted(build_args):
+            flags += ["--build-arg", f"{key}={build_args[key]}"]
+        for key in sorted(labels):
+            flags += ["--label", f"{key}={labels[key]}"]
+        return flags
+
     def config(self) -> ContainerConfig:
         return render_container_config(home=Path(self.home), insecure_registries=self.insecure_registries,
                                        mirrors=self.mirrors)
@@ -431,9 +449,7 @@ class BuildahBuilder(ImageBuilder):
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
         labels: Mapping[str, str], log: LogFn | None = None,
     ) -> BuiltImage:
-        dockerfile = dockerfile if dockerfile.is_absolute() else context_dir / dockerfile
-        if not dockerfile.is_file():
-            raise ImageBuildError(f"Dockerfile not found: {dockerfile}", dockerfile=dockerfile)
+        dockerfile = self.checked_dockerfile(context_dir, dockerfile)
         if not context_dir.is_dir():
             raise ImageBuildError(f"build context {context_dir} for {dockerfile} is not a directory",
                                   dockerfile=dockerfile)
@@ -445,10 +461,7 @@ class BuildahBuilder(ImageBuilder):
             base_refs = [v for k, v in build_args.items() if k.upper().endswith("IMAGE")]
             if any(not self.tls_verify(r) for r in base_refs if "/" in r):
                 argv.append("--tls-verify=false")
-            for key in sorted(build_args):
-                argv += ["--build-arg", f"{key}={build_args[key]}"]
-            for key in sorted(labels):
-                argv += ["--label", f"{key}={labels[key]}"]
+            argv += self.arg_and_label_flags(build_args, labels)
             argv += ["-f", str(dockerfile), "-t", image_name, str(context_dir)]
             outcome = self.run_tool(argv, label=f"build {image_name}", log=log, timeout=self.build_timeout_seconds)
             if not outcome.ok:
@@ -524,17 +537,12 @@ class DockerBuilder(ImageBuilder):
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
         labels: Mapping[str, str], log: LogFn | None = None,
     ) -> BuiltImage:
-        dockerfile = dockerfile if dockerfile.is_absolute() else context_dir / dockerfile
-        if not dockerfile.is_file():
-            raise ImageBuildError(f"Dockerfile not found: {dockerfile}", dockerfile=dockerfile)
+        dockerfile = self.checked_dockerfile(context_dir, dockerfile)
         cfg = self.config()
         with tempfile.TemporaryDirectory(dir=cfg.root / "tmp") as tmp:
             iidfile = Path(tmp) / "iid"
             argv = ["build", "--progress", "plain", "--iidfile", str(iidfile)]
-            for key in sorted(build_args):
-                argv += ["--build-arg", f"{key}={build_args[key]}"]
-            for key in sorted(labels):
-                argv += ["--label", f"{key}={labels[key]}"]
+            argv += self.arg_and_label_flags(build_args, labels)
             argv += ["-f", str(dockerfile), "-t", image_name, str(context_dir)]
             outcome = self._docker(argv, label=f"build {image_name}", log=log, timeout=self.build_timeout_seconds)
             if not outcome.ok:

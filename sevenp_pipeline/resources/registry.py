@@ -42,7 +42,6 @@ from sevenp_pipeline.resources.builder import (
     INPUT_HASH_LABEL,
     BuiltImage,
     ImageBuilder,
-    ImageBuildError,
     ImagePushError,
     build_input_hash,
     split_ref,
@@ -611,7 +610,7 @@ def publish_image(
     """
     build_args = dict(build_args or {})
     labels = dict(labels or {})
-    dockerfile = dockerfile if dockerfile.is_absolute() else context_dir / dockerfile
+    dockerfile = builder.checked_dockerfile(context_dir, dockerfile)
     base_digests: dict[str, str] = {}
     for key, value in sorted(build_args.items()):
         if not key.upper().endswith("IMAGE"):
@@ -623,8 +622,6 @@ def publish_image(
         remote = builder.inspect_remote(value)
         if remote is not None:
             base_digests[key] = remote.digest
-    if not dockerfile.is_file():
-        raise ImageBuildError(f"Dockerfile not found: {dockerfile}", dockerfile=dockerfile)
     input_hash = build_input_hash(context_dir=context_dir, dockerfile=dockerfile, build_args=build_args,
                                   labels=labels, base_digests=base_digests)
     input_tag = f"inputs-{input_hash[:40]}"
