@@ -162,31 +162,29 @@ class Stage:
         for rel in (spec.report, spec.junit, spec.coverage):  # never read a stale report
             if rel:
                 (self.workspace.app_dir / rel).unlink(missing_ok=True)
-        outcome = self.runner.run(
-            ExecuteRequest(
-                argv=argv,
-                cwd=self.workspace.app_dir,
-                label=self.name.value,
-                timeout_seconds=spec.timeout_seconds,
-                env=self.env(),
-                secret_env=self.app.secrets,
-                secrets=self.extra_secrets,
-                log_path=log_path,
-            ),
-            log=self.log,
-        )
+        outcome = self.runner.run(self.request(argv, log_path=log_path), log=self.log)
         if outcome.timed_out:
             self.context.log.error(f"{self.name.value}: killed after its timeout of {spec.timeout_seconds:.0f}s "
                                    f"(stages.{self.name.value}.timeout_seconds)")
         return outcome
 
+    def request(self, argv: list[str], *, log_path: Path | None = None) -> ExecuteRequest:
+        """The stage's command as the runner gets it: app folder, env, secrets, timeout."""
+        return ExecuteRequest(
+            argv=argv,
+            cwd=self.workspace.app_dir,
+            label=self.name.value,
+            timeout_seconds=self.spec.timeout_seconds,
+            env=self.env(),
+            secret_env=self.app.secrets,
+            secrets=self.extra_secrets,
+            log_path=log_path,
+        )
+
     @property
     def redact(self) -> Redactor:
         """The same redaction the runner applies to the command's output, for reports and metadata."""
-        _, redactor = self.runner.build_env(ExecuteRequest(
-            argv=["-"], cwd=self.workspace.app_dir, label=self.name.value, env=self.env(),
-            secret_env=self.app.secrets, secrets=self.extra_secrets))
-        return redactor
+        return self.runner.build_env(self.request(["-"]))[1]
 
     def keep(self, path: Path, name: str | None = None) -> str:
         """Stores a file of this commit; text files are redacted first (a test report can echo a secret)."""
