@@ -12,7 +12,7 @@ import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,18 @@ class Stage:
                 yield self
         except ServiceError as exc:
             raise failure(f"{self.name.value}: test service failed: {exc}") from exc
+
+
+def not_run(context: dg.AssetExecutionContext, reason: str, checks: Sequence[str] = ()) -> dg.MaterializeResult:
+    """A stage that did not run (optional script missing, skip_tests): recorded as skipped, and each
+    of its gates as a WARN-level failure — visible in the UI and history, never mistaken for a pass,
+    and not blocking what is downstream."""
+    context.log.warning("%s not run: %s", context.asset_key.to_user_string(), reason)
+    return dg.MaterializeResult(
+        metadata={"skipped": True, "reason": reason},
+        check_results=[dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                           description=f"not run: {reason}") for name in checks],
+    )
 
 
 def stage_asset_args(

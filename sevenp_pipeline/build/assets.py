@@ -7,7 +7,7 @@ from sevenp_pipeline.config import AppConfig, StageName
 from sevenp_pipeline.resources.artifacts import ArtifactStore, deterministic_tarball
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import Stage, StageSkipped, failure, stage_asset_args
+from sevenp_pipeline.stages import Stage, StageSkipped, failure, not_run, stage_asset_args
 
 
 def build_build_assets(
@@ -46,8 +46,7 @@ def _output_asset(
         try:
             argv = stage.argv()
         except StageSkipped as skipped:
-            context.log.warning("%s skipped: %s", asset_name, skipped)
-            return dg.MaterializeResult(metadata={"skipped": True, "reason": str(skipped)})
+            return not_run(context, str(skipped))
         out_dir = stage.report_path(stage.spec.output_dir) if stage.spec.output_dir else None
         outcome = stage.run(argv)
         if not outcome.ok:

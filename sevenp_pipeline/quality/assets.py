@@ -16,7 +16,7 @@ from sevenp_pipeline.reports import ReportError, eslint_counts, prettier_issue_f
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table, stage_asset_args
+from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table, not_run, stage_asset_args
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,7 @@ def _quality_asset(
         try:
             argv = stage.argv()
         except StageSkipped as skipped:
-            context.log.warning("%s skipped: %s", q.stage.value, skipped)
-            return dg.MaterializeResult(
-                metadata={"skipped": True, "reason": str(skipped)},
-                # Not a pass: a WARN-level failure records the gap without blocking downstream.
-                check_results=[dg.AssetCheckResult(check_name=q.check, passed=False,
-                                                   severity=dg.AssetCheckSeverity.WARN,
-                                                   description=f"not checked: {skipped}")],
-            )
+            return not_run(context, str(skipped), [q.check])
         outcome = stage.run(argv)
         try:
             found = q.parse(stage, outcome)

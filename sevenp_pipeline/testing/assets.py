@@ -13,7 +13,7 @@ from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table, stage_asset_args
+from sevenp_pipeline.stages import Stage, StageSkipped, failure, md_table, not_run, stage_asset_args
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,12 @@ def _test_asset(
     ) -> dg.MaterializeResult:
         stage = Stage(context, app, t.stage, process_runner, workspaces, artifact_store)
         if launch_options.skip_tests:
-            return _not_run(context, checks, "skip_tests was set when the run was launched")
+            return not_run(context, "skip_tests was set when the run was launched", [c.name for c in checks])
         stage.require_workspace()
         try:
             argv = stage.argv()
         except StageSkipped as skipped:
-            return _not_run(context, checks, str(skipped))
+            return not_run(context, str(skipped), [c.name for c in checks])
         with stage.with_services(test_services):
             outcome = stage.run(argv)
         if outcome.timed_out:
@@ -155,12 +155,3 @@ def _coverage_gate(app: AppConfig, coverage: Coverage) -> dg.AssetCheckResult:
         metadata={"coverage_pct": value, "minimum_pct": app.gates.coverage_min},
     )
 
-
-def _not_run(context: dg.AssetExecutionContext, checks: list[dg.AssetCheckSpec], reason: str) -> dg.MaterializeResult:
-    context.log.warning("tests not run: %s", reason)
-    return dg.MaterializeResult(
-        metadata={"skipped": True, "reason": reason},
-        # A WARN-level failure: visible in the UI and history, never mistaken for a pass.
-        check_results=[dg.AssetCheckResult(check_name=c.name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                           description=f"not run: {reason}") for c in checks],
-    )
