@@ -108,13 +108,10 @@ class Stage:
 
     def require_workspace(self, *, node_modules: bool = True) -> None:
         """Fails clearly when an upstream stage has not prepared this commit's workspace."""
-        prefix = self.app.key
-        if not self.workspace.is_checked_out:
-            raise failure(f"{self.name.value}: no checkout of {self.sha} at {self.workspace.src}: "
-                          f"materialize {prefix}/source_checkout for this partition first")
+        checked_out(self.workspaces, self.app, self.sha, stage=self.name.value)
         if node_modules and not (self.workspace.app_dir / "node_modules").is_dir():
             raise failure(f"{self.name.value}: no node_modules in {self.workspace.app_dir}: "
-                          f"materialize {prefix}/node_dependencies for this partition first")
+                          f"materialize {self.app.key}/node_dependencies for this partition first")
 
     def package_scripts(self) -> dict[str, str]:
         path = self.workspace.app_dir / "package.json"
@@ -233,6 +230,15 @@ class Stage:
                 yield self
         except ServiceError as exc:
             raise failure(f"{self.name.value}: test service failed: {exc}") from exc
+
+
+def checked_out(workspaces: Workspaces, app: AppConfig, sha: str, *, stage: str) -> Workspace:
+    """The commit's workspace; fails naming the asset to materialize when it has no checkout."""
+    workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
+    if not workspace.is_checked_out:
+        raise failure(f"{stage}: no checkout of {sha[:12]} at {workspace.src}: "
+                      f"materialize {app.key}/source_checkout for this partition first")
+    return workspace
 
 
 def not_run(context: dg.AssetExecutionContext, reason: str, checks: Sequence[str] = ()) -> dg.MaterializeResult:

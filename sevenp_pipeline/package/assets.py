@@ -14,7 +14,7 @@ from sevenp_pipeline.resources.builder import BuildahBuilder, ImageBuilder, Imag
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.registry import Registry, RegistryError, publish_image
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import failure, fingerprint, stage_asset_args
+from sevenp_pipeline.stages import checked_out, failure, fingerprint, stage_asset_args
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
 
 
@@ -60,10 +60,7 @@ def build_package_assets(
         node_base_image: NodeBaseImage,
         workspaces: Workspaces,
     ) -> dg.MaterializeResult:
-        workspace = workspaces.for_commit(app=app.key, sha=context.partition_key, subdir=app.repository.subdirectory)
-        if not workspace.is_checked_out:
-            raise failure(f"container_image: no checkout of {context.partition_key[:12]}: "
-                          f"materialize {app.key}/source_checkout first")
+        workspace = checked_out(workspaces, app, context.partition_key, stage="container_image")
         context_dir = (workspace.app_dir / settings.context).resolve()
         dockerfile = workspace.app_dir / settings.dockerfile
         if not dockerfile.is_file():

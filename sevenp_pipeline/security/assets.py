@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.package.assets import image_key, latest_metadata
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.builder import ImageBuilder, ImagePushError
@@ -27,7 +28,7 @@ from sevenp_pipeline.security.sarif import SarifValidationError, to_sarif, valid
 from sevenp_pipeline.security.sbom import SbomError, generate_sbom, read_cyclonedx
 from sevenp_pipeline.security.secrets_scan import ImageScanError, scan_image_layers, scan_tree
 from sevenp_pipeline.security.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
-from sevenp_pipeline.stages import failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
 
 SHIPPED_ADVISORIES = Path(__file__).parent / "data" / "osv"
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
@@ -46,11 +47,8 @@ def build_security_assets(
     def key(name: str) -> dg.AssetKey:
         return dg.AssetKey([app.key, name])
 
-    def workspace_of(workspaces: Workspaces, sha: str):
-        ws = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
-        if not ws.is_checked_out:
-            raise failure(f"no checkout of {sha[:12]}: materialize {app.key}/source_checkout first")
-        return ws
+    def workspace_of(workspaces: Workspaces, sha: str) -> Workspace:
+        return checked_out(workspaces, app, sha, stage="security scan")
 
     def advisory_db(workspace_app_dir: Path) -> AdvisoryDatabase:
         path = Path(sec.advisories) if sec.advisories else SHIPPED_ADVISORIES
