@@ -4,6 +4,7 @@ and signed provenance. Each scan is gated by a blocking asset check; the image i
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import datetime as dt
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -34,6 +35,20 @@ SHIPPED_ADVISORIES = Path(__file__).parent / "data" / "osv"
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
 
 
+@functools.lru_cache(maxsize=4)
+def _load_advisories(path: Path, stamp: tuple[int, ...]) -> AdvisoryDatabase:
+    """Both vulnerability scans of a run read the same database: load (and validate) it once.
+    ``stamp`` changes when the folder is replaced or a record is added, removed or rewritten."""
+    return AdvisoryDatabase.load(path)
+
+
+def _tree_stamp(path: Path) -> tuple[int, ...]:
+    try:
+        return tuple(p.stat().st_mtime_ns for p in (path, *sorted(path.rglob("*"))))
+    except OSError:
+        return ()  # missing: load() reports it, naming the folder
+
+
 def build_security_assets(
     app: AppConfig,
     partitions: dg.PartitionsDefinition,
@@ -55,7 +70,7 @@ def build_security_assets(
         if not path.is_absolute():
             path = (workspace_app_dir / path).resolve()
         try:
-            return AdvisoryDatabase.load(path)
+            return _load_advisories(path, _tree_stamp(path))
         except AdvisoryDatabaseError as exc:
             raise failure(f"advisory database unusable, scan fails closed: {exc}") from exc
 
