@@ -8,10 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from sevenp_pipeline.build.assets import build_build_assets
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
-from sevenp_pipeline.package.assets import build_package_assets, build_promotion_asset
-from sevenp_pipeline.quality.assets import build_quality_assets
+from sevenp_pipeline.package.assets import build_package_assets, build_promotion_asset, image_key
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builder import BuildahBuilder
@@ -22,8 +20,8 @@ from sevenp_pipeline.resources.registry import ECRRegistry, LocalRegistry, Regis
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.security.assets import build_security_assets
-from sevenp_pipeline.source.assets import build_source_assets
-from sevenp_pipeline.testing.assets import build_test_assets
+from sevenp_pipeline.source.assets import build_source_assets, checkout_key
+from sevenp_pipeline.stages.assets import build_stage_assets
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 
 
@@ -32,34 +30,29 @@ def commit_partitions(app: AppConfig) -> dg.DynamicPartitionsDefinition:
 
 
 def build_app_definitions(app: AppConfig) -> dg.Definitions:
-    """The CI half of the pipeline for one app: checkout → deps → quality → tests → build → docs."""
+    """One app's pipeline, family by family; each names its upstream by asset key:
+    checkout → the declared stage graph → image → scans and provenance → promotion."""
     partitions = commit_partitions(app)
-    checkout, deps = build_source_assets(app, partitions)
-    quality = build_quality_assets(app, partitions, deps)
-    tests = build_test_assets(app, partitions, quality or [deps])
-    build = build_build_assets(app, partitions, tests or quality or [deps])
-    package: list[dg.AssetsDefinition] = []
+    checkout = build_source_assets(app, partitions)
+    stages = build_stage_assets(app, partitions, checkout.key)
+    assets: list[dg.AssetsDefinition] = [checkout, *stages.assets]
     if app.image is not None:
-        # The image is built from the gated source (spec: build needs code-quality and testing).
-        (image,) = build_package_assets(app, partitions, build or tests or quality or [deps], checkout)
-        security = build_security_assets(app, partitions, image, checkout, deps)
-        gates = [a for a in security if a.key.path[-1] != "sbom"]
-        package = [image, *security, build_promotion_asset(app, partitions, gates)]
+        # The image waits for every stage nothing else needs: all of the stage graph's gates.
+        assets += build_package_assets(app, partitions, stages.sinks, checkout.key)
+        security = build_security_assets(app, partitions, image_key(app), checkout.key, stages.install or checkout.key)
+        gates = [a.key for a in security if a.key.path[-1] != "sbom"]
+        assets += [*security, build_promotion_asset(app, partitions, gates)]
     job = dg.define_asset_job(
         name=f"{app.key}_ci_job",
         selection=dg.AssetSelection.groups(app.key),
-        description=f"The pipeline of {app.name} for one commit: quality, tests, build"
+        description=f"The pipeline of {app.name} for one commit: its declared stages"
                     + (", image, SBOM, scans, provenance, promotion." if app.image else "."),
         # Steps run one after another in the run worker: ~0.1 s of orchestration per step
         # instead of ~3 s for a fresh process per step (benchmarks/ci_overhead.py measures it).
         executor_def=dg.in_process_executor,
         tags={TAG_APP: app.name},
     )
-    return dg.Definitions(
-        assets=[checkout, deps, *quality, *tests, *build, *package],
-        jobs=[job],
-        sensors=[build_push_sensor(app, job, partitions)],
-    )
+    return dg.Definitions(assets=assets, jobs=[job], sensors=[build_push_sensor(app, job, partitions)])
 
 
 def build_registry(settings: Settings, runner: ProcessRunner) -> Registry:

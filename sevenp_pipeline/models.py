@@ -75,3 +75,15 @@ class Coverage:
 
     def metric(self, name: str) -> float:
         return float(getattr(self, name))
+
+
+@dataclass(frozen=True)
+class PerformanceSummary:
+    requests: int
+    requests_per_second: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    non_2xx: int
+    tool: str = ""

@@ -1,5 +1,5 @@
 """Parsers for what the stages' tools write: ESLint JSON, tsc and prettier output, JUnit XML,
-istanbul coverage summaries. Each raises ReportError naming the file when it cannot read it."""
+istanbul coverage summaries, load-test reports. Each raises ReportError naming the file when it cannot read it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from junitparser import Error, Failure, JUnitXml, Skipped
 from junitparser.junitparser import JUnitXmlError
 
-from sevenp_pipeline.models import Coverage, TestCase, TestSummary
+from sevenp_pipeline.models import Coverage, PerformanceSummary, TestCase, TestSummary
 
 _TSC_ERROR = re.compile(r"(^|\): )error TS\d+:")
 _PRETTIER_ISSUE = re.compile(r"^\[warn\] (?!Code style issues)(?P<file>\S.*)$")
@@ -93,3 +93,25 @@ def coverage_summary(path: Path) -> Coverage:
         return Coverage(**{k: float(total[k]["pct"]) for k in ("lines", "statements", "branches", "functions")})
     except (KeyError, TypeError, ValueError) as exc:
         raise ReportError(f"coverage summary: {path} has no total.<metric>.pct ({exc})") from exc
+
+
+def performance_summary(path: Path) -> PerformanceSummary:
+    """The load-test report a performance stage writes (the schema in README's stage kinds):
+    ``{"requests": N, "requests_per_second": x, "latency_ms": {"p50": .., "p95": .., "p99": ..},
+    "errors": N, "non_2xx": N}``."""
+    data = _load_json(path, "performance report")
+    try:
+        latency = data["latency_ms"]
+        return PerformanceSummary(
+            requests=int(data["requests"]),
+            requests_per_second=float(data["requests_per_second"]),
+            p50_ms=float(latency["p50"]),
+            p95_ms=float(latency["p95"]),
+            p99_ms=float(latency["p99"]),
+            errors=int(data.get("errors", 0)),
+            non_2xx=int(data.get("non_2xx", 0)),
+            tool=str(data.get("tool", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportError(f"performance report: {path} lacks requests, requests_per_second or "
+                          f"latency_ms.p50/p95/p99 ({exc!r})") from exc

@@ -12,47 +12,74 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sevenp_pipeline.config.models import AppConfig, StageName
+from sevenp_pipeline.config.models import STAGE_KINDS, AppConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-# The spec's npm scripts and the files the stages read. An app overrides any field per stage.
+_QUALITY = ["lint_report", "security_lint_report", "format_report", "type_check_report"]
+_TESTS = ["unit_test_results", "integration_test_results", "api_test_results"]
+_ESLINT_JSON = ["--format", "json", "--output-file", "{report}"]
+
+# The spec's stages and package scripts: the default graph of every app. An app overrides any key
+# of a stage, removes one (`name: null` or `enabled: false`) or adds its own (with a `kind`).
 DEFAULT_STAGES: dict[str, dict[str, Any]] = {
-    "install": {"command": ["npm", "ci", "--no-audit", "--no-fund"], "retries": 2},
-    "lint": {
-        "script": "lint",
-        "args": ["--format", "json", "--output-file", "{report}"],
-        "report": "reports/lint.json",
-    },
-    "lint_security": {
-        "script": "lint:security",
-        "args": ["--format", "json", "--output-file", "{report}"],
-        "report": "reports/lint-security.json",
-    },
-    "format": {"script": "format:check"},
-    "type_check": {"script": "type-check"},
-    "unit_tests": {
-        "script": "test:unit",
-        "junit": "reports/junit/unit.xml",
-        "coverage": "coverage/unit/coverage-summary.json",
-    },
-    "integration_tests": {
-        "script": "test:integration",
-        "junit": "reports/junit/integration.xml",
-        "services": ["postgresql", "redis"],
-    },
-    "api_tests": {
-        "script": "test:api",
-        "junit": "reports/junit/api.xml",
-        "services": ["postgresql", "redis"],
-    },
-    "build": {"script": "build", "output_dir": "dist"},
-    "docs": {"script": "build:docs", "output_dir": "docs", "optional": True},
+    "commit_messages": {"kind": "commitlint", "enabled": False,
+                        "description": "Conventional Commits: the messages of the pushed commits."},
+    "node_dependencies": {"kind": "install", "retries": 2,
+                          "description": "The frozen-lockfile install of the app's package manager, cached."},
+    "lint_report": {"kind": "lint", "script": "lint", "args": _ESLINT_JSON, "report": "reports/lint.json",
+                    "needs": ["node_dependencies"], "description": "ESLint problems."},
+    "security_lint_report": {"kind": "lint", "script": "lint:security", "args": _ESLINT_JSON,
+                             "report": "reports/lint-security.json", "needs": ["node_dependencies"],
+                             # eslint-plugin-security reports every finding as a warning.
+                             "gates": {"count_warnings": True},
+                             "description": "Security lint findings, warnings included."},
+    "format_report": {"kind": "format", "script": "format:check", "needs": ["node_dependencies"],
+                      "description": "Files the formatter would change."},
+    "type_check_report": {"kind": "typecheck", "script": "type-check", "needs": ["node_dependencies"],
+                          "description": "TypeScript compiler errors."},
+    "unit_test_results": {"kind": "test", "script": "test:unit", "junit": "reports/junit/unit.xml",
+                          "coverage": "coverage/unit/coverage-summary.json", "gates": {"min_coverage": 80},
+                          "needs": _QUALITY, "description": "Unit tests with coverage."},
+    "integration_test_results": {"kind": "test", "script": "test:integration",
+                                 "junit": "reports/junit/integration.xml", "services": ["postgresql", "redis"],
+                                 "needs": _QUALITY,
+                                 "description": "Integration tests against real PostgreSQL and Redis."},
+    "api_test_results": {"kind": "test", "script": "test:api", "junit": "reports/junit/api.xml",
+                         "services": ["postgresql", "redis"], "needs": _QUALITY,
+                         "description": "API tests over HTTP."},
+    "build_artifact": {"kind": "build", "script": "build", "output_dir": "dist", "needs": _TESTS,
+                       "description": "The built application, packed reproducibly with its sha256."},
+    "api_docs": {"kind": "docs", "script": "build:docs", "output_dir": "docs", "optional": True,
+                 "needs": ["build_artifact"], "description": "API documentation."},
+    "e2e_test_results": {"kind": "e2e", "script": "test:e2e", "junit": "reports/junit/e2e.xml",
+                         "artifacts": "reports/e2e-artifacts", "services": ["postgresql", "redis"],
+                         "optional": True, "needs": ["build_artifact"],
+                         "description": "End-to-end tests in headless Chromium against the built app."},
+    "performance_report": {"kind": "performance", "script": "test:performance", "report": "reports/performance.json",
+                           "services": ["postgresql", "redis"], "optional": True, "needs": ["build_artifact"],
+                           "gates": {"p95_ms": 500},
+                           "description": "Load test of the built app: p95 latency and requests per second."},
 }
 
 
 class ConfigError(ValueError):
     """An app config is invalid. The message starts with the file and the key."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently):
+    two stages of the same name are an error, not an override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_app_configs(directory: Path, *, variables: Mapping[str, str] | None = None) -> list[AppConfig]:
@@ -70,7 +97,7 @@ def load_app_configs(directory: Path, *, variables: Mapping[str, str] | None = N
 
 def load_app_config(path: Path, *, variables: Mapping[str, str] | None = None) -> AppConfig:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -91,23 +118,31 @@ def _with_stage_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     stages = raw.get("stages") or {}
     if not isinstance(stages, dict):
         raise ConfigError(f"{path}: stages: must be a mapping of stage name to settings")
-    valid = {s.value for s in StageName}
     merged: dict[str, Any] = {}
-    for name, default in DEFAULT_STAGES.items():
-        override = stages.get(name) or {}
+    for name in [*DEFAULT_STAGES, *(n for n in stages if n not in DEFAULT_STAGES)]:
+        if name in stages and stages[name] is None:  # `name: null` removes a default stage
+            continue
+        override = stages.get(name, {})
         if not isinstance(override, dict):
-            raise ConfigError(f"{path}: stages.{name}: must be a mapping")
+            raise ConfigError(f"{path}: stages.{name}: must be a mapping of settings (or null to remove it)")
+        default = DEFAULT_STAGES.get(name)
+        if default is None or ("kind" in override and override["kind"] != default["kind"]):
+            if "kind" not in override:
+                raise ConfigError(f"{path}: stages.{name}: a new stage needs a 'kind' "
+                                  f"(one of {', '.join(STAGE_KINDS)})")
+            merged[name] = dict(override)
+            continue
         stage = copy.deepcopy(default)
-        if "command" in override:  # the default args belong to the default npm script
+        if "command" in override:  # the default args belong to the default script
             stage.pop("script", None)
             stage.pop("args", None)
         if "script" in override:
             stage.pop("command", None)
+        gates = {**stage.get("gates", {}), **(override.get("gates") or {})}
         stage.update(override)
+        if gates:
+            stage["gates"] = gates
         merged[name] = stage
-    unknown = sorted(set(stages) - valid)
-    if unknown:
-        raise ConfigError(f"{path}: stages.{unknown[0]}: unknown stage (known: {', '.join(sorted(valid))})")
     return {**raw, "stages": merged}
 
 
@@ -135,5 +170,9 @@ def _describe(path: Path, exc: ValidationError) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        lines.append(f"{path}: {key}: {message}")
+        message = message.removeprefix("Value error, ")
+        if not error["loc"] and message.startswith("stages"):  # the stage graph names its own key
+            lines.append(f"{path}: {message}")
+        else:
+            lines.append(f"{path}: {key}: {message}")
     return "\n".join(lines)

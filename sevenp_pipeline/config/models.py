@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import graphlib
 import re
-from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,49 +12,82 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-class StageName(str, Enum):
-    """The CI stages, in the spec's order (stage 1: code quality, stage 2: testing, build)."""
+STAGE_KINDS = ("install", "lint", "format", "typecheck", "test", "build", "docs", "e2e", "performance",
+               "command", "commitlint")
+"""What a declared stage can be; the kind brings the report parser and the gates (stages/kinds.py)."""
 
-    install = "install"
-    lint = "lint"
-    lint_security = "lint_security"
-    format = "format"
-    type_check = "type_check"
-    unit_tests = "unit_tests"
-    integration_tests = "integration_tests"
-    api_tests = "api_tests"
-    build = "build"
-    docs = "docs"
-
+# Assets every app has outside the declared stages: a declared stage may not take their keys.
+RESERVED_STAGE_NAMES = frozenset({"source_checkout", "container_image", "sbom", "vulnerability_report",
+                                  "dependency_report", "license_report", "secret_scan", "provenance",
+                                  "promoted_image"})
 
 ServiceName = Literal["postgresql", "redis"]
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class StageSpec(BaseModel):
-    """How one stage runs: an npm script (the spec's names by default) or an explicit command."""
+class StageGates(BaseModel):
+    """A stage's gates, enforced as blocking asset checks. Which keys apply depends on the kind."""
 
     model_config = _STRICT
 
-    script: str | None = Field(default=None, description="npm script to run: npm run <script>")
+    max_problems: int | None = Field(default=None, ge=0, description="lint/format/typecheck: allowed problems")
+    count_warnings: bool = Field(default=False, description="lint: warnings count against max_problems")
+    min_coverage: float | None = Field(default=None, ge=0, le=100, description="test: coverage %, needs coverage:")
+    coverage_metric: Literal["lines", "statements", "branches", "functions"] = "lines"
+    p95_ms: float | None = Field(default=None, gt=0, description="performance: p95 latency budget")
+    min_requests_per_second: float | None = Field(default=None, gt=0, description="performance: throughput floor")
+    commit_types: list[str] | None = Field(default=None, description="commitlint: allowed types")
+    max_header_length: int = Field(default=100, gt=0, description="commitlint: longest allowed header")
+
+
+class StageSpec(BaseModel):
+    """One declared stage: its kind, how it runs (a package script or an argv) and what it needs."""
+
+    model_config = _STRICT
+
+    kind: str = Field(description=f"one of {', '.join(STAGE_KINDS)}")
+    description: str = ""
+    script: str | None = Field(default=None, description="package.json script, run through the app's manager")
     command: list[str] | None = Field(default=None, description="explicit argv instead of a script")
     args: list[str] = Field(default_factory=list, description="extra arguments ({report} = report path)")
+    needs: list[str] = Field(default_factory=list, description="stages that must pass first")
     timeout_seconds: float = Field(default=600, gt=0)
-    optional: bool = Field(default=False, description="skip, not fail, when the npm script is missing")
+    optional: bool = Field(default=False, description="not applicable, not failed, when the script is missing")
     enabled: bool = True
     env: dict[str, str] = Field(default_factory=dict)
     report: str | None = Field(default=None, description="report file the command writes")
-    junit: str | None = None
-    coverage: str | None = Field(default=None, description="istanbul json-summary file")
+    junit: str | None = Field(default=None, description="JUnit XML the tests write")
+    coverage: str | None = Field(default=None, description="istanbul json-summary (istanbul, v8/c8, vitest)")
     output_dir: str | None = Field(default=None, description="directory the stage produces")
+    artifacts: str | None = Field(default=None, description="folder of failure artifacts (screenshots, traces)")
     services: list[ServiceName] = Field(default_factory=list)
     retries: int = Field(default=0, ge=0, le=5, description="retries with backoff (network stages)")
+    gates: StageGates = Field(default_factory=StageGates)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in STAGE_KINDS:
+            raise ValueError(f"unknown kind '{value}' (known: {', '.join(STAGE_KINDS)})")
+        return value
 
     @model_validator(mode="after")
-    def _one_way_to_run(self) -> StageSpec:
-        if (self.script is None) == (self.command is None):
+    def _consistent(self) -> StageSpec:
+        if self.kind == "commitlint" and (self.script is not None or self.command is not None):
+            raise ValueError("a commitlint stage runs no command: remove 'script'/'command'")
+        if self.kind == "install" and self.script is not None:
+            raise ValueError("an install stage takes a 'command' (default: the package manager's "
+                             "frozen-lockfile install), not a 'script'")
+        if self.kind not in ("commitlint", "install") and (self.script is None) == (self.command is None):
             raise ValueError("give exactly one of 'script' or 'command'")
         if self.command is not None and not self.command:
             raise ValueError("'command' must be a non-empty list")
+        required = {"lint": "report", "test": "junit", "e2e": "junit", "performance": "report",
+                    "build": "output_dir"}.get(self.kind)
+        if required and not getattr(self, required):
+            raise ValueError(f"a {self.kind} stage needs '{required}' (the file or folder it reads)")
+        if self.gates.min_coverage is not None and not self.coverage:
+            raise ValueError("gates.min_coverage needs 'coverage' (the coverage summary file)")
         return self
 
 
@@ -99,19 +132,6 @@ class Services(BaseModel):
 
     postgresql: PostgresService | None = Field(default_factory=PostgresService)
     redis: RedisService | None = Field(default_factory=RedisService)
-
-
-class Gates(BaseModel):
-    """Quality gates, enforced as blocking asset checks."""
-
-    model_config = _STRICT
-
-    max_lint_errors: int = Field(default=0, ge=0)
-    max_security_lint_errors: int = Field(default=0, ge=0)
-    max_format_issues: int = Field(default=0, ge=0)
-    max_type_errors: int = Field(default=0, ge=0)
-    coverage_min: float = Field(default=80.0, ge=0, le=100)
-    coverage_metric: Literal["lines", "statements", "branches", "functions"] = "lines"
 
 
 class ImageSettings(BaseModel):
@@ -179,8 +199,7 @@ class AppConfig(BaseModel):
     services: Services = Field(default_factory=Services)
     secrets: list[str] = Field(default_factory=list, description="env var names passed through, redacted")
     env: dict[str, str] = Field(default_factory=dict)
-    gates: Gates = Field(default_factory=Gates)
-    stages: dict[StageName, StageSpec]
+    stages: dict[str, StageSpec] = Field(description="the declared stages, by name (the asset key)")
     image: ImageSettings | None = None
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
@@ -190,6 +209,16 @@ class AppConfig(BaseModel):
     def _slug(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("use lowercase letters, digits and '-' (it names assets and folders)")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, value: dict[str, StageSpec]) -> dict[str, StageSpec]:
+        for name in value:
+            if not _STAGE_NAME.match(name):
+                raise ValueError(f"'{name}': stage names use lowercase letters, digits and '_' (they name assets)")
+            if name in RESERVED_STAGE_NAMES:
+                raise ValueError(f"'{name}': the name of a built-in asset; choose another stage name")
         return value
 
     @field_validator("secrets")
@@ -209,5 +238,54 @@ class AppConfig(BaseModel):
     def image_repository(self) -> str:
         return (self.image.repository if self.image and self.image.repository else self.name)
 
-    def stage(self, name: StageName) -> StageSpec:
+    def stage(self, name: str) -> StageSpec:
         return self.stages[name]
+
+    @model_validator(mode="after")
+    def _graph(self) -> AppConfig:
+        order = stage_order(self.stages)  # raises naming the stage on a bad need or a cycle
+        installs = [n for n in order if self.stages[n].kind == "install"]
+        if len(installs) > 1:
+            raise ValueError(f"stages: {installs[1]}: only one install stage is allowed ({installs[0]} is one)")
+        return self
+
+    def stage_names(self) -> list[str]:
+        """Enabled stages in an order where every stage comes after what it needs."""
+        return stage_order(self.stages)
+
+    def needs(self, name: str) -> list[str]:
+        """What an enabled stage waits for, with disabled stages replaced by what they needed."""
+        return resolved_needs(self.stages, name)
+
+    @property
+    def install_stage(self) -> str | None:
+        return next((n for n in self.stage_names() if self.stages[n].kind == "install"), None)
+
+
+class StageGraphError(ValueError):
+    """A stage's needs point nowhere or form a cycle; the message names the stage and key."""
+
+
+def resolved_needs(stages: dict[str, StageSpec], name: str) -> list[str]:
+    out: list[str] = []
+    for need in stages[name].needs:
+        if need not in stages:
+            raise StageGraphError(f"stages.{name}.needs: no stage named '{need}' "
+                                  f"(declared: {', '.join(sorted(stages))})")
+        if stages[need].enabled:
+            out.append(need)
+        else:  # a disabled stage passes on what it needed
+            out.extend(n for n in resolved_needs(stages, need) if n not in out)
+    return list(dict.fromkeys(out))
+
+
+def stage_order(stages: dict[str, StageSpec]) -> list[str]:
+    graph = {name: [n for n in spec.needs] for name, spec in stages.items()}
+    for name in graph:
+        resolved_needs(stages, name)  # unknown needs first: a clearer error than a cycle
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        raise StageGraphError(f"stages.{cycle[0]}.needs: cycle {' -> '.join(cycle)}") from None
+    return [n for n in order if stages[n].enabled]

@@ -8,19 +8,23 @@ from typing import Any
 import dagster as dg
 from dagster._core.execution.stats import StepEventStatus
 
-# The figure shown for each stage, read from its materialization metadata.
+# The figure shown for each declared stage, by the stage's kind (recorded as `kind` metadata) ...
+KIND_FIGURES: dict[str, list[tuple[str, str]]] = {
+    "install": [("package_manager", "{}"), ("reused", "cache reused: {}"), ("packages", "{} packages")],
+    "lint": [("errors", "{} errors"), ("warnings", "{} warnings")],
+    "format": [("unformatted_files", "{} unformatted files")],
+    "typecheck": [("errors", "{} type errors")],
+    "test": [("passed", "{} passed"), ("failed", "{} failed"), ("coverage_lines_pct", "coverage {}%")],
+    "e2e": [("passed", "{} passed"), ("failed", "{} failed"), ("failure_artifacts", "{} failure artifacts")],
+    "performance": [("p95_ms", "p95 {} ms"), ("requests_per_second", "{} req/s"), ("requests", "{} requests")],
+    "build": [("files", "{} files"), ("sha256", "sha256 {:.12}")],
+    "docs": [("files", "{} files")],
+    "command": [("exit_code", "exit {}")],
+    "commitlint": [("commits_checked", "{} commits checked"), ("violations", "{} not conventional")],
+}
+# ... and for the built-in assets, by name.
 KEY_FIGURES: dict[str, list[tuple[str, str]]] = {
     "source_checkout": [("changed_files_count", "{} changed files")],
-    "node_dependencies": [("reused", "cache reused: {}"), ("packages", "{} packages")],
-    "lint_report": [("errors", "{} lint errors"), ("warnings", "{} warnings")],
-    "security_lint_report": [("errors", "{} security lint errors")],
-    "format_report": [("unformatted_files", "{} unformatted files")],
-    "type_check_report": [("errors", "{} type errors")],
-    "unit_test_results": [("passed", "{} passed"), ("failed", "{} failed"), ("coverage_lines_pct", "coverage {}%")],
-    "integration_test_results": [("passed", "{} passed"), ("failed", "{} failed")],
-    "api_test_results": [("passed", "{} passed"), ("failed", "{} failed")],
-    "build_artifact": [("files", "{} files"), ("sha256", "sha256 {:.12}")],
-    "api_docs": [("files", "{} files")],
     "container_image": [("digest", "{:.19}"), ("reused", "reused: {}"), ("size_bytes", "{} bytes"),
                         ("layer_count", "{} layers")],
     "sbom": [("component_count", "{} components")],
@@ -30,7 +34,7 @@ KEY_FIGURES: dict[str, list[tuple[str, str]]] = {
     "license_report": [("checked", "{} checked"), ("denied", "{} denied"), ("unknown", "{} unknown")],
     "secret_scan": [("secrets_in_source", "{} in source"), ("secrets_in_image", "{} in image")],
     "provenance": [("keyid", "signed by {:.12}")],
-    "promoted_image": [("tags", "tags {}")],
+    "promoted_image": [("tags", "tags {}"), ("refused", "not promoted: {}")],
 }
 
 
@@ -96,7 +100,8 @@ def _figure(asset: str, meta: dict[str, Any]) -> str:
     if meta.get("skipped"):
         return str(meta.get("reason", "skipped"))
     parts = []
-    for key, fmt in KEY_FIGURES.get(asset, []):
+    figures = KIND_FIGURES.get(str(meta.get("kind")), []) or KEY_FIGURES.get(asset, [])
+    for key, fmt in figures:
         if key in meta:
             parts.append(fmt.format(meta[key]))
     return ", ".join(parts)

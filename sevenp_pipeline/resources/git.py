@@ -124,6 +124,22 @@ class GitClient(dg.ConfigurableResource):
         out = self._git(["tag", "--points-at", sha], cwd=self.mirror_path(app_key), label="git tag")
         return [t for t in out.splitlines() if t.strip()]
 
+    def pushed_commits(
+        self, app_key: str, sha: str, *, before: str | None, others: list[str], limit: int = 200
+    ) -> list[tuple[str, str]]:
+        """``[(sha, message)]`` of the commits a push brought, newest first: ``before..sha`` when the
+        branch's previous head is known, else the commits no other known head has (a new branch)."""
+        exclude = [f"^{before}"] if before and is_sha(before) and self.has_commit(app_key, before) else [
+            f"^{o}" for o in others if is_sha(o) and o != sha and self.has_commit(app_key, o)]
+        out = self._git(["log", f"--max-count={limit}", "--format=%H%x1f%B%x1e", sha, *exclude, "--"],
+                        cwd=self.mirror_path(app_key), label="git log")
+        commits = []
+        for entry in out.split("\x1e"):
+            if "\x1f" in entry:
+                full, message = entry.strip("\n").split("\x1f", 1)
+                commits.append((full.strip(), message.strip()))
+        return commits
+
     def changed_files(self, app_key: str, sha: str) -> list[str]:
         out = self._git(
             ["diff-tree", "--root", "--no-commit-id", "--name-only", "-r", "-z", sha],

@@ -19,6 +19,7 @@ from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
     TAG_AUTHOR,
+    TAG_BEFORE,
     TAG_BRANCH,
     TAG_COMMIT,
     TAG_MESSAGE,
@@ -67,7 +68,8 @@ def build_push_sensor(
         if state is None:
             return dg.SensorResult(skip_reason=f"baseline recorded: {len(watched)} watched head(s); "
                                                "runs start from the next push", cursor=cursor)
-        moved = new_heads(state.get("heads", {}), heads, app.branches)
+        previous = state.get("heads", {})
+        moved = new_heads(previous, heads, app.branches)
         if not moved:
             return dg.SensorResult(skip_reason="no new commits on watched branches", cursor=cursor)
         git.fetch(app.key, app.repository.url)
@@ -79,7 +81,8 @@ def build_push_sensor(
                 run_key=sha,
                 partition_key=sha,
                 tags={TAG_APP: app.name, TAG_BRANCH: _clip(branch), TAG_COMMIT: sha, TAG_TRIGGER: "push",
-                      TAG_AUTHOR: _clip(info.author), TAG_MESSAGE: _clip(info.subject)},
+                      TAG_AUTHOR: _clip(info.author), TAG_MESSAGE: _clip(info.subject),
+                      TAG_BEFORE: previous.get(branch, "")},
             ))
         known = set(context.instance.get_dynamic_partitions(partitions.name)) if context.instance else set()
         added = sorted({sha for sha in moved.values()} - known)

@@ -6,3 +6,4 @@ TAG_COMMIT = "sevenp/commit"
 TAG_AUTHOR = "sevenp/author"
 TAG_MESSAGE = "sevenp/message"
 TAG_TRIGGER = "sevenp/trigger"
+TAG_BEFORE = "sevenp/before"  # the branch head before the push (empty for a new branch)

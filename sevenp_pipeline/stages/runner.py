@@ -1,9 +1,10 @@
-"""Running one configured stage of one commit: the shared engine behind every CI asset.
+"""Running one declared stage of one commit: the engine behind every stage asset.
 
-A stage resolves its command from the app config (an npm script or an explicit argv), checks
-that the script exists, runs it through the process runner in the commit's workspace with the
-app's env, secrets and (optionally) test services, keeps the redacted log as an artifact, and
-computes the stage's data version from everything it read.
+A stage resolves its command from the app config (a package.json script, run through the app's
+package manager, or an explicit argv), checks that the script exists, runs it through the process
+runner in the commit's workspace with the app's env, secrets and (optionally) test services and an
+app port, keeps the redacted log as an artifact, and computes the stage's data version from
+everything it read.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,14 @@ from typing import Any
 
 import dagster as dg
 
-from sevenp_pipeline.config import AppConfig, StageName, StageSpec
+from sevenp_pipeline.config import AppConfig, StageSpec
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.redaction import Redactor
-from sevenp_pipeline.resources.services import ServiceError, TestServices
+from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
+from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
 
@@ -34,22 +37,26 @@ STAGE_CODE_VERSION = "1"
 
 
 class StageSkipped(Exception):
-    """An optional stage whose npm script the app does not define."""
+    """An optional stage whose script the app does not define: not applicable to this app."""
 
 
-_TOOL_VERSIONS: dict[str, str] = {}
+_TOOL_VERSIONS: dict[tuple[str, ...], str] = {}
 
 
-def tool_versions(runner: ProcessRunner) -> dict[str, str]:
-    """node and npm versions, asked once per process: they are part of every data version."""
-    if _TOOL_VERSIONS:
-        return _TOOL_VERSIONS
-    versions = {}
-    for tool in ("node", "npm"):
-        outcome = runner.run(ExecuteRequest(argv=[tool, "--version"], cwd=Path("/"), label=f"{tool} --version",
-                                            timeout_seconds=60, capture=True))
-        versions[tool] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
-    _TOOL_VERSIONS.update(versions)
+def _version(runner: ProcessRunner, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    key = (*argv, str(cwd) if argv[0] == "corepack" else "")
+    if key not in _TOOL_VERSIONS:
+        outcome = runner.run(ExecuteRequest(argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120,
+                                            capture=True, env=env or {}))
+        _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
+    return _TOOL_VERSIONS[key]
+
+
+def tool_versions(runner: ProcessRunner, pm: PackageManager | None = None, cwd: Path | None = None) -> dict[str, str]:
+    """node's version and the package manager's, asked once per process: part of every data version."""
+    versions = {"node": _version(runner, ["node", "--version"], Path("/"))}
+    if pm is not None:
+        versions[pm.name] = _version(runner, pm.version_argv(), cwd or Path("/"), pm.env())
     return versions
 
 
@@ -84,7 +91,7 @@ class Stage:
 
     context: dg.AssetExecutionContext
     app: AppConfig
-    name: StageName
+    name: str
     runner: ProcessRunner
     workspaces: Workspaces
     store: ArtifactStore
@@ -108,20 +115,29 @@ class Stage:
 
     def require_workspace(self, *, node_modules: bool = True) -> None:
         """Fails clearly when an upstream stage has not prepared this commit's workspace."""
-        checked_out(self.workspaces, self.app, self.sha, stage=self.name.value)
+        checked_out(self.workspaces, self.app, self.sha, stage=self.name)
         if node_modules and not (self.workspace.app_dir / "node_modules").is_dir():
-            raise failure(f"{self.name.value}: no node_modules in {self.workspace.app_dir}: "
-                          f"materialize {self.app.key}/node_dependencies for this partition first")
+            install = self.app.install_stage or "an install stage"
+            raise failure(f"{self.name}: no node_modules in {self.workspace.app_dir}: "
+                          f"materialize {self.app.key}/{install} for this partition first (and list it in "
+                          f"stages.{self.name}.needs)")
+
+    @functools.cached_property
+    def package_manager(self) -> PackageManager:
+        try:
+            return detect(self.workspace.app_dir)
+        except PackageManagerError as exc:
+            raise failure(f"{self.name}: {exc}") from exc
 
     def package_scripts(self) -> dict[str, str]:
         path = self.workspace.app_dir / "package.json"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise failure(f"{self.name.value}: {path.relative_to(self.workspace.src)} not found in commit "
+            raise failure(f"{self.name}: {path.relative_to(self.workspace.src)} not found in commit "
                           f"{self.sha[:12]}: is repository.subdirectory right?") from None
         except ValueError as exc:
-            raise failure(f"{self.name.value}: package.json is not valid JSON: {exc}") from exc
+            raise failure(f"{self.name}: package.json is not valid JSON: {exc}") from exc
         scripts = data.get("scripts") or {}
         return scripts if isinstance(scripts, dict) else {}
 
@@ -132,37 +148,44 @@ class Stage:
             return [*spec.command, *args]
         assert spec.script is not None
         scripts = self.package_scripts()
+        pm = self.package_manager
         if spec.script not in scripts:
             if spec.optional:
-                raise StageSkipped(f"npm script '{spec.script}' is not defined in package.json (optional stage)")
+                raise StageSkipped(f"script '{spec.script}' is not defined in package.json (optional stage)")
             raise failure(
-                f"{self.name.value}: npm script '{spec.script}' is missing from package.json "
-                f"(defined: {', '.join(sorted(scripts)) or 'none'}); add it, or set "
-                f"stages.{self.name.value}.optional: true in the app config"
+                f"{self.name}: script '{spec.script}' is missing from package.json, which {pm.name} would run "
+                f"(defined: {', '.join(sorted(scripts)) or 'none'}); add it, set stages.{self.name}.script "
+                f"to one of them, or set stages.{self.name}.optional: true in the app config"
             )
-        return ["npm", "run", "--silent", spec.script, *(["--", *args] if args else [])]
+        return pm.run_script_argv(spec.script, args)
 
     def env(self) -> dict[str, str]:
-        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **self.app.env, **self.spec.env,
+        pm_env = self.package_manager.env() if self.spec.kind not in ("commitlint",) else {}
+        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **pm_env, **self.app.env, **self.spec.env,
                 **self.extra_env}
 
     def data_version(self, argv: list[str], *extra: Any) -> str:
         inputs = read_inputs(self.workspace)
         public_env = {k: v for k, v in self.env().items() if k not in self.extra_env}
-        return fingerprint(STAGE_CODE_VERSION, self.name.value, inputs.get("tree"), inputs.get("lock"),
-                           argv, public_env, tool_versions(self.runner), *extra)
+        return fingerprint(STAGE_CODE_VERSION, self.name, self.spec.kind, inputs.get("tree"), inputs.get("lock"),
+                           argv, public_env, self.tool_versions(), *extra)
+
+    def tool_versions(self) -> dict[str, str]:
+        return tool_versions(self.runner, self.package_manager, self.workspace.app_dir)
 
     def run(self, argv: list[str]) -> Outcome:
         spec = self.spec
-        log_path = self.workspace.logs / f"{self.name.value}.log"
+        log_path = self.workspace.logs / f"{self.name}.log"
         log_path.unlink(missing_ok=True)
         for rel in (spec.report, spec.junit, spec.coverage):  # never read a stale report
             if rel:
                 (self.workspace.app_dir / rel).unlink(missing_ok=True)
+        if spec.artifacts:
+            shutil.rmtree(self.workspace.app_dir / spec.artifacts, ignore_errors=True)
         outcome = self.runner.run(self.request(argv, log_path=log_path), log=self.log)
         if outcome.timed_out:
-            self.context.log.error(f"{self.name.value}: killed after its timeout of {spec.timeout_seconds:.0f}s "
-                                   f"(stages.{self.name.value}.timeout_seconds)")
+            self.context.log.error(f"{self.name}: killed after its timeout of {spec.timeout_seconds:.0f}s "
+                                   f"(stages.{self.name}.timeout_seconds)")
         return outcome
 
     def request(self, argv: list[str], *, log_path: Path | None = None) -> ExecuteRequest:
@@ -170,7 +193,7 @@ class Stage:
         return ExecuteRequest(
             argv=argv,
             cwd=self.workspace.app_dir,
-            label=self.name.value,
+            label=self.name,
             timeout_seconds=self.spec.timeout_seconds,
             env=self.env(),
             secret_env=self.app.secrets,
@@ -202,7 +225,7 @@ class Stage:
             "duration_s": round(outcome.duration, 2),
         }
         if outcome.log_path and outcome.log_path.exists():
-            meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name.value}.log"))
+            meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name}.log"))
         if not outcome.ok:
             meta["output_tail"] = dg.MetadataValue.md("```\n" + outcome.tail_text(30) + "\n```")
         return meta
@@ -212,8 +235,11 @@ class Stage:
         return self.workspace.app_dir / rel
 
     @contextlib.contextmanager
-    def with_services(self, services: TestServices) -> Iterator[Stage]:
-        """Starts the stage's configured services for the duration of the block."""
+    def with_services(self, services: TestServices, *, app_port: bool = False) -> Iterator[Stage]:
+        """Starts the stage's configured services for the duration of the block; with ``app_port``
+        the stage also gets APP_HOST/APP_PORT, a free loopback port to start the built app on."""
+        if app_port:
+            self.extra_env = {**self.extra_env, "APP_HOST": "127.0.0.1", "APP_PORT": str(free_port())}
         names = list(self.spec.services)
         if not names:
             yield self
@@ -221,7 +247,7 @@ class Stage:
         pg = self.app.services.postgresql
         missing = [n for n in names if getattr(self.app.services, n) is None]
         if missing:
-            raise failure(f"{self.name.value}: stage needs services {missing} that services: disables")
+            raise failure(f"{self.name}: stage needs services {missing} that services: disables")
         try:
             with services.provide(names, pg_user=pg.user if pg else "testuser",
                                   pg_database=pg.database if pg else "test_db", log=self.log) as endpoints:
@@ -229,7 +255,7 @@ class Stage:
                 self.extra_secrets = (*self.extra_secrets, *endpoints.secrets)
                 yield self
         except ServiceError as exc:
-            raise failure(f"{self.name.value}: test service failed: {exc}") from exc
+            raise failure(f"{self.name}: test service failed: {exc}") from exc
 
 
 def checked_out(workspaces: Workspaces, app: AppConfig, sha: str, *, stage: str) -> Workspace:
@@ -241,21 +267,42 @@ def checked_out(workspaces: Workspaces, app: AppConfig, sha: str, *, stage: str)
     return workspace
 
 
-def not_run(context: dg.AssetExecutionContext, reason: str, checks: Sequence[str] = ()) -> dg.MaterializeResult:
+NOT_APPLICABLE = "not_applicable"  # an optional stage whose script the app does not have
+SKIPPED_BY_REQUEST = "skip_tests"  # a person launched the run with skip_tests
+TAG_SKIPPED_STAGES = "sevenp/skipped_stages"
+
+
+def not_run(
+    context: dg.AssetExecutionContext, reason: str, checks: Sequence[str] = (), *, why: str = NOT_APPLICABLE
+) -> dg.MaterializeResult:
     """A stage that did not run (optional script missing, skip_tests): recorded as skipped, and each
     of its gates as a WARN-level failure — visible in the UI and history, never mistaken for a pass,
-    and not blocking what is downstream."""
+    and not blocking what is downstream in this run. Promotion reads ``not_run``: a stage skipped
+    by request never lets an image be promoted; the run is tagged with the skipped stages."""
     context.log.warning("%s not run: %s", context.asset_key.to_user_string(), reason)
+    if why == SKIPPED_BY_REQUEST:
+        run = context.instance.get_run_by_id(context.run.run_id)
+        already = [s for s in (run.tags.get(TAG_SKIPPED_STAGES, "") if run else "").split(",") if s]
+        stage = context.asset_key.path[-1]
+        context.instance.add_run_tags(context.run.run_id, {TAG_SKIPPED_STAGES: ",".join([*already, stage])})
     return dg.MaterializeResult(
-        metadata={"skipped": True, "reason": reason},
+        metadata={"skipped": True, "reason": reason, "not_run": why, "gates_passed": False},
         check_results=[dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                            description=f"not run: {reason}") for name in checks],
     )
 
 
+def retry_policy(retries: int) -> dg.RetryPolicy | None:
+    """``stages.<name>.retries``: retries with backoff, only for failures marked transient
+    (``failure(..., retry=True)``); a deterministic failure is not made better by trying again."""
+    if retries <= 0:
+        return None
+    return dg.RetryPolicy(max_retries=retries, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
 def stage_asset_args(
     app: AppConfig, partitions: dg.PartitionsDefinition, key: dg.AssetKey, family: str, description: str,
-    *, kinds: frozenset[str] = frozenset({"npm"}),
+    *, kinds: frozenset[str] = frozenset({"nodejs"}),
 ) -> dict[str, Any]:
     """The @asset arguments every stage shares: the app's group and commit partitions, the stage
     family as a tag, and the code version that is part of every data version."""
