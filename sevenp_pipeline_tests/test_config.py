@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from sevenp_pipeline.config import ConfigError, Settings, StageName, load_app_config, load_app_configs
+from sevenp_pipeline.config import ConfigError, Settings, load_app_config, load_app_configs
 from sevenp_pipeline.definitions import build_definitions
 
 
@@ -16,14 +17,65 @@ def _write(tmp_path: Path, text: str, name: str = "app.yaml") -> Path:
     return path
 
 
-def test_defaults_are_the_spec_npm_scripts(tmp_path: Path) -> None:
+def test_defaults_are_the_spec_stages(tmp_path: Path) -> None:
     app = load_app_config(_write(tmp_path, "name: web\nrepository: {url: /srv/web.git}\n"))
-    assert app.stage(StageName.lint).script == "lint"
-    assert app.stage(StageName.lint_security).script == "lint:security"
-    assert app.stage(StageName.unit_tests).script == "test:unit"
-    assert app.stage(StageName.integration_tests).services == ["postgresql", "redis"]
-    assert app.gates.coverage_min == 80
+    assert app.stage("lint_report").script == "lint"
+    assert app.stage("security_lint_report").script == "lint:security"
+    assert app.stage("unit_test_results").script == "test:unit"
+    assert app.stage("integration_test_results").services == ["postgresql", "redis"]
+    assert app.stage("unit_test_results").gates.min_coverage == 80
+    assert app.stage("e2e_test_results").kind == "e2e" and app.stage("performance_report").gates.p95_ms == 500
+    assert "commit_messages" not in app.stage_names()  # off by default
+    assert app.needs("build_artifact") == ["unit_test_results", "integration_test_results", "api_test_results"]
+    assert app.install_stage == "node_dependencies"
     assert app.branches.include[:4] == ["main", "develop", "release/*", "hotfix/*"]
+
+
+def test_custom_stage_is_a_yaml_edit(tmp_path: Path) -> None:
+    _write(tmp_path, """\
+name: web
+repository: {url: /srv/web.git}
+stages:
+  audit: {kind: command, command: [npm, audit, signatures], needs: [node_dependencies]}
+  build_artifact: {needs: [unit_test_results, audit]}
+  api_docs: null
+  api_test_results: {enabled: false}
+""", "web.yaml")
+    app = load_app_configs(tmp_path)[0]
+    assert app.needs("audit") == ["node_dependencies"]
+    assert app.needs("build_artifact") == ["unit_test_results", "audit"]
+    assert "api_docs" not in app.stage_names() and "api_test_results" not in app.stage_names()
+    graph = build_definitions(Settings(home=tmp_path / "home", apps_dir=tmp_path)).resolve_asset_graph()
+    audit = graph.get(dg.AssetKey(["web", "audit"]))
+    assert {k.path[-1] for k in audit.parent_keys} == {"source_checkout", "node_dependencies"}
+    build = graph.get(dg.AssetKey(["web", "build_artifact"]))
+    assert {k.path[-1] for k in build.parent_keys} == {"source_checkout", "unit_test_results", "audit"}
+
+
+def test_disabled_stage_passes_on_its_needs(tmp_path: Path) -> None:
+    app = load_app_config(_write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n"
+                                           "  lint_report: {enabled: false}\n  security_lint_report: null\n"
+                                           "  format_report: null\n  type_check_report: null\n"))
+    assert app.needs("unit_test_results") == ["node_dependencies"]
+
+
+@pytest.mark.parametrize(("stages", "error"), [
+    ("  audit: {kind: lint-ish, command: [x]}\n", r"stages\.audit\.kind: unknown kind 'lint-ish' \(known: install, lint"),
+    ("  audit: {command: [x]}\n", r"stages\.audit: a new stage needs a 'kind'"),
+    ("  audit: {kind: command, command: [x], needs: [nowhere]}\n",
+     r"app\.yaml: stages\.audit\.needs: no stage named 'nowhere'"),
+    ("  lint_report: {needs: [build_artifact]}\n", r"app\.yaml: stages\.\w+\.needs: cycle .*lint_report"),
+    ("  audit: {kind: command, command: [x]}\n  audit: {kind: command, command: [y]}\n",
+     r"app\.yaml: invalid YAML \(line 5, column 3\): duplicate key 'audit'"),
+    ("  unit: {kind: test, command: [x]}\n", r"stages\.unit: a test stage needs 'junit'"),
+    ("  Bad-Name: {kind: command, command: [x]}\n", r"stages: 'Bad-Name': stage names use"),
+    ("  sbom: {kind: command, command: [x]}\n", r"stages: 'sbom': the name of a built-in asset"),
+    ("  lint_report: {gates: {max_problemz: 1}}\n", r"stages\.lint_report\.gates\.max_problemz: unknown key"),
+])
+def test_bad_stage_graphs_are_named(tmp_path: Path, stages: str, error: str) -> None:
+    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n" + stages)
+    with pytest.raises(ConfigError, match=error):
+        load_app_config(path)
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -34,26 +86,20 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  lint: {timout_seconds: 5}\n")
-    with pytest.raises(ConfigError, match=r"app\.yaml: stages\.lint\.timout_seconds: unknown key"):
-        load_app_config(path)
-
-
-def test_unknown_stage_is_named(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  e2e: {script: e2e}\n")
-    with pytest.raises(ConfigError, match=r"stages\.e2e: unknown stage"):
+    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  lint_report: {timout_seconds: 5}\n")
+    with pytest.raises(ConfigError, match=r"app\.yaml: stages\.lint_report\.timout_seconds: unknown key"):
         load_app_config(path)
 
 
 def test_wrong_type_is_named(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: web\nrepository: {url: x}\ngates: {coverage_min: lots}\n")
-    with pytest.raises(ConfigError, match=r"gates\.coverage_min: "):
+    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  unit_test_results: {gates: {min_coverage: lots}}\n")
+    with pytest.raises(ConfigError, match=r"stages\.unit_test_results\.gates\.min_coverage: "):
         load_app_config(path)
 
 
 def test_script_and_command_are_exclusive(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  build: {script: b, command: [make]}\n")
-    with pytest.raises(ConfigError, match=r"stages\.build: .*exactly one"):
+    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  build_artifact: {script: b, command: [make]}\n")
+    with pytest.raises(ConfigError, match=r"stages\.build_artifact: .*exactly one"):
         load_app_config(path)
 
 

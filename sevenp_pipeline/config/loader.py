@@ -120,9 +120,9 @@ def _with_stage_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{path}: stages: must be a mapping of stage name to settings")
     merged: dict[str, Any] = {}
     for name in [*DEFAULT_STAGES, *(n for n in stages if n not in DEFAULT_STAGES)]:
-        if name in stages and stages[name] is None:  # `name: null` removes a default stage
-            continue
         override = stages.get(name, {})
+        if override is None:  # `name: null` removes a stage; what needed it inherits its needs
+            override = {"enabled": False}
         if not isinstance(override, dict):
             raise ConfigError(f"{path}: stages.{name}: must be a mapping of settings (or null to remove it)")
         default = DEFAULT_STAGES.get(name)
