@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
-# PostgreSQL (server binaries for test databases), Redis, Python venv support.
+# PostgreSQL (server binaries for test databases), Redis, Python venv support, and headless
+# Chromium for the sample app's Playwright e2e tests (`playwright install` cannot download here).
 # Idempotent: checks first, installs only what is missing. Needs root (or sudo) to install.
 set -euo pipefail
 
@@ -10,6 +11,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# Debian's chromium: the e2e stage drives it (CHROMIUM_PATH, default /usr/bin/chromium;
+# on Ubuntu the package installs a snap, point CHROMIUM_PATH at its binary).
+command -v chromium >/dev/null || missing+=(chromium)
 # Images without a Docker daemon: buildah (build), skopeo (copy/inspect), runc (RUN steps),
 # Debian's docker-registry (the local registry), a static busybox (the bootstrapped Node base).
 command -v buildah >/dev/null || missing+=(buildah)

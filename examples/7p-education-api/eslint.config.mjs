@@ -6,7 +6,15 @@ import tseslint from 'typescript-eslint';
 
 export default defineConfig(
   {
-    ignores: ['dist/', 'coverage/', 'reports/', 'docs/', 'node_modules/'],
+    ignores: [
+      'dist/',
+      'coverage/',
+      'reports/',
+      'docs/',
+      'node_modules/',
+      'test-results/',
+      'playwright-report/',
+    ],
   },
   eslint.configs.recommended,
   tseslint.configs.recommended,
@@ -27,6 +35,14 @@ export default defineConfig(
     },
     rules: {
       '@typescript-eslint/no-require-imports': 'off',
+    },
+  },
+  {
+    // The course catalogue page's script runs in the browser as a classic script.
+    files: ['public/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: globals.browser,
     },
   },
   {

@@ -11,6 +11,8 @@ export default defineConfig(
       'coverage/',
       'reports/',
       'docs/',
+      'test-results/',
+      'playwright-report/',
       'node_modules/',
       '**/*.js',
       '**/*.mjs',

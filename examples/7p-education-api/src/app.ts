@@ -1,3 +1,4 @@
+import path from 'node:path';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { Pool } from 'pg';
 import type { Cache } from './cache/cache';
@@ -17,7 +18,15 @@ export interface AppDeps {
   healthTimeoutMs?: number;
   /** Where unexpected errors are reported; console.error by default. */
   logError?: (err: unknown) => void;
+  /** Static course catalogue page (GET /); `public/` next to src/ and dist/ by default. */
+  publicDir?: string;
 }
+
+/** `public/` of the app folder, both from src/ (ts-jest) and from the compiled dist/. */
+export const DEFAULT_PUBLIC_DIR = path.join(__dirname, '..', 'public');
+
+/** Only the page's own files may load: no inline scripts, no third-party origins. */
+const PAGE_CSP = "default-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'";
 
 type CheckState = 'ok' | 'error';
 
@@ -58,6 +67,17 @@ export function createApp(deps: AppDeps): Express {
       cache: deps.cache,
       cachePrefix: deps.cachePrefix ?? DEFAULT_CACHE_PREFIX,
       cacheTtlSeconds: deps.cacheTtlSeconds ?? 60,
+    }),
+  );
+
+  // After the API routes: the page only answers paths the API does not own.
+  app.use(
+    express.static(deps.publicDir ?? DEFAULT_PUBLIC_DIR, {
+      index: 'index.html',
+      setHeaders: (res) => {
+        res.setHeader('Content-Security-Policy', PAGE_CSP);
+        res.setHeader('X-Content-Type-Options', 'nosniff');
+      },
     }),
   );
 

@@ -2,6 +2,8 @@ import { DEFAULT_CACHE_PREFIX } from './lib/cacheKeys';
 
 export interface Config {
   port: number;
+  /** Interface to listen on (BIND_HOST); undefined = every interface, Node's default. */
+  host: string | undefined;
   postgresUri: string;
   redisUri: string;
   cacheTtlSeconds: number;
@@ -39,6 +41,7 @@ function exampleFor(name: string): string {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     port: positiveInt('PORT', env.PORT, 3000, 65535),
+    host: env.BIND_HOST?.trim() || undefined,
     postgresUri: required('POSTGRESQL_URI', env.POSTGRESQL_URI),
     redisUri: required('REDIS_URI', env.REDIS_URI),
     cacheTtlSeconds: positiveInt('CACHE_TTL_SECONDS', env.CACHE_TTL_SECONDS, 60, 86_400),

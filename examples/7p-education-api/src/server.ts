@@ -21,9 +21,20 @@ async function main(): Promise<void> {
     cachePrefix: config.cachePrefix,
     cacheTtlSeconds: config.cacheTtlSeconds,
   });
-  const server: Server = app.listen(config.port, () => {
-    console.log(`7p-education-api listening on port ${config.port}`);
-  });
+  // Express 5 calls this callback with the error when listening fails (e.g. EADDRINUSE):
+  // exit instead of running on without a socket while another process answers the port.
+  const onListening = (err?: Error): void => {
+    if (err) {
+      console.error(
+        `7p-education-api cannot listen on ${config.host ?? '*'}:${config.port}: ${err.message}`,
+      );
+      process.exit(1);
+    }
+    console.log(`7p-education-api listening on ${config.host ?? '*'}:${config.port}`);
+  };
+  const server: Server = config.host
+    ? app.listen(config.port, config.host, onListening)
+    : app.listen(config.port, onListening);
 
   let stopping = false;
   const shutdown = (signal: string): void => {

@@ -10,6 +10,7 @@ describe('loadConfig', () => {
   it('reads the URIs and applies defaults', () => {
     expect(loadConfig({ ...base })).toEqual({
       port: 3000,
+      host: undefined,
       postgresUri: base.POSTGRESQL_URI,
       redisUri: base.REDIS_URI,
       cacheTtlSeconds: 60,
@@ -27,6 +28,11 @@ describe('loadConfig', () => {
     expect(config.port).toBe(8080);
     expect(config.cacheTtlSeconds).toBe(5);
     expect(config.cachePrefix).toBe('staging');
+  });
+
+  it('listens on BIND_HOST when it is set, on every interface otherwise', () => {
+    expect(loadConfig({ ...base, BIND_HOST: ' 127.0.0.1 ' }).host).toBe('127.0.0.1');
+    expect(loadConfig({ ...base, BIND_HOST: '' }).host).toBeUndefined();
   });
 
   it('treats an empty PORT as unset', () => {
