@@ -138,7 +138,9 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
 
 def _artifacts(stage: Stage, folder: Path) -> dict[str, Any]:
     """Screenshots, traces and videos of failed tests, kept with the commit's other artifacts."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    # Dotfiles are the runner's bookkeeping (Playwright's .last-run.json), not artifacts.
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
     kept = []
     for path in files[:MAX_KEPT_ARTIFACTS]:
         rel = path.relative_to(folder).as_posix()
