@@ -146,7 +146,9 @@ class PackageManager:
             "npm_config_update_notifier": "false",
         }
         if npm_registry:
-            env["COREPACK_NPM_REGISTRY"] = npm_registry
+            # corepack appends "/<package>": a trailing slash (as `npm config get registry` prints it)
+            # makes "//<package>", which the registry answers with HTTP 400.
+            env["COREPACK_NPM_REGISTRY"] = npm_registry.rstrip("/")
         if not verify_corepack_signatures:
             env["COREPACK_INTEGRITY_KEYS"] = "0"
         if corepack_home is not None:

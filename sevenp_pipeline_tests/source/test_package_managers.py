@@ -211,7 +211,7 @@ def test_env():
     berry = BERRY.env(npm_registry="https://registry.example/", verify_corepack_signatures=False,
                       corepack_home=Path("/cache/corepack"))
     assert berry["YARN_ENABLE_IMMUTABLE_INSTALLS"] == "true"
-    assert berry["COREPACK_NPM_REGISTRY"] == "https://registry.example/"
+    assert berry["COREPACK_NPM_REGISTRY"] == "https://registry.example"  # corepack adds "/<name>"
     assert berry["COREPACK_INTEGRITY_KEYS"] == "0"
     assert berry["COREPACK_HOME"] == "/cache/corepack"
     assert "COREPACK_INTEGRITY_KEYS" not in PNPM.env()
@@ -237,6 +237,14 @@ def test_fixture_apps_are_detected():
 # The tests' registry serves metadata without npm's signatures, so corepack's check is off here;
 # a `+sha512` pin would still be verified.
 SIGNATURES = os.environ.get("SEVENP_TEST_COREPACK_SIGNATURES", "0") == "1"
+
+
+@pytest.fixture(scope="session")
+def npm_registry() -> str:
+    """Corepack downloads from here; yarn berry then comes from @yarnpkg/cli-dist (repo.yarnpkg.com is not
+    reachable from every machine)."""
+    return subprocess.run(["npm", "config", "get", "registry"], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 @pytest.fixture(scope="session")
@@ -268,10 +276,9 @@ def junit_counts(path: Path) -> tuple[int, int]:
     return len(cases), sum(1 for case in cases if case.find("failure") is not None)
 
 
-def install(app: Path, corepack_home: Path) -> tuple[PackageManager, dict[str, str]]:
+def install(app: Path, corepack_home: Path, npm_registry: str) -> tuple[PackageManager, dict[str, str]]:
     pm = detect(app)
-    env = pm.env(verify_corepack_signatures=SIGNATURES, corepack_home=corepack_home,
-                 npm_registry=os.environ.get("SEVENP_TEST_NPM_REGISTRY"))
+    env = pm.env(verify_corepack_signatures=SIGNATURES, corepack_home=corepack_home, npm_registry=npm_registry)
     started = time.monotonic()
     done = run(pm.install_argv(), app, env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -284,9 +291,9 @@ def install(app: Path, corepack_home: Path) -> tuple[PackageManager, dict[str, s
 
 
 @pytest.mark.integration
-def test_pnpm_vitest_app_for_real(tmp_path, corepack_home):
+def test_pnpm_vitest_app_for_real(tmp_path, corepack_home, npm_registry):
     app = checkout("pnpm-vitest-app", tmp_path)
-    pm, env = install(app, corepack_home)
+    pm, env = install(app, corepack_home, npm_registry)
     assert run(pm.version_argv(), app, env).stdout.strip() == "9.15.9"
     for script in ("lint", "typecheck", "build"):
         done = run(pm.run_script_argv(script), app, env)
@@ -310,9 +317,9 @@ def test_pnpm_vitest_app_for_real(tmp_path, corepack_home):
 
 
 @pytest.mark.integration
-def test_yarn_classic_app_for_real(tmp_path, corepack_home):
+def test_yarn_classic_app_for_real(tmp_path, corepack_home, npm_registry):
     app = checkout("yarn-app", tmp_path)
-    pm, env = install(app, corepack_home)
+    pm, env = install(app, corepack_home, npm_registry)
     assert run(pm.version_argv(), app, env).stdout.strip() == "1.22.22"
     for script in ("lint", "build"):
         done = run(pm.run_script_argv(script), app, env)
@@ -331,27 +338,69 @@ def test_yarn_classic_app_for_real(tmp_path, corepack_home):
     assert junit_counts(app / "reports/junit/unit.xml") == (5, 1)
 
 
+ARGS_MANIFEST = {"name": "args", "version": "1.0.0", "license": "MIT",
+                 "scripts": {"show": "node show.js", "fail": "node -e \"process.exit(3)\""}}
+AWKWARD_ARGS = ["a", "-b", "--c=d", "with space", "$HOME", "`id`", "it's", 'q"q', "*", "--"]
+
+
+def check_script_args(pm: PackageManager, app: Path, env: dict[str, str]) -> None:
+    # yarn classic drops a "--" (with a warning); everything else arrives as given
+    args = AWKWARD_ARGS[:-1] if pm.flavor == "classic" else AWKWARD_ARGS
+    done = run(pm.run_script_argv("show", args), app, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [json.dumps(args, separators=(",", ":"))]  # silent: no banner
+    assert run(pm.run_script_argv("fail"), app, env).returncode != 0
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("pm_name", ["npm", "pnpm", "yarn"])
-def test_script_arguments_arrive_verbatim(tmp_path, corepack_home, pm_name):
+@pytest.mark.parametrize(("lockfile", "pin"), [
+    ("package-lock.json", None), ("package-lock.json", "npm@10.9.0"), ("pnpm-lock.yaml", "pnpm@9.15.9"),
+    ("yarn.lock", "yarn@1.22.22"),
+])
+def test_script_arguments_arrive_verbatim(tmp_path, corepack_home, npm_registry, lockfile, pin):
     """Each manager's run_script_argv hands awkward arguments to the script unchanged."""
-    lockfile = {"npm": "package-lock.json", "pnpm": "pnpm-lock.yaml", "yarn": "yarn.lock"}[pm_name]
-    pin = {"npm": None, "pnpm": "pnpm@9.15.9", "yarn": "yarn@1.22.22"}[pm_name]
-    manifest = {"name": "args", "version": "1.0.0", "license": "MIT",
-                "scripts": {"show": "node show.js", "fail": "node -e \"process.exit(3)\""}}
-    if pin:
-        manifest["packageManager"] = pin
+    manifest = {**ARGS_MANIFEST, **({"packageManager": pin} if pin else {})}
     (tmp_path / "package.json").write_text(json.dumps(manifest))
     (tmp_path / "show.js").write_text("console.log(JSON.stringify(process.argv.slice(2)))\n")
-    (tmp_path / lockfile).write_text(CLASSIC_LOCK if pm_name == "yarn" else "")
-    if pm_name == "npm":
+    (tmp_path / lockfile).write_text(CLASSIC_LOCK if lockfile == "yarn.lock" else "")
+    if lockfile == "package-lock.json":
         (tmp_path / lockfile).write_text(json.dumps({"name": "args", "version": "1.0.0", "lockfileVersion": 3,
                                                      "requires": True, "packages": {}}))
     pm = detect(tmp_path)
-    env = pm.env(verify_corepack_signatures=SIGNATURES, corepack_home=corepack_home)
-    args = ["a", "-b", "--c=d", "with space", "$HOME", "`id`", "it's", 'q"q', "*"]
-    done = run(pm.run_script_argv("show", args), tmp_path, env)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == args
-    assert len(done.stdout.strip().splitlines()) == 1  # silent: no banner
-    assert run(pm.run_script_argv("fail"), tmp_path, env).returncode != 0
+    env = pm.env(verify_corepack_signatures=SIGNATURES, corepack_home=corepack_home, npm_registry=npm_registry)
+    if pin:
+        assert run(pm.version_argv(), tmp_path, env).stdout.strip() == pin.split("@")[1]
+    check_script_args(pm, tmp_path, env)
+
+
+@pytest.mark.integration
+def test_yarn_berry_installs_node_modules_and_runs_scripts(tmp_path, corepack_home, npm_registry):
+    """Berry through corepack: the lockfile is made once (not immutable), then the frozen install builds a
+    node_modules tree although no .yarnrc.yml asks for one (berry's default would be Plug'n'Play)."""
+    manifest = {**ARGS_MANIFEST, "packageManager": "yarn@4.5.1", "dependencies": {"is-number": "7.0.0"}}
+    (tmp_path / "package.json").write_text(json.dumps(manifest))
+    (tmp_path / "show.js").write_text("require('is-number'); console.log(JSON.stringify(process.argv.slice(2)))\n")
+    (tmp_path / "yarn.lock").write_text("")
+    setup_env = {"COREPACK_HOME": str(corepack_home), "COREPACK_NPM_REGISTRY": npm_registry.rstrip("/"),
+                 "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0", "YARN_NODE_LINKER": "node-modules",
+                 **({} if SIGNATURES else {"COREPACK_INTEGRITY_KEYS": "0"})}
+    made = run(["corepack", "yarn", "install"], tmp_path, setup_env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    shutil.rmtree(tmp_path / "node_modules")
+
+    pm = detect(tmp_path)
+    assert (pm.flavor, pm.version, pm.node_linker) == ("berry", "4.5.1", None)
+    env = pm.env(verify_corepack_signatures=SIGNATURES, corepack_home=corepack_home, npm_registry=npm_registry)
+    done = run(pm.install_argv(), tmp_path, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "node_modules/is-number/package.json").is_file()
+    assert not (tmp_path / ".pnp.cjs").exists()
+    check_script_args(pm, tmp_path, env)
+
+    # --immutable: a package.json that no longer matches the lockfile fails instead of rewriting it
+    manifest["dependencies"]["is-number"] = "6.0.0"
+    (tmp_path / "package.json").write_text(json.dumps(manifest))
+    lock = (tmp_path / "yarn.lock").read_text()
+    done = run(pm.install_argv(), tmp_path, env)
+    assert done.returncode != 0 and "lockfile would have been modified" in done.stdout
+    assert (tmp_path / "yarn.lock").read_text() == lock
