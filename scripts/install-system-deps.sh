@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
-# PostgreSQL (server binaries for test databases), Redis, Python venv support, and headless
-# Chromium for the sample app's Playwright e2e tests (`playwright install` cannot download here).
+# PostgreSQL (server binaries for test databases), Redis, Python venv support, headless Chromium
+# for the sample app's Playwright e2e tests (`playwright install` cannot download here); then,
+# from the npm registry, the Node package managers: corepack, pnpm 9 and yarn 1.
 # Idempotent: checks first, installs only what is missing. Needs root (or sudo) to install.
 set -euo pipefail
 
@@ -28,17 +29,55 @@ elif [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then
   exit 1
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-echo "installing: ${missing[*]}"
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "run as root or install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "run as root or install: $*" >&2; exit 1; }
+    SUDO=sudo
+  fi
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  need_root "${missing[@]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # --no-install-recommends keeps the postgresql package from pulling in extras; the pipeline
+  # starts its own servers on free loopback ports and never uses the system cluster.
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# --no-install-recommends keeps the postgresql package from pulling in extras; the pipeline
-# starts its own servers on free loopback ports and never uses the system cluster.
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Node package managers, from the npm registry (Debian's nodejs has no corepack, and packages no pnpm
+# or yarn 1). corepack runs the exact version an app pins in package.json "packageManager"
+# (`corepack pnpm install ...`); pnpm 9 and yarn 1 on PATH serve apps that pin none.
+# corepack 0.34 needs Node >= 20.10; 0.33 still runs on Node 18.17+. Both know npm's current signing keys.
+# The corepack npm package also links pnpm/yarn shims (as `corepack enable` would): install it first and
+# on its own, then pnpm and yarn in place of those shims; a shim does not count as installed.
+real_tool() {
+  local path
+  path="$(command -v "$1")" || return 1
+  case "$(readlink -f "$path")" in */corepack/*) return 1 ;; esac
+}
+npm_global() {
+  echo "installing from npm: $*"
+  need_root "$@"
+  $SUDO npm install --global --no-audit --no-fund "$@"
+}
+if ! command -v corepack >/dev/null; then
+  if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    npm_global corepack@0.33
+  else
+    npm_global corepack@0.34
+  fi
+fi
+node_tools=()
+real_tool pnpm || node_tools+=(pnpm@9)
+real_tool yarn || node_tools+=(yarn@1)
+if [ ${#node_tools[@]} -gt 0 ]; then
+  # npm refuses to replace another package's links (EEXIST): remove corepack's shims, and only those.
+  npm_bin="$(npm prefix --global)/bin"
+  for shim in pnpm pnpx yarn yarnpkg; do
+    case "$(readlink -f "$npm_bin/$shim" 2>/dev/null)" in */corepack/*) need_root; $SUDO rm -f "$npm_bin/$shim" ;; esac
+  done
+  npm_global "${node_tools[@]}"
+fi
