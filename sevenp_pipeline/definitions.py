@@ -20,7 +20,7 @@ from sevenp_pipeline.resources.registry import ECRRegistry, LocalRegistry, Regis
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.security.assets import build_security_assets
-from sevenp_pipeline.source.assets import build_source_assets, checkout_key
+from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 

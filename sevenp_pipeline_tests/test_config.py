@@ -60,7 +60,8 @@ def test_disabled_stage_passes_on_its_needs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("stages", "error"), [
-    ("  audit: {kind: lint-ish, command: [x]}\n", r"stages\.audit\.kind: unknown kind 'lint-ish' \(known: install, lint"),
+    ("  audit: {kind: lint-ish, command: [x]}\n",
+     r"stages\.audit\.kind: unknown kind 'lint-ish' \(known: install, lint"),
     ("  audit: {command: [x]}\n", r"stages\.audit: a new stage needs a 'kind'"),
     ("  audit: {kind: command, command: [x], needs: [nowhere]}\n",
      r"app\.yaml: stages\.audit\.needs: no stage named 'nowhere'"),
@@ -92,13 +93,15 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
 
 
 def test_wrong_type_is_named(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  unit_test_results: {gates: {min_coverage: lots}}\n")
+    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n"
+                            "  unit_test_results: {gates: {min_coverage: lots}}\n")
     with pytest.raises(ConfigError, match=r"stages\.unit_test_results\.gates\.min_coverage: "):
         load_app_config(path)
 
 
 def test_script_and_command_are_exclusive(tmp_path: Path) -> None:
-    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  build_artifact: {script: b, command: [make]}\n")
+    path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n"
+                            "  build_artifact: {script: b, command: [make]}\n")
     with pytest.raises(ConfigError, match=r"stages\.build_artifact: .*exactly one"):
         load_app_config(path)
 

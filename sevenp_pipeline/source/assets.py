@@ -4,8 +4,8 @@
 
 import dagster as dg
 
-from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.stages.runner import failure, md_table
 from sevenp_pipeline.triggers.tags import TAG_BRANCH

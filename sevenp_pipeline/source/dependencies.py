@@ -84,7 +84,8 @@ def build_install_asset(
         packages = sum(1 for _ in target.glob("*/package.json")) + sum(1 for _ in target.glob("@*/*/package.json"))
         context.log.info("node_modules %s by %s (%d top-level packages)",
                          "reused from cache" if reused else "installed", pm.name, packages)
-        meta = {"kind": "install", "reused": reused, "package_manager": pm.name + (f"@{pm.version}" if pm.version else ""),
+        meta = {"kind": "install", "reused": reused,
+                "package_manager": pm.name + (f"@{pm.version}" if pm.version else ""),
                 "lockfile": pm.lockfile, "lockfile_sha256": lock_hash, "cache_key": cache_key,
                 "packages": packages, **stage.tool_versions()}
         if outcome is not None:

@@ -22,7 +22,9 @@ class Violation:
     problem: str
 
 
-def check_message(message: str, *, types: Sequence[str] = DEFAULT_TYPES, max_header_length: int = 100) -> str | None:
+def check_message(  # noqa: PLR0911 (one return per rule reads best)
+    message: str, *, types: Sequence[str] = DEFAULT_TYPES, max_header_length: int = 100
+) -> str | None:
     """The first problem with one commit message, or None when it conforms (or is ignored)."""
     lines = message.splitlines()
     header = lines[0].strip() if lines else ""

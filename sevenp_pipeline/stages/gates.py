@@ -20,7 +20,7 @@ from sevenp_pipeline.stages.commits import DEFAULT_TYPES, Violation
 NO_LINT_ERRORS = "no_lint_errors"
 CODE_FORMATTED = "code_formatted"
 NO_TYPE_ERRORS = "no_type_errors"
-ALL_TESTS_PASS = "all_tests_pass"
+ALL_TESTS_PASS = "all_tests_pass"  # noqa: S105 (a check name)
 COVERAGE_THRESHOLD = "coverage_threshold"
 P95_LATENCY_BUDGET = "p95_latency_budget"
 THROUGHPUT_FLOOR = "throughput_floor"
@@ -104,6 +104,11 @@ def coverage_result(app: AppConfig, stage: str, coverage: Coverage) -> dg.AssetC
         check_name=COVERAGE_THRESHOLD, passed=value >= gates.min_coverage, severity=dg.AssetCheckSeverity.ERROR,
         description=f"{gates.coverage_metric} coverage {value}% (minimum {gates.min_coverage}%)",
         metadata={"coverage_pct": value, "minimum_pct": gates.min_coverage})
+
+
+def no_coverage_result(reason: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=COVERAGE_THRESHOLD, passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                               description=reason)
 
 
 def performance_results(app: AppConfig, stage: str, perf: PerformanceSummary) -> list[dg.AssetCheckResult]:

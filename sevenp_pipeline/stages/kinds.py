@@ -118,17 +118,23 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
     coverage_note = ""
     if spec.coverage:
         path = stage.report_path(spec.coverage)
-        try:
-            coverage = coverage_summary(path)
-        except ReportError as exc:
-            raise failure(f"{stage.name}: {outcome.describe()}; {exc} (stages.{stage.name}.coverage)",
-                          outcome) from exc
-        stage.keep(path, f"reports/{stage.name}-coverage-summary.json")
-        meta.update({f"coverage_{m}_pct": coverage.metric(m) for m in ("lines", "statements", "branches", "functions")})
-        if spec.gates.min_coverage is not None:
-            results.append(gates.coverage_result(stage.app, stage.name, coverage))
-            metric = spec.gates.coverage_metric
-            coverage_note = f", {metric} coverage {coverage.metric(metric)}%"
+        if not path.exists() and not results[0].passed:
+            # Some runners (vitest) write no coverage when a test failed: the test gate says why.
+            if spec.gates.min_coverage is not None:
+                results.append(gates.no_coverage_result(f"no coverage report: {results[0].description}"))
+        else:
+            try:
+                coverage = coverage_summary(path)
+            except ReportError as exc:
+                raise failure(f"{stage.name}: {outcome.describe()}; {exc} (stages.{stage.name}.coverage)",
+                              outcome) from exc
+            stage.keep(path, f"reports/{stage.name}-coverage-summary.json")
+            meta.update({f"coverage_{m}_pct": coverage.metric(m)
+                         for m in ("lines", "statements", "branches", "functions")})
+            if spec.gates.min_coverage is not None:
+                results.append(gates.coverage_result(stage.app, stage.name, coverage))
+                metric = spec.gates.coverage_metric
+                coverage_note = f", {metric} coverage {coverage.metric(metric)}%"
     if spec.artifacts:
         meta.update(_artifacts(stage, stage.report_path(spec.artifacts)))
     stage.context.log.info("%s: %d passed, %d failed, %d skipped%s", stage.name, summary.passed,

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ _TOOL_VERSIONS: dict[tuple[str, ...], str] = {}
 
 
 def _version(runner: ProcessRunner, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    key = (*argv, str(cwd) if argv[0] == "corepack" else "")
+    key = tuple(argv)
     if key not in _TOOL_VERSIONS:
         outcome = runner.run(ExecuteRequest(argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120,
                                             capture=True, env=env or {}))
@@ -52,11 +53,19 @@ def _version(runner: ProcessRunner, argv: list[str], cwd: Path, env: dict[str, s
     return _TOOL_VERSIONS[key]
 
 
+def npm_registry(runner: ProcessRunner) -> str | None:
+    """The registry npm is configured with: corepack downloads pinned pnpm/yarn versions from it."""
+    found = _version(runner, ["npm", "config", "get", "registry"], Path("/"))
+    return found if found.startswith("http") else None
+
+
 def tool_versions(runner: ProcessRunner, pm: PackageManager | None = None, cwd: Path | None = None) -> dict[str, str]:
     """node's version and the package manager's, asked once per process: part of every data version."""
     versions = {"node": _version(runner, ["node", "--version"], Path("/"))}
     if pm is not None:
-        versions[pm.name] = _version(runner, pm.version_argv(), cwd or Path("/"), pm.env())
+        # A pinned version is what corepack runs: asking the tool would first download it, and the
+        # answer of a first, downloading call is not always the bare version.
+        versions[pm.name] = pm.version or _version(runner, pm.version_argv(), cwd or Path("/"), pm.env())
     return versions
 
 
@@ -160,7 +169,12 @@ class Stage:
         return pm.run_script_argv(spec.script, args)
 
     def env(self) -> dict[str, str]:
-        pm_env = self.package_manager.env() if self.spec.kind not in ("commitlint",) else {}
+        pm_env = self.package_manager.env(
+            npm_registry=npm_registry(self.runner),
+            # A mirror that serves npm metadata without signatures makes corepack refuse every download;
+            # SEVENP_COREPACK_INTEGRITY_KEYS=0 turns its check off for such a registry (never the default).
+            verify_corepack_signatures=os.environ.get("SEVENP_COREPACK_INTEGRITY_KEYS") != "0",
+        ) if self.spec.kind != "commitlint" else {}
         return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **pm_env, **self.app.env, **self.spec.env,
                 **self.extra_env}
 
