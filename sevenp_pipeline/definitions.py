@@ -10,7 +10,7 @@ import dagster as dg
 
 from sevenp_pipeline.build.assets import build_build_assets
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
-from sevenp_pipeline.package.assets import build_package_assets, build_promotion_asset
+from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
 from sevenp_pipeline.quality.assets import build_quality_assets
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage

@@ -12,26 +12,25 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.image.assets import image_key, latest_metadata
 from sevenp_pipeline.models import Workspace
-from sevenp_pipeline.package.assets import image_key, latest_metadata
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.builder import ImageBuilder, ImagePushError
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registry import Registry
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.security import provenance as prov
-from sevenp_pipeline.security.advisories import AdvisoryDatabase, AdvisoryDatabaseError
-from sevenp_pipeline.security.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
-from sevenp_pipeline.security.lockfile import components_from_lockfile
-from sevenp_pipeline.security.matcher import match
-from sevenp_pipeline.security.models import SEVERITIES, Component, Finding
-from sevenp_pipeline.security.sarif import SarifValidationError, to_sarif, validate_sarif
-from sevenp_pipeline.security.sbom import SbomError, generate_sbom, read_cyclonedx
-from sevenp_pipeline.security.secrets_scan import ImageScanError, scan_image_layers, scan_tree
-from sevenp_pipeline.security.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
+from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase, AdvisoryDatabaseError
+from sevenp_pipeline.scanners.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
+from sevenp_pipeline.scanners.lockfile import components_from_lockfile
+from sevenp_pipeline.scanners.matcher import match
+from sevenp_pipeline.scanners.models import SEVERITIES, Component, Finding
+from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, validate_sarif
+from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx
+from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
+from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
 from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
 
-SHIPPED_ADVISORIES = Path(__file__).parent / "data" / "osv"
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
 
 
@@ -66,7 +65,7 @@ def build_security_assets(
         return checked_out(workspaces, app, sha, stage="security scan")
 
     def advisory_db(workspace_app_dir: Path) -> AdvisoryDatabase:
-        path = Path(sec.advisories) if sec.advisories else SHIPPED_ADVISORIES
+        path = Path(sec.advisories) if sec.advisories else BUNDLED_DB
         if not path.is_absolute():
             path = (workspace_app_dir / path).resolve()
         try:

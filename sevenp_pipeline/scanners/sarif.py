@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonschema import Draft4Validator
 
-from sevenp_pipeline.security.models import Finding
+from sevenp_pipeline.scanners.models import Finding
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "sarif-schema-2.1.0.json"
 SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"

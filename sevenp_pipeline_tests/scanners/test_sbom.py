@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from sevenp_pipeline.resources.processes import ProcessRunner
-from sevenp_pipeline.security.advisories import BUNDLED_DB, AdvisoryDatabase
-from sevenp_pipeline.security.licenses import check_licenses
-from sevenp_pipeline.security.matcher import match
-from sevenp_pipeline.security.sarif import to_sarif, validate_sarif
-from sevenp_pipeline.security.sbom import SbomError, generate_sbom, read_cyclonedx
-from sevenp_pipeline.security.vex import gate
+from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase
+from sevenp_pipeline.scanners.licenses import check_licenses
+from sevenp_pipeline.scanners.matcher import match
+from sevenp_pipeline.scanners.sarif import to_sarif, validate_sarif
+from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx
+from sevenp_pipeline.scanners.vex import gate
 
 pytestmark = pytest.mark.integration
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.security.advisories import (
+from sevenp_pipeline.scanners.advisories import (
     BUNDLED_DB,
     AdvisoryDatabase,
     AdvisoryDatabaseError,
     main,
     update_from_osv_export,
 )
-from sevenp_pipeline_tests.security.conftest import osv_record
+from sevenp_pipeline_tests.scanners.conftest import osv_record
 
 
 def test_bundled_database_loads_with_counts_fingerprint_and_dates():

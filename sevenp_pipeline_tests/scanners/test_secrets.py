@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.security.secrets_scan import ImageScanError, scan_image_layers, scan_tree
-from sevenp_pipeline_tests.security.conftest import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET, FAKE_CREDENTIALS
+from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
+from sevenp_pipeline_tests.scanners.conftest import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET, FAKE_CREDENTIALS
 
 SHA1_KEY_ID = hashlib.sha1(FAKE_AWS_KEY_ID.encode()).hexdigest()
 

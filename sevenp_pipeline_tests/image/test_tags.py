@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sevenp_pipeline.package.tags import image_tags, sanitize_tag, semver_tags
+from sevenp_pipeline.image.tags import image_tags, sanitize_tag, semver_tags
 
 VALID_TAG = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,127}$")
 SHA = "0123456789abcdef0123456789abcdef01234567"

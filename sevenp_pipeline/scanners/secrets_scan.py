@@ -22,7 +22,7 @@ from typing import IO, Any
 from detect_secrets import SecretsCollection
 from detect_secrets.settings import default_settings
 
-from sevenp_pipeline.security.models import SecretFinding
+from sevenp_pipeline.scanners.models import SecretFinding
 
 SKIP_DIRS = (".git", "node_modules")
 MAX_FILE_BYTES = 5_000_000

@@ -13,8 +13,8 @@ without a timezone is rejected before anything is signed.
 
 CLI::
 
-    python -m sevenp_pipeline.security.provenance keygen --out DIR
-    python -m sevenp_pipeline.security.provenance verify ENVELOPE.json \\
+    python -m sevenp_pipeline.scanners.provenance keygen --out DIR
+    python -m sevenp_pipeline.scanners.provenance verify ENVELOPE.json \\
         --public-key PUB.pem --digest sha256:<hex> [--commit SHA] [--builder-id ID]
 """
 
@@ -505,7 +505,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (0 ok, 1 failure, 2 usage)."""
     parser = argparse.ArgumentParser(
-        prog="python -m sevenp_pipeline.security.provenance", description="Signed SLSA v1 build provenance."
+        prog="python -m sevenp_pipeline.scanners.provenance", description="Signed SLSA v1 build provenance."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

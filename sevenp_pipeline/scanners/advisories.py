@@ -28,7 +28,7 @@ from typing import Any
 from cvss import CVSS3, CVSS4
 from cvss.exceptions import CVSSError
 
-from sevenp_pipeline.security.models import Advisory, AffectedPackage, AffectedRange
+from sevenp_pipeline.scanners.models import Advisory, AffectedPackage, AffectedRange
 
 BUNDLED_DB = Path(__file__).parent / "data" / "osv"
 """The small snapshot shipped for tests and the demo (see data/README.md)."""
@@ -330,7 +330,7 @@ def _swap(staging: Path, dest: Path) -> None:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.security.advisories")
+    parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.scanners.advisories")
     sub = parser.add_subparsers(dest="command", required=True)
     upd = sub.add_parser("update", help="rebuild a database folder from OSV all.zip export(s)")
     upd.add_argument("--source", required=True, help="all.zip, a folder of <ecosystem>/all.zip, or an https URL")

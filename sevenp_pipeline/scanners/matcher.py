@@ -17,8 +17,8 @@ from univers.version_constraint import VersionConstraint
 from univers.version_range import RANGE_CLASS_BY_SCHEMES, NpmVersionRange, VersionRange
 from univers.versions import InvalidVersion, Version
 
-from sevenp_pipeline.security.advisories import AdvisoryDatabase
-from sevenp_pipeline.security.models import AffectedPackage, AffectedRange, Component, Finding
+from sevenp_pipeline.scanners.advisories import AdvisoryDatabase
+from sevenp_pipeline.scanners.models import AffectedPackage, AffectedRange, Component, Finding
 
 ECOSYSTEM_BY_PURL_TYPE = {
     "npm": "npm", "pypi": "PyPI", "maven": "Maven", "golang": "Go", "gem": "RubyGems", "cargo": "crates.io",

@@ -15,7 +15,7 @@ import pytest
 from sevenp_pipeline.resources.builder import INPUT_HASH_LABEL, ImageBuildError
 from sevenp_pipeline.resources.processes import ExecuteRequest
 from sevenp_pipeline.resources.registry import LocalRegistry, RegistryError, publish_image
-from sevenp_pipeline_tests.package.conftest import (
+from sevenp_pipeline_tests.image.conftest import (
     APP_REPOSITORY,
     SAMPLE_APP,
     TIMINGS,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.security.licenses import LicensePolicyError, check_licenses
-from sevenp_pipeline.security.models import Component
-from sevenp_pipeline.security.sarif import SarifValidationError, to_sarif, validate_sarif
-from sevenp_pipeline.security.vex import SuppressionError, apply, gate, load_allowlist
-from sevenp_pipeline_tests.security.conftest import finding
+from sevenp_pipeline.scanners.licenses import LicensePolicyError, check_licenses
+from sevenp_pipeline.scanners.models import Component
+from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, validate_sarif
+from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist
+from sevenp_pipeline_tests.scanners.conftest import finding
 
 TODAY = dt.date(2025, 6, 1)
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import CryptoSigner
 
-from sevenp_pipeline.security import provenance as prov
-from sevenp_pipeline.security.provenance import (
+from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.provenance import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -405,7 +405,7 @@ def test_public_key_pem_matches_keypair(ed_keys: tuple[str, str]) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sevenp_pipeline.security.provenance", *args],
+        [sys.executable, "-m", "sevenp_pipeline.scanners.provenance", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

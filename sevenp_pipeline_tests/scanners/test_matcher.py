@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.security.advisories import BUNDLED_DB, AdvisoryDatabase
-from sevenp_pipeline.security.lockfile import LockfileError, components_from_lockfile
-from sevenp_pipeline.security.matcher import match
-from sevenp_pipeline.security.models import Component
-from sevenp_pipeline.security.vex import gate
+from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase
+from sevenp_pipeline.scanners.lockfile import LockfileError, components_from_lockfile
+from sevenp_pipeline.scanners.matcher import match
+from sevenp_pipeline.scanners.models import Component
+from sevenp_pipeline.scanners.vex import gate
 from sevenp_pipeline_tests.conftest import SAMPLE_APP
-from sevenp_pipeline_tests.security.conftest import osv_record
+from sevenp_pipeline_tests.scanners.conftest import osv_record
 
 
 def npm(name: str, version: str, *locations: str) -> Component:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
-from sevenp_pipeline.security.models import Finding
+from sevenp_pipeline.scanners.models import Finding
 
 # A fake AWS key pair in the shape detect-secrets looks for (not a real credential).
 FAKE_AWS_KEY_ID = "AKIA" + "Z7Q2MXR4VNT8KLWP"

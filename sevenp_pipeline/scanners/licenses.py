@@ -22,7 +22,7 @@ from license_expression import (
     get_spdx_licensing,
 )
 
-from sevenp_pipeline.security.models import Component, LicenseFinding, LicenseReport
+from sevenp_pipeline.scanners.models import Component, LicenseFinding, LicenseReport
 
 DEFAULT_ALLOWED_LICENSES: tuple[str, ...] = (
     "MIT", "MIT-0", "ISC", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "0BSD", "BlueOak-1.0.0", "CC0-1.0",

@@ -14,7 +14,7 @@ from typing import Any
 
 from packageurl import PackageURL
 
-from sevenp_pipeline.security.models import Component
+from sevenp_pipeline.scanners.models import Component
 
 
 class LockfileError(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from packageurl import PackageURL
 
-from sevenp_pipeline.security.models import SEVERITIES, Finding, Suppression, VexResult, severity_rank
+from sevenp_pipeline.scanners.models import SEVERITIES, Finding, Suppression, VexResult, severity_rank
 
 VEX_STATUSES = ("not_affected", "affected", "fixed", "under_investigation")
 SUPPRESSING = ("not_affected", "fixed")

@@ -14,7 +14,7 @@ import pytest
 
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.registry import ECRRegistry, RegistryError
-from sevenp_pipeline_tests.package.conftest import Stack, needs_buildah
+from sevenp_pipeline_tests.image.conftest import Stack, needs_buildah
 
 MOTO = Path(sys.executable).with_name("moto_server")
 pytestmark = [

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.package.tags import image_tags
+from sevenp_pipeline.image.tags import image_tags
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builder import BuildahBuilder, ImageBuilder, ImageBuildError, ImagePushError
 from sevenp_pipeline.resources.git import GitClient, GitError
