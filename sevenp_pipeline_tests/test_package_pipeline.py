@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from sevenp_pipeline.definitions import build_resources
+from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline

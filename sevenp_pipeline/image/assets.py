@@ -1,18 +1,35 @@
 """container_image and promoted_image: the app image built without a Docker daemon, pushed by
-digest, and tagged with the spec's tags only after every security gate passed."""
+digest, and tagged with the spec's tags only after every security gate passed.
+
+:func:`publish_image` is the build-or-reuse step: it hashes the build's inputs, looks for an
+``inputs-<hash>`` tag in the registry and, when found, only adds the new tags (no build, no push).
+"""
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import json
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.image.records import ImageRecord, latest_record
 from sevenp_pipeline.image.tags import image_tags
 from sevenp_pipeline.resources.base_image import NodeBaseImage
-from sevenp_pipeline.resources.builder import BuildahBuilder, ImageBuilder, ImageBuildError, ImagePushError
+from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
+from sevenp_pipeline.resources.builders.context import build_input_hash
+from sevenp_pipeline.resources.builders.role import (
+    INPUT_HASH_LABEL,
+    BuiltImage,
+    ImageBuilder,
+    ImageBuildError,
+    ImagePushError,
+    split_ref,
+)
 from sevenp_pipeline.resources.git import GitClient, GitError
-from sevenp_pipeline.resources.registry import Registry, RegistryError, publish_image
+from sevenp_pipeline.resources.processes import LogFn
+from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import checked_out, failure, fingerprint, stage_asset_args
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
@@ -23,27 +40,14 @@ def is_release_branch(branch: str) -> bool:
     return branch in ("main", "master") or branch.startswith("release/")
 
 
-def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
-    """Metadata of the latest materialization of ``key`` for this commit (raises naming the asset)."""
-    result = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1)
-    if not result.records:
-        raise failure(f"{context.asset_key.to_user_string()}: {key.to_user_string()} has no materialization "
-                      f"for commit {context.partition_key[:12]}: materialize it first")
-    mat = result.records[0].asset_materialization
-    assert mat is not None
-    return {k: v.value for k, v in mat.metadata.items()}
-
-
 def image_key(app: AppConfig) -> dg.AssetKey:
     return dg.AssetKey([app.key, "container_image"])
 
 
 def build_package_assets(
-    app: AppConfig, partitions: dg.PartitionsDefinition, upstream: list[dg.AssetsDefinition],
-    checkout: dg.AssetsDefinition,
+    app: AppConfig, partitions: dg.PartitionsDefinition, upstream: Sequence[dg.AssetKey], checkout: dg.AssetKey,
 ) -> list[dg.AssetsDefinition]:
-    """The image is built from the checkout; ``upstream`` (the gated build) orders it after the gates."""
+    """``[container_image]``, built from ``checkout``; ``upstream`` (the gated build) orders it after the gates."""
     assert app.image is not None
     settings = app.image
 
@@ -90,31 +94,26 @@ def build_package_assets(
                 "```\n" + tail + "\n```")) from exc
         except (ImagePushError, RegistryError) as exc:
             raise failure(f"container_image: {exc}") from exc
-        ref = f"{registry.repository_ref(app.image_repository)}@{published.digest}"
+        repository = registry.repository_ref(app.image_repository)
+        ref = f"{repository}@{published.digest}"
         remote = image_builder.inspect_remote(ref)
-        meta: dict[str, Any] = {
-            "digest": published.digest,
-            "image_ref": ref,
-            "repository": registry.repository_ref(app.image_repository),
-            "registry": registry.describe(),
-            "reused": published.reused,
-            "input_hash": published.input_hash,
-            "base_image": base,
-            "layer_count": remote.layer_count if remote else (published.image.layer_count if published.image else 0),
-            "refs": dg.MetadataValue.json(list(published.refs)),
-        }
-        if published.image is not None:
-            meta["size_bytes"] = published.image.size_bytes
+        record = ImageRecord(
+            repository=repository, digest=published.digest, ref=ref, input_hash=published.input_hash,
+            size_bytes=published.image.size_bytes if published.image else None,
+            layers=remote.layer_count if remote else (published.image.layer_count if published.image else 0),
+            reused=published.reused, base_image=base, registry=registry.describe(), refs=published.refs,
+        )
         context.log.info("%s %s (%s)", "reused" if published.reused else "built and pushed", ref,
                          f"inputs {published.input_hash[:12]}")
-        return dg.MaterializeResult(data_version=dg.DataVersion(published.digest), metadata=meta)
+        return dg.MaterializeResult(data_version=dg.DataVersion(published.digest), metadata=record.to_metadata())
 
     return [container_image]
 
 
 def build_promotion_asset(
-    app: AppConfig, partitions: dg.PartitionsDefinition, gates: list[dg.AssetsDefinition]
+    app: AppConfig, partitions: dg.PartitionsDefinition, gates: Sequence[dg.AssetKey]
 ) -> dg.AssetsDefinition:
+    """``promoted_image``: the spec's tags on the image, after every asset in ``gates`` materialized."""
     @dg.asset(
         **stage_asset_args(app, partitions, dg.AssetKey([app.key, "promoted_image"]), "package",
                            "The image tagged as the spec's metadata step would (branch, pr-N, X.Y.Z, X.Y, "
@@ -126,7 +125,7 @@ def build_promotion_asset(
         context: dg.AssetExecutionContext, registry: Registry, git: GitClient, workspaces: Workspaces,
     ) -> dg.MaterializeResult:
         sha = context.partition_key
-        image = latest_metadata(context, image_key(app))
+        image = latest_record(context, ImageRecord, image_key(app))
         branch = context.run.tags.get(TAG_BRANCH, "")
         git_tag = _release_tag(git, app, sha)
         version = None
@@ -135,13 +134,13 @@ def build_promotion_asset(
         tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
         try:
             registry.prepare(log=context.log.info)
-            result = registry.tag(repository=app.image_repository, digest=image["digest"], tags=tags,
+            result = registry.tag(repository=app.image_repository, digest=image.digest, tags=tags,
                                   log=context.log.info)
         except RegistryError as exc:
             raise failure(f"promoted_image: {exc}") from exc
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(image["digest"], tags)),
-            metadata={"digest": image["digest"], "tags": dg.MetadataValue.json(tags),
+            data_version=dg.DataVersion(fingerprint(image.digest, tags)),
+            metadata={"digest": image.digest, "tags": dg.MetadataValue.json(tags),
                       "refs": dg.MetadataValue.json(list(result.refs)), "branch": branch or "(launched by hand)"},
         )
 
@@ -164,3 +163,59 @@ def _package_version(workspaces: Workspaces, app: AppConfig, sha: str) -> str | 
     except (OSError, ValueError):
         return None
 
+
+@dataclass(frozen=True)
+class PublishedImage:
+    """The outcome of :func:`publish_image`."""
+
+    digest: str
+    refs: tuple[str, ...]
+    input_hash: str
+    reused: bool  # True: an image with the same inputs was already in the registry; nothing was built
+    image: BuiltImage | None  # the local image when it was built in this call
+
+
+
+def publish_image(
+    *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
+    tags: Sequence[str], build_args: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+    log: LogFn | None = None,
+) -> PublishedImage:
+    """Builds and pushes unless the registry already holds an image built from the same inputs.
+
+    The inputs hash covers the Dockerfile, the context (after .dockerignore), build args, labels
+    and the digests of base images named in ``*IMAGE`` build args (resolved in their registry, so
+    a moved base tag means a rebuild). The image carries it as label ``org.sevenp.inputs-hash``
+    and tag ``inputs-<hash[:40]>``; finding that tag means: add ``tags``, nothing else.
+    """
+    build_args = dict(build_args or {})
+    labels = dict(labels or {})
+    dockerfile = builder.checked_dockerfile(context_dir, dockerfile)
+    base_digests: dict[str, str] = {}
+    for key, value in sorted(build_args.items()):
+        if not key.upper().endswith("IMAGE"):
+            continue
+        try:
+            split_ref(value)
+        except ValueError:
+            continue  # a short name (e.g. node:20): not resolvable here, hashed by name only
+        remote = builder.inspect_remote(value)
+        if remote is not None:
+            base_digests[key] = remote.digest
+    input_hash = build_input_hash(context_dir=context_dir, dockerfile=dockerfile, build_args=build_args,
+                                  labels=labels, base_digests=base_digests)
+    input_tag = f"inputs-{input_hash[:40]}"
+    all_tags = [*dict.fromkeys([*tags, input_tag])]
+    found = registry.find(repository, input_tag)
+    if found:
+        if log:
+            log(f"{registry.repository_ref(repository)}:{input_tag} exists ({found}): same inputs, not rebuilt")
+        result = registry.tag(repository=repository, digest=found, tags=[t for t in all_tags if t != input_tag],
+                              log=log)
+        return PublishedImage(digest=found, refs=(*result.refs, f"{registry.repository_ref(repository)}:{input_tag}"),
+                              input_hash=input_hash, reused=True, image=None)
+    image = builder.build(context_dir=context_dir, dockerfile=dockerfile,
+                          image_name=f"localhost/{repository}:{input_tag}", build_args=build_args,
+                          labels={**labels, INPUT_HASH_LABEL: input_hash}, log=log)
+    result = registry.push(builder=builder, image=image, repository=repository, tags=all_tags, log=log)
+    return PublishedImage(digest=result.digest, refs=result.refs, input_hash=input_hash, reused=False, image=image)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from sevenp_pipeline.image.assets import PublishedImage, publish_image
 from sevenp_pipeline.resources.base_image import BaseImage, NodeBaseImage
-from sevenp_pipeline.resources.builder import BuildahBuilder
+from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.processes import ProcessRunner
-from sevenp_pipeline.resources.registry import LocalRegistry, PublishedImage, publish_image
+from sevenp_pipeline.resources.registries.local import LocalRegistry
 
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "7p-education-api"
 APP_REPOSITORY = "sevenp/7p-education-api"

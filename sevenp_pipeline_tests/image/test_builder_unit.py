@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import PrivateAttr
 
-from sevenp_pipeline.resources.builder import (
+from sevenp_pipeline.resources.builders import (
     BuiltImage,
     DockerBuilder,
     ImageBuildError,
@@ -22,6 +22,7 @@ from sevenp_pipeline.resources.builder import (
     split_ref,
 )
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, Outcome, ProcessRunner
+from sevenp_pipeline.resources.registries.transport import SkopeoTransport
 
 Handler = Callable[[ExecuteRequest], tuple[int, list[str]]]
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -147,12 +148,15 @@ def test_docker_push_by_digest_exports_then_copies_unchanged(tmp_path: Path) -> 
                        local_name="app:1")
     digest = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
     assert builder.export(image=image).manifest_digest == digest
-    assert builder.push(image=image, destination_ref=f"reg.example.com/app@{digest}") == digest
+    transport = SkopeoTransport(builder)
+    assert transport.push_by_digest(image=image, destination_ref=f"reg.example.com/app@{digest}") == digest
     copies = [c.argv for c in runner._calls if c.argv[0] == "skopeo"]
     assert copies[-1][-1] == f"docker://reg.example.com/app@{digest}" and copies[-1][-2].startswith("dir:")
     assert sum(1 for c in runner._calls if c.argv[:2] == ("docker", "save")) == 1  # the export is cached
     with pytest.raises(ImagePushError, match="exports as"):
-        builder.push(image=image, destination_ref="reg.example.com/app@sha256:" + "0" * 64)
+        transport.push_by_digest(image=image, destination_ref="reg.example.com/app@sha256:" + "0" * 64)
+    with pytest.raises(ValueError, match="push by digest"):
+        builder.push(image=image, destination_ref=f"reg.example.com/app@{digest}")  # the builder pushes tags only
 
 
 def test_docker_push_failure_names_the_destination(tmp_path: Path) -> None:

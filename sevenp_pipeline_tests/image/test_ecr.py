@@ -13,7 +13,8 @@ import dagster as dg
 import pytest
 
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
-from sevenp_pipeline.resources.registry import ECRRegistry, RegistryError
+from sevenp_pipeline.resources.registries.ecr import ECRRegistry
+from sevenp_pipeline.resources.registries.role import RegistryError
 from sevenp_pipeline_tests.image.conftest import Stack, needs_buildah
 
 MOTO = Path(sys.executable).with_name("moto_server")
@@ -54,7 +55,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @needs_buildah
 def test_push_creates_repository_puts_manifest_and_finds_digest(stack: Stack, moto_endpoint: str) -> None:
-    ecr = ECRRegistry(endpoint_url=moto_endpoint, region="eu-west-1", upload_layers=False, **CREDS)
+    ecr = ECRRegistry(endpoint_url=moto_endpoint, region_name="eu-west-1", upload_layers=False, **CREDS)
     image = stack.builder.local_image(stack.base.local_name)
     exported = stack.builder.export(image=image)
     log: list[str] = []
@@ -83,7 +84,7 @@ def test_push_creates_repository_puts_manifest_and_finds_digest(stack: Stack, mo
 
 def test_unreachable_endpoint_retries_then_names_the_registry() -> None:
     port = _free_port()  # nothing listens here
-    ecr = ECRRegistry(endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1", max_attempts=2,
+    ecr = ECRRegistry(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", max_attempts=2,
                       backoff_seconds=0.05, **CREDS)
     log: list[str] = []
     with pytest.raises(RegistryError, match=rf"ECR http://127\.0\.0\.1:{port} \(us-east-1\) unreachable: .*2 attempts"):
@@ -100,5 +101,5 @@ def test_credentials_come_from_env_vars(monkeypatch: pytest.MonkeyPatch, moto_en
     with dg.build_resources({"ecr": resource}) as resources:
         ecr = resources.ecr
         assert ecr.aws_access_key_id == "AKIAEXAMPLE" and ecr.aws_secret_access_key == "s3cr3t"
-        assert ecr.client()._request_signer._credentials.access_key == "AKIAEXAMPLE"
+        assert ecr.ecr_client()._request_signer._credentials.access_key == "AKIAEXAMPLE"
         assert ecr.ensure_repository("sevenp/creds").endswith("/sevenp/creds")

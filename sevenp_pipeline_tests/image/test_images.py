@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.resources.builder import INPUT_HASH_LABEL, ImageBuildError
+from sevenp_pipeline.image.assets import publish_image
+from sevenp_pipeline.resources.builders.role import INPUT_HASH_LABEL, ImageBuildError
 from sevenp_pipeline.resources.processes import ExecuteRequest
-from sevenp_pipeline.resources.registry import LocalRegistry, RegistryError, publish_image
+from sevenp_pipeline.resources.registries.local import LocalRegistry
+from sevenp_pipeline.resources.registries.role import RegistryError
+from sevenp_pipeline.resources.registries.transport import SkopeoTransport
 from sevenp_pipeline_tests.image.conftest import (
     APP_REPOSITORY,
     SAMPLE_APP,
@@ -178,8 +181,8 @@ def test_registry_down_after_the_digest_push_leaves_no_tag(stack: Stack, tmp_pat
     try:
         base = stack.builder.local_image(stack.base.local_name)
         exported = stack.builder.export(image=base)
-        digest = stack.builder.push(image=base, destination_ref=f"{registry.repository_ref('sevenp/half')}"
-                                                                f"@{exported.manifest_digest}")
+        ref = f"{registry.repository_ref('sevenp/half')}@{exported.manifest_digest}"
+        digest = SkopeoTransport(stack.builder).push_by_digest(image=base, destination_ref=ref)
         assert digest == exported.manifest_digest
         registry.stop()  # goes down between the digest push and the tags
         with pytest.raises(RegistryError, match=r"unreachable: tag .* as v1 failed after 3 attempts"):
