@@ -27,9 +27,10 @@ import dagster as dg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevenp_pipeline.config import Settings, StageName, load_app_config
-from sevenp_pipeline.definitions import build_definitions, build_resources
+from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline.devstack import LocalDagster
 from sevenp_pipeline.resources.artifacts import deterministic_tarball
+from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.resources.processes import ExecuteRequest
 from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT

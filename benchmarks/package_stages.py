@@ -20,8 +20,9 @@ import dagster as dg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevenp_pipeline.config import Settings
-from sevenp_pipeline.definitions import build_definitions, build_resources
-from sevenp_pipeline.security.provenance import generate_keypair
+from sevenp_pipeline.definitions import build_definitions
+from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline_tests.gitutil import Remote
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
-from sevenp_pipeline.package.assets import build_package_assets, build_promotion_asset, image_key
-from sevenp_pipeline.resources.artifacts import LocalArtifactStore
-from sevenp_pipeline.resources.base_image import NodeBaseImage
-from sevenp_pipeline.resources.builder import BuildahBuilder
-from sevenp_pipeline.resources.git import GitClient
-from sevenp_pipeline.resources.launch import LaunchOptions
-from sevenp_pipeline.resources.processes import ProcessRunner
-from sevenp_pipeline.resources.registry import ECRRegistry, LocalRegistry, Registry
-from sevenp_pipeline.resources.services import TestServices
-from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
+from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
@@ -38,10 +26,9 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = [checkout, *stages.assets]
     if app.image is not None:
         # The image waits for every stage nothing else needs: all of the stage graph's gates.
-        assets += build_package_assets(app, partitions, stages.sinks, checkout.key)
-        security = build_security_assets(app, partitions, image_key(app), checkout.key, stages.install or checkout.key)
-        gates = [a.key for a in security if a.key.path[-1] != "sbom"]
-        assets += [*security, build_promotion_asset(app, partitions, gates)]
+        (image,) = build_package_assets(app, partitions, stages.sinks, checkout.key)
+        security = build_security_assets(app, partitions, image.key, checkout.key, stages.install or checkout.key)
+        assets += [image, *security.assets, build_promotion_asset(app, partitions, security.gate_keys)]
     job = dg.define_asset_job(
         name=f"{app.key}_ci_job",
         selection=dg.AssetSelection.groups(app.key),
@@ -53,36 +40,6 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         tags={TAG_APP: app.name},
     )
     return dg.Definitions(assets=assets, jobs=[job], sensors=[build_push_sensor(app, job, partitions)])
-
-
-def build_registry(settings: Settings, runner: ProcessRunner) -> Registry:
-    """The registry for this deployment: the local one (default) or ECR (SEVENP_REGISTRY=ecr)."""
-    if settings.registry == "ecr":
-        return ECRRegistry(
-            region=os.environ.get("AWS_REGION", "us-east-1"),
-            endpoint_url=settings.ecr_endpoint_url,
-            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-            # An emulator (moto) has no /v2 endpoint for layer blobs: only the manifest is put.
-            upload_layers=settings.ecr_endpoint_url is None,
-        )
-    return LocalRegistry(runner=runner, home=str(settings.home))
-
-
-def build_resources(settings: Settings) -> dict[str, object]:
-    runner = ProcessRunner()
-    return {
-        "image_builder": BuildahBuilder(runner=runner, home=str(settings.home)),
-        "registry": build_registry(settings, runner),
-        "node_base_image": NodeBaseImage(runner=runner, home=str(settings.home)),
-        "process_runner": runner,
-        "git": GitClient(runner=runner, cache_dir=str(settings.cache_dir)),
-        "workspaces": Workspaces(root=str(settings.workspaces_dir), cache_root=str(settings.cache_dir)),
-        "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
-        # Under the system temp dir: PostgreSQL runs as an unprivileged user that must reach it.
-        "test_services": TestServices(runner=runner, root_dir=str(Path(tempfile.gettempdir()) / "sevenp-services")),
-        "launch_options": LaunchOptions(),
-    }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

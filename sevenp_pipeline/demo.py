@@ -25,8 +25,8 @@ from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
 from sevenp_pipeline.devstack import LocalDagster
 from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
-from sevenp_pipeline.resources.registry import LocalRegistry
-from sevenp_pipeline.security.provenance import generate_keypair
+from sevenp_pipeline.resources.registries.local import LocalRegistry
+from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
 
 APP = "7p-education-api"

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         _serve(args.port)
     if args.command == "stop-registry":
         from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
-        from sevenp_pipeline.resources.registry import LocalRegistry  # noqa: PLC0415
+        from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415
 
         stopped = LocalRegistry(runner=ProcessRunner(), home=str(Settings.from_env().home)).stop()
         print("local registry stopped" if stopped else "local registry was not running")

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from sevenp_pipeline.definitions import build_resources
-from sevenp_pipeline.security import provenance as prov
-from sevenp_pipeline.security.sarif import validate_sarif
+from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
 from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _materialized, _meta
 

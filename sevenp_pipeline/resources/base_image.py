@@ -34,9 +34,10 @@ import dagster as dg
 from pydantic import Field
 
 from sevenp_pipeline.locks import file_lock
-from sevenp_pipeline.resources.builder import BuildahBuilder, ImageBuildError
+from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
+from sevenp_pipeline.resources.builders.role import ImageBuildError
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, ProcessRunner
-from sevenp_pipeline.resources.registry import Registry
+from sevenp_pipeline.resources.registries.role import Registry
 
 RECIPE_VERSION = "node-base-v1"
 _LDD_RE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)", re.MULTILINE)

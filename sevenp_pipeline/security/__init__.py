@@ -1,1 +1,2 @@
-"""Supply-chain security scanning: SBOMs, advisory matching, VEX, licenses, secrets and SARIF."""
+"""The supply-chain scan assets of a commit (SBOM, scans with their gates, provenance); the scanners they
+call live in ``sevenp_pipeline/scanners``."""

@@ -7,31 +7,33 @@ import datetime as dt
 import functools
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.image.records import ImageRecord, SbomRecord, latest_record
 from sevenp_pipeline.models import Workspace
-from sevenp_pipeline.package.assets import image_key, latest_metadata
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
-from sevenp_pipeline.resources.builder import ImageBuilder, ImagePushError
+from sevenp_pipeline.resources.builders.role import ImageBuilder, ImagePushError
 from sevenp_pipeline.resources.processes import ProcessRunner
-from sevenp_pipeline.resources.registry import Registry
+from sevenp_pipeline.resources.registries.role import Registry
+from sevenp_pipeline.resources.registries.transport import SkopeoTransport
+from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.security import provenance as prov
-from sevenp_pipeline.security.advisories import AdvisoryDatabase, AdvisoryDatabaseError
-from sevenp_pipeline.security.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
-from sevenp_pipeline.security.lockfile import components_from_lockfile
-from sevenp_pipeline.security.matcher import match
-from sevenp_pipeline.security.models import SEVERITIES, Component, Finding
-from sevenp_pipeline.security.sarif import SarifValidationError, to_sarif, validate_sarif
-from sevenp_pipeline.security.sbom import SbomError, generate_sbom, read_cyclonedx
-from sevenp_pipeline.security.secrets_scan import ImageScanError, scan_image_layers, scan_tree
-from sevenp_pipeline.security.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
+from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase, AdvisoryDatabaseError
+from sevenp_pipeline.scanners.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
+from sevenp_pipeline.scanners.lockfile import LockfileError, lockfile_components
+from sevenp_pipeline.scanners.matcher import match
+from sevenp_pipeline.scanners.models import SEVERITIES, Component, Finding
+from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, validate_sarif
+from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx
+from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
+from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
 from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
 
-SHIPPED_ADVISORIES = Path(__file__).parent / "data" / "osv"
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
 
 
@@ -49,14 +51,36 @@ def _tree_stamp(path: Path) -> tuple[int, ...]:
         return ()  # missing: load() reports it, naming the folder
 
 
+@dataclass(frozen=True)
+class SecurityAssets:
+    """The security family of one app: the SBOM and the assets promotion waits for."""
+
+    sbom: dg.AssetsDefinition
+    gates: tuple[dg.AssetsDefinition, ...]  # the four gated scans and the signed provenance
+
+    @property
+    def assets(self) -> list[dg.AssetsDefinition]:
+        return [self.sbom, *self.gates]
+
+    @property
+    def gate_keys(self) -> list[dg.AssetKey]:
+        return [key for gate in self.gates for key in gate.keys]
+
+
 def build_security_assets(
     app: AppConfig,
     partitions: dg.PartitionsDefinition,
-    image: dg.AssetsDefinition,
-    checkout: dg.AssetsDefinition,
-    dependencies: dg.AssetsDefinition,
-) -> list[dg.AssetsDefinition]:
-    """sbom → vulnerability_report, license_report; dependency_report; secret_scan; provenance."""
+    image: dg.AssetKey,
+    checkout: dg.AssetKey,
+    deps: dg.AssetKey,
+) -> SecurityAssets:
+    """sbom → vulnerability_report, license_report; dependency_report; secret_scan; provenance.
+
+    Args:
+        image: the container_image asset the scans read (its :class:`ImageRecord`).
+        checkout: the source checkout (secret scan of the tree).
+        deps: the install stage: dependency_report reads the app's lockfile after it.
+    """
     sec = app.security
 
     def key(name: str) -> dg.AssetKey:
@@ -66,7 +90,7 @@ def build_security_assets(
         return checked_out(workspaces, app, sha, stage="security scan")
 
     def advisory_db(workspace_app_dir: Path) -> AdvisoryDatabase:
-        path = Path(sec.advisories) if sec.advisories else SHIPPED_ADVISORIES
+        path = Path(sec.advisories) if sec.advisories else BUNDLED_DB
         if not path.is_absolute():
             path = (workspace_app_dir / path).resolve()
         try:
@@ -142,31 +166,36 @@ def build_security_assets(
              artifact_store: ArtifactStore, registry: Registry) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
         registry.prepare(log=context.log.info)
-        img = latest_metadata(context, image_key(app))
-        out = ws.root / "sbom"
+        img = latest_record(context, ImageRecord, image)
         try:
-            result = generate_sbom(process_runner, f"registry:{img['image_ref']}", out)
+            result = generate_sbom(process_runner, f"registry:{img.ref}", ws.root / "sbom")
         except SbomError as exc:
             raise failure(f"sbom: {exc}") from exc
         uris = {p.name: artifact_store.put_file(app=app.key, sha=context.partition_key, name=f"sbom/{p.name}", path=p)
                 for p in (result.spdx_path, result.cyclonedx_path)}
+        record = SbomRecord(
+            image_digest=img.digest, component_count=result.component_count,
+            spdx_path=str(result.spdx_path), spdx_uri=uris[result.spdx_path.name],
+            spdx_sha256=sha256_file(result.spdx_path),
+            cyclonedx_path=str(result.cyclonedx_path), cyclonedx_uri=uris[result.cyclonedx_path.name],
+            cyclonedx_sha256=sha256_file(result.cyclonedx_path),
+        )
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(img["digest"], "syft")),
+            data_version=dg.DataVersion(fingerprint(img.digest, "syft")),
             metadata={
-                "component_count": result.component_count,
+                **record.to_metadata(),
                 **{f"components_{k}": v for k, v in result.components_by_type.items()},
-                "image": img["image_ref"],
-                "spdx": dg.MetadataValue.url(uris[result.spdx_path.name]),
-                "cyclonedx": dg.MetadataValue.url(uris[result.cyclonedx_path.name]),
-                "cyclonedx_sha256": sha256_file(result.cyclonedx_path),
+                "image": img.ref,
                 "syft_seconds": round(result.duration_seconds, 2),
             },
         )
 
-    def sbom_components(workspaces: Workspaces, sha: str) -> list[Component]:
-        path = workspace_of(workspaces, sha).root / "sbom" / "sbom.cyclonedx.json"
-        if not path.exists():
-            raise failure(f"no SBOM for {sha[:12]} at {path}: materialize {app.key}/sbom first")
+    def sbom_components(context: dg.AssetExecutionContext) -> list[Component]:
+        bom = latest_record(context, SbomRecord, key("sbom"))
+        path = Path(bom.cyclonedx_path)
+        if not path.exists() or sha256_file(path) != bom.cyclonedx_sha256:
+            raise failure(f"{context.asset_key.to_user_string()}: the SBOM {path} is missing or changed since "
+                          f"{app.key}/sbom materialized: materialize sbom again")
         return read_cyclonedx(path)
 
     @dg.asset(**stage_asset_args(app, partitions, key("vulnerability_report"), "security",
@@ -176,33 +205,34 @@ def build_security_assets(
                              artifact_store: ArtifactStore) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
         db = advisory_db(ws.app_dir)
-        img = latest_metadata(context, image_key(app))
-        findings = match(sbom_components(workspaces, context.partition_key), db, source="image")
+        img = latest_record(context, ImageRecord, image)
+        findings = match(sbom_components(context), db, source="image")
         return vulnerability_result(context, findings, ws, db, artifact_store, "vulnerability_report",
-                                    vuln_check.name, img["image_ref"])
+                                    vuln_check.name, img.ref)
 
     @dg.asset(**stage_asset_args(app, partitions, key("dependency_report"), "security",
-                                 "package-lock.json matched against the OSV advisory database "
-                                 "(the spec's OWASP dependency check).", kinds=frozenset({"osv"})),
-              deps=[dependencies], check_specs=[dep_check])
+                                 "The app's lockfile (npm, pnpm or yarn) matched against the OSV advisory "
+                                 "database (the spec's OWASP dependency check).", kinds=frozenset({"osv"})),
+              deps=[deps], check_specs=[dep_check])
     def dependency_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
                           artifact_store: ArtifactStore) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
-        lockfile = ws.app_dir / "package-lock.json"
-        if not lockfile.exists():
-            raise failure("dependency_report: package-lock.json is missing: nothing to check, failing closed")
+        try:
+            lockfile, components = lockfile_components(ws.app_dir)
+        except LockfileError as exc:
+            raise failure(f"dependency_report: {exc}: nothing to check, failing closed") from exc
         db = advisory_db(ws.app_dir)
-        findings = match(components_from_lockfile(lockfile), db, source="lockfile")
+        findings = match(components, db, source="lockfile")
         return vulnerability_result(context, findings, ws, db, artifact_store, "dependency_report",
-                                    dep_check.name, "package-lock.json")
+                                    dep_check.name, lockfile.name)
 
     @dg.asset(**stage_asset_args(app, partitions, key("license_report"), "security",
                                  "Licenses of the image's components against the allowlist (license-checker).",
                                  kinds=frozenset({"spdx"})), deps=[sbom], check_specs=[license_check])
-    def license_report(context: dg.AssetExecutionContext, workspaces: Workspaces) -> dg.MaterializeResult:
+    def license_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         policy = sec.licenses
         roots = tuple(p.rstrip("/") + "/" for p in policy.paths)
-        everything = sbom_components(workspaces, context.partition_key)
+        everything = sbom_components(context)
         components = [c for c in everything if any(loc.startswith(roots) for loc in c.locations)]
         if not components:
             raise failure(f"license_report: none of the image's {len(everything)} components lies under "
@@ -236,12 +266,12 @@ def build_security_assets(
                     image_builder: ImageBuilder, registry: Registry) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
         registry.prepare(log=context.log.info)
-        img = latest_metadata(context, image_key(app))
+        img = latest_record(context, ImageRecord, image)
         layout = ws.root / "image-oci"
         shutil.rmtree(layout, ignore_errors=True)
         try:
-            image_builder.copy(source=f"docker://{img['image_ref']}", dest=f"oci:{layout}:scan", log=None,
-                               label="export image for the secret scan")
+            SkopeoTransport(image_builder).copy(source=f"docker://{img.ref}", dest=f"oci:{layout}:scan", log=None,
+                                                label="export image for the secret scan")
             in_image = scan_image_layers(layout, paths=sec.secrets.image_paths)
         except (ImagePushError, ImageScanError) as exc:
             raise failure(f"secret_scan: {exc}") from exc
@@ -264,42 +294,43 @@ def build_security_assets(
     @dg.asset(**stage_asset_args(app, partitions, key("provenance"), "security",
                                  "SLSA v1 provenance of the image (in-toto Statement v1), DSSE-signed.",
                                  kinds=frozenset({"in-toto"})), deps=[image, sbom])
-    def provenance(context: dg.AssetExecutionContext, workspaces: Workspaces,
-                   artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    def provenance(context: dg.AssetExecutionContext, workspaces: Workspaces, artifact_store: ArtifactStore,
+                   signing_key: SigningKey) -> dg.MaterializeResult:
         sha = context.partition_key
         ws = workspace_of(workspaces, sha)
-        img = latest_metadata(context, image_key(app))
-        bom = latest_metadata(context, key("sbom"))
+        img = latest_record(context, ImageRecord, image)
+        bom = latest_record(context, SbomRecord, key("sbom"))
         run = context.instance.get_run_record_by_id(context.run.run_id)
         started = dt.datetime.fromtimestamp(run.start_time or dt.datetime.now().timestamp(), tz=dt.timezone.utc)
         try:
             statement = prov.build_statement(
-                subject_name=img["repository"], subject_digest=img["digest"], repository_uri=app.repository.url,
+                subject_name=img.repository, subject_digest=img.digest, repository_uri=app.repository.url,
                 commit_sha=sha, builder_id=app.provenance.builder_id,
                 build_type="https://sevenp.example/sevenp_pipeline/container-image/v1",
                 external_parameters={"app": app.name, "dockerfile": app.image.dockerfile if app.image else "",
                                      "branch": context.run.tags.get("sevenp/branch", "")},
-                internal_parameters={"input_hash": img.get("input_hash", ""), "base_image": img.get("base_image", ""),
-                                     "registry": img.get("registry", "")},
-                byproducts=[prov.resource_descriptor("sbom.cyclonedx.json", bom["cyclonedx_sha256"],
+                internal_parameters={"input_hash": img.input_hash, "base_image": img.base_image,
+                                     "registry": img.registry},
+                byproducts=[prov.resource_descriptor(Path(bom.cyclonedx_path).name, bom.cyclonedx_sha256,
                                                      media_type="application/vnd.cyclonedx+json")],
                 started_at=started, finished_at=dt.datetime.now(tz=dt.timezone.utc), invocation_id=context.run.run_id,
             )
-            envelope = prov.sign(statement, key_env=app.provenance.key_env)
-            public = prov.public_key_pem(app.provenance.key_env)
-            prov.verify(envelope, public_key_pem=public, expected_subject_digest=img["digest"], expected_commit=sha)
+            envelope = signing_key.sign(statement)
+            public = signing_key.public_pem()
+            prov.verify(envelope, public_key_pem=public, expected_subject_digest=img.digest, expected_commit=sha)
         except prov.ProvenanceError as exc:
             raise failure(f"provenance: {exc}") from exc
         path = ws.root / "provenance.intoto.json"
         path.write_text(json.dumps(envelope, indent=2, sort_keys=True))
         keyid = prov.keyid_of(public)
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(img["digest"], sha, bom["cyclonedx_sha256"], keyid)),
-            metadata={"subject": f"{img['repository']}@{img['digest']}", "keyid": keyid,
+            data_version=dg.DataVersion(fingerprint(img.digest, sha, bom.cyclonedx_sha256, keyid)),
+            metadata={"subject": img.ref, "keyid": keyid,
                       "predicate_type": statement["predicateType"],
                       "envelope": dg.MetadataValue.url(artifact_store.put_file(
                           app=app.key, sha=sha, name="provenance.intoto.json", path=path))},
         )
 
-    return [sbom, vulnerability_report, dependency_report, license_report, secret_scan, provenance]
+    return SecurityAssets(sbom=sbom, gates=(vulnerability_report, dependency_report, license_report, secret_scan,
+                                            provenance))
 

@@ -1,0 +1,221 @@
+"""container_image and promoted_image: the app image built without a Docker daemon, pushed by
+digest, and tagged with the spec's tags only after every security gate passed.
+
+:func:`publish_image` is the build-or-reuse step: it hashes the build's inputs, looks for an
+``inputs-<hash>`` tag in the registry and, when found, only adds the new tags (no build, no push).
+"""
+
+# No `from __future__ import annotations`: Dagster reads the resource and context annotations.
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.image.records import ImageRecord, latest_record
+from sevenp_pipeline.image.tags import image_tags
+from sevenp_pipeline.resources.base_image import NodeBaseImage
+from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
+from sevenp_pipeline.resources.builders.context import build_input_hash
+from sevenp_pipeline.resources.builders.role import (
+    INPUT_HASH_LABEL,
+    BuiltImage,
+    ImageBuilder,
+    ImageBuildError,
+    ImagePushError,
+    split_ref,
+)
+from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.processes import LogFn
+from sevenp_pipeline.resources.registries.role import Registry, RegistryError
+from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.stages import checked_out, failure, fingerprint, stage_asset_args
+from sevenp_pipeline.triggers.tags import TAG_BRANCH
+
+
+def is_release_branch(branch: str) -> bool:
+    """Branches whose package.json version may become the X.Y.Z / X.Y tags (a git tag always does)."""
+    return branch in ("main", "master") or branch.startswith("release/")
+
+
+def image_key(app: AppConfig) -> dg.AssetKey:
+    return dg.AssetKey([app.key, "container_image"])
+
+
+def build_package_assets(
+    app: AppConfig, partitions: dg.PartitionsDefinition, upstream: Sequence[dg.AssetKey], checkout: dg.AssetKey,
+) -> list[dg.AssetsDefinition]:
+    """``[container_image]``, built from ``checkout``; ``upstream`` (the gated build) orders it after the gates."""
+    assert app.image is not None
+    settings = app.image
+
+    @dg.asset(
+        **stage_asset_args(app, partitions, image_key(app), "package",
+                           "The app's container image (buildah, no daemon), pushed to the registry by digest.",
+                           kinds=frozenset({"docker"})),
+        deps=[checkout, *upstream],
+    )
+    def container_image(
+        context: dg.AssetExecutionContext,
+        image_builder: ImageBuilder,
+        registry: Registry,
+        node_base_image: NodeBaseImage,
+        workspaces: Workspaces,
+    ) -> dg.MaterializeResult:
+        workspace = checked_out(workspaces, app, context.partition_key, stage="container_image")
+        context_dir = (workspace.app_dir / settings.context).resolve()
+        dockerfile = workspace.app_dir / settings.dockerfile
+        if not dockerfile.is_file():
+            raise failure(f"container_image: {settings.dockerfile} not found in {app.name} at commit "
+                          f"{context.partition_key[:12]} (image.dockerfile in the app config)")
+        log = context.log.info
+        try:
+            registry.prepare(log=log)
+            base = settings.base_image
+            if not base:
+                if not isinstance(image_builder, BuildahBuilder):
+                    raise failure("container_image: set image.base_image: only buildah bootstraps a local base")
+                bootstrapped = node_base_image.ensure(builder=image_builder, registry=registry, log=log)
+                assert bootstrapped.ref is not None
+                base = bootstrapped.ref
+            published = publish_image(
+                builder=image_builder, registry=registry, context_dir=context_dir, dockerfile=dockerfile,
+                repository=app.image_repository, tags=[],
+                build_args={"BASE_IMAGE": base, **settings.build_args},
+                labels={"org.opencontainers.image.source": app.repository.url,
+                        "org.opencontainers.image.title": app.name},
+                log=log,
+            )
+        except ImageBuildError as exc:
+            tail = getattr(exc, "log_tail", "") or ""
+            raise failure(f"container_image: {exc}", build_log_tail=dg.MetadataValue.md(
+                "```\n" + tail + "\n```")) from exc
+        except (ImagePushError, RegistryError) as exc:
+            raise failure(f"container_image: {exc}") from exc
+        repository = registry.repository_ref(app.image_repository)
+        ref = f"{repository}@{published.digest}"
+        remote = image_builder.inspect_remote(ref)
+        record = ImageRecord(
+            repository=repository, digest=published.digest, ref=ref, input_hash=published.input_hash,
+            size_bytes=published.image.size_bytes if published.image else None,
+            layers=remote.layer_count if remote else (published.image.layer_count if published.image else 0),
+            reused=published.reused, base_image=base, registry=registry.describe(), refs=published.refs,
+        )
+        context.log.info("%s %s (%s)", "reused" if published.reused else "built and pushed", ref,
+                         f"inputs {published.input_hash[:12]}")
+        return dg.MaterializeResult(data_version=dg.DataVersion(published.digest), metadata=record.to_metadata())
+
+    return [container_image]
+
+
+def build_promotion_asset(
+    app: AppConfig, partitions: dg.PartitionsDefinition, gates: Sequence[dg.AssetKey]
+) -> dg.AssetsDefinition:
+    """``promoted_image``: the spec's tags on the image, after every asset in ``gates`` materialized."""
+    @dg.asset(
+        **stage_asset_args(app, partitions, dg.AssetKey([app.key, "promoted_image"]), "package",
+                           "The image tagged as the spec's metadata step would (branch, pr-N, X.Y.Z, X.Y, "
+                           "<branch>-<sha>) — only reached when every security gate passed.",
+                           kinds=frozenset({"docker"})),
+        deps=gates,
+    )
+    def promoted_image(
+        context: dg.AssetExecutionContext, registry: Registry, git: GitClient, workspaces: Workspaces,
+    ) -> dg.MaterializeResult:
+        sha = context.partition_key
+        image = latest_record(context, ImageRecord, image_key(app))
+        branch = context.run.tags.get(TAG_BRANCH, "")
+        git_tag = _release_tag(git, app, sha)
+        version = None
+        if git_tag is None and is_release_branch(branch):
+            version = _package_version(workspaces, app, sha)
+        tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
+        try:
+            registry.prepare(log=context.log.info)
+            result = registry.tag(repository=app.image_repository, digest=image.digest, tags=tags,
+                                  log=context.log.info)
+        except RegistryError as exc:
+            raise failure(f"promoted_image: {exc}") from exc
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(image.digest, tags)),
+            metadata={"digest": image.digest, "tags": dg.MetadataValue.json(tags),
+                      "refs": dg.MetadataValue.json(list(result.refs)), "branch": branch or "(launched by hand)"},
+        )
+
+    return promoted_image
+
+
+def _release_tag(git: GitClient, app: AppConfig, sha: str) -> str | None:
+    """A `vX.Y.Z` git tag pointing at the commit, if the remote has one."""
+    try:
+        tags = git.tags_at(app.key, sha)
+    except GitError:
+        return None
+    return next((t for t in tags if t.lstrip("v")[:1].isdigit()), None)
+
+
+def _package_version(workspaces: Workspaces, app: AppConfig, sha: str) -> str | None:
+    workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
+    try:
+        return json.loads((workspace.app_dir / "package.json").read_text()).get("version")
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    """The outcome of :func:`publish_image`."""
+
+    digest: str
+    refs: tuple[str, ...]
+    input_hash: str
+    reused: bool  # True: an image with the same inputs was already in the registry; nothing was built
+    image: BuiltImage | None  # the local image when it was built in this call
+
+
+
+def publish_image(
+    *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
+    tags: Sequence[str], build_args: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+    log: LogFn | None = None,
+) -> PublishedImage:
+    """Builds and pushes unless the registry already holds an image built from the same inputs.
+
+    The inputs hash covers the Dockerfile, the context (after .dockerignore), build args, labels
+    and the digests of base images named in ``*IMAGE`` build args (resolved in their registry, so
+    a moved base tag means a rebuild). The image carries it as label ``org.sevenp.inputs-hash``
+    and tag ``inputs-<hash[:40]>``; finding that tag means: add ``tags``, nothing else.
+    """
+    build_args = dict(build_args or {})
+    labels = dict(labels or {})
+    dockerfile = builder.checked_dockerfile(context_dir, dockerfile)
+    base_digests: dict[str, str] = {}
+    for key, value in sorted(build_args.items()):
+        if not key.upper().endswith("IMAGE"):
+            continue
+        try:
+            split_ref(value)
+        except ValueError:
+            continue  # a short name (e.g. node:20): not resolvable here, hashed by name only
+        remote = builder.inspect_remote(value)
+        if remote is not None:
+            base_digests[key] = remote.digest
+    input_hash = build_input_hash(context_dir=context_dir, dockerfile=dockerfile, build_args=build_args,
+                                  labels=labels, base_digests=base_digests)
+    input_tag = f"inputs-{input_hash[:40]}"
+    all_tags = [*dict.fromkeys([*tags, input_tag])]
+    found = registry.find(repository, input_tag)
+    if found:
+        if log:
+            log(f"{registry.repository_ref(repository)}:{input_tag} exists ({found}): same inputs, not rebuilt")
+        result = registry.tag(repository=repository, digest=found, tags=[t for t in all_tags if t != input_tag],
+                              log=log)
+        return PublishedImage(digest=found, refs=(*result.refs, f"{registry.repository_ref(repository)}:{input_tag}"),
+                              input_hash=input_hash, reused=True, image=None)
+    image = builder.build(context_dir=context_dir, dockerfile=dockerfile,
+                          image_name=f"localhost/{repository}:{input_tag}", build_args=build_args,
+                          labels={**labels, INPUT_HASH_LABEL: input_hash}, log=log)
+    result = registry.push(builder=builder, image=image, repository=repository, tags=all_tags, log=log)
+    return PublishedImage(digest=result.digest, refs=result.refs, input_hash=input_hash, reused=False, image=image)

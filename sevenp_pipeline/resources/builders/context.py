@@ -1,0 +1,102 @@
+"""The inputs of a build: the context after ``.dockerignore`` and the hash that says "same inputs".
+
+An equal :func:`build_input_hash` means an image already pushed under it can be reused instead of
+rebuilt (``publish_image`` in the image stage looks it up in the registry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def _ignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go filepath.Match plus ``**``) as a regex on a relative path.
+
+    ``*`` never crosses ``/``; a pattern matching a directory excludes everything below it.
+    """
+    pattern = pattern.strip().lstrip("/").rstrip("/")
+    pattern = os.path.normpath(pattern) if pattern else pattern
+    out = ""
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+            continue
+        out += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+        i += 1
+    return re.compile(f"^{out}(?:/.*)?$")
+
+
+def dockerignore_filter(context_dir: Path) -> list[tuple[bool, re.Pattern[str]]]:
+    """The context's .dockerignore as ordered (exclude?, regex) rules; later rules win."""
+    path = context_dir / ".dockerignore"
+    rules: list[tuple[bool, re.Pattern[str]]] = []
+    if path.exists():
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            rules.append((not negate, _ignore_regex(line[1:] if negate else line)))
+    return rules
+
+
+def _ignored(rel: str, rules: Sequence[tuple[bool, re.Pattern[str]]]) -> bool:
+    excluded = False
+    for exclude, regex in rules:
+        if regex.match(rel):
+            excluded = exclude
+    return excluded
+
+
+def build_input_hash(
+    *, context_dir: Path, dockerfile: Path, build_args: Mapping[str, str], labels: Mapping[str, str],
+    base_digests: Mapping[str, str] | None = None,
+) -> str:
+    """sha256 over what a build reads: the Dockerfile, every file the context sends (after
+    .dockerignore), build args, labels and the resolved digests of the base images.
+
+    Equal hashes mean an equal build input, so an image already pushed under the hash can be reused.
+    Ignored files are skipped only when a rule matches them, so an unknown pattern errs on the side of
+    rebuilding, never of reusing a stale image.
+    """
+    digest = hashlib.sha256()
+
+    def feed(*parts: str | bytes) -> None:
+        for part in parts:
+            data = part.encode() if isinstance(part, str) else part
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+
+    feed("sevenp-image-inputs-v1", dockerfile.read_bytes())
+    rules = dockerignore_filter(context_dir)
+    prune = not any(not exclude for exclude, _ in rules)  # a "!" rule may re-include below an ignored dir
+    for top, dirs, files in os.walk(context_dir):
+        base = Path(top)
+        dirs.sort()
+        if prune:
+            dirs[:] = [d for d in dirs if not _ignored((base / d).relative_to(context_dir).as_posix(), rules)]
+        for name in sorted(files) + [d for d in dirs if (base / d).is_symlink()]:
+            path = base / name
+            rel = path.relative_to(context_dir).as_posix()
+            if _ignored(rel, rules):
+                continue
+            if path.is_symlink():
+                feed("link", rel, str(path.readlink()))
+            elif path.is_file():
+                mode = "x" if os.access(path, os.X_OK) else "-"
+                feed("file", rel, mode, hashlib.sha256(path.read_bytes()).digest())
+    for kind, mapping in (("arg", build_args), ("label", labels), ("base", base_digests or {})):
+        for key in sorted(mapping):
+            feed(kind, key, mapping[key])
+    return digest.hexdigest()

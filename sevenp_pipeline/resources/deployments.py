@@ -1,0 +1,82 @@
+"""One resource set per deployment, chosen once from the settings.
+
+``local`` (the default): the local ``docker-registry`` on loopback. ``ecr`` (``SEVENP_REGISTRY=ecr``):
+Amazon ECR through boto3 (S3 artifacts join this set later). Everything else is shared. Secrets
+(the signing key, AWS keys) reach the resources only through ``dg.EnvVar``, so their values never
+land in stored run config.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from sevenp_pipeline.config import Settings
+from sevenp_pipeline.resources.artifacts import LocalArtifactStore
+from sevenp_pipeline.resources.base_image import NodeBaseImage
+from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
+from sevenp_pipeline.resources.git import GitClient
+from sevenp_pipeline.resources.launch import LaunchOptions
+from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.registries.local import LocalRegistry
+from sevenp_pipeline.resources.registries.role import Registry
+from sevenp_pipeline.resources.services import TestServices
+from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
+from sevenp_pipeline.resources.workspaces import Workspaces
+
+
+def _secret(name: str) -> dg.EnvVar | None:
+    """``dg.EnvVar(name)`` when the variable is set, else None.
+
+    An ``EnvVar`` of an unset variable fails every run that needs the resource at launch, before any
+    step; None lets the resource decide: the signing key fails only the provenance step (naming
+    the variable), AWS credentials fall back to boto3's default chain (profile, instance role).
+    """
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
+    key = _secret(SIGNING_KEY_ENV)
+    return {
+        "process_runner": runner,
+        "image_builder": BuildahBuilder(runner=runner, home=str(settings.home)),
+        "node_base_image": NodeBaseImage(runner=runner, home=str(settings.home)),
+        "git": GitClient(runner=runner, cache_dir=str(settings.cache_dir)),
+        "workspaces": Workspaces(root=str(settings.workspaces_dir), cache_root=str(settings.cache_dir)),
+        "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
+        # Under the system temp dir: PostgreSQL runs as an unprivileged user that must reach it.
+        "test_services": TestServices(runner=runner, root_dir=str(Path(tempfile.gettempdir()) / "sevenp-services")),
+        "launch_options": LaunchOptions(),
+        "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
+    }
+
+
+def _ecr_registry(settings: Settings) -> Registry:
+    from sevenp_pipeline.resources.registries.ecr import ECRRegistry  # noqa: PLC0415 (boto3: ECR deployments only)
+
+    return ECRRegistry(
+        region_name=os.environ.get("AWS_REGION") or None,
+        endpoint_url=settings.ecr_endpoint_url,
+        aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_secret("AWS_SESSION_TOKEN"),
+        # An emulator (moto) has no /v2 endpoint for layer blobs: only the manifest is put.
+        upload_layers=settings.ecr_endpoint_url is None,
+    )
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """The resources of this deployment: ``settings.registry`` picks the local set or the AWS set.
+
+    Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
+    test_services, launch_options, signing_key, registry.
+    """
+    runner = ProcessRunner()
+    if settings.registry == "ecr":
+        return {**_shared(settings, runner), "registry": _ecr_registry(settings)}
+    if settings.registry == "local":
+        return {**_shared(settings, runner), "registry": LocalRegistry(runner=runner, home=str(settings.home))}
+    raise ValueError(f"SEVENP_REGISTRY={settings.registry!r}: expected 'local' or 'ecr'")

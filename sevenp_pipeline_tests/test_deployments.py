@@ -1,0 +1,54 @@
+"""One resource set per deployment, and secrets only through dg.EnvVar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sevenp_pipeline.config import Settings
+from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.resources.registries.ecr import ECRRegistry
+from sevenp_pipeline.resources.registries.local import LocalRegistry
+from sevenp_pipeline.resources.signing import SigningKey
+from sevenp_pipeline.scanners import provenance as prov
+
+KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
+        "test_services", "launch_options", "signing_key", "registry"}
+
+
+def _settings(tmp_path: Path, registry: str = "local", endpoint: str | None = None) -> Settings:
+    return Settings(home=tmp_path / "home", apps_dir=tmp_path / "apps", registry=registry, ecr_endpoint_url=endpoint)
+
+
+def test_the_registry_is_chosen_once_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    local = build_resources(_settings(tmp_path))
+    assert set(local) == KEYS and isinstance(local["registry"], LocalRegistry)
+    aws = build_resources(_settings(tmp_path, "ecr", "http://127.0.0.1:1"))
+    assert set(aws) == KEYS and isinstance(aws["registry"], ECRRegistry)
+    assert aws["registry"].upload_layers is False  # an emulator endpoint: manifests only
+    assert isinstance(aws["registry"].aws_access_key_id, dg.EnvVar)  # not the value itself
+    assert aws["registry"].aws_secret_access_key is None  # unset: boto3's default chain
+    with pytest.raises(ValueError, match="SEVENP_REGISTRY='gcr'"):
+        build_resources(_settings(tmp_path, "gcr"))
+
+
+def test_signing_key_comes_from_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private, public = prov.generate_keypair()
+    monkeypatch.setenv("SEVENP_SIGNING_KEY", private)
+    resource = build_resources(_settings(tmp_path))["signing_key"]
+    assert isinstance(resource.pem, dg.EnvVar)
+    with dg.build_resources({"signing_key": resource}) as resources:
+        key: SigningKey = resources.signing_key
+        assert key.public_pem() == public and key.key_id == prov.keyid_of(public)
+
+
+def test_unset_signing_key_fails_only_the_signing_naming_the_variable(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEVENP_SIGNING_KEY", raising=False)
+    key = build_resources(_settings(tmp_path))["signing_key"]
+    with pytest.raises(prov.ProvenanceError, match="SEVENP_SIGNING_KEY is not set"):
+        key.public_pem()
