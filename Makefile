@@ -21,20 +21,20 @@ $(VENV)/.installed: pyproject.toml
 
 ## The whole pipeline on the sample app, then the UI (NO_UI=1: print the table and exit).
 demo: install
-	$(BIN)/python -m sevenp_pipeline.demo --port $(PORT) $(if $(NO_UI),--no-ui,)
+	$(BIN)/python -m sevenp_pipeline.devtools.demo --port $(PORT) $(if $(NO_UI),--no-ui,)
 
 ## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything.
 dev: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m sevenp_pipeline.devstack serve --port $(PORT)
+	$(BIN)/python -m sevenp_pipeline.devtools.devstack serve --port $(PORT)
 
 ## The local image registry outlives runs (later runs find earlier images); this stops it.
 stop: install
-	$(BIN)/python -m sevenp_pipeline.devstack stop-registry
+	$(BIN)/python -m sevenp_pipeline.devtools.devstack stop-registry
 
 ## Re-execute only the failed stages of a run (and what is downstream): make rerun RUN=<run id>
 rerun: install
-	$(BIN)/python -m sevenp_pipeline.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
+	$(BIN)/python -m sevenp_pipeline.devtools.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
 
 test: install
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks

@@ -26,9 +26,9 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sevenp_pipeline.config import Settings, StageName, load_app_config
+from sevenp_pipeline.config import Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
-from sevenp_pipeline.devstack import LocalDagster
+from sevenp_pipeline.devtools.devstack import LocalDagster
 from sevenp_pipeline.resources.artifacts import deterministic_tarball
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.resources.processes import ExecuteRequest
@@ -37,8 +37,6 @@ from sevenp_pipeline.triggers.sensors import TAG_COMMIT
 from sevenp_pipeline_tests.gitutil import Remote
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"
-ORDER = [StageName.lint, StageName.lint_security, StageName.format, StageName.type_check,
-         StageName.unit_tests, StageName.integration_tests, StageName.api_tests, StageName.build, StageName.docs]
 
 
 def plain_script(settings: Settings, app, url: str, sha: str, resources: dict) -> float:
@@ -57,16 +55,19 @@ def plain_script(settings: Settings, app, url: str, sha: str, resources: dict) -
     run(["git", "checkout", "--quiet", "--detach", sha])
     cache = next(Path(settings.cache_dir, "node_modules").glob("*/node_modules"))
     run(["cp", "-al", str(cache), str(src / "node_modules")])
-    for name in ORDER:
+    # The declared stages in graph order, minus the install (reused from the cache, as in the job).
+    for name in [n for n in app.stage_names() if app.stage(n).kind != "install"]:
         spec = app.stage(name)
         args = [a.replace("{report}", spec.report or "") for a in spec.args]
         argv = ["npm", "run", "--silent", spec.script, *(["--", *args] if args else [])]
         env = {"CI": "true", **app.env}
+        if spec.kind in ("e2e", "performance"):
+            env.update(APP_HOST="127.0.0.1", APP_PORT=str(free_port()))
         if spec.services:
             with services.provide(list(spec.services)) as endpoints:
-                run(argv, env={**env, **endpoints.env}, label=name.value)
+                run(argv, env={**env, **endpoints.env}, label=name)
         else:
-            run(argv, env=env, label=name.value)
+            run(argv, env=env, label=name)
         if spec.output_dir:
             deterministic_tarball(src / spec.output_dir, root / f"{spec.output_dir}.tar.gz", arcname=spec.output_dir)
     return time.perf_counter() - t0

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from sevenp_pipeline.devstack import LocalDagster, reexecute
+from sevenp_pipeline.devtools.devstack import LocalDagster, reexecute
 from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
 
@@ -46,7 +46,7 @@ def test_push_runs_pipeline_and_reexecute_from_failure_runs_only_failed_stages(
         secrets: [SEVENP_CANARY]
         env: {{TINY_FAIL_FLAG: "{flag}"}}
         stages:
-          format: {{command: [node, -e, "console.log('canary value: ' + process.env.SEVENP_CANARY)"]}}
+          format_report: {{command: [node, -e, "console.log('canary value: ' + process.env.SEVENP_CANARY)"]}}
         """)
     stack = LocalDagster(home=pipe.settings.home, port=free_port(), apps_dir=pipe.settings.apps_dir,
                          extra_env={"SEVENP_CANARY": CANARY})

@@ -31,8 +31,9 @@ from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import checked_out, failure, fingerprint, stage_asset_args
-from sevenp_pipeline.triggers.tags import TAG_BRANCH
+from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.stages.gates import unmet_gates
+from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_PROMOTION
 
 
 def is_release_branch(branch: str) -> bool:
@@ -117,7 +118,7 @@ def build_promotion_asset(
     @dg.asset(
         **stage_asset_args(app, partitions, dg.AssetKey([app.key, "promoted_image"]), "package",
                            "The image tagged as the spec's metadata step would (branch, pr-N, X.Y.Z, X.Y, "
-                           "<branch>-<sha>) — only reached when every security gate passed.",
+                           "<branch>-<sha>) — only when every gate of the commit ran and passed.",
                            kinds=frozenset({"docker"})),
         deps=gates,
     )
@@ -125,6 +126,15 @@ def build_promotion_asset(
         context: dg.AssetExecutionContext, registry: Registry, git: GitClient, workspaces: Workspaces,
     ) -> dg.MaterializeResult:
         sha = context.partition_key
+        # Every declared stage's gates must have run and passed for this commit, not only the ones
+        # this run executed: a stage skipped by request (skip_tests) never lets an image through.
+        unmet = unmet_gates(context.instance, app, sha)
+        if unmet:
+            reasons = "; ".join(f"{u.stage} {u.reason}" for u in unmet)
+            context.instance.add_run_tags(context.run.run_id, {TAG_PROMOTION: "refused"})
+            raise failure(f"promoted_image: not promoted, the gates of commit {sha[:12]} are not all met: {reasons}",
+                          unmet_gates=dg.MetadataValue.md(md_table(["stage", "why"],
+                                                                   [[u.stage, u.reason] for u in unmet])))
         image = latest_record(context, ImageRecord, image_key(app))
         branch = context.run.tags.get(TAG_BRANCH, "")
         git_tag = _release_tag(git, app, sha)

@@ -41,3 +41,8 @@ class SigningKey(dg.ConfigurableResource):
     def key_id(self) -> str:
         """The key id signatures carry (securesystemslib's, from the public key)."""
         return prov.keyid_of(self.public_pem())
+
+    @property
+    def configured(self) -> bool:
+        """A key is set (whether it is usable is checked when signing, with a message naming the variable)."""
+        return bool(self.pem.strip())

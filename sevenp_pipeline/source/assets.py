@@ -6,6 +6,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
+from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.stages.runner import failure, md_table
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
@@ -30,9 +31,13 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         **common,
     )
     def source_checkout(
-        context: dg.AssetExecutionContext, git: GitClient, workspaces: Workspaces
+        context: dg.AssetExecutionContext, git: GitClient, workspaces: Workspaces, signing_key: SigningKey
     ) -> dg.MaterializeResult:
         sha = context.partition_key
+        if app.image is not None and not signing_key.configured:
+            # Found before any work starts, not after the image is built and only provenance is left.
+            raise failure(f"source_checkout: {SIGNING_KEY_ENV} is not set, and {app.name} builds an image whose "
+                          f"provenance must be signed: set it (make dev and make demo use a local demo key)")
         workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
         try:
             git.checkout(app.key, app.repository.url, sha, workspace, log=context.log.info)

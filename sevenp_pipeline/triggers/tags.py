@@ -7,3 +7,4 @@ TAG_AUTHOR = "sevenp/author"
 TAG_MESSAGE = "sevenp/message"
 TAG_TRIGGER = "sevenp/trigger"
 TAG_BEFORE = "sevenp/before"  # the branch head before the push (empty for a new branch)
+TAG_PROMOTION = "sevenp/promotion"  # "refused" when a commit's gates were not all met

@@ -22,11 +22,10 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
-from sevenp_pipeline.devstack import LocalDagster
+from sevenp_pipeline.devtools.devstack import LocalDagster, demo_signing_key
 from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
-from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
 
 APP = "7p-education-api"
@@ -107,22 +106,6 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float) -> tupl
     raise TimeoutError(f"no finished run for {sha} after {timeout:.0f}s")
 
 
-def signing_key(home: Path) -> dict[str, str]:
-    """SEVENP_SIGNING_KEY for the provenance stage: the environment's, else a demo key made once."""
-    if os.environ.get("SEVENP_SIGNING_KEY"):
-        return {}
-    key = home / "keys" / "signing-key.pem"
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True)
-        private, public = generate_keypair()
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(private)
-        key.with_suffix(".pub.pem").write_text(public)
-        say(f"made a demo signing key {key} (set SEVENP_SIGNING_KEY to use your own)")
-    return {"SEVENP_SIGNING_KEY": key.read_text()}
-
-
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -154,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     remote = LocalRemote(settings.home, runner)
     remote.ensure()
     stack = LocalDagster(home=settings.home, port=args.port, apps_dir=settings.apps_dir,
-                         extra_env=signing_key(settings.home))
+                         extra_env=demo_signing_key(settings.home, log=say))
     os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
     say(f"starting Dagster (webserver + daemon) on {stack.url}; log: {stack.log_path}")
     stack.start()

@@ -1,7 +1,7 @@
 """A local Dagster deployment (webserver + daemon via ``dagster dev``) for the demo, the
 integration tests and the benchmarks, plus the GraphQL calls they need.
 
-``python -m sevenp_pipeline.devstack serve --port P`` is the wrapper that starts ``dagster dev``
+``python -m sevenp_pipeline.devtools.devstack serve --port P`` is the wrapper that starts ``dagster dev``
 with SIGINT restored: a process started in the background by a shell inherits SIGINT ignored,
 and ``dagster dev`` then ignores SIGTERM too (it routes both to one handler).
 """
@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ class LocalDagster:
         self.prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = self.runner.start(ExecuteRequest(
-            argv=[sys.executable, "-m", "sevenp_pipeline.devstack", "serve", "--port", str(self.port)],
+            argv=[sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(self.port)],
             cwd=PROJECT_ROOT, label="dagster dev", env=self.env(), log_path=self.log_path,
         ))
         deadline = time.monotonic() + timeout
@@ -172,7 +173,31 @@ def reexecute(url: str, run_id: str, strategy: str = "FROM_FAILURE") -> str:
     return result["run"]["runId"]
 
 
+def demo_signing_key(home: Path, *, log: Callable[[str], None] = print) -> dict[str, str]:
+    """SEVENP_SIGNING_KEY for a local stack: the environment's, else a demo key made once under the
+    home (make demo and make dev share it). Production deployments set their own."""
+    if os.environ.get("SEVENP_SIGNING_KEY"):
+        return {}
+    from sevenp_pipeline.scanners.provenance import generate_keypair  # noqa: PLC0415 (crypto import is slow)
+
+    key = home / "keys" / "signing-key.pem"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        private, public = generate_keypair()
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(private)
+        key.with_suffix(".pub.pem").write_text(public)
+        log(f"made a demo signing key {key} (set SEVENP_SIGNING_KEY to use your own)")
+    return {"SEVENP_SIGNING_KEY": key.read_text()}
+
+
 def _serve(port: int) -> None:
+    from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
+
+    # make dev builds images like make demo: it needs the same local key, or every pushed run
+    # would fail at its first stage asking for SEVENP_SIGNING_KEY.
+    os.environ.update(demo_signing_key(Settings.from_env().home))
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     dagster = Path(sys.executable).with_name("dagster")
@@ -181,7 +206,7 @@ def _serve(port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.devstack")
+    parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.devtools.devstack")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="exec `dagster dev` with SIGINT/SIGTERM restored")
     serve.add_argument("--port", type=int, default=3000)
