@@ -72,7 +72,8 @@ def test_push_runs_pipeline_and_reexecute_from_failure_runs_only_failed_stages(
         rerun_id = reexecute(stack.url, failed.run_id, "FROM_FAILURE")
         rerun = _wait_run(instance, run_id=rerun_id)
         assert rerun.status == dg.DagsterRunStatus.SUCCESS
-        assert _executed_steps(instance, rerun_id) == {"unit_test_results", "build_artifact", "api_docs"}
+        assert _executed_steps(instance, rerun_id) == {"unit_test_results", "build_artifact", "api_docs",
+                                                   "e2e_test_results", "performance_report"}
 
         # The stage really printed the secret: it must appear only masked.
         logs = [r.event_log_entry.user_message for r in instance.get_records_for_run(failed.run_id).records]

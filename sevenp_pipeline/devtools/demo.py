@@ -62,7 +62,7 @@ class LocalRemote:
             self.git("remote", "add", "origin", str(self.bare), cwd=self.work)
             self.sync()
             self.git("add", "-A", cwd=self.work)
-            self.git("commit", "--quiet", "-m", "Import the 7P Education API", cwd=self.work)
+            self.git("commit", "--quiet", "-m", "chore: import the 7P Education API", cwd=self.work)
             self.git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=self.work)
             say(f"created the local remote {self.bare}")
 
@@ -80,7 +80,7 @@ class LocalRemote:
         previous = notes.read_text() if notes.exists() else "# Pushes made by `make demo`\n\n"
         notes.write_text(previous + f"- {stamp}\n")
         self.git("add", "-A", cwd=self.work)
-        self.git("commit", "--quiet", "-m", f"demo: push at {stamp}", cwd=self.work)
+        self.git("commit", "--quiet", "-m", f"chore(demo): push at {stamp}", cwd=self.work)
         self.git("push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}", cwd=self.work)
         return self.git("rev-parse", "HEAD", cwd=self.work)
 
