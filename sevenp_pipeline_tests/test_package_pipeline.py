@@ -14,7 +14,7 @@ from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
-from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _materialized, _meta
+from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _failure_text, _materialized, _meta
 
 pytestmark = [
     pytest.mark.integration,
@@ -22,8 +22,24 @@ pytestmark = [
                        reason="needs root, buildah and docker-registry (make system-deps installs them)"),
 ]
 
-PACKAGE = ("source_checkout,node_dependencies,container_image,sbom,vulnerability_report,dependency_report,"
-           "license_report,secret_scan,provenance,promoted_image")
+PACKAGE = ("source_checkout,node_dependencies,type_check_report,container_image,sbom,vulnerability_report,"
+           "dependency_report,license_report,secret_scan,provenance,promoted_image")
+# The package half is what these tests are about: of the declared stages only the install and one
+# gated stage (promotion requires every declared gate to have passed) stay.
+PACKAGE_CONFIG = """\
+image: {dockerfile: Dockerfile}
+stages:
+  lint_report: null
+  security_lint_report: null
+  format_report: null
+  unit_test_results: null
+  integration_test_results: null
+  api_test_results: null
+  build_artifact: null
+  api_docs: null
+  e2e_test_results: null
+  performance_report: null
+"""
 FAKE_AWS = ("aws_access_key_id = AKIAZ3MHQXK7T2LWJ5PA\n"
             "aws_secret_access_key = 9xQ2pL7vN4mK8rT1wZ6yB3cF5hJ0dS2aG7eU4iO1\n")
 
@@ -37,7 +53,7 @@ def signing_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def sample(make_pipeline, signing_key: str):
-    pipe: Pipeline = make_pipeline("image: {dockerfile: Dockerfile}\n", source=SAMPLE_APP, name="7p-education-api")
+    pipe: Pipeline = make_pipeline(PACKAGE_CONFIG, source=SAMPLE_APP, name="7p-education-api")
     yield pipe
     build_resources(pipe.settings)["registry"].stop()
 
@@ -77,6 +93,16 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     again = sample.materialize(sample.remote.commit("no change"), "source_checkout,container_image")
     assert _meta(again, "container_image")["reused"] is True
     assert _meta(again, "container_image")["digest"] == image["digest"]
+
+    # Promotion needs every declared gate of the commit, not only those of its own run: without
+    # the type check the image is not tagged, and the failure says which gate is missing.
+    unchecked = sample.remote.commit("no type check yet")
+    refused = sample.materialize(unchecked, PACKAGE.replace("type_check_report,", ""))
+    assert not refused.success and "promoted_image" not in _materialized(refused)
+    text = _failure_text(refused)
+    assert "not promoted" in text and "type_check_report has not run for this commit" in text
+    run = sample.instance.get_run_by_id(refused.run_id)
+    assert run.tags["sevenp/promotion"] == "refused"
 
     # A known-vulnerable package in the image fails the gate, and the image is not promoted.
     _npm_add(sample, "lodash@4.17.15")
@@ -122,6 +148,11 @@ def test_missing_signing_key_names_the_variable(sample: Pipeline, monkeypatch: p
     sha = sample.remote.commit("no key")
     assert sample.materialize(sha, "source_checkout,node_dependencies,container_image,sbom").success
     monkeypatch.delenv("SEVENP_SIGNING_KEY")
+    # Found at the first stage of a run, before any image is built ...
+    early = sample.materialize(sample.remote.commit("still no key"), "source_checkout,node_dependencies")
+    assert not early.success and "node_dependencies" not in _materialized(early)
+    assert "SEVENP_SIGNING_KEY is not set" in _failure_text(early)
+    # ... and by the signing step itself when it runs alone.
     result = sample.materialize(sha, "provenance")
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data

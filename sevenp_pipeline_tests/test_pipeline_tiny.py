@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.stages.gates import unmet_gates
 from sevenp_pipeline_tests.conftest import Pipeline
 
@@ -211,7 +212,8 @@ def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline) -> None:
     assert _meta(result, "source_checkout")["commit"] == sha
 
 
-def test_missing_dockerfile_is_named(make_pipeline) -> None:
+def test_missing_dockerfile_is_named(make_pipeline, monkeypatch) -> None:
+    monkeypatch.setenv("SEVENP_SIGNING_KEY", generate_keypair()[0])  # an image app needs one from its first stage
     pipe = make_pipeline("image: {dockerfile: docker/Dockerfile.prod}\n")
     sha = pipe.remote.push("develop")
     result = pipe.materialize(sha, "source_checkout,container_image")
