@@ -150,6 +150,11 @@ def main() -> int:
     print(f"  median {statistics.median(latencies):.1f} s, min {min(latencies):.1f} s, max {max(latencies):.1f} s"
           "   (target median <= 15 s)")
     print(f"  run duration in the launched run worker: median {statistics.median(durations):.1f} s")
+    print(f"RESULT ci_plain_s={p:.2f}")
+    print(f"RESULT ci_dagster_s={d:.2f}")
+    print(f"RESULT ci_overhead_ratio={d / p:.3f}")
+    print(f"RESULT push_to_run_start_median_s={statistics.median(latencies):.2f}")
+    print(f"RESULT run_duration_median_s={statistics.median(durations):.2f}")
     return 0
 
 

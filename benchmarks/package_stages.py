@@ -28,6 +28,12 @@ from sevenp_pipeline_tests.gitutil import Remote
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"
 STAGES = ["source_checkout", "node_dependencies", "container_image", "sbom", "vulnerability_report",
           "dependency_report", "license_report", "secret_scan", "provenance", "promoted_image"]
+# Only the package half is timed: the gated declared stages are removed, so promotion (which needs
+# every declared gate of the commit) is not refused for stages this benchmark does not run.
+PACKAGE_ONLY = "stages:\n" + "".join(f"  {name}: null\n" for name in (
+    "lint_report", "security_lint_report", "format_report", "type_check_report", "unit_test_results",
+    "integration_test_results", "api_test_results", "build_artifact", "api_docs", "e2e_test_results",
+    "performance_report"))
 
 
 def run(settings: Settings, instance: dg.DagsterInstance, sha: str) -> dict[str, float]:
@@ -48,7 +54,7 @@ def main() -> int:
     apps = tmp / "apps"
     apps.mkdir()
     (apps / "app.yaml").write_text(f"name: 7p-education-api\nrepository: {{url: {remote.url}}}\n"
-                                   "image: {dockerfile: Dockerfile}\nstages: {}\n")
+                                   "image: {dockerfile: Dockerfile}\n" + PACKAGE_ONLY)
     settings = Settings(home=tmp / "home", apps_dir=apps)
     (tmp / "instance").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp / "instance"))
@@ -65,6 +71,11 @@ def main() -> int:
     print(f"\ncontainer_image (base bootstrap + build + push) unchanged/cold: {ratio:.1%}   (target <= 10%)")
     scans = sum(cold[s] for s in ("vulnerability_report", "dependency_report", "license_report", "secret_scan"))
     print(f"SBOM (syft on the pushed image): {cold['sbom']:.1f}s; scans together: {scans:.1f}s")
+    print(f"RESULT image_cold_s={cold['container_image']:.2f}")
+    print(f"RESULT image_unchanged_s={warm['container_image']:.2f}")
+    print(f"RESULT image_unchanged_ratio={ratio:.4f}")
+    print(f"RESULT sbom_s={cold['sbom']:.2f}")
+    print(f"RESULT scans_s={scans:.2f}")
     return 0
 
 

@@ -249,8 +249,8 @@ def npm_registry() -> str:
 
 @pytest.fixture(scope="session")
 def corepack_home(tmp_path_factory) -> Path:
-    if not shutil.which("corepack"):
-        pytest.skip("corepack is not installed (scripts/install-system-deps.sh installs it)")
+    # Required, not optional: scripts/install-system-deps.sh (run by make test) installs it.
+    assert shutil.which("corepack"), "corepack is not installed: run scripts/install-system-deps.sh"
     return tmp_path_factory.mktemp("corepack")
 
 
