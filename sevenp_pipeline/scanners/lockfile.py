@@ -19,7 +19,7 @@ package.json).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,7 @@ def _component(name: str, version: str, location: str, *, dev: bool = False,
 
 def components_from_lockfile(path: str | Path) -> list[Component]:
     lockfile = Path(path)
-    try:
-        doc = json.loads(lockfile.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LockfileError(f"{lockfile}: cannot read npm lockfile: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise LockfileError(f"{lockfile}: not an npm lockfile (expected a JSON object)")
+    doc = _read_mapping(lockfile, "npm lockfile", json.loads, "a JSON object")
     version = doc.get("lockfileVersion")
     if version in (2, 3) and isinstance(doc.get("packages"), dict):
         entries = _from_packages(doc["packages"])
@@ -132,14 +127,19 @@ def _split_spec(spec: str) -> tuple[str, str]:
     return spec[:at], spec[at + 1:]
 
 
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+def _read_mapping(path: Path, what: str, parse: Callable[[str], Any], expected: str) -> dict[str, Any]:
+    """A lockfile parsed into a mapping; an unreadable or malformed file raises naming it."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        doc = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise LockfileError(f"{path}: cannot read {what}: {exc}") from exc
     if not isinstance(doc, dict):
-        raise LockfileError(f"{path}: not a {what} (expected a YAML mapping)")
+        raise LockfileError(f"{path}: not a {what} (expected {expected})")
     return doc
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    return _read_mapping(path, what, yaml.safe_load, "a YAML mapping")
 
 
 # -- pnpm ------------------------------------------------------------------------------------------

@@ -8,14 +8,8 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
-from sevenp_pipeline.stages.runner import failure, md_table
+from sevenp_pipeline.stages.runner import failure, md_table, retry_policy
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
-
-NETWORK_RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def checkout_key(app: AppConfig) -> dg.AssetKey:
-    return dg.AssetKey([app.key, "source_checkout"])
 
 
 def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -27,7 +21,7 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         kinds={"git"},
         tags={"sevenp/stage": "source"},
         code_version="1",
-        retry_policy=NETWORK_RETRY,
+        retry_policy=retry_policy(2),  # the remote may be briefly unreachable
         **common,
     )
     def source_checkout(

@@ -56,7 +56,7 @@ def build_install_asset(
         app_dir = stage.workspace.app_dir
         argv = [*spec.command, *spec.args] if spec.command else pm.install_argv()
         inputs = {str(p.relative_to(app_dir)): sha256_file(p) for p in pm.cache_inputs(app_dir) if p.is_file()}
-        lock_hash = inputs.get(pm.lockfile) or sha256_file(app_dir / pm.lockfile)
+        lock_hash = inputs[pm.lockfile]  # detect() found it, and it is the first cache input
         cache_key = fingerprint(pm.name, pm.version, inputs, argv, stage.tool_versions(),
                                 {k: v for k, v in stage.env().items() if k not in stage.extra_env})
         cached = workspaces.dependency_cache(cache_key)

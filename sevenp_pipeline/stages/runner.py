@@ -174,7 +174,7 @@ class Stage:
             # A mirror that serves npm metadata without signatures makes corepack refuse every download;
             # SEVENP_COREPACK_INTEGRITY_KEYS=0 turns its check off for such a registry (never the default).
             verify_corepack_signatures=os.environ.get("SEVENP_COREPACK_INTEGRITY_KEYS") != "0",
-        ) if self.spec.kind != "commitlint" else {}
+        )
         return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **pm_env, **self.app.env, **self.spec.env,
                 **self.extra_env}
 
