@@ -11,7 +11,7 @@ command -v git >/dev/null || missing+=(git)
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
-command -v setpriv >/dev/null || missing+=(util-linux)
+command -v setpriv >/dev/null && command -v unshare >/dev/null || missing+=(util-linux)
 # Debian's chromium: the e2e stage drives it (CHROMIUM_PATH, default /usr/bin/chromium;
 # on Ubuntu the package installs a snap, point CHROMIUM_PATH at its binary).
 command -v chromium >/dev/null || missing+=(chromium)
@@ -80,4 +80,12 @@ if [ ${#node_tools[@]} -gt 0 ]; then
     case "$(readlink -f "$npm_bin/$shim" 2>/dev/null)" in */corepack/*) need_root; $SUDO rm -f "$npm_bin/$shim" ;; esac
   done
   npm_global "${node_tools[@]}"
+fi
+
+# The unprivileged user the stages of pushed branches run as (sevenp_pipeline/sandbox): never root.
+# Needed only where the pipeline runs as root; SEVENP_STAGE_USER names another one.
+stage_user="${SEVENP_STAGE_USER:-sevenp-stage}"
+if [ "$(id -u)" -eq 0 ] && ! id "$stage_user" >/dev/null 2>&1; then
+  echo "creating the stage user: $stage_user"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$stage_user"
 fi

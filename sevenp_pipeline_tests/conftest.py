@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,18 @@ def write_app_config(path: Path, name: str, url: str, extra: str = "") -> None:
           url: {url}
         stages: {{}}
         """) + textwrap.dedent(extra))
+
+
+@pytest.fixture
+def stage_visible_dir() -> Iterator[Path]:
+    """A folder a sandboxed stage can read (the sandbox hides /tmp, where pytest's tmp_path is):
+    for tests that change what a stage sees between two runs."""
+    root = Path("/run/sevenp-tests")
+    root.mkdir(mode=0o755, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=root))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -38,10 +38,11 @@ def _executed_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
 
 
 def test_push_runs_pipeline_and_reexecute_from_failure_runs_only_failed_stages(
-    make_pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_pipeline, stage_visible_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flag = tmp_path / "fail-flag"
+    flag = stage_visible_dir / "fail-flag"
     flag.write_text("make the unit test fail")
+    flag.chmod(0o644)
     pipe = make_pipeline(f"""
         secrets: [SEVENP_CANARY]
         env: {{TINY_FAIL_FLAG: "{flag}"}}

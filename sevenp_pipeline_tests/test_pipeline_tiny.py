@@ -184,9 +184,10 @@ def test_no_leftover_servers_after_runs(pipeline: Pipeline) -> None:
     assert _server_pids() == before
 
 
-def test_one_failed_partition_can_be_materialized_alone(make_pipeline, tmp_path: Path) -> None:
-    flag = tmp_path / "flag"
+def test_one_failed_partition_can_be_materialized_alone(make_pipeline, stage_visible_dir: Path) -> None:
+    flag = stage_visible_dir / "flag"
     flag.write_text("fail")
+    flag.chmod(0o644)
     pipe = make_pipeline(f'env: {{TINY_FAIL_FLAG: "{flag}"}}\n')
     sha = pipe.remote.push("develop")
     first = pipe.materialize(sha)

@@ -26,6 +26,7 @@ from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.sandbox import STAGE_USER
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -45,7 +46,15 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         "image_builder": BuildahBuilder(runner=runner, home=str(settings.home)),
         "node_base_image": NodeBaseImage(runner=runner, home=str(settings.home)),
         "git": GitClient(runner=runner, cache_dir=str(settings.cache_dir)),
-        "workspaces": Workspaces(root=str(settings.workspaces_dir), cache_root=str(settings.cache_dir)),
+        "workspaces": Workspaces(
+            root=str(settings.workspaces_dir), cache_root=str(settings.cache_dir),
+            stage_user=os.environ.get("SEVENP_STAGE_USER") or STAGE_USER,
+            # What a pushed branch's stages must never see: the project home (signing key, Dagster's
+            # storage, other branches' trees) and the orchestrator's own HOME (its npm/AWS/git config).
+            private_paths=sorted({str(settings.home), os.environ.get("DAGSTER_HOME") or str(settings.home),
+                                  str(Path.home())}),
+            sandbox=os.environ.get("SEVENP_SANDBOX", "on") != "off",
+        ),
         "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
         # Under the system temp dir: PostgreSQL runs as an unprivileged user that must reach it.
         "test_services": TestServices(runner=runner, root_dir=str(Path(tempfile.gettempdir()) / "sevenp-services")),

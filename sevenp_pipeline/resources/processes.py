@@ -27,6 +27,7 @@ import dagster as dg
 from pydantic import Field
 
 from sevenp_pipeline.resources.redaction import Redactor
+from sevenp_pipeline.sandbox import SandboxError, SandboxSpec
 
 LogFn = Callable[[str], None]
 
@@ -54,6 +55,10 @@ class ExecuteRequest:
     user: str | None = None
     die_with_parent: bool = False  # for servers: killed when the process that started them dies
     capture: bool = False  # keep every output line in Outcome.output, not just the tail
+    # False: the command gets ``env`` only, nothing of this process's environment (stages, servers)
+    inherit_env: bool = True
+    # A pushed branch's code: run in the stage sandbox (sevenp_pipeline/sandbox), dying with us
+    sandbox: SandboxSpec | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str) or not self.argv:
@@ -74,6 +79,8 @@ class Outcome:
     timed_out: bool = False
     log_path: Path | None = None
     output: tuple[str, ...] = ()
+    # Processes a sandboxed command left running when it exited ("name: command"); they were killed.
+    leftovers: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -144,7 +151,7 @@ class ProcessRunner(dg.ConfigurableResource):
     )
 
     def build_env(self, request: ExecuteRequest) -> tuple[dict[str, str], Redactor]:
-        env = dict(os.environ)
+        env = dict(os.environ) if request.inherit_env and request.sandbox is None else {}
         env.update(request.env)
         redactor = Redactor(request.secrets)
         redactor.add_from_env(env, request.secret_env)
@@ -161,8 +168,8 @@ class ProcessRunner(dg.ConfigurableResource):
         logfile = _open_log(request.log_path)
         try:
             proc = self._popen(request, env, stdout=subprocess.PIPE)
-        except OSError as exc:
-            msg = redact(f"{request.label}: could not start `{command}`: {exc.strerror or exc}")
+        except (OSError, SandboxError) as exc:
+            msg = redact(f"{request.label}: could not start `{command}`: {getattr(exc, 'strerror', None) or exc}")
             _write(logfile, msg + "\n")
             _close(logfile)
             raise ProcessError(msg) from exc
@@ -219,6 +226,7 @@ class ProcessRunner(dg.ConfigurableResource):
             timed_out=timed_out,
             log_path=request.log_path,
             output=tuple(captured),
+            leftovers=_leftovers(request, redact),
         )
         if log and not outcome.ok:
             log(f"[{request.label}] {outcome.describe()}")
@@ -244,7 +252,9 @@ class ProcessRunner(dg.ConfigurableResource):
         return RunningProcess(proc, request, self.kill_grace_seconds)
 
     def _popen(self, request: ExecuteRequest, env: dict[str, str], stdout) -> subprocess.Popen[bytes]:
-        argv = _with_parent_death_signal(request.argv) if request.die_with_parent else list(request.argv)
+        argv = request.sandbox.wrap(request.argv) if request.sandbox else list(request.argv)
+        if request.die_with_parent or request.sandbox:
+            argv = _with_parent_death_signal(argv)
         return subprocess.Popen(
             argv,
             cwd=request.cwd,
@@ -257,6 +267,12 @@ class ProcessRunner(dg.ConfigurableResource):
             group=_primary_group(request.user),
             extra_groups=[] if request.user else None,
         )
+
+
+def _leftovers(request: ExecuteRequest, redact: Redactor) -> tuple[str, ...]:
+    if request.sandbox is None:
+        return ()
+    return tuple(redact(f"{p['name']}: {p['command']}") for p in request.sandbox.read_leftovers())
 
 
 def _primary_group(user: str | None) -> int | None:

@@ -8,6 +8,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
+from sevenp_pipeline.sandbox import SandboxError
 from sevenp_pipeline.stages.runner import failure, md_table, retry_policy
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
 
@@ -35,11 +36,14 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
         try:
             git.checkout(app.key, app.repository.url, sha, workspace, log=context.log.info)
+            workspaces.hand_over(workspace.src)  # the stages (as the sandbox's user) write in it
             info = git.commit_info(app.key, sha)
             tree = git.tree_hash(app.key, sha, app.repository.subdirectory)
             changed = git.changed_files(app.key, sha)
         except GitError as exc:
             raise failure(f"source_checkout: {exc}", retry=not isinstance(exc, CommitNotFound)) from exc
+        except SandboxError as exc:
+            raise failure(f"source_checkout: {exc}") from exc
         record_inputs(workspace, sha=sha, tree=tree)
         branch = context.run.tags.get(TAG_BRANCH)
         context.log.info("Checked out %s (%s) by %s: %s", sha[:12], tree[:12], info.author, info.subject)

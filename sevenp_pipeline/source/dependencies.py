@@ -1,6 +1,8 @@
 """The install stage: the app's package manager (npm, pnpm or yarn, found from the lockfile and the
-``packageManager`` field) runs its frozen-lockfile install once per lockfile; later commits with
-the same lockfile, manifest and toolchain reuse the installed tree from the cache.
+``packageManager`` field) runs its frozen-lockfile install, in the stage sandbox, once per lockfile;
+later commits with the same lockfile, manifest and toolchain reuse the installed tree from the cache.
+Stages read the cached tree through a copy-on-write layer of their own (the sandbox's overlay), so
+no stage of any branch can change it.
 
 A failed install writes no cache entry. Only failures that look like the network are retried:
 a lockfile out of sync with package.json fails at once, naming the lockfile.
@@ -10,21 +12,24 @@ a lockfile out of sync with package.json fails at once, naming the lockfile.
 import re
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
-from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
-from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
+from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
+from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
 from sevenp_pipeline.stages.runner import Stage, failure, fingerprint, retry_policy, stage_asset_args
 
 # Words of npm, pnpm and yarn for a registry they could not reach: worth another try.
 _TRANSIENT = re.compile(r"ECONNRESET|ETIMEDOUT|EAI_AGAIN|ENOTFOUND|ECONNREFUSED|EPIPE|socket hang up|"
                         r"network (error|timeout)|ERR_PNPM_META_FETCH_FAIL|ERR_SOCKET_TIMEOUT|"
                         r"getaddrinfo|registry returned 5\d\d|\b50[234]\b.*(Gateway|Unavailable)", re.IGNORECASE)
+
+
+# Lifecycle scripts of the app's own package.json that its package manager runs at install.
+ROOT_INSTALL_SCRIPTS = frozenset({"preinstall", "install", "postinstall", "preprepare", "prepare", "postprepare"})
 
 
 def is_transient(outcome: Outcome) -> bool:
@@ -51,24 +56,27 @@ def build_install_asset(
     ) -> dg.MaterializeResult:
         stage = Stage(context, app, name, process_runner, workspaces, artifact_store)
         stage.require_workspace(node_modules=False)
-        stage.package_scripts()  # fails naming package.json when it is missing
+        scripts = stage.package_scripts()  # fails naming package.json when it is missing
         pm = stage.package_manager  # fails naming the lockfiles looked for
         app_dir = stage.workspace.app_dir
         argv = [*spec.command, *spec.args] if spec.command else pm.install_argv()
         inputs = {str(p.relative_to(app_dir)): sha256_file(p) for p in pm.cache_inputs(app_dir) if p.is_file()}
         lock_hash = inputs[pm.lockfile]  # detect() found it, and it is the first cache input
+        # The app's own install scripts may read any file of the commit: then the tree is shared only
+        # by commits with the same tree, or one branch could plant code in another's node_modules.
+        lifecycle = sorted(set(scripts) & ROOT_INSTALL_SCRIPTS)
+        tree = read_inputs(stage.workspace).get("tree") if lifecycle else None
         cache_key = fingerprint(pm.name, pm.version, inputs, argv, stage.tool_versions(),
-                                {k: v for k, v in stage.env().items() if k not in stage.extra_env})
+                                {k: v for k, v in stage.env().items() if k not in stage.extra_env}, tree)
         cached = workspaces.dependency_cache(cache_key)
+        tree_dir = cached / "node_modules"
         target = app_dir / "node_modules"
         outcome = None
         with file_lock(cached.with_suffix(".lock"), what=f"dependency cache {cached}"):
             reused = (cached / "complete").exists()
-            if reused:
+            if not reused:
                 shutil.rmtree(target, ignore_errors=True)
-                _hardlink_tree(process_runner, cached / "node_modules", target)
-            else:
-                outcome = stage.run(argv)
+                outcome = stage.run(argv, node_modules=False)  # in the sandbox, into the checkout
                 if not outcome.ok:
                     transient = is_transient(outcome)
                     hint = "" if transient else (
@@ -77,11 +85,18 @@ def build_install_asset(
                     raise failure(f"{name}: {outcome.describe()}{hint}", outcome, retry=transient)
                 target.mkdir(exist_ok=True)  # an app without dependencies gets an empty tree
                 shutil.rmtree(cached, ignore_errors=True)
-                cached.mkdir(parents=True)
-                _hardlink_tree(process_runner, target, cached / "node_modules")
+                cached.mkdir(parents=True, mode=0o700)
+                shutil.move(target, tree_dir)
                 (cached / "complete").write_text(lock_hash)
-        record_inputs(stage.workspace, lock=lock_hash)
-        packages = sum(1 for _ in target.glob("*/package.json")) + sum(1 for _ in target.glob("@*/*/package.json"))
+            # From here the checkout's node_modules is only where each stage's sandbox mounts its own
+            # copy-on-write layer over the cached tree: no stage writes into the cache.
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+        record_inputs(stage.workspace, lock=lock_hash, node_modules=str(tree_dir))
+        if lifecycle:
+            context.log.info("the app's own %s script(s) run at install: the cached tree is keyed by the "
+                             "commit's tree too", ", ".join(lifecycle))
+        packages = sum(1 for _ in tree_dir.glob("*/package.json")) + sum(1 for _ in tree_dir.glob("@*/*/package.json"))
         context.log.info("node_modules %s by %s (%d top-level packages)",
                          "reused from cache" if reused else "installed", pm.name, packages)
         meta = {"kind": "install", "reused": reused,
@@ -93,12 +108,3 @@ def build_install_asset(
         return dg.MaterializeResult(data_version=dg.DataVersion(cache_key), metadata=meta)
 
     return _asset
-
-
-def _hardlink_tree(runner: ProcessRunner, source: Path, dest: Path) -> None:
-    """``cp -al``: a node_modules tree in well under a second, sharing file data with the cache."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    outcome = runner.run(ExecuteRequest(argv=["cp", "-al", str(source), str(dest)], cwd=dest.parent,
-                                        label="node_modules cache", timeout_seconds=300))
-    if not outcome.ok:
-        raise failure(f"install: copying the dependency cache failed: {outcome.tail_text(5)}", outcome)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
-from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
+from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inputs
+from sevenp_pipeline.sandbox import SandboxError
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 
+URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
 
 # Bumped when the meaning of a stage's output changes; part of every data version.
@@ -59,14 +62,9 @@ def npm_registry(runner: ProcessRunner) -> str | None:
     return found if found.startswith("http") else None
 
 
-def tool_versions(runner: ProcessRunner, pm: PackageManager | None = None, cwd: Path | None = None) -> dict[str, str]:
-    """node's version and the package manager's, asked once per process: part of every data version."""
-    versions = {"node": _version(runner, ["node", "--version"], Path("/"))}
-    if pm is not None:
-        # A pinned version is what corepack runs: asking the tool would first download it, and the
-        # answer of a first, downloading call is not always the bare version.
-        versions[pm.name] = pm.version or _version(runner, pm.version_argv(), cwd or Path("/"), pm.env())
-    return versions
+def tool_versions(runner: ProcessRunner) -> dict[str, str]:
+    """node's version, asked once per process: part of every data version."""
+    return {"node": _version(runner, ["node", "--version"], Path("/"))}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -106,6 +104,7 @@ class Stage:
     store: ArtifactStore
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[str, ...] = ()
+    room: StageRoom | None = None
 
     @property
     def sha(self) -> str:
@@ -125,7 +124,8 @@ class Stage:
     def require_workspace(self, *, node_modules: bool = True) -> None:
         """Fails clearly when an upstream stage has not prepared this commit's workspace."""
         checked_out(self.workspaces, self.app, self.sha, stage=self.name)
-        if node_modules and not (self.workspace.app_dir / "node_modules").is_dir():
+        cached = read_inputs(self.workspace).get("node_modules")
+        if node_modules and not (cached and Path(cached).is_dir()):
             install = self.app.install_stage or "an install stage"
             raise failure(f"{self.name}: no node_modules in {self.workspace.app_dir}: "
                           f"materialize {self.app.key}/{install} for this partition first (and list it in "
@@ -175,8 +175,12 @@ class Stage:
             # SEVENP_COREPACK_INTEGRITY_KEYS=0 turns its check off for such a registry (never the default).
             verify_corepack_signatures=os.environ.get("SEVENP_COREPACK_INTEGRITY_KEYS") != "0",
         )
-        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **pm_env, **self.app.env, **self.spec.env,
-                **self.extra_env}
+        registry = npm_registry(self.runner)
+        # The machine's registry as the orchestrator's npm sees it (its user config is not the stage's),
+        # without credentials: an app that needs a token declares it in `secrets:`.
+        public = {"npm_config_registry": URL_USERINFO.sub(r"\g<scheme>", registry)} if registry else {}
+        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **public, **pm_env, **self.app.env,
+                **self.spec.env, **self.extra_env}
 
     def data_version(self, argv: list[str], *extra: Any) -> str:
         inputs = read_inputs(self.workspace)
@@ -185,9 +189,19 @@ class Stage:
                            argv, public_env, self.tool_versions(), *extra)
 
     def tool_versions(self) -> dict[str, str]:
-        return tool_versions(self.runner, self.package_manager, self.workspace.app_dir)
+        """node's and the package manager's versions. An unpinned manager is asked in the sandbox:
+        in the app folder it may run the branch's own code (yarn's yarn-path/yarnPath)."""
+        versions = tool_versions(self.runner)
+        pm = self.package_manager
+        if pm.version:
+            return {**versions, pm.name: pm.version}
+        key = (*pm.version_argv(), str(self.workspace.app_dir))
+        if key not in _TOOL_VERSIONS:
+            outcome = self.runner.run(self.request(pm.version_argv(), capture=True))
+            _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
+        return {**versions, pm.name: _TOOL_VERSIONS[key]}
 
-    def run(self, argv: list[str]) -> Outcome:
+    def run(self, argv: list[str], *, node_modules: bool = True) -> Outcome:
         spec = self.spec
         log_path = self.workspace.logs / f"{self.name}.log"
         log_path.unlink(missing_ok=True)
@@ -196,33 +210,61 @@ class Stage:
                 (self.workspace.app_dir / rel).unlink(missing_ok=True)
         if spec.artifacts:
             shutil.rmtree(self.workspace.app_dir / spec.artifacts, ignore_errors=True)
-        outcome = self.runner.run(self.request(argv, log_path=log_path), log=self.log)
+        outcome = self.runner.run(self.request(argv, log_path=log_path, node_modules=node_modules), log=self.log)
+        shutil.rmtree(self.room.root, ignore_errors=True)  # HOME, TMPDIR, the node_modules layer
+        if outcome.leftovers:
+            self.context.log.warning(
+                f"{self.name}: exited leaving {len(outcome.leftovers)} process(es) running, now killed: "
+                + "; ".join(outcome.leftovers[:10]))
         if outcome.timed_out:
             self.context.log.error(f"{self.name}: killed after its timeout of {spec.timeout_seconds:.0f}s "
                                    f"(stages.{self.name}.timeout_seconds)")
         return outcome
 
-    def request(self, argv: list[str], *, log_path: Path | None = None) -> ExecuteRequest:
-        """The stage's command as the runner gets it: app folder, env, secrets, timeout."""
+    def request(self, argv: list[str], *, log_path: Path | None = None, capture: bool = False,
+                node_modules: bool = True) -> ExecuteRequest:
+        """The stage's command as the runner gets it: sandboxed in the app folder, with a minimal
+        environment plus the app's env, its declared secrets and the stage's services; timeout.
+
+        ``node_modules=False``: the install stage, which writes the checkout's tree itself.
+        """
+        self.room = self.workspaces.stage_room(self.workspace, self.name)
+        cached = read_inputs(self.workspace).get("node_modules") if node_modules else None
+        try:
+            sandbox, base = self.workspaces.stage_sandbox(self.workspace, self.room, cwd=self.workspace.app_dir,
+                                                          node_modules=Path(cached) if cached else None)
+        except SandboxError as exc:
+            raise failure(f"{self.name}: cannot sandbox the stage: {exc}") from exc
         return ExecuteRequest(
             argv=argv,
             cwd=self.workspace.app_dir,
             label=self.name,
             timeout_seconds=self.spec.timeout_seconds,
-            env=self.env(),
+            env={**base, **self.env(), **self.declared_secrets()},
+            inherit_env=False,
+            sandbox=sandbox,
             secret_env=self.app.secrets,
             secrets=self.extra_secrets,
             log_path=log_path,
+            capture=capture,
         )
+
+    def declared_secrets(self) -> dict[str, str]:
+        """The app's ``secrets:``: the only variables of the orchestrator's environment a stage gets."""
+        return {name: os.environ[name] for name in self.app.secrets if name in os.environ}
 
     @property
     def redact(self) -> Redactor:
         """The same redaction the runner applies to the command's output, for reports and metadata."""
-        return self.runner.build_env(self.request(["-"]))[1]
+        redactor = Redactor(self.extra_secrets)
+        redactor.add_from_env({**self.env(), **self.declared_secrets()}, self.app.secrets)
+        return redactor
 
     def keep(self, path: Path, name: str | None = None) -> str:
         """Stores a file of this commit; text files are redacted first (a test report can echo a secret)."""
         name = name or path.name
+        if path.is_relative_to(self.workspace.src):  # the stage's output, not our log or tarball
+            self.confine(path)
         if path.suffix in TEXT_SUFFIXES:
             clean = path.with_name(path.name + ".redacted")
             clean.write_text(self.redact(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
@@ -238,6 +280,9 @@ class Stage:
             "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
             "duration_s": round(outcome.duration, 2),
         }
+        if outcome.leftovers:
+            meta["leftover_processes"] = dg.MetadataValue.md(md_table(["killed after the stage"],
+                                                                      [[p] for p in outcome.leftovers]))
         if outcome.log_path and outcome.log_path.exists():
             meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name}.log"))
         if not outcome.ok:
@@ -245,8 +290,18 @@ class Stage:
         return meta
 
     def report_path(self, rel: str | None) -> Path:
+        """A file or folder the stage wrote, never read through a link out of the checkout: the
+        stage is a branch's code, and the orchestrator reading ``reports/x.json -> /etc/shadow``
+        would publish it as a report."""
         assert rel is not None
-        return self.workspace.app_dir / rel
+        path = self.workspace.app_dir / rel
+        self.confine(path)
+        return path
+
+    def confine(self, path: Path) -> None:
+        if not path.resolve().is_relative_to(self.workspace.src.resolve()):
+            raise failure(f"{self.name}: {path.relative_to(self.workspace.app_dir)} resolves to {path.resolve()}, "
+                          f"outside the checkout: a stage's output is never read through a link out of it")
 
     @contextlib.contextmanager
     def with_services(self, services: TestServices, *, app_port: bool = False) -> Iterator[Stage]:

