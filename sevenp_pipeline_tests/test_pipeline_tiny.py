@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -221,3 +222,40 @@ def test_missing_dockerfile_is_named(make_pipeline, monkeypatch) -> None:
     assert not result.success
     assert "docker/Dockerfile.prod not found in tiny-app" in _failure_text(result)
     assert "sbom" not in _materialized(result)
+
+
+def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            messages.append((data.user_failure_data.description if data.user_failure_data else "") or
+                            (data.error.message if data.error else ""))
+    return messages
+
+
+def test_a_report_linked_out_of_the_checkout_is_never_read(make_pipeline) -> None:
+    """A stage is a branch's code: its report may be a link to a file only the orchestrator can read."""
+    pipe = make_pipeline("""
+        stages:
+          lint_report: {command: [sh, -c, "mkdir -p reports && ln -sf /etc/shadow reports/lint.json"]}
+        """)
+    result = pipe.materialize(pipe.remote.push("develop"))
+    assert not result.success
+    assert any("reports/lint.json resolves to /etc/shadow, outside the checkout" in m
+               for m in _failure_messages(result)), _failure_messages(result)
+
+
+def test_the_apps_own_install_scripts_key_the_dependency_cache_by_tree(pipeline: Pipeline) -> None:
+    """A postinstall may read any file of the commit: its tree is then shared only with equal trees."""
+    manifest = json.loads((pipeline.remote.clone / "package.json").read_text())
+    manifest["scripts"]["postinstall"] = "node -e \"require('fs').mkdirSync('node_modules/.made', {recursive: true})\""
+    pipeline.remote.write("package.json", json.dumps(manifest, indent=2))
+    first = pipeline.materialize(pipeline.remote.commit("feat: postinstall"), "source_checkout,node_dependencies")
+    same_tree = pipeline.materialize(pipeline.remote.commit("chore: empty"), "source_checkout,node_dependencies")
+    pipeline.remote.write("src/extra.js", "module.exports = 1;\n")
+    other_tree = pipeline.materialize(pipeline.remote.commit("feat: another file"), "source_checkout,node_dependencies")
+    assert first.success and same_tree.success and other_tree.success
+    assert _meta(first, "node_dependencies")["reused"] is False
+    assert _meta(same_tree, "node_dependencies")["reused"] is True
+    assert _meta(other_tree, "node_dependencies")["reused"] is False
