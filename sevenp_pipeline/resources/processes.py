@@ -175,6 +175,17 @@ class ProcessRunner(dg.ConfigurableResource):
         killed_at = 0.0
         pending: list[str] = []
         last_flush = time.monotonic()
+        # A line that could end in the first half of a secret waits for the next one.
+        stream = redact.stream()
+
+        def keep(cleaned: list[str]) -> None:
+            for clean in cleaned:
+                tail.append(clean)
+                if request.capture:
+                    captured.append(clean)
+                pending.append(clean)
+                _write(logfile, clean + "\n")
+
         try:
             while True:
                 try:
@@ -184,12 +195,7 @@ class ProcessRunner(dg.ConfigurableResource):
                 if line is None:
                     break
                 if line:
-                    clean = redact(line.rstrip("\n"))
-                    tail.append(clean)
-                    if request.capture:
-                        captured.append(clean)
-                    pending.append(clean)
-                    _write(logfile, clean + "\n")
+                    keep(stream.feed(line.rstrip("\n")))
                 now = time.monotonic()
                 if pending and log and now - last_flush >= self.log_flush_seconds:
                     log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
@@ -206,6 +212,7 @@ class ProcessRunner(dg.ConfigurableResource):
             if proc.poll() is None:  # interrupted (run terminated): leave nothing behind
                 _kill_group(proc, self.kill_grace_seconds)
             reader.join(timeout=5)
+            keep(stream.flush())
             if pending and log:
                 log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
             _close(logfile)
