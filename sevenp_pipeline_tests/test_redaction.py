@@ -1,4 +1,5 @@
-"""Redaction of secrets in the forms a hostile branch prints them in, split across lines too."""
+"""Redaction of secrets in the forms a hostile branch prints them in, split across lines too;
+short declared secrets refused at load."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from sevenp_pipeline.config import ConfigError, load_app_config
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.redaction import MASK, MIN_SECRET_LENGTH, SECRET_NAME, Redactor
 
@@ -181,6 +183,36 @@ def test_run_still_streams_lines_live(tmp_path: Path) -> None:
 
 
 # -- declared secrets and name heuristics ----------------------------------------------------
+
+def _app_with_secrets(tmp_path: Path) -> Path:
+    path = tmp_path / "x.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: x
+        repository: {url: /srv/x.git}
+        secrets: [LONG_ENOUGH_SECRET, NPM_TOKEN]
+        stages: {}
+        """))
+    return path
+
+
+def test_short_declared_secret_is_refused_naming_file_and_key(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONG_ENOUGH_SECRET", "abcdefgh")
+    monkeypatch.setenv("NPM_TOKEN", "s3cr7")
+    path = _app_with_secrets(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_app_config(path)
+    message = str(raised.value)
+    assert message == (f"{path}: secrets[1]: NPM_TOKEN is 5 characters long; a secret shorter than 8 "
+                       "characters cannot be masked reliably in logs")
+    assert "s3cr7" not in message
+
+
+def test_declared_secret_of_eight_characters_or_unset_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONG_ENOUGH_SECRET", "abcdefgh")
+    monkeypatch.delenv("NPM_TOKEN", raising=False)
+    assert load_app_config(_app_with_secrets(tmp_path)).secrets == ["LONG_ENOUGH_SECRET", "NPM_TOKEN"]
+
 
 SECRET_NAMES = ["GITHUB_PAT", "GH_PAT", "PAT", "PAT_FOR_RELEASES", "NPM_CONFIG__AUTH", "npm_config__auth", "AUTH",
                 "BASIC_AUTH", "OAUTH_CLIENT", "AWS_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIAL",
