@@ -1,18 +1,25 @@
 """Redaction of secrets in the forms a hostile branch prints them in, split across lines too;
-short declared secrets refused at load."""
+short declared secrets refused at load; logs and artifacts private to the pipeline's user."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import re
+import stat
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import dagster as dg
 import pytest
 
-from sevenp_pipeline.config import ConfigError, load_app_config
+from sevenp_pipeline.config import ConfigError, Settings, load_app_config
+from sevenp_pipeline.files import private_dir
+from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.redaction import MASK, MIN_SECRET_LENGTH, SECRET_NAME, Redactor
 
@@ -250,3 +257,68 @@ def test_credentials_in_url_values_are_secrets() -> None:
     assert redact("ghp_abcdefgh12345 leaked") == f"{MASK} leaked"
     assert redact("ci-bot:tok3n%2Fvalue99") == MASK
     assert redact("fetching https://registry.npmjs.org/") == "fetching https://registry.npmjs.org/"
+
+
+# -- private files ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """A permissive umask: the modes below must not depend on the process's umask."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_log_file_is_0600_in_folders_0700(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "stage" / "out.log"
+    with _umask(0o022):
+        ProcessRunner().run(ExecuteRequest(argv=["echo", "hi"], cwd=tmp_path, label="echo", log_path=log))
+    assert log.read_text() == "hi\n"
+    assert _mode(log) == 0o600
+    assert _mode(log.parent) == 0o700 and _mode(log.parent.parent) == 0o700
+
+
+def test_artifact_is_0600_in_folders_0700(tmp_path: Path) -> None:
+    source = tmp_path / "report.json"
+    source.write_text("{}")
+    source.chmod(0o644)
+    store = LocalArtifactStore(root=str(tmp_path / "artifacts"))
+    with _umask(0o022):
+        uri = store.put_file(app="web", sha="abc123", name="reports/report.json", path=source)
+    stored = store.local_path(app="web", sha="abc123", name="reports/report.json")
+    assert stored is not None and uri == stored.as_uri() and stored.read_text() == "{}"
+    assert _mode(stored) == 0o600
+    assert {_mode(p) for p in (stored.parent, stored.parent.parent, tmp_path / "artifacts")} == {0o700}
+
+
+def test_home_and_private_dir_are_0700(tmp_path: Path) -> None:
+    with _umask(0o022):
+        home = Settings(home=tmp_path / "a" / "home", apps_dir=tmp_path).ensure_home()
+        deep = private_dir(tmp_path / "b" / "c" / "d")
+    assert _mode(home) == _mode(home.parent) == 0o700
+    assert {_mode(tmp_path / "b"), _mode(tmp_path / "b" / "c"), _mode(deep)} == {0o700}
+
+
+def test_code_location_sets_the_private_umask_for_dagsters_own_files(tmp_path: Path) -> None:
+    import sevenp_pipeline.definitions  # noqa: F401, PLC0415 (what a code server or run worker imports)
+
+    current = os.umask(0o077)
+    os.umask(current)
+    assert current == 0o077
+
+    @dg.asset
+    def chatty() -> None:
+        print("a line in the compute log")
+
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        assert dg.materialize([chatty], instance=instance).success
+    compute_logs = list((tmp_path / "dagster" / "storage").rglob("*.out"))
+    assert compute_logs and all(_mode(p) == 0o600 for p in compute_logs)
+    assert all(_mode(p) == 0o700 for p in (tmp_path / "dagster" / "storage").rglob("*") if p.is_dir())

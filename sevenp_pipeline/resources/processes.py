@@ -26,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.files import open_private
 from sevenp_pipeline.resources.redaction import Redactor
 
 LogFn = Callable[[str], None]
@@ -281,10 +282,7 @@ def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None
 
 
 def _open_log(path: Path | None):
-    if path is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("ab")
+    return None if path is None else open_private(path)  # 0600: a log may hold what redaction missed
 
 
 def _write(logfile, text: str) -> None:
