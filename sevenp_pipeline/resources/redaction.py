@@ -154,7 +154,8 @@ class Redactor:
         if "%" in text:
             for run in _PERCENT_RUN.finditer(text):
                 value = run.group()
-                if any(patterns.plain.search(decoded) for decoded in {unquote(value), unquote_plus(value)}):
+                decoded = unquote(value)
+                if patterns.plain.search(decoded) or ("+" in value and patterns.plain.search(unquote_plus(value))):
                     spans.append(run.span())
         return spans
 
