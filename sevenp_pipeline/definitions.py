@@ -5,12 +5,17 @@ from __future__ import annotations
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
+from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
+
+# Before Dagster opens any file in this process (the run worker's compute logs, the event log): a
+# step's output can hold what redaction missed, so only the pipeline's user may read it.
+use_private_umask()
 
 
 def commit_partitions(app: AppConfig) -> dg.DynamicPartitionsDefinition:
@@ -43,6 +48,7 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    settings.ensure_home()
     apps = load_app_configs(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
     return dg.Definitions.merge(
         *(build_app_definitions(app) for app in apps),

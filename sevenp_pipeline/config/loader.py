@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from sevenp_pipeline.config.models import STAGE_KINDS, AppConfig
+from sevenp_pipeline.resources.redaction import MIN_SECRET_LENGTH
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -107,11 +108,29 @@ def load_app_config(path: Path, *, variables: Mapping[str, str] | None = None) -
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(raw).__name__}")
     raw = _with_stage_defaults(path, raw)
+    env = {**os.environ, **(variables or {})}
     try:
-        raw = _expand(raw, path, "", {**os.environ, **(variables or {})})
-        return AppConfig.model_validate(raw)
+        app = AppConfig.model_validate(_expand(raw, path, "", env))
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc)) from exc
+    _check_secret_lengths(path, app, env)
+    return app
+
+
+def _check_secret_lengths(path: Path, app: AppConfig, env: Mapping[str, str]) -> None:
+    """Refuses a declared secret too short to mask: the redactor would let it through.
+
+    An unset or empty variable is left to the stage that needs it (a fork's CI has no secrets).
+    The message gives the length, never the value.
+    """
+    problems = [
+        f"{path}: secrets[{i}]: {name} is {len(env[name])} characters long; a secret shorter than "
+        f"{MIN_SECRET_LENGTH} characters cannot be masked reliably in logs"
+        for i, name in enumerate(app.secrets)
+        if 0 < len(env.get(name) or "") < MIN_SECRET_LENGTH
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _with_stage_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:

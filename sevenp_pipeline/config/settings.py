@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevenp_pipeline.files import private_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,6 +33,13 @@ class Settings:
             raise ValueError(f"SEVENP_REGISTRY={registry!r}: expected 'local' or 'ecr'")
         return cls(home=home, apps_dir=apps, registry=registry,
                    ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None)
+
+    def ensure_home(self) -> Path:
+        """Creates the home 0700: it holds checkouts, logs and artifacts that may quote a secret.
+
+        An existing home keeps its mode: the home may be a folder the operator chose and set up.
+        """
+        return private_dir(self.home)
 
     @property
     def workspaces_dir(self) -> Path:

@@ -23,6 +23,7 @@ import dagster as dg
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
 from sevenp_pipeline.devtools.devstack import LocalDagster, demo_signing_key
+from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", default="develop")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the pipeline")
     args = parser.parse_args(argv)
+    use_private_umask()  # the home, Dagster's storage and the logs this demo creates are private
 
     # Ctrl-C and SIGTERM both end the demo through its cleanup (started in the background by a
     # script, a process inherits SIGINT ignored, and SIGTERM would skip `finally`).

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.files import private_dir, use_private_umask
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner, RunningProcess
 
 LOCATION = "sevenp_pipeline"
@@ -85,7 +86,7 @@ class LocalDagster:
         return env
 
     def prepare(self) -> None:
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dagster_home)
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
 
     def start(self, *, timeout: float = 120) -> None:
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "ALL_STEPS"])
     sub.add_parser("stop-registry", help="stop the local image registry (it outlives runs by design)")
     args = parser.parse_args(argv)
+    use_private_umask()  # inherited by `dagster dev`, its daemon, code servers and run workers
     if args.command == "serve":
         _serve(args.port)
     if args.command == "stop-registry":

@@ -17,6 +17,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -74,12 +76,16 @@ class LocalArtifactStore(ArtifactStore):
         return path
 
     def put_file(self, *, app: str, sha: str, name: str, path: Path) -> str:
+        """Copies ``path`` into the store, 0600 in folders 0700 (a report can quote a secret)."""
         dest = self._path(app, sha, name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         if path.resolve() != dest:
             tmp = dest.with_name(dest.name + ".tmp")
-            shutil.copyfile(path, tmp)
+            with path.open("rb") as source, open_private(tmp, append=False) as copy:
+                shutil.copyfileobj(source, copy)
             tmp.replace(dest)
+        else:
+            dest.chmod(PRIVATE_FILE_MODE)
         return dest.as_uri()
 
     def local_path(self, *, app: str, sha: str, name: str) -> Path | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.files import open_private
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.sandbox import SandboxError, SandboxSpec
 
@@ -182,6 +183,17 @@ class ProcessRunner(dg.ConfigurableResource):
         killed_at = 0.0
         pending: list[str] = []
         last_flush = time.monotonic()
+        # A line that could end in the first half of a secret waits for the next one.
+        stream = redact.stream()
+
+        def keep(cleaned: list[str]) -> None:
+            for clean in cleaned:
+                tail.append(clean)
+                if request.capture:
+                    captured.append(clean)
+                pending.append(clean)
+                _write(logfile, clean + "\n")
+
         try:
             while True:
                 try:
@@ -191,12 +203,7 @@ class ProcessRunner(dg.ConfigurableResource):
                 if line is None:
                     break
                 if line:
-                    clean = redact(line.rstrip("\n"))
-                    tail.append(clean)
-                    if request.capture:
-                        captured.append(clean)
-                    pending.append(clean)
-                    _write(logfile, clean + "\n")
+                    keep(stream.feed(line.rstrip("\n")))
                 now = time.monotonic()
                 if pending and log and now - last_flush >= self.log_flush_seconds:
                     log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
@@ -213,6 +220,7 @@ class ProcessRunner(dg.ConfigurableResource):
             if proc.poll() is None:  # interrupted (run terminated): leave nothing behind
                 _kill_group(proc, self.kill_grace_seconds)
             reader.join(timeout=5)
+            keep(stream.flush())
             if pending and log:
                 log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
             _close(logfile)
@@ -290,10 +298,7 @@ def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None
 
 
 def _open_log(path: Path | None):
-    if path is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("ab")
+    return None if path is None else open_private(path)  # 0600: a log may hold what redaction missed
 
 
 def _write(logfile, text: str) -> None:

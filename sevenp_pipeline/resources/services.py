@@ -82,6 +82,8 @@ class TestServices(dg.ConfigurableResource):
         with contextlib.ExitStack() as stack:
             root = Path(self.root_dir)
             root.mkdir(parents=True, exist_ok=True)
+            if self._user():  # under the private umask (0700) the server user could not reach its folder
+                root.chmod(0o711)
             workdir = Path(tempfile.mkdtemp(prefix="svc-", dir=root))
             stack.callback(shutil.rmtree, workdir, True)
             self._chown(workdir)

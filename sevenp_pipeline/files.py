@@ -1,0 +1,46 @@
+"""Private files: the pipeline home, logs and artifacts are readable by the pipeline's user only.
+
+A log or a report can still hold what the redactor could not recognise, so other local users get
+no access: folders 0700, files 0600. Dagster's own files (compute logs, the SQLite event log) are
+created without a mode, so the processes that write them run with :data:`PRIVATE_UMASK`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+PRIVATE_UMASK = 0o077
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def use_private_umask() -> None:
+    """From now on this process and its children create folders 0700 and files 0600."""
+    os.umask(PRIVATE_UMASK)
+
+
+def private_dir(path: Path) -> Path:
+    """``mkdir -p`` that creates each missing folder 0700, whatever the umask (``Path.mkdir``
+    gives missing parents the default mode). Existing folders keep theirs."""
+    missing = []
+    parent = path
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by a concurrent run meanwhile
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+    return path
+
+
+def open_private(path: Path, *, append: bool = True) -> BinaryIO:
+    """Opens ``path`` for writing bytes, created 0600 (an existing file of ours is set to 0600)."""
+    private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    with contextlib.suppress(PermissionError):  # a file another user owns keeps its mode
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "ab" if append else "wb")
