@@ -45,7 +45,7 @@ def main() -> None:
 def run(home: Path, rounds: int) -> None:
     workspaces = Workspaces(root=str(home / "workspaces"), cache_root=str(home / "cache"),
                             private_paths=[str(home)])
-    workspace = Workspace(root=home / "workspaces" / "app" / "0" * 40)
+    workspace = Workspace(root=home / "workspaces" / "app" / ("0" * 40))
     shutil.copytree(SAMPLE, workspace.src, ignore=shutil.ignore_patterns("node_modules", "dist", "coverage",
                                                                          "reports", "docs"))
     print("installing the sample app's dependencies (npm ci) ...", flush=True)

@@ -266,6 +266,12 @@ def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(out)
 
 
+# A line is held back only when its last MIN_HELD_PREFIX or more characters begin a form: one or
+# two characters of a secret end most lines (hex forms begin with any of 0-9a-f), and holding all of
+# those back delayed more than half of a stage's live log.
+MIN_HELD_PREFIX = 4
+
+
 class RedactingStream:
     """Redacts output line by line and masks a secret split across consecutive lines.
 
@@ -278,10 +284,32 @@ class RedactingStream:
         self._redactor = redactor
         self._held: list[tuple[str, list[tuple[int, int]]]] = []  # a raw line, masked spans on it
         self._suspect = 0  # in the first held line: where the text that could begin a secret starts
+        self._previous = ""  # the end of the last line that went out (see _continue_previous)
+        self._last_released = ""
 
     def feed(self, line: str) -> list[str]:
         self._held.append((line, []))
-        return self._release(final=False)
+        self._continue_previous()
+        out = self._release(final=False)
+        if out and not self._held:
+            self._previous = self._last_released[-(MIN_HELD_PREFIX - 1):]
+        return out
+
+    def _continue_previous(self) -> None:
+        """The first line after a released one: mask what continues a form whose first (at most
+        MIN_HELD_PREFIX - 1) characters ended the released line."""
+        patterns = self._redactor._patterns()
+        if patterns is None or not self._previous or len(self._held) != 1:
+            return
+        line, spans = self._held[0]
+        contents = [self._previous, line.rstrip("\r")]
+        starts = [0, len(contents[0]), len(contents[0]) + len(contents[1])]
+        held, suspect = self._held, self._suspect
+        self._held, self._suspect = [(self._previous, []), (line, spans)], 0
+        try:
+            self._mark_across(patterns, "".join(contents), starts)
+        finally:
+            self._held, self._suspect = held, suspect
 
     def flush(self) -> list[str]:
         return self._release(final=True)
@@ -313,6 +341,8 @@ class RedactingStream:
                     keep = 1
                 self._suspect = max(0, suspect - starts[keep])
         out = [_mask(line, [*spans, *self._redactor._spans(line)]) for line, spans in self._held[:keep]]
+        if keep:
+            self._last_released = self._held[keep - 1][0].rstrip("\r")
         del self._held[:keep]
         return out
 
@@ -343,6 +373,8 @@ def _suspect_start(patterns: _Patterns, text: str) -> int | None:
         rest = text[start:]
         if len(rest) < _HEAD or any(len(form) > len(rest) and form.startswith(rest)
                                     for form in patterns.by_head[rest[:_HEAD]]):
-            return start
+            # The earliest start is the longest end. Shorter than MIN_HELD_PREFIX, the line goes out
+            # (at most 3 characters of a form; the next line's continuation is still masked).
+            return start if len(rest) >= MIN_HELD_PREFIX else None
         pos = start + 1
     return None

@@ -120,6 +120,9 @@ def run(spec, argv):
             if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(no_new_privs)")
             os.chdir(spec["cwd"])
+            # A developer's umask, not the orchestrator's 077: a build's files are copied into images
+            # whose non-root user must read them; the stage's view is private anyway.
+            os.umask(0o022)
             _exec(argv)
         except OSError as exc:
             sys.stderr.write(f"sandbox: cannot run {argv[0]}: {exc.strerror or exc}\n")
