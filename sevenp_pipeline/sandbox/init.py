@@ -11,7 +11,9 @@ JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, `
 2. the folders to keep (the checkout, the stage's HOME and TMPDIR) are opened (O_PATH) before
 3. the private paths (project home, /tmp, the orchestrator's HOME) are covered with empty tmpfs,
    and the kept folders are bound back at their own paths from those descriptors;
-4. the command runs as ``uid:gid`` with no supplementary groups and ``no_new_privs``;
+4. the command runs as ``uid:gid`` with no supplementary groups and ``no_new_privs``, and a
+   developer's umask (022, not the orchestrator's 077: a build's files end up in images whose
+   non-root user must read them; the stage's view is private anyway);
 5. when it exits, every process still alive in the namespace is written to ``report`` (one JSON
    line each) and killed: nothing a stage starts outlives it, detached (``setsid``) or not.
 
@@ -120,9 +122,6 @@ def run(spec, argv):
             if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(no_new_privs)")
             os.chdir(spec["cwd"])
-            # A developer's umask, not the orchestrator's 077: a build's files are copied into images
-            # whose non-root user must read them; the stage's view is private anyway.
-            os.umask(0o022)
             _exec(argv)
         except OSError as exc:
             sys.stderr.write(f"sandbox: cannot run {argv[0]}: {exc.strerror or exc}\n")
@@ -157,6 +156,9 @@ def main():
     spec = json.loads(sys.argv[1])
     argv = sys.argv[3:]
     report = os.open(spec["report"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # The folders made for mount points must be traversable by the stage user (the orchestrator's
+    # umask is 077), and so must what the stage creates: see run().
+    os.umask(0o022)
     try:
         build_view(spec)
     except SandboxError as exc:
