@@ -49,6 +49,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/ci_overhead.py
 	$(BIN)/python benchmarks/package_stages.py
+	$(BIN)/python benchmarks/sandbox_cost.py
 
 clean: stop
 	rm -rf $(SEVENP_HOME)
