@@ -1,16 +1,22 @@
-"""The code location: one asset group, job and push sensor per configured application."""
+"""The code location: one asset group, job and push sensor per configured application, and a
+failing sensor per app file that did not load."""
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
 
-from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
+from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
 from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
+from sevenp_pipeline.triggers.config_errors import build_config_error_sensor, config_error_sensor_name
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
+
+_log = logging.getLogger(__name__)
 
 
 def commit_partitions(app: AppConfig) -> dg.DynamicPartitionsDefinition:
@@ -43,10 +49,27 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    apps = load_app_configs(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
+    """Every app that loads gets its pipeline; a broken app file breaks only its own app and
+    shows up as a failing ``<file>_config_error`` sensor naming the file and the key."""
+    loaded = load_app_directory(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
+    parts: list[dg.Definitions] = []
+    broken = list(loaded.broken)
+    for app in loaded.apps:
+        try:
+            parts.append(build_app_definitions(app))
+        except (ConfigError, dg.DagsterInvalidDefinitionError) as exc:
+            path = loaded.files[app.key]
+            broken.append(BrokenConfig(path, f"{path}: {exc}"))
+    error_sensors: list[dg.SensorDefinition] = []
+    taken: set[str] = set()
+    for item in broken:
+        _log.warning("app config not loaded, its app is skipped: %s", item.message)
+        name = config_error_sensor_name(item, taken)
+        taken.add(name)
+        error_sensors.append(build_config_error_sensor(item, name))
     return dg.Definitions.merge(
-        *(build_app_definitions(app) for app in apps),
-        dg.Definitions(resources=build_resources(settings)),
+        *parts,
+        dg.Definitions(resources=build_resources(settings), sensors=error_sensors),
     )
 
 
