@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import dagster as dg
 import pytest
 
 from sevenp_pipeline.config import ConfigError, Settings, load_app_config, load_app_configs, load_app_directory
+from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.definitions import build_definitions
 
 
@@ -209,3 +211,20 @@ def test_two_apps_two_groups_no_code_change(tmp_path: Path) -> None:
 def test_relative_url_resolves_against_the_config_file(tmp_path: Path) -> None:
     app = load_app_config(_write(tmp_path, "name: web\nrepository: {url: ../remotes/web.git}\n"))
     assert app.repository.url == str((tmp_path.parent / "remotes/web.git").resolve())
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ("provenance: {key_env: MY_KEY}\n", "provenance.key_env"),  # the key is always SEVENP_SIGNING_KEY
+    ("image: {timeout_seconds: 60}\n", "image.timeout_seconds"),  # the builder's own limit applies
+])
+def test_keys_nothing_read_are_refused(tmp_path: Path, extra: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"app\.yaml: {re.escape(key)}: unknown key"):
+        load_app_config(_write(tmp_path, "name: web\nrepository: {url: x}\n" + extra))
+
+
+def test_shipped_app_configs_load_and_describe_their_job(tmp_path: Path) -> None:
+    apps = load_app_configs(PROJECT_ROOT / "apps", variables={"SEVENP_HOME": str(tmp_path)})
+    assert apps
+    defs = build_definitions(Settings(home=tmp_path, apps_dir=PROJECT_ROOT / "apps"))
+    for app in apps:
+        assert app.description and app.description in defs.resolve_job_def(f"{app.key}_ci_job").description
