@@ -69,18 +69,19 @@ def test_hostile_branch_names_and_messages_are_data(pipeline: Pipeline, tmp_path
         assert not list(where.rglob("pwned*")), where
 
 
+GIT_CALLS: list[str] = []  # what _CountingRunner ran (resources are copied: not a field)
+
+
 class _CountingRunner(ProcessRunner):
     """The real runner, counting the git commands it is asked to run."""
 
-    calls: list[str] = []  # noqa: RUF012 (class-level on purpose: resources are copied)
-
     def run(self, request: ExecuteRequest, *, log=None) -> Outcome:
-        type(self).calls.append(" ".join(request.argv[:2]))
+        GIT_CALLS.append(" ".join(request.argv[:2]))
         return super().run(request, log=log)
 
 
 def _tick_counting(pipeline: Pipeline, cursor: str | None, tmp_path: Path) -> tuple[dg.SensorResult, list[str]]:
-    _CountingRunner.calls = []
+    GIT_CALLS.clear()
     defs = pipeline.defs
     git = GitClient(runner=_CountingRunner(), cache_dir=str(tmp_path / "git-cache"))
     sensor = defs.resolve_sensor_def(f"{pipeline.key}_git_push_sensor")
@@ -88,7 +89,7 @@ def _tick_counting(pipeline: Pipeline, cursor: str | None, tmp_path: Path) -> tu
                                  definitions=defs) as context:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
-    return result, list(_CountingRunner.calls)
+    return result, list(GIT_CALLS)
 
 
 def _expire_backoff(cursor: str) -> str:

@@ -9,8 +9,6 @@ land in stored run config.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 
@@ -47,8 +45,8 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         "git": GitClient(runner=runner, cache_dir=str(settings.cache_dir)),
         "workspaces": Workspaces(root=str(settings.workspaces_dir), cache_root=str(settings.cache_dir)),
         "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
-        # Under the system temp dir: PostgreSQL runs as an unprivileged user that must reach it.
-        "test_services": TestServices(runner=runner, root_dir=str(Path(tempfile.gettempdir()) / "sevenp-services")),
+        # Per instance, under the home (see service_dirs for the unprivileged server user's access).
+        "test_services": TestServices(runner=runner, root_dir=str(settings.services_dir)),
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
     }
