@@ -8,6 +8,7 @@ import logging
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
+from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
 from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
@@ -70,6 +71,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         error_sensors.append(build_config_error_sensor(item, name))
     return dg.Definitions.merge(
         *parts,
+        build_housekeeping_definitions(),
         dg.Definitions(resources=build_resources(settings), sensors=error_sensors),
     )
 
