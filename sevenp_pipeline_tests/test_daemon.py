@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from sevenp_pipeline.config.loader import DEFAULT_STAGES
 from sevenp_pipeline.devtools.devstack import LocalDagster, reexecute
 from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
@@ -85,3 +86,32 @@ def test_push_runs_pipeline_and_reexecute_from_failure_runs_only_failed_stages(
     assert leaks == []
     assert any(p.suffix in (".out", ".err", ".complete") or "compute_logs" in str(p)
                for p in stack.dagster_home.rglob("*")), "compute logs were not written where we looked"
+
+
+def test_broken_app_file_fails_its_own_sensor_and_the_good_app_still_runs(
+    make_pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_checkout = "stages:\n" + "".join(f"  {name}: null\n" for name in DEFAULT_STAGES)
+    pipe = make_pipeline(only_checkout)
+    (pipe.settings.apps_dir / "web-broken.yaml").write_text(
+        "name: web\nrepository: {url: /nowhere.git}\nstages:\n  lint_report: {timout_seconds: 5}\n")
+    stack = LocalDagster(home=pipe.settings.home, port=free_port(), apps_dir=pipe.settings.apps_dir)
+    monkeypatch.setenv("DAGSTER_HOME", str(stack.dagster_home))
+    stack.start()  # the code location loads: one broken file does not take it down
+    try:
+        deadline = time.monotonic() + 120
+        ticks: list[dict] = []
+        while time.monotonic() < deadline and not ticks:
+            ticks = [t for t in stack.sensor_ticks("web_broken_config_error") if t["status"] == "FAILURE"]
+            time.sleep(0.5)
+        assert ticks, "the error sensor never failed a tick"
+        error = ticks[0]["error"]  # the UI's tick error: the sensor's error, caused by the ConfigError
+        assert "web-broken.yaml: stages.lint_report.timout_seconds: unknown key" in " ".join(
+            [error["message"], *(c["message"] for c in error["causes"])])
+
+        stack.wait_for_sensor_tick(f"{pipe.key}_git_push_sensor")
+        instance = dg.DagsterInstance.get()
+        sha = pipe.remote.commit("feat: pushed beside a broken app file")
+        assert _wait_run(instance, sha=sha).status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        stack.stop()

@@ -39,7 +39,8 @@ SENSOR_TICKS = """
 query ($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
     __typename
-    ... on Sensor { sensorState { status ticks(limit: 10) { status timestamp error { message } } } }
+    ... on Sensor { sensorState { status ticks(limit: 10) {
+      status timestamp error { message causes { message } } } } }
     ... on PythonError { message }
   }
 }"""
