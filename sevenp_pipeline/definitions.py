@@ -36,11 +36,11 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         (image,) = build_package_assets(app, partitions, stages.sinks, checkout.key)
         security = build_security_assets(app, partitions, image.key, checkout.key, stages.install or checkout.key)
         assets += [image, *security.assets, build_promotion_asset(app, partitions, security.gate_keys)]
+    about = f" ({app.description})" if app.description else ""
     job = dg.define_asset_job(
         name=f"{app.key}_ci_job",
         selection=dg.AssetSelection.groups(app.key),
-        description=f"The pipeline of {app.name}{f' ({app.description})' if app.description else ''} for one "
-                    "commit: its declared stages"
+        description=f"The pipeline of {app.name}{about} for one commit: its declared stages"
                     + (", image, SBOM, scans, provenance, promotion." if app.image else "."),
         # Steps run one after another in the run worker: ~0.1 s of orchestration per step
         # instead of ~3 s for a fresh process per step (benchmarks/ci_overhead.py measures it).
