@@ -6,7 +6,7 @@ PORT   ?= 3000
 export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
-.PHONY: install system-deps demo dev stop test test-fast lint bench rerun clean
+.PHONY: install system-deps demo dev stop test test-fast lint bench rerun prune clean
 
 install: system-deps $(VENV)/.installed
 
@@ -35,6 +35,11 @@ stop: install
 ## Re-execute only the failed stages of a run (and what is downstream): make rerun RUN=<run id>
 rerun: install
 	$(BIN)/python -m sevenp_pipeline.devtools.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
+
+## Remove per-commit workspaces nothing needs (also daily, workspace_retention_schedule):
+## make prune [KEEP=<commits per branch, default 5>] [DRY_RUN=1]
+prune: install
+	$(BIN)/python -m sevenp_pipeline.housekeeping.retention $(if $(KEEP),--keep $(KEEP),) $(if $(DRY_RUN),--dry-run,)
 
 test: install
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks

@@ -118,6 +118,7 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=5)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sevenp-bench-"))
+    tmp.chmod(0o711)  # the test-database user must traverse to <home>/services
     remote = Remote(tmp, SAMPLE, "7p-education-api")
     apps = tmp / "apps"
     apps.mkdir()

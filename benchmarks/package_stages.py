@@ -49,6 +49,7 @@ def run(settings: Settings, instance: dg.DagsterInstance, sha: str) -> dict[str,
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sevenp-bench-pkg-"))
+    tmp.chmod(0o711)  # the test-database user must traverse to <home>/services
     os.environ["SEVENP_SIGNING_KEY"] = generate_keypair()[0]
     remote = Remote(tmp, SAMPLE, "7p-education-api")
     apps = tmp / "apps"

@@ -1,21 +1,28 @@
-"""The code location: one asset group, job and push sensor per configured application."""
+"""The code location: one asset group, job and push sensor per configured application, and a
+failing sensor per app file that did not load."""
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
 
-from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
+from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
 from sevenp_pipeline.files import use_private_umask
+from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
 from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
+from sevenp_pipeline.triggers.config_errors import build_config_error_sensor, config_error_sensor_name
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 
 # Before Dagster opens any file in this process (the run worker's compute logs, the event log): a
 # step's output can hold what redaction missed, so only the pipeline's user may read it.
 use_private_umask()
+
+_log = logging.getLogger(__name__)
 
 
 def commit_partitions(app: AppConfig) -> dg.DynamicPartitionsDefinition:
@@ -34,10 +41,11 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         (image,) = build_package_assets(app, partitions, stages.sinks, checkout.key)
         security = build_security_assets(app, partitions, image.key, checkout.key, stages.install or checkout.key)
         assets += [image, *security.assets, build_promotion_asset(app, partitions, security.gate_keys)]
+    about = f" ({app.description})" if app.description else ""
     job = dg.define_asset_job(
         name=f"{app.key}_ci_job",
         selection=dg.AssetSelection.groups(app.key),
-        description=f"The pipeline of {app.name} for one commit: its declared stages"
+        description=f"The pipeline of {app.name}{about} for one commit: its declared stages"
                     + (", image, SBOM, scans, provenance, promotion." if app.image else "."),
         # Steps run one after another in the run worker: ~0.1 s of orchestration per step
         # instead of ~3 s for a fresh process per step (benchmarks/ci_overhead.py measures it).
@@ -48,11 +56,29 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    """Every app that loads gets its pipeline; a broken app file breaks only its own app and
+    shows up as a failing ``<file>_config_error`` sensor naming the file and the key."""
     settings.ensure_home()
-    apps = load_app_configs(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
+    loaded = load_app_directory(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
+    parts: list[dg.Definitions] = []
+    broken = list(loaded.broken)
+    for app in loaded.apps:
+        try:
+            parts.append(build_app_definitions(app))
+        except (ConfigError, dg.DagsterInvalidDefinitionError) as exc:
+            path = loaded.files[app.key]
+            broken.append(BrokenConfig(path, f"{path}: {exc}"))
+    error_sensors: list[dg.SensorDefinition] = []
+    taken: set[str] = set()
+    for item in broken:
+        _log.warning("app config not loaded, its app is skipped: %s", item.message)
+        name = config_error_sensor_name(item, taken)
+        taken.add(name)
+        error_sensors.append(build_config_error_sensor(item, name))
     return dg.Definitions.merge(
-        *(build_app_definitions(app) for app in apps),
-        dg.Definitions(resources=build_resources(settings)),
+        *parts,
+        build_housekeeping_definitions(),
+        dg.Definitions(resources=build_resources(settings), sensors=error_sensors),
     )
 
 

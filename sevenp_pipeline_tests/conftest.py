@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import textwrap
@@ -63,6 +64,18 @@ def write_app_config(path: Path, name: str, url: str, extra: str = "") -> None:
         """) + textwrap.dedent(extra))
 
 
+@contextlib.contextmanager
+def reachable_home(prefix: str = "sevenp-test-home-") -> Iterator[Path]:
+    """A pipeline home outside pytest's tmp tree, whose folders above each test's are 0700: the
+    unprivileged test-database user must traverse to ``<home>/services`` (else the services fall
+    back to a folder under /tmp that would outlive the test)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def stage_visible_dir() -> Iterator[Path]:
     """A folder a sandboxed stage can read (the sandbox hides /tmp, where pytest's tmp_path is):
@@ -76,7 +89,13 @@ def stage_visible_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def make_pipeline(tmp_path: Path) -> Callable[..., Pipeline]:
+def pipeline_home() -> Iterator[Path]:
+    with reachable_home() as home:
+        yield home
+
+
+@pytest.fixture
+def make_pipeline(tmp_path: Path, pipeline_home: Path) -> Callable[..., Pipeline]:
     def make(extra: str = "", source: Path = TINY_APP, name: str = "tiny-app") -> Pipeline:
         remote = Remote(tmp_path, source, name)
         apps = tmp_path / "apps"
@@ -87,7 +106,7 @@ def make_pipeline(tmp_path: Path) -> Callable[..., Pipeline]:
         (apps / f"{name}.yaml").write_text(
             f"name: {name}\nrepository:\n  url: {remote.url}\n" + textwrap.dedent(config_text)
         )
-        settings = Settings(home=tmp_path / "home", apps_dir=apps)
+        settings = Settings(home=pipeline_home, apps_dir=apps)
         instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
         app = load_app_config(apps / f"{name}.yaml")
         return Pipeline(remote, settings, instance, app)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from sevenp_pipeline.config import ConfigError, Settings, load_app_config, load_app_configs
+from sevenp_pipeline.config import ConfigError, Settings, load_app_config, load_app_configs, load_app_directory
+from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.definitions import build_definitions
 
 
@@ -122,6 +126,73 @@ def test_duplicate_names_across_files(tmp_path: Path) -> None:
     _write(tmp_path, "name: web\nrepository: {url: y}\n", "b.yaml")
     with pytest.raises(ConfigError, match=r"b\.yaml: name: 'web' is already used by .*a\.yaml"):
         load_app_configs(tmp_path)
+    loaded = load_app_directory(tmp_path)  # the second file is the broken one
+    assert [a.repository.url for a in loaded.apps] == [str(tmp_path / "x")]
+    assert [b.path.name for b in loaded.broken] == ["b.yaml"]
+
+
+def _error_tick(defs: dg.Definitions, name: str) -> str:
+    """Evaluates a sensor as the daemon does; returns the error text of the failed tick."""
+    sensor = defs.resolve_sensor_def(name)
+    with dg.build_sensor_context(definitions=defs) as context, pytest.raises(Exception) as err:
+        sensor.evaluate_tick(context)
+    chain, exc = [], err.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__
+    return "\n".join(chain)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def load_warnings() -> Iterator[list[str]]:
+    handler = _Records()
+    logger = logging.getLogger("sevenp_pipeline.definitions")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_broken_app_file_breaks_only_its_app(tmp_path: Path, load_warnings: list[str]) -> None:
+    _write(tmp_path, "name: web\nrepository: {url: /srv/web.git}\n", "web.yaml")
+    _write(tmp_path, "name: billing\nrepository: {url: /srv/b.git}\nstages:\n  lint_report: {timout_seconds: 5}\n",
+           "billing-api.yaml")
+    defs = build_definitions(Settings(home=tmp_path / "home", apps_dir=tmp_path))
+    # The good app is whole: its job, its assets, its push sensor.
+    assert defs.resolve_job_def("web_ci_job")
+    assert {k.path[0] for k in defs.resolve_asset_graph().get_all_asset_keys()} == {"web"}
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(sensors) == {"web_git_push_sensor", "billing_api_config_error"}
+    error = sensors["billing_api_config_error"]
+    assert error.default_status == dg.DefaultSensorStatus.RUNNING
+    assert "billing-api.yaml" in error.description and "stages.lint_report.timout_seconds" in error.description
+    # Every tick of the error sensor fails with the file and the key.
+    message = _error_tick(defs, "billing_api_config_error")
+    assert f"{tmp_path / 'billing-api.yaml'}: stages.lint_report.timout_seconds: unknown key" in message
+    assert len(load_warnings) == 1 and "billing-api.yaml" in load_warnings[0]
+
+
+def test_only_broken_files_still_load(tmp_path: Path, load_warnings: list[str]) -> None:
+    _write(tmp_path, "name: web\nrepository: {url: [unclosed\n", "web.yaml")
+    _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n  lint_report: {gates: [1]}\n", "web.yml")
+    _write(tmp_path, "- just\n- a list\n", "list.yaml")
+    defs = build_definitions(Settings(home=tmp_path / "home", apps_dir=tmp_path))
+    assert {s.name for s in defs.sensors} == {"web_config_error", "web_config_error_2", "list_config_error"}
+    assert not list(defs.resolve_asset_graph().get_all_asset_keys())
+    assert "web.yaml: invalid YAML (line" in _error_tick(defs, "web_config_error")
+    assert "web.yml: stages.lint_report.gates: must be a mapping" in _error_tick(defs, "web_config_error_2")
+    assert "list.yaml: top level must be a mapping" in _error_tick(defs, "list_config_error")
+    assert len(load_warnings) == 3
 
 
 def test_two_apps_two_groups_no_code_change(tmp_path: Path) -> None:
@@ -140,3 +211,20 @@ def test_two_apps_two_groups_no_code_change(tmp_path: Path) -> None:
 def test_relative_url_resolves_against_the_config_file(tmp_path: Path) -> None:
     app = load_app_config(_write(tmp_path, "name: web\nrepository: {url: ../remotes/web.git}\n"))
     assert app.repository.url == str((tmp_path.parent / "remotes/web.git").resolve())
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ("provenance: {key_env: MY_KEY}\n", "provenance.key_env"),  # the key is always SEVENP_SIGNING_KEY
+    ("image: {timeout_seconds: 60}\n", "image.timeout_seconds"),  # the builder's own limit applies
+])
+def test_keys_nothing_read_are_refused(tmp_path: Path, extra: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"app\.yaml: {re.escape(key)}: unknown key"):
+        load_app_config(_write(tmp_path, "name: web\nrepository: {url: x}\n" + extra))
+
+
+def test_shipped_app_configs_load_and_describe_their_job(tmp_path: Path) -> None:
+    apps = load_app_configs(PROJECT_ROOT / "apps", variables={"SEVENP_HOME": str(tmp_path)})
+    assert apps
+    defs = build_definitions(Settings(home=tmp_path, apps_dir=PROJECT_ROOT / "apps"))
+    for app in apps:
+        assert app.description and app.description in defs.resolve_job_def(f"{app.key}_ci_job").description

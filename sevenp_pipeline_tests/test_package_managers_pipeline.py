@@ -5,6 +5,7 @@ its build, and a failing test in each blocks its build."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +13,7 @@ import pytest
 
 from sevenp_pipeline.config import Settings
 from sevenp_pipeline.definitions import build_definitions
-from sevenp_pipeline_tests.conftest import FIXTURES, SAMPLE_APP
+from sevenp_pipeline_tests.conftest import FIXTURES, SAMPLE_APP, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote
 from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _materialized, _meta
 
@@ -59,7 +60,14 @@ BREAK = {
 
 
 @pytest.fixture(scope="module")
-def side_by_side(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Remote], Settings, dg.DagsterInstance]:
+def shared_home() -> Iterator[Path]:
+    with reachable_home() as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory: pytest.TempPathFactory,
+                 shared_home: Path) -> tuple[dict[str, Remote], Settings, dg.DagsterInstance]:
     os.environ.setdefault("SEVENP_COREPACK_INTEGRITY_KEYS", "0")  # this machine's registry serves no signatures
     root = tmp_path_factory.mktemp("apps")
     apps = root / "apps"
@@ -68,7 +76,7 @@ def side_by_side(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Re
     for name, extra in CONFIGS.items():
         remotes[name] = Remote(root, SOURCES[name], name)
         (apps / f"{name}.yaml").write_text(f"name: {name}\nrepository:\n  url: {remotes[name].url}\n" + extra)
-    settings = Settings(home=root / "home", apps_dir=apps)
+    settings = Settings(home=shared_home, apps_dir=apps)
     return remotes, settings, dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
 
 

@@ -174,7 +174,7 @@ def _server_pids() -> set[int]:
             except OSError:
                 continue
             if cmd and (cmd[0].endswith(b"/postgres") or b"redis-server" in cmd[0]) and \
-                    any(b"sevenp-services" in part for part in cmd):
+                    any(b"/svc-" in part for part in cmd):
                 pids.add(int(proc.name))
     return pids
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
-from sevenp_pipeline.resources.git import GitError
-from sevenp_pipeline.triggers.sensors import TAG_BRANCH, TAG_COMMIT, TAG_MESSAGE
+from sevenp_pipeline.resources.git import GitClient
+from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
+from sevenp_pipeline.triggers.sensors import TAG_BRANCH, TAG_COMMIT, TAG_MESSAGE, backoff_seconds
 from sevenp_pipeline_tests.conftest import Pipeline
 
 
@@ -68,15 +69,92 @@ def test_hostile_branch_names_and_messages_are_data(pipeline: Pipeline, tmp_path
         assert not list(where.rglob("pwned*")), where
 
 
-def test_unreachable_remote_fails_the_tick_and_the_next_tick_recovers(pipeline: Pipeline) -> None:
+GIT_CALLS: list[str] = []  # what _CountingRunner ran (resources are copied: not a field)
+
+
+class _CountingRunner(ProcessRunner):
+    """The real runner, counting the git commands it is asked to run."""
+
+    def run(self, request: ExecuteRequest, *, log=None) -> Outcome:
+        GIT_CALLS.append(" ".join(request.argv[:2]))
+        return super().run(request, log=log)
+
+
+def _tick_counting(pipeline: Pipeline, cursor: str | None, tmp_path: Path) -> tuple[dg.SensorResult, list[str]]:
+    GIT_CALLS.clear()
+    defs = pipeline.defs
+    git = GitClient(runner=_CountingRunner(), cache_dir=str(tmp_path / "git-cache"))
+    sensor = defs.resolve_sensor_def(f"{pipeline.key}_git_push_sensor")
+    with dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources={**defs.resources, "git": git},
+                                 definitions=defs) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result, list(GIT_CALLS)
+
+
+def _expire_backoff(cursor: str) -> str:
+    return json.dumps({**json.loads(cursor), "retry_after": time.time() - 1})
+
+
+def test_unreachable_remote_skips_with_one_line_backs_off_and_recovers(pipeline: Pipeline, tmp_path: Path) -> None:
     cursor = _tick(pipeline, None).cursor
+    heads = json.loads(cursor)["heads"]
     sha = pipeline.remote.commit("while the remote is away")
     moved = Path(pipeline.remote.url + ".away")
     shutil.move(pipeline.remote.url, moved)
-    with pytest.raises(Exception) as err:
-        _tick(pipeline, cursor)
-    assert isinstance(err.value, GitError) or isinstance(err.value.__cause__, GitError)
-    assert pipeline.remote.url in str(err.value) or pipeline.remote.url in str(err.value.__cause__)
+
+    failed, calls = _tick_counting(pipeline, cursor, tmp_path)
+    assert calls == ["git ls-remote"] and failed.run_requests == []
+    line = failed.skip_reason.skip_message
+    assert "\n" not in line and pipeline.remote.url in line and "does not appear to be a git repository" in line
+    assert "1 failure(s) in a row, next try in 5s" in line  # the poll interval, then doubled
+    state = json.loads(failed.cursor)
+    assert state["heads"] == heads and state["failures"] == 1  # the heads are kept
+    assert 3 < state["retry_after"] - time.time() <= 5
+
+    waiting, calls = _tick_counting(pipeline, failed.cursor, tmp_path)  # inside the backoff: git is not called
+    assert calls == [] and waiting.cursor == failed.cursor
+    assert "unreachable (1 failure(s) in a row); next try in" in waiting.skip_reason.skip_message
+
+    again, _ = _tick_counting(pipeline, _expire_backoff(failed.cursor), tmp_path)
+    state = json.loads(again.cursor)
+    assert state["failures"] == 2 and 8 < state["retry_after"] - time.time() <= 10
+    assert "2 failure(s) in a row, next try in 10s" in again.skip_reason.skip_message
+
     shutil.move(moved, pipeline.remote.url)
-    recovered = _tick(pipeline, cursor)  # the cursor was not advanced by the failed tick
+    recovered = _tick(pipeline, _expire_backoff(again.cursor))  # the cursor's heads were not advanced
     assert [r.partition_key for r in recovered.run_requests] == [sha]
+    assert set(json.loads(recovered.cursor)) == {"heads"}  # a success clears the backoff
+
+
+def test_first_tick_failing_still_records_the_baseline_later(pipeline: Pipeline) -> None:
+    moved = Path(pipeline.remote.url + ".away")
+    shutil.move(pipeline.remote.url, moved)
+    failed = _tick(pipeline, None)
+    assert "cannot reach remote" in failed.skip_reason.skip_message and "heads" not in json.loads(failed.cursor)
+    shutil.move(moved, pipeline.remote.url)
+    baseline = _tick(pipeline, _expire_backoff(failed.cursor))
+    assert baseline.run_requests == [] and "baseline" in baseline.skip_reason.skip_message
+
+
+def test_backoff_doubles_up_to_five_minutes() -> None:
+    assert [backoff_seconds(n, 5) for n in (1, 2, 3, 4, 5, 6, 7, 20)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert backoff_seconds(1, 0.5) == 1  # never a busy loop
+
+
+def test_token_in_remote_url_stays_out_of_the_skip_line(make_pipeline, tmp_path: Path) -> None:
+    pipe = make_pipeline()
+    url = "https://ci:s3cr3t-t0ken-value@127.0.0.1:9/app.git"  # port 9: nothing listens
+    (pipe.settings.apps_dir / "tiny-app.yaml").write_text(
+        f"name: tiny-app\nrepository:\n  url: '{url}'\ntrigger: {{ls_remote_timeout_seconds: 10}}\nstages: {{}}\n")
+    result = _tick(pipe, None)
+    assert "cannot reach remote https://ci:***@127.0.0.1:9/app.git" in result.skip_reason.skip_message
+    assert "s3cr3t-t0ken-value" not in result.skip_reason.skip_message + result.cursor
+
+
+def test_good_app_triggers_beside_a_broken_app_file(pipeline: Pipeline) -> None:
+    (pipeline.settings.apps_dir / "broken.yaml").write_text("name: broken\nrepository: {url: x}\nstagez: {}\n")
+    cursor = _tick(pipeline, None).cursor
+    sha = pipeline.remote.commit("pushed beside a broken app file")
+    assert [r.partition_key for r in _tick(pipeline, cursor).run_requests] == [sha]
+    assert "broken_config_error" in {s.name for s in pipeline.defs.sensors}

@@ -1,15 +1,25 @@
 """Per-application pipeline configuration: one YAML file per app, validated at load."""
 
-from sevenp_pipeline.config.loader import ConfigError, load_app_config, load_app_configs
+from sevenp_pipeline.config.loader import (
+    AppConfigs,
+    BrokenConfig,
+    ConfigError,
+    load_app_config,
+    load_app_configs,
+    load_app_directory,
+)
 from sevenp_pipeline.config.models import STAGE_KINDS, AppConfig, StageSpec
 from sevenp_pipeline.config.settings import Settings
 
 __all__ = [
     "STAGE_KINDS",
     "AppConfig",
+    "AppConfigs",
+    "BrokenConfig",
     "ConfigError",
     "Settings",
     "StageSpec",
     "load_app_config",
     "load_app_configs",
+    "load_app_directory",
 ]

@@ -6,6 +6,7 @@ import copy
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +84,54 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_app_configs(directory: Path, *, variables: Mapping[str, str] | None = None) -> list[AppConfig]:
-    """Loads every ``*.yaml`` in ``directory``; app names must be unique."""
+@dataclass(frozen=True)
+class BrokenConfig:
+    """An app file that did not load; ``message`` starts with the file and names the key."""
+
+    path: Path
+    message: str
+
+
+@dataclass(frozen=True)
+class AppConfigs:
+    """What a directory of app files holds: the apps that loaded and the files that did not."""
+
+    apps: list[AppConfig]
+    broken: list[BrokenConfig]
+    files: dict[str, Path]  # app key -> the file it came from
+
+
+def load_app_directory(directory: Path, *, variables: Mapping[str, str] | None = None) -> AppConfigs:
+    """Loads every ``*.yaml`` in ``directory``, each on its own: a broken file is reported, not
+    raised, so the other apps still load. Of two files naming the same app, the second (in file
+    name order) is the broken one."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: app config directory does not exist (set SEVENP_APPS_DIR)")
     apps: dict[str, tuple[Path, AppConfig]] = {}
+    broken: list[BrokenConfig] = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        app = load_app_config(path, variables=variables)
+        try:
+            app = load_app_config(path, variables=variables)
+        except ConfigError as exc:
+            broken.append(BrokenConfig(path, str(exc)))
+            continue
+        except Exception as exc:  # a loader bug on odd input must still break only this file
+            broken.append(BrokenConfig(path, f"{path}: could not be loaded: {type(exc).__name__}: {exc}"))
+            continue
         if app.key in apps:
-            raise ConfigError(f"{path}: name: '{app.name}' is already used by {apps[app.key][0]}")
+            broken.append(BrokenConfig(path, f"{path}: name: '{app.name}' is already used by {apps[app.key][0]}"))
+            continue
         apps[app.key] = (path, app)
-    return [app for _, app in apps.values()]
+    return AppConfigs(apps=[app for _, app in apps.values()], broken=broken,
+                      files={key: path for key, (path, _) in apps.items()})
+
+
+def load_app_configs(directory: Path, *, variables: Mapping[str, str] | None = None) -> list[AppConfig]:
+    """Loads every ``*.yaml`` in ``directory``, strictly: any broken file raises (naming all of them)."""
+    loaded = load_app_directory(directory, variables=variables)
+    if loaded.broken:
+        raise ConfigError("\n".join(b.message for b in loaded.broken))
+    return loaded.apps
 
 
 def load_app_config(path: Path, *, variables: Mapping[str, str] | None = None) -> AppConfig:
@@ -157,6 +195,8 @@ def _with_stage_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
             stage.pop("args", None)
         if "script" in override:
             stage.pop("command", None)
+        if not isinstance(override.get("gates") or {}, dict):
+            raise ConfigError(f"{path}: stages.{name}.gates: must be a mapping of gate settings")
         gates = {**stage.get("gates", {}), **(override.get("gates") or {})}
         stage.update(override)
         if gates:

@@ -144,7 +144,6 @@ class ImageSettings(BaseModel):
     repository: str | None = Field(default=None, description="image repository name (default: the app name)")
     base_image: str = Field(default="", description="BASE_IMAGE build arg; empty = the locally bootstrapped Node base")
     build_args: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(default=1800, gt=0)
 
 
 class LicensePolicy(BaseModel):
@@ -180,9 +179,10 @@ class SecuritySettings(BaseModel):
 
 
 class ProvenanceSettings(BaseModel):
+    """The signing key is always SEVENP_SIGNING_KEY, read by the signing_key resource (orchestrator only)."""
+
     model_config = _STRICT
 
-    key_env: str = Field(default="SEVENP_SIGNING_KEY", description="env var holding the PEM signing key")
     builder_id: str = "https://sevenp.example/sevenp_pipeline/dagster"
 
 

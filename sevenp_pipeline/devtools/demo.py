@@ -13,16 +13,23 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
+import urllib.error
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
-from sevenp_pipeline.devtools.devstack import LocalDagster, demo_signing_key
+from sevenp_pipeline.devtools.devstack import (
+    DevStackError,
+    LocalDagster,
+    demo_signing_key,
+    port_available,
+    port_taken_message,
+)
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
@@ -86,12 +93,16 @@ class LocalRemote:
         return self.git("rev-parse", "HEAD", cwd=self.work)
 
 
-def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float) -> tuple[dg.DagsterRun, float]:
-    """Waits for the run of ``sha``; returns it and the push-to-start latency's end time."""
+def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float,
+                 alive: Callable[[], bool] = lambda: True) -> tuple[dg.DagsterRun, float]:
+    """Waits for the run of ``sha``; returns it and the push-to-start latency's end time.
+    Raises DevStackError as soon as ``alive()`` says Dagster stopped (no run would finish)."""
     deadline = time.monotonic() + timeout
     started_at = None
     last_status = None
     while time.monotonic() < deadline:
+        if not alive():
+            raise DevStackError("dagster dev exited while the pipeline ran (see its log)")
         runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}), limit=1)
         if runs:
             run = runs[0]
@@ -105,11 +116,6 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float) -> tupl
                 return run, started_at or time.time()
         time.sleep(1)
     raise TimeoutError(f"no finished run for {sha} after {timeout:.0f}s")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _interrupt(*_: object) -> None:
@@ -130,11 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     # script, a process inherits SIGINT ignored, and SIGTERM would skip `finally`).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
-    settings = Settings.from_env()
-    if not port_free(args.port):
-        print(f"port {args.port} is in use: stop what runs there or run `make demo PORT=<free port>`",
-              file=sys.stderr)
+    if not port_available(args.port):  # before anything starts: nothing to clean up
+        print(f"demo: {port_taken_message(args.port, '127.0.0.1', 'demo')}", file=sys.stderr, flush=True)
         return 2
+    settings = Settings.from_env()
     runner = ProcessRunner()
     remote = LocalRemote(settings.home, runner)
     remote.ensure()
@@ -142,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                          extra_env=demo_signing_key(settings.home, log=say))
     os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
     say(f"starting Dagster (webserver + daemon) on {stack.url}; log: {stack.log_path}")
-    stack.start()
     try:
+        stack.start()  # fails fast if the wrapper exits (its port taken meanwhile, the webserver died)
         sensor = f"{APP.replace('-', '_')}_git_push_sensor"
         stack.wait_for_sensor_tick(sensor)
         say(f"sensor {sensor} is watching {remote.bare}")
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         pushed = time.time()
         say(f"pushed {sha[:12]} to {args.branch}; waiting for the pipeline")
         instance = dg.DagsterInstance.get()
-        run, started = wait_for_run(instance, sha, args.timeout)
+        run, started = wait_for_run(instance, sha, args.timeout,
+                                    alive=lambda: stack.process is not None and stack.process.alive())
         print()
         print(format_table(stage_rows(instance, run.run_id)))
         print()
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
+    except (DevStackError, urllib.error.URLError) as exc:
+        say(f"failed: {exc}")
+        return 1
     finally:
         say("stopping Dagster and the local image registry")
         stack.stop()

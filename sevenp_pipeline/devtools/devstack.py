@@ -1,9 +1,15 @@
 """A local Dagster deployment (webserver + daemon via ``dagster dev``) for the demo, the
 integration tests and the benchmarks, plus the GraphQL calls they need.
 
-``python -m sevenp_pipeline.devtools.devstack serve --port P`` is the wrapper that starts ``dagster dev``
-with SIGINT restored: a process started in the background by a shell inherits SIGINT ignored,
-and ``dagster dev`` then ignores SIGTERM too (it routes both to one handler).
+``python -m sevenp_pipeline.devtools.devstack serve --port P`` (``make dev``) is the wrapper that
+starts ``dagster dev`` and stays its parent:
+
+- it refuses to start, naming the port, when the UI port cannot be bound (``dagster dev`` whose
+  webserver port is taken logs the bind error and keeps the daemon running with no UI);
+- it watches the webserver: if it exits, or the UI does not answer within ``--startup-timeout``,
+  it stops ``dagster dev`` (its whole process group) and exits non-zero;
+- ``dagster dev`` starts with SIGINT/SIGTERM at their defaults: a process started in the
+  background by a shell inherits SIGINT ignored, and ``dagster dev`` then ignores SIGTERM too.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 import urllib.error
@@ -33,7 +40,8 @@ SENSOR_TICKS = """
 query ($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
     __typename
-    ... on Sensor { sensorState { status ticks(limit: 10) { status timestamp error { message } } } }
+    ... on Sensor { sensorState { status ticks(limit: 10) {
+      status timestamp error { message causes { message } } } } }
     ... on PythonError { message }
   }
 }"""
@@ -53,6 +61,10 @@ mutation ($parentRunId: String!, $strategy: ReexecutionStrategy!) {
 
 
 class DevStackError(RuntimeError):
+    pass
+
+
+class _StopRequested(Exception):
     pass
 
 
@@ -96,18 +108,24 @@ class LocalDagster:
             argv=[sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(self.port)],
             cwd=PROJECT_ROOT, label="dagster dev", env=self.env(), log_path=self.log_path,
         ))
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()  # whatever went wrong, nothing is left running
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive():
                 raise DevStackError(f"dagster dev exited at startup; see {self.log_path}:\n{self._log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:  # noqa: S310
-                    if response.status == 200 and self._location_loaded():
-                        return
+                if _answers(self.url) and self._location_loaded():
+                    return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
-        self.stop()
         raise DevStackError(f"dagster dev did not answer on {self.url} within {timeout:.0f}s:\n{self._log_tail()}")
 
     def stop(self) -> None:
@@ -193,24 +211,141 @@ def demo_signing_key(home: Path, *, log: Callable[[str], None] = print) -> dict[
     return {"SEVENP_SIGNING_KEY": key.read_text()}
 
 
-def _serve(port: int) -> None:
+def port_available(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now: binds and listens as uvicorn does
+    (SO_REUSEADDR, so connections of a stopped server in TIME_WAIT do not count as taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def port_taken_message(port: int, host: str, target: str) -> str:
+    return (f"port {port} on {host} is already in use, so the Dagster UI cannot start there: stop what "
+            f"listens on it (e.g. `ss -ltnp 'sport = :{port}'`) or run `make {target} PORT=<a free port>`")
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """``[(pid, command line)]`` of the live children of ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stdout_path(fallback: Path) -> Path:
+    """Where ``dagster dev`` writes: this process's own stdout (the terminal of ``make dev``, or
+    LocalDagster's log file), reopened through /dev/stdout; else a log file under the home."""
+    try:
+        with Path("/dev/stdout").open("ab"):
+            return Path("/dev/stdout")
+    except OSError:
+        return fallback
+
+
+def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
+          say: Callable[[str], None] | None = None) -> int:
+    """Runs ``dagster dev`` until interrupted; returns the exit status (non-zero if it failed)."""
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
 
-    # make dev builds images like make demo: it needs the same local key, or every pushed run
-    # would fail at its first stage asking for SEVENP_SIGNING_KEY.
-    os.environ.update(demo_signing_key(Settings.from_env().home))
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    dagster = Path(sys.executable).with_name("dagster")
-    os.execv(str(dagster), [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),  # noqa: S606
-                            "-h", "127.0.0.1", "-p", str(port)])
+    def tell(message: str) -> None:
+        (say or (lambda m: print(f"sevenp dev: {m}", file=sys.stderr, flush=True)))(message)
+
+    if not port_available(port, host):
+        tell(port_taken_message(port, host, "dev"))
+        return 2
+
+    def _stop(*_: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # one stop at a time: Ctrl-C twice must not cut it short
+            signal.signal(sig, signal.SIG_IGN)
+        raise _StopRequested
+
+    # Handlers, not SIG_IGN, before the child starts: it then gets both at their defaults.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    dev: RunningProcess | None = None
+    url = f"http://{host}:{port}"
+    webserver: int | None = None
+    answered = False
+    failure = ""
+    try:
+        settings = Settings.from_env()
+        # make dev builds images like make demo: it needs the same local key, or every pushed run
+        # would fail at its first stage asking for SEVENP_SIGNING_KEY.
+        env = demo_signing_key(settings.home, log=tell)
+        dagster = Path(sys.executable).with_name("dagster")
+        # A 3 s grace: whoever stops this wrapper (LocalDagster: SIGTERM, SIGKILL after 5 s) waits
+        # for it to have stopped dagster dev; die_with_parent covers a wrapper killed outright.
+        dev = ProcessRunner(kill_grace_seconds=3).start(ExecuteRequest(
+            argv=[str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)],
+            cwd=PROJECT_ROOT, label="dagster dev", env=env, die_with_parent=True,
+            log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log"),
+        ))
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if not dev.alive():
+                failure = f"dagster dev exited with code {dev.proc.returncode}"
+                break
+            if webserver is None:
+                webserver = next((pid for pid, cmd in _children(dev.pid) if "dagster_webserver" in cmd), None)
+            elif not _running(webserver):
+                failure = f"the Dagster webserver (pid {webserver}) exited; the UI on port {port} is gone"
+                break
+            if not answered:
+                answered = _answers(url)
+                if answered:
+                    tell(f"the Dagster UI answers on {url}")
+                elif time.monotonic() > deadline:
+                    failure = (f"the Dagster UI did not answer on {url} within {startup_timeout:.0f}s "
+                               f"(is port {port} taken? see the log above)")
+                    break
+            time.sleep(0.5)
+    except _StopRequested:
+        pass  # Ctrl-C or SIGTERM (LocalDagster.stop): stop dagster dev at once
+    finally:
+        if failure:
+            tell(f"{failure}; stopping dagster dev and its daemon")
+        if dev is not None:
+            dev.stop()  # SIGTERM to its process group (webserver, daemon, code server), then SIGKILL
+    return 1 if failure else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.devtools.devstack")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="exec `dagster dev` with SIGINT/SIGTERM restored")
-    serve.add_argument("--port", type=int, default=3000)
+    serve_cmd = sub.add_parser("serve", help="run `dagster dev`; exit non-zero if its UI port is taken or it dies")
+    serve_cmd.add_argument("--port", type=int, default=3000)
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--startup-timeout", type=float, default=180,
+                           help="seconds for the UI to answer before giving up")
     rerun = sub.add_parser("reexecute", help="re-execute a run (default: only failed steps and downstream)")
     rerun.add_argument("run_id")
     rerun.add_argument("--url", default=os.environ.get("DAGSTER_URL", "http://127.0.0.1:3000"))
@@ -220,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_private_umask()  # inherited by `dagster dev`, its daemon, code servers and run workers
     if args.command == "serve":
-        _serve(args.port)
+        return serve(args.port, host=args.host, startup_timeout=args.startup_timeout)
     if args.command == "stop-registry":
         from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
         from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415

@@ -9,12 +9,12 @@ land in stored run config.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
+from sevenp_pipeline.housekeeping.retention import WorkspaceRetention, keep_per_branch_from_env
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
@@ -56,8 +56,10 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
             sandbox=os.environ.get("SEVENP_SANDBOX", "on") != "off",
         ),
         "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
-        # Under the system temp dir: PostgreSQL runs as an unprivileged user that must reach it.
-        "test_services": TestServices(runner=runner, root_dir=str(Path(tempfile.gettempdir()) / "sevenp-services")),
+        # Per instance, under the home (see service_dirs for the unprivileged server user's access).
+        "test_services": TestServices(runner=runner, root_dir=str(settings.services_dir)),
+        "workspace_retention": WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
+                                                  keep_per_branch=keep_per_branch_from_env()),
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
     }
@@ -81,7 +83,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of this deployment: ``settings.registry`` picks the local set or the AWS set.
 
     Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
-    test_services, launch_options, signing_key, registry.
+    test_services, workspace_retention, launch_options, signing_key, registry.
     """
     runner = ProcessRunner()
     if settings.registry == "ecr":

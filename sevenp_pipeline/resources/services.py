@@ -5,6 +5,11 @@ random password, and they are always torn down in ``finally``: after success, fa
 or an interrupted run. The children also carry a parent-death signal, so even a killed run
 worker leaves no server behind. PostgreSQL refuses to run as root, so as root the servers run
 as an unprivileged user (``postgres`` by default) on data directories it owns.
+
+Each ``provide()`` gets its own ``svc-*`` folder under ``root_dir`` (the project home's
+``services/``), recording its owner; it first removes the folders of owners that died (a run
+worker killed with SIGKILL). service_dirs.py holds the folder rules. The test database password
+is set from a 0600 file, never on a command line.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +38,22 @@ from sevenp_pipeline.resources.processes import (
     ProcessRunner,
     RunningProcess,
 )
+from sevenp_pipeline.resources.service_dirs import (
+    record_owner,
+    remove_abandoned,
+    services_root,
+    socket_dir_fits,
+)
+
+
+# The servers run a branch's SQL, and the test database user is a superuser (`COPY ... FROM PROGRAM`
+# runs a command as the server's OS user): they get nothing of the orchestrator's environment
+# (signing key, credentials), only what they need to start.
+SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def _server_request(**kwargs: Any) -> ExecuteRequest:
+    return ExecuteRequest(inherit_env=False, env=SERVER_ENV, **kwargs)
 
 
 class ServiceError(Exception):
@@ -80,17 +102,19 @@ class TestServices(dg.ConfigurableResource):
         env: dict[str, str] = {}
         hidden: list[str] = []
         with contextlib.ExitStack() as stack:
-            root = Path(self.root_dir)
-            root.mkdir(parents=True, exist_ok=True)
-            if self._user():  # under the private umask (0700) the server user could not reach its folder
-                root.chmod(0o711)
-            workdir = Path(tempfile.mkdtemp(prefix="svc-", dir=root))
+            root = self.root()
+            removed = remove_abandoned(root)  # left by run workers killed mid-stage
+            if removed and log:
+                log(f"removed {len(removed)} service folder(s) left by dead runs: "
+                    f"{', '.join(p.name for p in removed)}")
+            workdir = Path(tempfile.mkdtemp(prefix="svc-", dir=root))  # 0700
             stack.callback(shutil.rmtree, workdir, True)
+            record_owner(workdir)
             self._chown(workdir)
             if "postgresql" in names:
                 password = secrets.token_urlsafe(18)
                 hidden.append(password)
-                port = stack.enter_context(self._postgres(workdir, pg_user, pg_database, password, log))
+                port = stack.enter_context(self._postgres(root, workdir, pg_user, pg_database, password, log))
                 env["POSTGRESQL_URI"] = f"postgresql://{pg_user}:{password}@127.0.0.1:{port}/{pg_database}"
                 env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=pg_user, PGDATABASE=pg_database,
                            PGPASSWORD=password)
@@ -100,6 +124,11 @@ class TestServices(dg.ConfigurableResource):
             yield ServiceEndpoints(env=env, secrets=tuple(hidden))
             if log:
                 log(f"tearing down services: {', '.join(names)}")
+
+    def root(self) -> Path:
+        """Where the ``svc-*`` folders go: ``root_dir``, or a per-instance temp folder when the
+        server user cannot reach it (see service_dirs)."""
+        return services_root(Path(self.root_dir), self._user())
 
     # -- PostgreSQL ------------------------------------------------------------------------
     def _user(self) -> str | None:
@@ -119,9 +148,9 @@ class TestServices(dg.ConfigurableResource):
             )
         return pg_bin
 
-    def _template(self, pg_bin: Path, pg_user: str, log: LogFn | None) -> Path:
+    def _template(self, root: Path, pg_bin: Path, pg_user: str, log: LogFn | None) -> Path:
         """initdb once per (version, user) and copy the result: copying is ~10x faster than initdb."""
-        template = Path(self.root_dir) / "templates" / f"pg-{pg_bin.parent.name}-{pg_user}"
+        template = root / "templates" / f"pg-{pg_bin.parent.name}-{pg_user}"
         with file_lock(template.with_suffix(".lock"), what=f"postgres template {template}"):
             if (template / "PG_VERSION").exists():
                 return template
@@ -131,7 +160,7 @@ class TestServices(dg.ConfigurableResource):
             staging = Path(tempfile.mkdtemp(prefix="initdb-", dir=template.parent))
             self._chown(staging)
             self.runner.check(
-                ExecuteRequest(
+                _server_request(
                     argv=[str(pg_bin / "initdb"), "-D", str(staging / "data"), "-U", pg_user,
                           "--auth=scram-sha-256", "--auth-local=trust", "--no-sync", "-E", "UTF8",
                           "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C"],
@@ -145,30 +174,56 @@ class TestServices(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def _postgres(
-        self, workdir: Path, pg_user: str, database: str, password: str, log: LogFn | None
+        self, root: Path, workdir: Path, pg_user: str, database: str, password: str, log: LogFn | None
     ) -> Iterator[int]:
         pg_bin = self._pg_bin()
-        template = self._template(pg_bin, pg_user, log)
+        template = self._template(root, pg_bin, pg_user, log)
         data = workdir / "pgdata"
         self.runner.check(
-            ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=workdir,
+            _server_request(argv=["cp", "-a", str(template), str(data)], cwd=workdir,
                            label="postgresql data dir", user=self._user(), timeout_seconds=120)
         )
+        with (self._socket_dir(workdir) as sockets,
+              self._serve_postgres(pg_bin, workdir, sockets, pg_user, database, password, log) as port):
+            yield port
+
+    @contextlib.contextmanager
+    def _socket_dir(self, workdir: Path) -> Iterator[Path]:
+        """The service folder, unless a long home makes its socket path too long for PostgreSQL:
+        then a short private folder under the temp dir (or /tmp), removed afterwards."""
+        if socket_dir_fits(workdir):
+            yield workdir
+            return
+        base = Path(tempfile.gettempdir())
+        short = Path(tempfile.mkdtemp(prefix="sevenp-pg-", dir=base if socket_dir_fits(base / "sevenp-pg-xxxxxxxx")
+                                      else "/tmp"))
+        try:
+            self._chown(short)
+            yield short
+        finally:
+            shutil.rmtree(short, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _serve_postgres(
+        self, pg_bin: Path, workdir: Path, sockets: Path, pg_user: str, database: str, password: str,
+        log: LogFn | None,
+    ) -> Iterator[int]:
+        data = workdir / "pgdata"
         last_error = ""
         for _ in range(3):  # a free port can be taken between probe and bind: try another
             port = free_port()
             server = self.runner.start(
-                ExecuteRequest(
+                _server_request(
                     argv=[str(pg_bin / "postgres"), "-D", str(data), "-p", str(port),
-                          "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}",
+                          "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}",
                           "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
                     cwd=workdir, label="postgresql", user=self._user(), die_with_parent=True,
                     log_path=workdir / "postgresql.log",
                 )
             )
             try:
-                self._wait_pg(pg_bin, server, workdir, port, pg_user)
-                self._psql(pg_bin, workdir, port, pg_user, [
+                self._wait_pg(pg_bin, server, workdir, sockets, port, pg_user)
+                self._psql(pg_bin, workdir, sockets, port, pg_user, [
                     f"ALTER ROLE \"{pg_user}\" PASSWORD '{password}'",
                     f"CREATE DATABASE \"{database}\" OWNER \"{pg_user}\"",
                 ], secrets=(password,))
@@ -187,13 +242,14 @@ class TestServices(dg.ConfigurableResource):
             return
         raise ServiceError(f"postgresql: could not bind a loopback port: {last_error}")
 
-    def _wait_pg(self, pg_bin: Path, server: RunningProcess, workdir: Path, port: int, user: str) -> None:
+    def _wait_pg(self, pg_bin: Path, server: RunningProcess, workdir: Path, sockets: Path, port: int,
+                 user: str) -> None:
         deadline = time.monotonic() + self.startup_timeout_seconds
         while time.monotonic() < deadline:
             if not server.alive():
                 raise ServiceError(f"postgresql exited at startup: {_tail(workdir / 'postgresql.log')}")
-            ready = self.runner.run(ExecuteRequest(
-                argv=[str(pg_bin / "pg_isready"), "-q", "-h", str(workdir), "-p", str(port), "-U", user],
+            ready = self.runner.run(_server_request(
+                argv=[str(pg_bin / "pg_isready"), "-q", "-h", str(sockets), "-p", str(port), "-U", user],
                 cwd=workdir, label="pg_isready", timeout_seconds=10, user=self._user()))
             if ready.ok:
                 return
@@ -202,17 +258,24 @@ class TestServices(dg.ConfigurableResource):
             f"postgresql not ready after {self.startup_timeout_seconds:.0f}s: {_tail(workdir / 'postgresql.log')}"
         )
 
-    def _psql(self, pg_bin: Path, workdir: Path, port: int, user: str, statements: list[str],
+    def _psql(self, pg_bin: Path, workdir: Path, sockets: Path, port: int, user: str, statements: list[str],
               secrets: Sequence[str] = ()) -> None:
-        argv = [str(pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(workdir), "-p", str(port),
-                "-U", user, "-d", "postgres"]
-        for statement in statements:
-            argv += ["-c", statement]
+        """Runs ``statements`` from a 0600 file only the server user can read, deleted right after:
+        a password in them never appears on a command line (``ps`` shows every argv)."""
+        script = workdir / ".setup.sql"
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            self.runner.check(ExecuteRequest(argv=argv, cwd=workdir, label="postgresql setup",
-                                             secrets=secrets, user=self._user(), timeout_seconds=30))
+            with os.fdopen(fd, "w") as handle:
+                handle.write("".join(f"{statement};\n" for statement in statements))
+            self._chown(script)
+            self.runner.check(_server_request(
+                argv=[str(pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets),
+                      "-p", str(port), "-U", user, "-d", "postgres", "-f", str(script)],
+                cwd=workdir, label="postgresql setup", secrets=secrets, user=self._user(), timeout_seconds=30))
         except ProcessError as exc:
             raise ServiceError(str(exc)) from exc
+        finally:
+            script.unlink(missing_ok=True)
 
     # -- Redis -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -225,7 +288,7 @@ class TestServices(dg.ConfigurableResource):
             port = free_port()
             logfile = workdir / f"redis-{port}.log"
             server = self.runner.start(
-                ExecuteRequest(
+                _server_request(
                     argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
                           "--protected-mode", "yes"],

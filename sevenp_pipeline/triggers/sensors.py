@@ -3,19 +3,27 @@
 The cursor holds the heads seen at the last tick (``{"heads": {branch: sha}}``). The first tick
 records a baseline and starts nothing: like a push hook, the sensor reacts to pushes made after
 it was switched on. A head that moved to a commit already run gets no second run (run_key = SHA).
-An unreachable remote raises: the tick shows the error, the cursor is kept, the next tick retries.
+
+An unreachable remote is not a traceback every tick: the tick is skipped with one line naming the
+remote and git's error (also logged as one warning), the heads are kept, and the cursor records
+the failures in a row and the time before which git is not tried again (``failures``,
+``retry_after``): the poll interval doubled per failure, capped at 5 minutes. A tick during the
+backoff skips without calling git; the first success clears it.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import fnmatch
 import json
+import time
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
-from sevenp_pipeline.resources.git import GitClient
+from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
     TAG_AUTHOR,
@@ -26,8 +34,11 @@ from sevenp_pipeline.triggers.tags import (
     TAG_TRIGGER,
 )
 
-__all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "branch_matches", "build_push_sensor", "new_heads"]
+__all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "backoff_seconds", "branch_matches", "build_push_sensor",
+           "new_heads"]
 _MAX_TAG = 200
+MAX_BACKOFF_SECONDS = 300.0
+_MAX_ERROR = 400
 
 
 def branch_matches(branch: str, rules: Branches) -> bool:
@@ -40,6 +51,16 @@ def branch_matches(branch: str, rules: Branches) -> bool:
 def new_heads(previous: Mapping[str, str], current: Mapping[str, str], rules: Branches) -> dict[str, str]:
     """Branches (matching the rules) whose head is new or moved since the last tick."""
     return {b: s for b, s in sorted(current.items()) if branch_matches(b, rules) and previous.get(b) != s}
+
+
+def backoff_seconds(failures: int, base: float) -> float:
+    """Seconds to wait after ``failures`` failed ticks in a row: base, 2*base, 4*base, ... capped."""
+    return min(MAX_BACKOFF_SECONDS, max(base, 1.0) * 2 ** (max(failures, 1) - 1))
+
+
+def _one_line(text: str) -> str:
+    text = Redactor()(" ".join(text.split()))  # a token in the remote URL stays out of the log
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
 
 
 def _clip(text: str) -> str:
@@ -61,14 +82,33 @@ def build_push_sensor(
         description=f"Starts {job.name} for each new head pushed to {app.repository.url}.",
     )
     def _sensor(context: dg.SensorEvaluationContext, git: GitClient) -> dg.SensorResult:
-        state = json.loads(context.cursor) if context.cursor else None
+        state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+        url = _one_line(app.repository.url)
+        wait = float(state.get("retry_after", 0)) - time.time()
+        if wait > 0:  # backing off after failures: do not call git
+            return dg.SensorResult(
+                skip_reason=f"remote {url} unreachable ({state.get('failures', 1)} failure(s) in a row); "
+                            f"next try in {wait:.0f}s", cursor=context.cursor)
+        try:
+            return _poll(context, git, state)
+        except GitError as exc:
+            failures = int(state.get("failures", 0)) + 1
+            delay = backoff_seconds(failures, app.trigger.poll_interval_seconds)
+            line = (f"cannot reach remote {url} ({failures} failure(s) in a row, next try in {delay:.0f}s): "
+                    f"{_one_line(str(exc))}")
+            context.log.warning(line)
+            # The heads stay as they were: the pushes made meanwhile are found by the next success.
+            cursor = json.dumps({**state, "failures": failures, "retry_after": time.time() + delay}, sort_keys=True)
+            return dg.SensorResult(skip_reason=line, cursor=cursor)
+
+    def _poll(context: dg.SensorEvaluationContext, git: GitClient, state: dict[str, Any]) -> dg.SensorResult:
         heads = git.ls_remote_heads(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds)
         watched = {b: s for b, s in heads.items() if branch_matches(b, app.branches)}
-        cursor = json.dumps({"heads": watched}, sort_keys=True)
-        if state is None:
+        cursor = json.dumps({"heads": watched}, sort_keys=True)  # a success clears any backoff
+        if "heads" not in state:
             return dg.SensorResult(skip_reason=f"baseline recorded: {len(watched)} watched head(s); "
                                                "runs start from the next push", cursor=cursor)
-        previous = state.get("heads", {})
+        previous = state["heads"]
         moved = new_heads(previous, heads, app.branches)
         if not moved:
             return dg.SensorResult(skip_reason="no new commits on watched branches", cursor=cursor)

@@ -1,0 +1,1 @@
+"""Keeping the home's size in check: workspace retention (a daily schedule and `make prune`)."""

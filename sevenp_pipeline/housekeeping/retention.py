@@ -1,0 +1,250 @@
+"""Workspace retention: prunes ``<workspaces>/<app key>/<sha>/`` checkouts nothing needs any more.
+
+Kept, per app, from the Dagster instance's runs (tags ``sevenp/app``, ``sevenp/branch``,
+``sevenp/commit``; a run launched by hand is known by its partition):
+
+- the last ``keep_per_branch`` commits of each branch (in push order: a commit's first run);
+- every commit whose latest run failed (to look at it, or re-execute it from failure);
+- every commit with a run queued or running: a workspace a run is using is never deleted;
+- every deployed commit (:func:`deployed_commits`, the seam the deploy stages extend);
+- every workspace changed within ``min_age_seconds`` (a run being set up right now).
+
+Only folders named like a commit SHA are touched. Artifacts (``<home>/artifacts``) and the run
+records are never removed. ``python -m sevenp_pipeline.housekeeping.retention`` (``make prune``)
+and the daily ``workspace_retention_schedule`` both call :meth:`WorkspaceRetention.prune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import stat
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sevenp_pipeline.locks import LockTimeout, file_lock
+from sevenp_pipeline.resources.git import is_sha
+from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
+
+PARTITION_TAG = "dagster/partition"
+DEFAULT_KEEP_PER_BRANCH = 5
+
+
+def deployed_commits(instance: dg.DagsterInstance) -> dict[str, set[str]]:
+    """``{app key: SHAs}`` running in an environment; their workspaces are kept.
+
+    Nothing is deployed yet: the deploy family extends this (e.g. from its deployment records)
+    when it lands. ``instance`` is what it will read them from.
+    """
+    del instance
+    return {}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What retention needs to know of one run."""
+
+    app_key: str
+    sha: str
+    branch: str | None
+    created: float
+    failed: bool
+    finished: bool
+
+
+def run_facts(instance: dg.DagsterInstance) -> list[RunFacts]:
+    facts = []
+    for record in instance.get_run_records():
+        run = record.dagster_run
+        tags = run.tags
+        app = tags.get(TAG_APP)
+        sha = tags.get(TAG_COMMIT) or tags.get(PARTITION_TAG) or ""
+        if not app or not is_sha(sha):
+            continue
+        facts.append(RunFacts(app_key=app.replace("-", "_"), sha=sha, branch=tags.get(TAG_BRANCH) or None,
+                              created=record.create_timestamp.timestamp(),
+                              failed=run.status == dg.DagsterRunStatus.FAILURE, finished=run.is_finished))
+    return facts
+
+
+def protected_commits(facts: Iterable[RunFacts], keep_per_branch: int,
+                      deployed: Mapping[str, set[str]]) -> dict[str, dict[str, str]]:
+    """``{app key: {sha: why it is kept}}``."""
+    latest: dict[tuple[str, str], RunFacts] = {}
+    in_use: set[tuple[str, str]] = set()
+    for fact in sorted(facts, key=lambda f: f.created):
+        latest[(fact.app_key, fact.sha)] = fact  # the last run of a commit decides "failed"
+        if not fact.finished:
+            in_use.add((fact.app_key, fact.sha))
+    kept: dict[str, dict[str, str]] = defaultdict(dict)
+    for app, shas in deployed.items():
+        for sha in shas:
+            kept[app][sha] = "deployed"
+    for app, sha in in_use:
+        kept[app].setdefault(sha, "a run is queued or running")
+    for (app, sha), fact in latest.items():
+        if fact.failed:
+            kept[app].setdefault(sha, "its latest run failed")
+    # A commit's place on its branch is its first run (the push); re-running an old commit later
+    # does not make it one of the branch's last commits.
+    pushed: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for fact in facts:
+        if fact.branch:
+            first = pushed[(fact.app_key, fact.branch)]
+            first[fact.sha] = min(first.get(fact.sha, fact.created), fact.created)
+    for (app, branch), shas in pushed.items():
+        newest_first = sorted(shas, key=lambda s: shas[s], reverse=True)
+        for sha in newest_first[:keep_per_branch]:
+            kept[app].setdefault(sha, f"one of the last {keep_per_branch} commits of {branch}")
+    return dict(kept)
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes on disk freed by deleting ``path``: a file also hard-linked from outside it (the
+    node_modules trees linked from the dependency cache) frees nothing and is not counted."""
+    folders = 0
+    files: dict[tuple[int, int], list[int]] = {}  # inode -> [links inside, links in all, bytes]
+    for root, dirs, names in os.walk(path):
+        folders += Path(root).lstat().st_blocks * 512
+        for name in [*dirs, *names]:
+            try:
+                info = (Path(root) / name).lstat()
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                continue  # counted when walked
+            entry = files.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_blocks * 512])
+            entry[0] += 1
+    return folders + sum(size for inside, links, size in files.values() if inside >= links)
+
+
+@dataclass(frozen=True)
+class Removed:
+    app_key: str
+    sha: str
+    bytes_freed: int
+
+
+@dataclass
+class PruneReport:
+    removed: list[Removed] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # "<app>/<sha>" -> why
+    dry_run: bool = False
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r.bytes_freed for r in self.removed)
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (f"{verb} {len(self.removed)} workspace(s), {_size(self.bytes_freed)} "
+                f"{'to free' if self.dry_run else 'freed'}; kept {len(self.kept)}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
+
+
+class WorkspaceRetention(dg.ConfigurableResource):
+    """Prunes per-commit workspaces by the rules in the module docstring."""
+
+    workspaces_dir: str = Field(description="the home's workspaces folder: <app key>/<sha>/ below it")
+    keep_per_branch: int = Field(default=DEFAULT_KEEP_PER_BRANCH, ge=1,
+                                 description="commits kept per branch (env SEVENP_KEEP_COMMITS_PER_BRANCH)")
+    min_age_seconds: float = Field(default=3600, ge=0, description="workspaces changed more recently are kept")
+
+    def prune(self, instance: dg.DagsterInstance, *, dry_run: bool = False,
+              log: Callable[[str], None] | None = None) -> PruneReport:
+        report = PruneReport(dry_run=dry_run)
+        root = Path(self.workspaces_dir)
+        if not root.is_dir():
+            return report
+        now = time.time()
+        facts = run_facts(instance)
+        if not facts:  # the wrong DAGSTER_HOME would make every workspace look unused
+            if log:
+                log("no pipeline runs in this Dagster instance (is DAGSTER_HOME the pipeline's?): "
+                    "nothing removed")
+            return report
+        kept = protected_commits(facts, self.keep_per_branch, deployed_commits(instance))
+        for app_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for workspace in sorted(p for p in app_dir.iterdir() if p.is_dir() and is_sha(p.name)):
+                name = f"{app_dir.name}/{workspace.name}"
+                why = kept.get(app_dir.name, {}).get(workspace.name)
+                if why is None and now - workspace.stat().st_mtime < self.min_age_seconds:
+                    why = f"changed in the last {self.min_age_seconds / 60:.0f} min"
+                if why is not None:
+                    report.kept[name] = why
+                    continue
+                removed = self._remove(app_dir.name, workspace, dry_run=dry_run)
+                if removed is None:
+                    report.kept[name] = "locked by a run"
+                    continue
+                report.removed.append(removed)
+                if log:
+                    log(f"{'would remove' if dry_run else 'removed'} workspace {name} "
+                        f"({_size(removed.bytes_freed)})")
+        if log:
+            log(report.summary())
+        return report
+
+    @staticmethod
+    def _remove(app_key: str, workspace: Path, *, dry_run: bool) -> Removed | None:
+        """Deletes ``workspace`` under the lock a checkout takes; None when a run holds it."""
+        lock = workspace.with_suffix(".lock")
+        had_lock_file = lock.exists()
+        try:
+            with file_lock(lock, timeout=0.5, what=f"workspace {workspace}"):
+                freed = disk_usage(workspace)
+                if not dry_run:
+                    shutil.rmtree(workspace)
+        except LockTimeout:
+            return None
+        if not dry_run or not had_lock_file:
+            lock.unlink(missing_ok=True)
+        return Removed(app_key=app_key, sha=workspace.name, bytes_freed=freed)
+
+
+def keep_per_branch_from_env() -> int:
+    raw = os.environ.get("SEVENP_KEEP_COMMITS_PER_BRANCH", "")
+    try:
+        return int(raw) if raw else DEFAULT_KEEP_PER_BRANCH
+    except ValueError:
+        raise ValueError(f"SEVENP_KEEP_COMMITS_PER_BRANCH={raw!r}: expected a whole number") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="make prune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", type=int, default=None,
+                        help=f"commits kept per branch (default: $SEVENP_KEEP_COMMITS_PER_BRANCH or "
+                             f"{DEFAULT_KEEP_PER_BRANCH})")
+    parser.add_argument("--min-age-seconds", type=float, default=3600)
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    dagster_home = os.environ.get("DAGSTER_HOME", "")
+    if not dagster_home or not Path(dagster_home).is_dir():
+        print(f"DAGSTER_HOME={dagster_home!r} is not a folder: set it to the pipeline's Dagster instance "
+              "(make sets $(SEVENP_HOME)/dagster)", file=sys.stderr)
+        return 2
+    retention = WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
+                                   keep_per_branch=args.keep or keep_per_branch_from_env(),
+                                   min_age_seconds=args.min_age_seconds)
+    with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME: the instance whose runs say what is in use
+        retention.prune(instance, dry_run=args.dry_run, log=print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

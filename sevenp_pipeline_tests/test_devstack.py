@@ -1,0 +1,143 @@
+"""make dev / make demo start-up: a taken UI port fails fast naming the port; a webserver that dies
+takes dagster dev and its daemon with it; nothing is left running either way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.devtools.devstack import LocalDagster, port_available
+from sevenp_pipeline.resources.services import free_port
+
+
+def _processes_with_env(marker: str) -> list[str]:
+    """Command lines of live processes whose environment holds ``marker`` (e.g. SEVENP_HOME=<tmp>)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                stat = (entry / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A free port, then held by a listening socket (as another server would)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def _run(argv: list[str], home: Path, timeout: float = 20) -> tuple[int, str, float]:
+    env = {**os.environ, "SEVENP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", *argv], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, start_new_session=True, check=False)
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started
+
+
+def test_port_available_sees_bound_and_listening_sockets_but_not_time_wait() -> None:
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        assert not port_available(bound.getsockname()[1])  # bound, not listening: uvicorn could not bind
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's listener does
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert not port_available(port)
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server side closes first: its end stays in TIME_WAIT
+        client.close()
+    assert port_available(port)  # a stopped server's TIME_WAIT connections do not block a restart
+    assert port_available(free_port())
+
+
+@pytest.mark.parametrize("argv", [
+    ["sevenp_pipeline.devtools.devstack", "serve", "--port"],  # make dev
+    ["sevenp_pipeline.devtools.demo", "--no-ui", "--port"],  # make demo
+], ids=["dev", "demo"])
+def test_taken_ui_port_exits_non_zero_naming_the_port(argv: list[str], held_port: int, tmp_path: Path) -> None:
+    code, output, took = _run([*argv, str(held_port)], tmp_path / "home")
+    assert code != 0 and took < 20
+    assert f"port {held_port} on 127.0.0.1 is already in use" in output and "PORT=<a free port>" in output
+    assert _processes_with_env(f"SEVENP_HOME={tmp_path / 'home'}") == []
+    assert not (tmp_path / "home" / "remotes").exists()  # the demo made nothing before checking
+
+
+@pytest.mark.integration
+def test_dev_stops_everything_when_the_webserver_dies(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "dagster").mkdir(parents=True)
+    (home / "dagster" / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    port = free_port()
+    marker = f"SEVENP_HOME={home}"
+    env = {**os.environ, "SEVENP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+           "SEVENP_APPS_DIR": str(apps), "PYTHONPATH": str(PROJECT_ROOT)}
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen([sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(port)],
+                             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the UI did not answer: {(tmp_path / 'serve.log').read_text()[-3000:]}")
+        webservers = [line for line in _processes_with_env(marker) if "dagster_webserver" in line]
+        assert len(webservers) == 1 and any("dagster._daemon" in p for p in _processes_with_env(marker))
+        pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
+                   b"dagster_webserver" in (p / "cmdline").read_bytes() and
+                   f"{port}".encode() in (p / "cmdline").read_bytes())
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        code = serve.wait(timeout=30)
+        assert code != 0 and time.monotonic() - killed < 20
+        output = (tmp_path / "serve.log").read_text()
+        assert f"the Dagster webserver (pid {pid}) exited; the UI on port {port} is gone" in output
+        time.sleep(0.5)
+        assert _processes_with_env(marker) == []  # the daemon and code server went with it
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.mark.integration
+def test_local_dagster_stop_leaves_nothing_running(tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    stack = LocalDagster(home=tmp_path / "home", port=free_port(), apps_dir=apps)
+    stack.start()
+    try:
+        assert any("dagster._daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
+    finally:
+        stack.stop()  # SIGTERM to the wrapper, which stops dagster dev's whole process group
+    time.sleep(0.5)
+    assert _processes_with_env(f"SEVENP_HOME={stack.home}") == []
+    assert "the Dagster UI answers on" in stack.log_path.read_text()

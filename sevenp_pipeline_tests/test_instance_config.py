@@ -1,0 +1,63 @@
+"""The shipped dagster.yaml files load in the installed Dagster, and a killed run worker's pool slot
+is freed by the monitoring daemon, so run_retries' retry is not stuck behind the dead run."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+from dagster._core.instance.config import dagster_instance_config
+from dagster._daemon.monitoring import concurrency as slot_monitor
+
+from sevenp_pipeline.config.settings import PROJECT_ROOT
+
+
+@pytest.fixture
+def shipped_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_shipped_instance_config_validates_and_frees_slots_of_ended_runs(shipped_home: Path) -> None:
+    config, _ = dagster_instance_config(str(shipped_home))  # raises on an unknown or mistyped key
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 30
+    assert monitoring["poll_interval_seconds"] <= 15  # the slot check runs at this interval
+    assert config["run_retries"]["enabled"] is True and config["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_docker_instance_config_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "x")
+    shutil.copyfile(PROJECT_ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+
+
+def test_slot_held_by_a_killed_run_is_freed(shipped_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dg.DagsterInstance.from_config(str(shipped_home)) as instance:
+        storage = instance.event_log_storage
+        assert storage.supports_global_concurrency_limits
+        storage.set_concurrency_slots("web_services", 1)
+        run = instance.add_run(dg.DagsterRun(job_name="web_ci_job", run_id=str(uuid.uuid4()),
+                                             status=dg.DagsterRunStatus.STARTED))
+        assert storage.claim_concurrency_slot("web_services", run.run_id, "web__integration_test_results")
+        # What the code server does when the run worker dies: the run fails, the slot stays claimed.
+        instance.report_run_failed(run)
+        assert storage.get_concurrency_info("web_services").active_run_ids == {run.run_id}
+
+        timeout = instance.run_monitoring_settings["free_slots_after_run_end_seconds"]
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=timeout + 1)
+        monkeypatch.setattr(slot_monitor, "get_current_datetime", lambda: later)
+        # One iteration of the monitoring daemon's slot check, as the daemon runs it.
+        list(slot_monitor.execute_concurrency_slots_iteration(SimpleNamespace(instance=instance),
+                                                              logging.getLogger("test")))
+        assert storage.get_concurrency_info("web_services").active_run_ids == set()
