@@ -24,8 +24,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -44,7 +44,6 @@ from sevenp_pipeline.resources.service_dirs import (
     services_root,
     socket_dir_fits,
 )
-
 
 # The servers run a branch's SQL, and the test database user is a superuser (`COPY ... FROM PROGRAM`
 # runs a command as the server's OS user): they get nothing of the orchestrator's environment
