@@ -15,6 +15,9 @@ from typing import BinaryIO
 PRIVATE_UMASK = 0o077
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+# The home itself: other users may pass through (the test-database user to <home>/services), never
+# list it; everything in it is 0700/0600.
+HOME_DIR_MODE = 0o711
 
 
 def use_private_umask() -> None:
@@ -22,9 +25,9 @@ def use_private_umask() -> None:
     os.umask(PRIVATE_UMASK)
 
 
-def private_dir(path: Path) -> Path:
-    """``mkdir -p`` that creates each missing folder 0700, whatever the umask (``Path.mkdir``
-    gives missing parents the default mode). Existing folders keep theirs."""
+def private_dir(path: Path, *, mode: int = PRIVATE_DIR_MODE) -> Path:
+    """``mkdir -p`` that creates each missing folder 0700 (or ``mode``), whatever the umask
+    (``Path.mkdir`` gives missing parents the default mode). Existing folders keep theirs."""
     missing = []
     parent = path
     while not parent.exists():
@@ -32,7 +35,8 @@ def private_dir(path: Path) -> Path:
         parent = parent.parent
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):  # made by a concurrent run meanwhile
-            folder.mkdir(mode=PRIVATE_DIR_MODE)
+            folder.mkdir(mode=mode)
+            folder.chmod(mode)  # mkdir's mode is masked by the umask
     return path
 
 

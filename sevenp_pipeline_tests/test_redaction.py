@@ -301,11 +301,11 @@ def test_artifact_is_0600_in_folders_0700(tmp_path: Path) -> None:
     assert {_mode(p) for p in (stored.parent, stored.parent.parent, tmp_path / "artifacts")} == {0o700}
 
 
-def test_home_and_private_dir_are_0700(tmp_path: Path) -> None:
+def test_home_is_0711_and_private_dir_0700(tmp_path: Path) -> None:
     with _umask(0o022):
         home = Settings(home=tmp_path / "a" / "home", apps_dir=tmp_path).ensure_home()
         deep = private_dir(tmp_path / "b" / "c" / "d")
-    assert _mode(home) == _mode(home.parent) == 0o700
+    assert _mode(home) == _mode(home.parent) == 0o711  # passable to <home>/services, never listable
     assert {_mode(tmp_path / "b"), _mode(tmp_path / "b" / "c"), _mode(deep)} == {0o700}
 
 

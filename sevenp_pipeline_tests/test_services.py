@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, Outcome, ProcessRunner, RunningProcess
 from sevenp_pipeline.resources.service_dirs import (
     OWNER_FILE,
@@ -93,8 +94,7 @@ def test_password_stays_off_every_command_line_and_folders_are_private(home: Pat
 @pytest.mark.integration
 def test_long_home_keeps_data_under_it_and_the_socket_short(home: Path) -> None:
     home.chmod(0o711)
-    long_home = home / ("h" * 60) / ("o" * 60)
-    long_home.mkdir(parents=True)
+    long_home = private_dir(home / ("h" * 60) / ("o" * 60), mode=0o711)
     services = _services(long_home / "services")
     with services.provide(["postgresql"]) as endpoints:
         assert len(list((long_home / "services").glob("svc-*"))) == 1

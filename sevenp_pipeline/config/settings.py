@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sevenp_pipeline.files import private_dir
+from sevenp_pipeline.files import HOME_DIR_MODE, private_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,11 @@ class Settings:
                    ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None)
 
     def ensure_home(self) -> Path:
-        """Creates the home 0700: it holds checkouts, logs and artifacts that may quote a secret.
-
-        An existing home keeps its mode: the home may be a folder the operator chose and set up.
+        """Creates the home 0711 (the test-database user passes through it to ``services/``; nobody
+        else lists it), everything in it private: it holds checkouts, logs and artifacts that may
+        quote a secret. An existing home keeps its mode: it may be a folder the operator set up.
         """
-        return private_dir(self.home)
+        return private_dir(self.home, mode=HOME_DIR_MODE)
 
     @property
     def workspaces_dir(self) -> Path:
