@@ -16,7 +16,7 @@ Choices (verified with npm 11.19, pnpm 9.15.x, yarn 1.22.22 and yarn 4.5.1 throu
 - Unpinned yarn berry: only with a ``yarnPath`` in .yarnrc.yml (any yarn, classic or corepack, hands over to
   that release file). A berry lockfile with no pin at all is an error: no yarn on a machine would install it
   reproducibly.
-- Plug'n'Play is not supported: the pipeline caches and hard-links a ``node_modules`` tree. When .yarnrc.yml
+- Plug'n'Play is not supported: the pipeline caches a ``node_modules`` tree (mounted into each stage). When .yarnrc.yml
   leaves ``nodeLinker`` unset (berry's default is pnp), ``env()`` sets ``YARN_NODE_LINKER=node-modules``;
   when it says ``nodeLinker: pnp`` explicitly, ``detect`` fails: the app says its code relies on PnP, and
   silently installing another layout would test something the app does not ship.
@@ -231,7 +231,7 @@ def detect(app_dir: Path, *, which: Callable[[str], str | None] = shutil.which) 
     yarn_path = rc.get("yarnPath")
     if node_linker == "pnp":
         raise PackageManagerError(
-            f"{app_dir / '.yarnrc.yml'} sets nodeLinker: pnp; the pipeline caches and hard-links a node_modules "
+            f"{app_dir / '.yarnrc.yml'} sets nodeLinker: pnp; the pipeline caches a node_modules "
             f"tree and does not support Plug'n'Play: set nodeLinker: node-modules"
         )
     if version:
