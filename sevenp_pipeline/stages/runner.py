@@ -47,11 +47,12 @@ class StageSkipped(Exception):
 _TOOL_VERSIONS: dict[tuple[str, ...], str] = {}
 
 
-def _version(runner: ProcessRunner, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+def _version(runner: ProcessRunner, argv: list[str], cwd: Path) -> str:
+    """A machine-wide tool's answer (node, npm's config), asked once per process, outside any app folder."""
     key = tuple(argv)
     if key not in _TOOL_VERSIONS:
         outcome = runner.run(ExecuteRequest(argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120,
-                                            capture=True, env=env or {}))
+                                            capture=True))
         _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
     return _TOOL_VERSIONS[key]
 
