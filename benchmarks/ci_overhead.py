@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -118,6 +119,13 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=5)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sevenp-bench-"))
+    try:
+        return _run(tmp, args)
+    finally:  # the benchmark's remote, home and instance: nothing left in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(tmp: Path, args: argparse.Namespace) -> int:
     tmp.chmod(0o711)  # the test-database user must traverse to <home>/services
     remote = Remote(tmp, SAMPLE, "7p-education-api")
     apps = tmp / "apps"
