@@ -304,12 +304,7 @@ class RedactingStream:
         line, spans = self._held[0]
         contents = [self._previous, line.rstrip("\r")]
         starts = [0, len(contents[0]), len(contents[0]) + len(contents[1])]
-        held, suspect = self._held, self._suspect
-        self._held, self._suspect = [(self._previous, []), (line, spans)], 0
-        try:
-            self._mark_across(patterns, "".join(contents), starts)
-        finally:
-            self._held, self._suspect = held, suspect
+        _mark_across(patterns, [[], spans], "".join(contents), starts, 0)
 
     def flush(self) -> list[str]:
         return self._release(final=True)
@@ -329,7 +324,7 @@ class RedactingStream:
             for content in contents:
                 starts.append(starts[-1] + len(content))
             joined = "".join(contents)
-            self._mark_across(patterns, joined, starts)
+            _mark_across(patterns, [spans for _, spans in self._held], joined, starts, self._suspect)
             suspect = _suspect_start(patterns, joined)
             if suspect is None:
                 keep = len(self._held)
@@ -346,23 +341,26 @@ class RedactingStream:
         del self._held[:keep]
         return out
 
-    def _mark_across(self, patterns: _Patterns, joined: str, starts: list[int]) -> None:
-        """Marks on each held line its part of every form that runs across a line break.
 
-        Such a form starts at or after the suspect start of the lines held before this one: an
-        earlier start would have been the suspect start.
-        """
-        for match_start, match_end in _all_matches(patterns.forms, joined, self._suspect):
-            first, last = bisect_right(starts, match_start) - 1, bisect_right(starts, match_end - 1) - 1
-            if first == last:
-                continue  # within one line: found again when the line goes out
-            start, end = match_start, match_end
-            if patterns.base64[joined[start:end]]:  # the whole token, but not into other lines
-                start, end = _whole_token(joined, start, end)
-                start, end = max(start, starts[first]), min(end, starts[last + 1])
-            for i in range(first, last + 1):
-                spans = self._held[i][1]
-                spans.append((max(start, starts[i]) - starts[i], min(end, starts[i + 1]) - starts[i]))
+def _mark_across(
+    patterns: _Patterns, spans: list[list[tuple[int, int]]], joined: str, starts: list[int], suspect: int
+) -> None:
+    """Marks in ``spans`` (one list per line joined up in ``joined``, the lines starting at
+    ``starts``) each line's part of every form that runs across a line break.
+
+    Such a form starts at or after ``suspect``, the suspect start of the lines held before the last
+    one: an earlier start would have been the suspect start.
+    """
+    for match_start, match_end in _all_matches(patterns.forms, joined, suspect):
+        first, last = bisect_right(starts, match_start) - 1, bisect_right(starts, match_end - 1) - 1
+        if first == last:
+            continue  # within one line: found again when the line goes out
+        start, end = match_start, match_end
+        if patterns.base64[joined[start:end]]:  # the whole token, but not into other lines
+            start, end = _whole_token(joined, start, end)
+            start, end = max(start, starts[first]), min(end, starts[last + 1])
+        for i in range(first, last + 1):
+            spans[i].append((max(start, starts[i]) - starts[i], min(end, starts[i + 1]) - starts[i]))
 
 
 def _suspect_start(patterns: _Patterns, text: str) -> int | None:
