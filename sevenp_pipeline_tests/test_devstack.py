@@ -136,8 +136,12 @@ def test_local_dagster_stop_leaves_nothing_running(tmp_path: Path) -> None:
     stack.start()
     try:
         assert any("dagster._daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
+        # The wrapper polls the UI on its own 0.5 s beat, so its announcement may trail start().
+        deadline = time.monotonic() + 10
+        while "the Dagster UI answers on" not in stack.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "the Dagster UI answers on" in stack.log_path.read_text()
     finally:
         stack.stop()  # SIGTERM to the wrapper, which stops dagster dev's whole process group
     time.sleep(0.5)
     assert _processes_with_env(f"SEVENP_HOME={stack.home}") == []
-    assert "the Dagster UI answers on" in stack.log_path.read_text()
