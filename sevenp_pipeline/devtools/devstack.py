@@ -59,6 +59,19 @@ mutation ($parentRunId: String!, $strategy: ReexecutionStrategy!) {
   }
 }"""
 
+LAUNCH = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidStepError { invalidStepKey }
+    ... on UnauthorizedError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+
 
 class DevStackError(RuntimeError):
     pass
@@ -189,6 +202,23 @@ def reexecute(url: str, run_id: str, strategy: str = "FROM_FAILURE") -> str:
     result = graphql(url, REEXECUTE, {"parentRunId": run_id, "strategy": strategy})["launchRunReexecution"]
     if result["__typename"] != "LaunchRunSuccess":
         raise DevStackError(f"re-execution of {run_id} was refused: {result}")
+    return result["run"]["runId"]
+
+
+def launch_run(url: str, job: str, *, partition: str, assets: list[list[str]] | None = None,
+               run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> str:
+    """Launches ``job`` for one commit partition, as the UI's launchpad does (optionally only
+    ``assets``, each an asset key path); returns the run id."""
+    params: dict[str, Any] = {
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job,
+                     **({"assetSelection": [{"path": path} for path in assets]} if assets else {})},
+        "runConfigData": run_config or {},
+        "executionMetadata": {"tags": [{"key": k, "value": v}
+                                       for k, v in {"dagster/partition": partition, **(tags or {})}.items()]},
+    }
+    result = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise DevStackError(f"launching {job} for {partition[:12]} was refused: {result}")
     return result["run"]["runId"]
 
 
