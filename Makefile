@@ -52,7 +52,7 @@ lint: install
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks
 
 bench: install
-	$(BIN)/python benchmarks/ci_overhead.py
+	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/package_stages.py
 	$(BIN)/python benchmarks/sandbox_cost.py
 

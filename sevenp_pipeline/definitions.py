@@ -48,7 +48,7 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         description=f"The pipeline of {app.name}{about} for one commit: its declared stages"
                     + (", image, SBOM, scans, provenance, promotion." if app.image else "."),
         # Steps run one after another in the run worker: ~0.1 s of orchestration per step
-        # instead of ~3 s for a fresh process per step (benchmarks/ci_overhead.py measures it).
+        # instead of ~3 s for a fresh process per step (benchmarks/pipeline_speed.py measures it).
         executor_def=dg.in_process_executor,
         tags={TAG_APP: app.name},
     )
