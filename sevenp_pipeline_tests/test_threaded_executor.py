@@ -1,0 +1,365 @@
+"""The threaded executor (sevenp_pipeline/execution/threads.py) on a small job of assets that
+shell out through the process runner, run with ``dg.execute_job`` on a real (sqlite) instance —
+``materialize``/``execute_in_process`` would swap in Dagster's in-process executor.
+
+Overlap is proven without clocks: steps meet at a rendezvous (each waits until enough steps are
+inside their bodies at once) and a counter kept under a file lock records the most steps ever
+inside at once.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context and resource annotations.
+
+import itertools
+import json
+import os
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._core.execution.plan.active import ActiveExecution
+
+from sevenp_pipeline.execution.threads import (
+    ExecutorConfigError,
+    check_max_workers,
+    default_max_workers,
+    threaded_executor,
+    threaded_executor_for,
+)
+from sevenp_pipeline.locks import file_lock
+from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
+
+RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous
+
+
+class Probe(dg.ConfigurableResource):
+    """What each asset does (``plan.json`` under ``root``) and what it saw (``state.json``)."""
+
+    root: str
+
+    def plan(self, name: str) -> dict[str, Any]:
+        return json.loads((Path(self.root) / "plan.json").read_text()).get(name, {})
+
+    @contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        path = Path(self.root) / "state.json"
+        with file_lock(path.with_suffix(".lock")):
+            state = json.loads(path.read_text()) if path.exists() else {
+                "running": 0, "peak": 0, "entries": 0, "released": 0, "intervals": {}}
+            yield state
+            path.write_text(json.dumps(state))
+
+    @contextmanager
+    def inside(self, name: str, *, rendezvous: int, total: int) -> Iterator[None]:
+        """The asset's body. With ``rendezvous`` N, it waits until N steps are inside at once
+        (or every one of ``total`` steps has entered: no partner is left to come)."""
+        with self._state() as state:
+            index = state["entries"]
+            state["entries"] += 1
+            state["running"] += 1
+            state["peak"] = max(state["peak"], state["running"])
+            if state["running"] >= rendezvous:
+                state["released"] = state["entries"]
+            state["intervals"][name] = [time.time(), None]
+        try:
+            deadline = time.monotonic() + RENDEZVOUS_TIMEOUT
+            while True:
+                with self._state() as state:
+                    if state["released"] > index or state["entries"] >= total:
+                        break
+                if time.monotonic() > deadline:
+                    raise dg.Failure(f"{name}: no {rendezvous} steps ran at once within {RENDEZVOUS_TIMEOUT}s")
+                time.sleep(0.02)
+            yield
+        finally:
+            with self._state() as state:
+                state["running"] -= 1
+                state["intervals"][name][1] = time.time()
+
+    def state(self) -> dict[str, Any]:
+        with self._state() as state:
+            return state
+
+
+def _stage(name: str, deps: tuple[str, ...] = (), retry_policy: dg.RetryPolicy | None = None) -> dg.AssetsDefinition:
+    @dg.asset(name=name, deps=list(deps), retry_policy=retry_policy)
+    def _asset(context: dg.AssetExecutionContext, probe: Probe, process_runner: ProcessRunner) -> dg.MaterializeResult:
+        plan = probe.plan(name)
+        for i in range(plan.get("log_lines", 0)):
+            context.log.info(f"{name} says {i}")
+        with probe.inside(name, rendezvous=plan.get("rendezvous", 1), total=plan.get("total", 1)):
+            outcome = process_runner.check(
+                ExecuteRequest(argv=plan.get("argv", ["sleep", "0.2"]), cwd=Path(probe.root), label=name),
+                log=context.log.info,
+            )
+        if plan.get("fail_if_exists") and Path(plan["fail_if_exists"]).exists():
+            raise dg.Failure(f"{name} fails on purpose", allow_retries=False)
+        if context.retry_number < plan.get("failing_attempts", 0):
+            raise dg.Failure(f"{name} attempt {context.retry_number + 1} fails on purpose")
+        return dg.MaterializeResult(metadata={"thread": threading.current_thread().name,
+                                              "exit_code": outcome.exit_code})
+
+    return _asset
+
+
+# a b c d are independent (like the quality checks); e needs a, f needs b, g needs e and f; r retries.
+ASSETS = [_stage("a"), _stage("b"), _stage("c"), _stage("d"), _stage("e", ("a",)), _stage("f", ("b",)),
+          _stage("g", ("e", "f")), _stage("r", retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))]
+DEFS = dg.Definitions(
+    assets=ASSETS,
+    jobs=[dg.define_asset_job("threads_job", executor_def=threaded_executor),
+          dg.define_asset_job("threads_job_3", executor_def=threaded_executor_for(3))],
+    resources={"probe": Probe.configure_at_launch(), "process_runner": ProcessRunner(kill_grace_seconds=1)},
+)
+
+
+def threads_job() -> dg.JobDefinition:
+    return DEFS.resolve_job_def("threads_job")
+
+
+def threads_job_3() -> dg.JobDefinition:
+    return DEFS.resolve_job_def("threads_job_3")
+
+
+RECON = dg.reconstructable(threads_job)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def probe_root(tmp_path: Path) -> Path:
+    root = tmp_path / "probe"
+    root.mkdir()
+    return root
+
+
+def _run(instance: dg.DagsterInstance, root: Path, plan: dict[str, dict[str, Any]], select: str | None = None,
+         *, max_workers: int | None = None, job: Any = RECON, **kwargs: Any,
+         ) -> dg.JobExecutionResult:
+    (root / "plan.json").write_text(json.dumps(plan))
+    (root / "state.json").unlink(missing_ok=True)
+    run_config: dict[str, Any] = {"resources": {"probe": {"config": {"root": str(root)}}}}
+    if max_workers is not None:
+        run_config["execution"] = {"config": {"max_workers": max_workers}}
+    keys = [dg.AssetKey(k) for k in select] if select else None
+    return dg.execute_job(job, instance=instance, run_config=run_config, asset_selection=keys, **kwargs)
+
+
+def _steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    return {s.step_key: s.status.value for s in instance.get_run_step_stats(run_id)}
+
+
+def _state(root: Path) -> dict[str, Any]:
+    return Probe(root=str(root)).state()
+
+
+def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [r.event_log_entry.message for r in instance.get_records_for_run(run_id, limit=100_000).records]
+
+
+# -- (1) independent steps overlap, bounded by max_workers ------------------------------------------
+def test_independent_steps_run_at_once(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    plan = {k: {"rendezvous": 4, "total": 4} for k in "abcd"}
+    result = _run(instance, probe_root, plan, "abcd", max_workers=4)
+    assert result.success
+    state = _state(probe_root)
+    assert state["peak"] == 4
+    intervals = [state["intervals"][k] for k in "abcd"]
+    assert max(start for start, _ in intervals) < min(end for _, end in intervals)  # all four intersect
+    assert f"Executing steps on up to 4 threads in process (pid: {os.getpid()})" in _messages(instance, result.run_id)
+    threads = {e.asset_key.path[-1]: e.materialization.metadata["thread"].value
+               for e in result.get_asset_materialization_events()}
+    assert threads == {k: f"step:{k}" for k in "abcd"}
+
+
+def test_max_workers_bounds_the_steps_at_once(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    # Every step waits for a partner: only the bound keeps a third one out.
+    plan = {k: {"rendezvous": 2, "total": 4} for k in "abcd"}
+    assert _run(instance, probe_root, plan, "abcd", max_workers=2).success
+    assert _state(probe_root)["peak"] == 2
+
+    assert _run(instance, probe_root, {}, "abcd", max_workers=1).success
+    state = _state(probe_root)
+    assert state["peak"] == 1
+    spans = sorted(state["intervals"].values())
+    assert all(end <= following for (_, end), (following, _) in itertools.pairwise(spans))
+
+
+def test_a_step_waits_for_what_it_needs(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    assert _run(instance, probe_root, {}, max_workers=4).success
+    spans = _state(probe_root)["intervals"]
+    for child, parents in {"e": "a", "f": "b", "g": "ef"}.items():
+        assert all(spans[p][1] <= spans[child][0] for p in parents), child
+
+
+# -- (2) a failing step fails alone; (3) re-execution from failure ----------------------------------
+def test_failing_step_fails_alone_and_reexecution_runs_only_it_and_downstream(
+    instance: dg.DagsterInstance, probe_root: Path
+) -> None:
+    flag = probe_root / "a-fails"
+    flag.touch()
+    plan = {"a": {"fail_if_exists": str(flag)}}
+    failed = _run(instance, probe_root, plan, "abcdefg", max_workers=4)
+    assert not failed.success
+    # e and g need a: not run. The independent b, c, d and b's child f ran to the end.
+    assert _steps(instance, failed.run_id) == {"a": "FAILURE", "b": "SUCCESS", "c": "SUCCESS", "d": "SUCCESS",
+                                               "f": "SUCCESS"}
+    messages = _messages(instance, failed.run_id)
+    assert any("Dependencies for step e failed: ['a']. Not executing." in m for m in messages)
+    materialized = {e.asset_key.path[-1] for e in failed.get_asset_materialization_events()}
+    assert materialized == {"b", "c", "d", "f"}
+    assert instance.get_run_by_id(failed.run_id).status == dg.DagsterRunStatus.FAILURE
+
+    flag.unlink()  # "the fix"
+    (probe_root / "state.json").unlink()
+    rerun = dg.execute_job(RECON, instance=instance,
+                           reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance))
+    assert rerun.success
+    assert set(_steps(instance, rerun.run_id)) == {"a", "e", "g"}
+    assert set(_state(probe_root)["intervals"]) == {"a", "e", "g"}
+
+
+# -- (4) retries -------------------------------------------------------------------------------------
+def test_retry_policy_retries_beside_running_siblings(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    plan = {"r": {"failing_attempts": 2}, "a": {"argv": ["sleep", "1"]}}
+    result = _run(instance, probe_root, plan, "ar", max_workers=2)
+    assert result.success
+    (stats,) = [s for s in instance.get_run_step_stats(result.run_id) if s.step_key == "r"]
+    assert stats.attempts == 3 and stats.status.value == "SUCCESS"
+
+
+def test_retries_exhausted_fail_the_step(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    result = _run(instance, probe_root, {"r": {"failing_attempts": 5}}, "r", max_workers=2)
+    assert not result.success
+    assert _steps(instance, result.run_id) == {"r": "FAILURE"}
+
+
+# -- (5) termination and loop errors leave nothing running ----------------------------------------------
+def _sleepers(marker: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"^sleep {marker}$"], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _when_running(marker: str, count: int, then: Callable[[], None]) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while len(_sleepers(marker)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        then()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_terminated_run_kills_running_commands(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    """A run terminated from the UI: it is marked CANCELING and its run worker gets SIGINT (sent by
+    Dagster's termination thread in the worker). Both running stages' commands die; nothing
+    downstream starts; the run ends CANCELED."""
+    marker = f"300.{secrets.randbelow(10**6):06d}"
+    plan = {"a": {"argv": ["sleep", marker]}, "b": {"argv": ["sleep", marker]}}
+
+    def terminate() -> None:  # what DefaultRunLauncher.terminate and the run worker's termination thread do
+        (run,) = instance.get_runs()
+        instance.report_run_canceling(run)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = _when_running(marker, 2, terminate)
+    result = _run(instance, probe_root, plan, "abefg", max_workers=2)
+    watcher.join()
+    assert not result.success
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert _sleepers(marker) == []
+    assert _steps(instance, result.run_id) == {"a": "FAILURE", "b": "FAILURE"}
+    messages = _messages(instance, result.run_id)
+    assert any("received termination signal - stopping running steps" in m for m in messages)
+    assert sum("was killed: the run was terminated" in m for m in messages) == 2
+
+
+def test_error_in_the_executor_loop_stops_running_commands(
+    instance: dg.DagsterInstance, probe_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = f"300.{secrets.randbelow(10**6):06d}"
+    broken = threading.Event()
+
+    def check_for_interrupts(self: ActiveExecution) -> bool:
+        if broken.is_set():
+            raise RuntimeError("bookkeeping broke")
+        return False
+
+    monkeypatch.setattr(ActiveExecution, "check_for_interrupts", check_for_interrupts)
+    plan = {"a": {"argv": ["sleep", marker]}, "b": {"argv": ["sleep", marker]}}
+    watcher = _when_running(marker, 2, broken.set)
+    result = _run(instance, probe_root, plan, "ab", max_workers=2)
+    watcher.join()
+    assert not result.success
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert _sleepers(marker) == []
+    assert any("Unexpected exception while steps were running - stopping them" in m
+               for m in _messages(instance, result.run_id))
+
+
+# -- concurrent writes to the sqlite event log ----------------------------------------------------------
+def test_parallel_steps_lose_no_log_line(instance: dg.DagsterInstance, probe_root: Path) -> None:
+    lines = 400
+    plan = {k: {"rendezvous": 4, "total": 4, "log_lines": lines,
+                "argv": ["python3", "-c", f"for i in range({lines}): print('{k} prints', i, flush=True)"]}
+            for k in "abcd"}
+    result = _run(instance, probe_root, plan, "abcd", max_workers=4)
+    assert result.success
+    assert _state(probe_root)["peak"] == 4
+    records = instance.get_records_for_run(result.run_id, limit=100_000).records
+    text = "\n".join(r.event_log_entry.user_message for r in records)
+    assert "database is locked" not in text
+    for k in "abcd":
+        said = [r for r in records if r.event_log_entry.user_message.startswith(f"{k} says ")]
+        assert len(said) == lines and all(r.event_log_entry.step_key == k for r in said)
+        assert {f"[{k}] {k} prints {i}" for i in range(lines)} <= set(text.splitlines())
+
+
+# -- (6) configuration ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0, 65, -1, True, "4"])
+def test_max_workers_out_of_range_names_the_key(value: object) -> None:
+    with pytest.raises(ExecutorConfigError, match=r"^execution\.config\.max_workers: must be a whole number from 1 to"):
+        check_max_workers(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        with pytest.raises(ExecutorConfigError, match=r"^max_workers: "):
+            threaded_executor_for(value)
+
+
+@pytest.mark.parametrize("value", [0, 65])
+def test_launch_with_max_workers_out_of_range_fails_naming_the_key(
+    instance: dg.DagsterInstance, probe_root: Path, value: int
+) -> None:
+    result = _run(instance, probe_root, {}, "a", max_workers=value)
+    assert not result.success
+    assert _steps(instance, result.run_id) == {}
+    failures = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records]
+    assert any("execution.config.max_workers: must be a whole number from 1 to 64" in str(f.event_specific_data)
+               for f in failures)
+
+
+def test_default_is_the_cpu_count_and_an_app_default_can_be_overridden_at_launch(
+    instance: dg.DagsterInstance, probe_root: Path
+) -> None:
+    def workers(result: dg.JobExecutionResult) -> str:
+        (line,) = [m for m in _messages(instance, result.run_id) if m.startswith("Executing steps on up to")]
+        return line.split()[5]
+
+    assert workers(_run(instance, probe_root, {}, "a")) == str(default_max_workers()) == str(os.cpu_count())
+    app_default = dg.reconstructable(threads_job_3)
+    assert workers(_run(instance, probe_root, {}, "a", job=app_default)) == "3"
+    assert workers(_run(instance, probe_root, {}, "a", job=app_default, max_workers=1)) == "1"
+    assert threaded_executor_for(None) is threaded_executor
