@@ -26,6 +26,8 @@ import dagster as dg
 import pytest
 from dagster._core.execution.plan.active import ActiveExecution
 
+from sevenp_pipeline.config import ConfigError, load_app_config
+from sevenp_pipeline.definitions import build_app_definitions
 from sevenp_pipeline.execution.threads import (
     ExecutorConfigError,
     check_max_workers,
@@ -363,3 +365,25 @@ def test_default_is_the_cpu_count_and_an_app_default_can_be_overridden_at_launch
     assert workers(_run(instance, probe_root, {}, "a", job=app_default)) == "3"
     assert workers(_run(instance, probe_root, {}, "a", job=app_default, max_workers=1)) == "1"
     assert threaded_executor_for(None) is threaded_executor
+
+
+@pytest.mark.parametrize("value", [0, 65])
+def test_app_config_execution_max_workers_is_checked_at_load(tmp_path: Path, value: int) -> None:
+    path = tmp_path / "web.yaml"
+    path.write_text(f"name: web\nrepository: {{url: /srv/web.git}}\nexecution: {{max_workers: {value}}}\n"
+                    "stages: {}\n")
+    with pytest.raises(ConfigError, match=r"web\.yaml: execution\.max_workers: Input should be "):
+        load_app_config(path)
+
+
+def test_app_job_runs_on_the_threaded_executor_with_the_apps_max_workers(tmp_path: Path) -> None:
+    path = tmp_path / "web.yaml"
+    path.write_text("name: web\nrepository: {url: /srv/web.git}\nexecution: {max_workers: 3}\nstages: {}\n")
+    (job,) = build_app_definitions(load_app_config(path)).jobs  # type: ignore[misc]
+    executor = job.executor_def  # type: ignore[union-attr]
+    assert executor.name == "threaded"
+    assert executor.config_schema.as_field().config_type.fields["max_workers"].default_value == 3
+
+    path.write_text("name: web\nrepository: {url: /srv/web.git}\nstages: {}\n")
+    (job,) = build_app_definitions(load_app_config(path)).jobs  # type: ignore[misc]
+    assert job.executor_def is threaded_executor  # type: ignore[union-attr]
