@@ -36,7 +36,12 @@ from sevenp_pipeline.execution.threads import (
     threaded_executor_for,
 )
 from sevenp_pipeline.locks import file_lock
-from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
+from sevenp_pipeline.models import Workspace
+from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
+from sevenp_pipeline.resources.services import free_port
+from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
+from sevenp_pipeline.stages import runner as stage_runner
+from sevenp_pipeline.stages.runner import tool_versions
 
 RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous
 
@@ -387,3 +392,69 @@ def test_app_job_runs_on_the_threaded_executor_with_the_apps_max_workers(tmp_pat
     path.write_text("name: web\nrepository: {url: /srv/web.git}\nstages: {}\n")
     (job,) = build_app_definitions(load_app_config(path)).jobs  # type: ignore[misc]
     assert job.executor_def is threaded_executor  # type: ignore[union-attr]
+
+
+# -- what stages share, used by several at once ------------------------------------------------------------
+def _at_once(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """``fn(0..n-1)`` on n threads released together; their results (an exception is re-raised)."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+def test_free_ports_handed_to_stages_at_once_are_distinct() -> None:
+    ports = [p for batch in _at_once(8, lambda _: [free_port() for _ in range(25)]) for p in batch]
+    assert len(ports) == len(set(ports)) == 200
+
+
+def test_inputs_recorded_at_once_are_all_kept(tmp_path: Path) -> None:
+    workspace = Workspace(root=tmp_path / "ws")
+    workspace.root.mkdir()
+    _at_once(8, lambda i: [record_inputs(workspace, **{f"stage{i}_{j}": j}) for j in range(10)])
+    assert read_inputs(workspace) == {f"stage{i}_{j}": j for i in range(8) for j in range(10)}
+    assert sorted(p.name for p in workspace.root.iterdir()) == [".inputs.lock", "inputs.json"]
+
+
+def test_tool_versions_are_asked_once_for_stages_asking_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, ...]] = []
+
+    class SlowNode(ProcessRunner):
+        def run(self, request: ExecuteRequest, *, log: Any = None) -> Outcome:
+            asked.append(tuple(request.argv))
+            time.sleep(0.2)
+            return Outcome(label="node", command="node --version", exit_code=0, started=0, ended=0, tail=(),
+                           output=("v20.0.0",))
+
+    monkeypatch.setattr(stage_runner, "_TOOL_VERSIONS", {})
+    assert _at_once(4, lambda _: tool_versions(SlowNode())) == [{"node": "v20.0.0"}] * 4
+    assert asked == [("node", "--version")]
+
+
+def test_stages_of_one_commit_prepare_their_sandboxes_at_once(tmp_path: Path) -> None:
+    workspaces = Workspaces(root=str(tmp_path / "ws"), cache_root=str(tmp_path / "cache"), sandbox=False)
+    workspace = workspaces.for_commit(app="web", sha="a" * 40)
+    workspace.app_dir.mkdir(parents=True)
+
+    def prepare(i: int) -> dict[str, str]:
+        room = workspaces.stage_room(workspace, f"stage{i}")
+        return workspaces.stage_sandbox(workspace, room, cwd=workspace.app_dir, node_modules=None)[1]
+
+    envs = _at_once(8, prepare)
+    assert len({env["HOME"] for env in envs}) == 8
+    assert (workspace.root / "corepack").is_dir()
