@@ -95,8 +95,9 @@ class Probe(dg.ConfigurableResource):
             return state
 
 
-def _stage(name: str, deps: tuple[str, ...] = (), retry_policy: dg.RetryPolicy | None = None) -> dg.AssetsDefinition:
-    @dg.asset(name=name, deps=list(deps), retry_policy=retry_policy)
+def _stage(name: str, deps: tuple[str, ...] = (), retry_policy: dg.RetryPolicy | None = None,
+           pool: str | None = None) -> dg.AssetsDefinition:
+    @dg.asset(name=name, deps=list(deps), retry_policy=retry_policy, pool=pool)
     def _asset(context: dg.AssetExecutionContext, probe: Probe, process_runner: ProcessRunner) -> dg.MaterializeResult:
         plan = probe.plan(name)
         for i in range(plan.get("log_lines", 0)):
@@ -116,9 +117,11 @@ def _stage(name: str, deps: tuple[str, ...] = (), retry_policy: dg.RetryPolicy |
     return _asset
 
 
-# a b c d are independent (like the quality checks); e needs a, f needs b, g needs e and f; r retries.
+# a b c d are independent (like the quality checks); e needs a, f needs b, g needs e and f; r retries;
+# p q s share a pool (like the stages with services).
 ASSETS = [_stage("a"), _stage("b"), _stage("c"), _stage("d"), _stage("e", ("a",)), _stage("f", ("b",)),
-          _stage("g", ("e", "f")), _stage("r", retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))]
+          _stage("g", ("e", "f")), _stage("r", retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1)),
+          *(_stage(k, pool="services") for k in "pqs")]
 DEFS = dg.Definitions(
     assets=ASSETS,
     jobs=[dg.define_asset_job("threads_job", executor_def=threaded_executor),
@@ -142,6 +145,10 @@ RECON = dg.reconstructable(threads_job)
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as inst:
         yield inst
+
+
+def _pooled_instance(limit: int) -> Any:
+    return dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": limit, "granularity": "op"}}})
 
 
 @pytest.fixture
@@ -208,6 +215,19 @@ def test_a_step_waits_for_what_it_needs(instance: dg.DagsterInstance, probe_root
     spans = _state(probe_root)["intervals"]
     for child, parents in {"e": "a", "f": "b", "g": "ef"}.items():
         assert all(spans[p][1] <= spans[child][0] for p in parents), child
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_pool_slots_bound_the_pooled_steps(probe_root: Path, limit: int) -> None:
+    """Op-granularity pools (dagster.yaml) are claimed per step, as under the multiprocess executor."""
+    plan = {k: {"rendezvous": limit, "total": 3} for k in "pqs"}
+    with _pooled_instance(limit) as instance:
+        result = _run(instance, probe_root, plan, "pqs", max_workers=4)
+        assert result.success
+        assert _state(probe_root)["peak"] == limit
+        blocked = [m for m in _messages(instance, result.run_id) if "blocked by limit for pool services" in m]
+        assert len(blocked) >= 3 - limit
+        assert instance.event_log_storage.get_concurrency_info("services").active_slot_count == 0
 
 
 # -- (2) a failing step fails alone; (3) re-execution from failure ----------------------------------
