@@ -28,6 +28,7 @@ from dagster._core.execution.plan.active import ActiveExecution
 
 from sevenp_pipeline.config import ConfigError, load_app_config
 from sevenp_pipeline.definitions import build_app_definitions
+from sevenp_pipeline.devtools.devstack import LocalDagster, terminate
 from sevenp_pipeline.execution.threads import (
     ExecutorConfigError,
     check_max_workers,
@@ -42,6 +43,7 @@ from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
 from sevenp_pipeline.stages import runner as stage_runner
 from sevenp_pipeline.stages.runner import tool_versions
+from sevenp_pipeline.triggers.tags import TAG_COMMIT
 
 RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous
 
@@ -478,3 +480,51 @@ def test_stages_of_one_commit_prepare_their_sandboxes_at_once(tmp_path: Path) ->
     envs = _at_once(8, prepare)
     assert len({env["HOME"] for env in envs}) == 8
     assert (workspace.root / "corepack").is_dir()
+
+
+# -- (5) through a real deployment: the UI's Terminate ------------------------------------------------------
+@pytest.mark.integration
+def test_run_terminated_through_graphql_leaves_no_command_or_server(make_pipeline, monkeypatch) -> None:
+    """``dagster dev`` (daemon, queued run, run worker launched by the code server) runs an app whose
+    stage hangs with its PostgreSQL and Redis up; terminateRun ends the run CANCELED, and the stage's
+    command, its servers and their folder are gone."""
+    marker = f"300.{secrets.randbelow(10**6):06d}"
+    pipe = make_pipeline(f"""
+        trigger: {{poll_interval_seconds: 1}}
+        stages:
+          hang:
+            kind: command
+            command: [sleep, "{marker}"]
+            services: [postgresql, redis]
+            needs: [node_dependencies]
+        """)
+    stack = LocalDagster(home=pipe.settings.home, port=free_port(), apps_dir=pipe.settings.apps_dir)
+    monkeypatch.setenv("DAGSTER_HOME", str(stack.dagster_home))
+    services = pipe.settings.services_dir
+    stack.start()
+    try:
+        stack.wait_for_sensor_tick(f"{pipe.key}_git_push_sensor")
+        instance = dg.DagsterInstance.get()
+        sha = pipe.remote.commit("feat: a stage that hangs")
+        deadline = time.monotonic() + 180
+        while not _sleepers(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sleepers(marker), "the hanging stage never started"
+        assert list(services.glob("svc-*")), "the stage's servers should be up"
+        (run,) = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
+        terminate(stack.url, run.run_id)
+        deadline = time.monotonic() + 120
+        while not (run := instance.get_run_by_id(run.run_id)).is_finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert run.status == dg.DagsterRunStatus.CANCELED
+        messages = _messages(instance, run.run_id)
+        assert any(m.startswith("Executing steps on up to") for m in messages)
+        assert any("received termination signal - stopping running steps" in m for m in messages)
+        steps = {s.step_key.split("__", 1)[1]: s.status.value for s in instance.get_run_step_stats(run.run_id)}
+        assert steps["hang"] == "FAILURE"
+        assert "build_artifact" not in steps
+        assert _sleepers(marker) == []
+        assert subprocess.run(["pgrep", "-f", str(services)], check=False).returncode == 1
+        assert list(services.glob("svc-*")) == []
+    finally:
+        stack.stop()

@@ -59,6 +59,17 @@ mutation ($parentRunId: String!, $strategy: ReexecutionStrategy!) {
   }
 }"""
 
+TERMINATE = """
+mutation ($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunFailure { message }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
 
 class DevStackError(RuntimeError):
     pass
@@ -190,6 +201,13 @@ def reexecute(url: str, run_id: str, strategy: str = "FROM_FAILURE") -> str:
     if result["__typename"] != "LaunchRunSuccess":
         raise DevStackError(f"re-execution of {run_id} was refused: {result}")
     return result["run"]["runId"]
+
+
+def terminate(url: str, run_id: str) -> None:
+    """Asks the webserver to terminate ``run_id``, as the UI's Terminate button does."""
+    result = graphql(url, TERMINATE, {"runId": run_id})["terminateRun"]
+    if result["__typename"] != "TerminateRunSuccess":
+        raise DevStackError(f"termination of {run_id} was refused: {result}")
 
 
 def demo_signing_key(home: Path, *, log: Callable[[str], None] = print) -> dict[str, str]:
