@@ -29,6 +29,7 @@ from dagster._core.execution.plan.active import ActiveExecution
 from sevenp_pipeline.config import ConfigError, load_app_config
 from sevenp_pipeline.definitions import build_app_definitions
 from sevenp_pipeline.devtools.devstack import LocalDagster, terminate
+from sevenp_pipeline.execution import threads as threads_module
 from sevenp_pipeline.execution.threads import (
     ExecutorConfigError,
     check_max_workers,
@@ -46,6 +47,7 @@ from sevenp_pipeline.stages.runner import tool_versions
 from sevenp_pipeline.triggers.tags import TAG_COMMIT
 
 RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous
+RELEASE_DEAF = threading.Event()
 
 
 class Probe(dg.ConfigurableResource):
@@ -105,6 +107,9 @@ def _stage(name: str, deps: tuple[str, ...] = (), retry_policy: dg.RetryPolicy |
         for i in range(plan.get("log_lines", 0)):
             context.log.info(f"{name} says {i}")
         with probe.inside(name, rendezvous=plan.get("rendezvous", 1), total=plan.get("total", 1)):
+            if plan.get("deaf"):  # waits in Python, never asking whether its run was terminated
+                (Path(probe.root) / f"{name}.deaf").touch()
+                RELEASE_DEAF.wait(300)
             outcome = process_runner.check(
                 ExecuteRequest(argv=plan.get("argv", ["sleep", "0.2"]), cwd=Path(probe.root), label=name),
                 log=context.log.info,
@@ -314,6 +319,32 @@ def test_terminated_run_kills_running_commands(instance: dg.DagsterInstance, pro
     messages = _messages(instance, result.run_id)
     assert any("received termination signal - stopping running steps" in m for m in messages)
     assert sum("was killed: the run was terminated" in m for m in messages) == 2
+
+
+def test_a_step_deaf_to_cancellation_is_left_behind_after_the_stop_timeout(
+    instance: dg.DagsterInstance, probe_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threads_module, "STOP_TIMEOUT_SECONDS", 1.0)
+    marker = f"300.{secrets.randbelow(10**6):06d}"
+    plan = {"a": {"argv": ["sleep", marker]}, "b": {"deaf": True}}
+
+    def terminate() -> None:
+        while not (probe_root / "b.deaf").exists():
+            time.sleep(0.05)
+        (run,) = instance.get_runs()
+        instance.report_run_canceling(run)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = _when_running(marker, 1, terminate)
+    try:
+        result = _run(instance, probe_root, plan, "ab", max_workers=2)
+        watcher.join()
+        assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.CANCELED
+        assert _sleepers(marker) == []
+        assert any("Steps ['b'] did not stop within 1s of being cancelled" in m
+                   for m in _messages(instance, result.run_id))
+    finally:
+        RELEASE_DEAF.set()
 
 
 def test_error_in_the_executor_loop_stops_running_commands(

@@ -137,12 +137,12 @@ class ThreadedExecutor(Executor):
         retries: RetryMode,
         max_workers: int,
         step_dependency_config: StepDependencyConfig | None = None,
-        stop_timeout_seconds: float = STOP_TIMEOUT_SECONDS,
+        stop_timeout_seconds: float | None = None,
     ) -> None:
         self._retries = check.inst_param(retries, "retries", RetryMode)
         self._max_workers = check_max_workers(max_workers)
         self._step_dependency_config = step_dependency_config or StepDependencyConfig.default()
-        self._stop_timeout_seconds = stop_timeout_seconds
+        self._stop_timeout_seconds = STOP_TIMEOUT_SECONDS if stop_timeout_seconds is None else stop_timeout_seconds
 
     @property
     def retries(self) -> RetryMode:
@@ -299,6 +299,7 @@ def _threaded_plan_iterator(
 
         threads = _StepThreads()
         stopping = False
+        stop_deadline = float("inf")
         raised: BaseException | None = None
         try:
             while threads.running or not (stopping or active.is_complete):
@@ -309,6 +310,10 @@ def _threaded_plan_iterator(
                         job_context, "Threaded executor: received termination signal - stopping running steps",
                         EngineEventData.interrupted(list(threads.running)))
                     threads.cancel_all()
+                if stopping and stop_deadline == float("inf"):
+                    stop_deadline = time.monotonic() + stop_timeout
+                if time.monotonic() > stop_deadline:
+                    break  # a step that ignores its cancellation: left behind in finally below
 
                 free = max_workers - len(threads.running)
                 if not stopping and free > 0 and not active.is_complete:
@@ -357,7 +362,8 @@ def _threaded_plan_iterator(
         finally:
             # Whatever ends the loop, no step's command outlives it.
             if threads.running:
-                left = threads.stop(stop_timeout)
+                left = threads.stop(stop_timeout if stop_deadline == float("inf")
+                                    else max(0.0, stop_deadline - time.monotonic()))
                 if left:
                     job_context.log.error(f"Steps {left} did not stop within {stop_timeout:.0f}s of being "
                                           "cancelled; leaving them behind")
