@@ -26,8 +26,8 @@ import dagster as dg
 import pytest
 from dagster._core.execution.plan.active import ActiveExecution
 
-from sevenp_pipeline.config import ConfigError, load_app_config
-from sevenp_pipeline.definitions import build_app_definitions
+from sevenp_pipeline.config import ConfigError, Settings, load_app_config
+from sevenp_pipeline.definitions import build_app_definitions, build_definitions
 from sevenp_pipeline.devtools.devstack import LocalDagster, terminate
 from sevenp_pipeline.execution import threads as threads_module
 from sevenp_pipeline.execution.threads import (
@@ -45,6 +45,8 @@ from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record
 from sevenp_pipeline.stages import runner as stage_runner
 from sevenp_pipeline.stages.runner import tool_versions
 from sevenp_pipeline.triggers.tags import TAG_COMMIT
+from sevenp_pipeline_tests.conftest import SAMPLE_APP
+from sevenp_pipeline_tests.test_sample_app import SAMPLE_STAGES
 
 RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous
 RELEASE_DEAF = threading.Event()
@@ -559,3 +561,34 @@ def test_run_terminated_through_graphql_leaves_no_command_or_server(make_pipelin
         assert list(services.glob("svc-*")) == []
     finally:
         stack.stop()
+
+
+# -- (7) the sample app's CI job, as a run worker executes it ----------------------------------------------
+def sample_ci_job() -> dg.JobDefinition:
+    return build_definitions(Settings.from_env()).resolve_job_def("7p_education_api_ci_job")
+
+
+@pytest.mark.integration
+def test_sample_app_ci_job_on_threads_passes_every_gate(make_pipeline, monkeypatch) -> None:
+    """The whole stage graph of the sample app (real PostgreSQL/Redis per test suite, Chromium E2E,
+    load test) through the job's own executor: the test suites run side by side, each with its own
+    servers, and every gate passes as it does one step after another."""
+    pipe = make_pipeline(SAMPLE_STAGES + "execution: {max_workers: 3}\n", source=SAMPLE_APP, name="7p-education-api")
+    monkeypatch.setenv("SEVENP_HOME", str(pipe.settings.home))
+    monkeypatch.setenv("SEVENP_APPS_DIR", str(pipe.settings.apps_dir))
+    sha = pipe.remote.commit("release candidate")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(f"{pipe.key}_commits", [sha])
+        result = dg.execute_job(dg.reconstructable(sample_ci_job), instance=instance,
+                                tags={"dagster/partition": sha})
+        checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+                  for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+        assert result.success, checks
+        assert checks and all(checks.values()), checks
+        assert "Executing steps on up to 3 threads" in " ".join(_messages(instance, result.run_id))
+        spans = {s.step_key.split("__", 1)[1]: (s.start_time, s.end_time)
+                 for s in instance.get_run_step_stats(result.run_id)}
+    suites = [spans[k] for k in ("unit_test_results", "integration_test_results", "api_test_results")]
+    assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(suites, 2)), suites
+    assert "release_gate" in spans
+    assert list(pipe.settings.services_dir.glob("svc-*")) == []
