@@ -8,6 +8,7 @@ import logging
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
+from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
 from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
@@ -46,10 +47,12 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         name=f"{app.key}_ci_job",
         selection=dg.AssetSelection.groups(app.key),
         description=f"The pipeline of {app.name}{about} for one commit: its declared stages"
-                    + (", image, SBOM, scans, provenance, promotion." if app.image else "."),
-        # Steps run one after another in the run worker: ~0.1 s of orchestration per step
-        # instead of ~3 s for a fresh process per step (benchmarks/pipeline_speed.py measures it).
-        executor_def=dg.in_process_executor,
+                    + (", image, SBOM, scans, provenance, promotion." if app.image else ".")
+                    + " Stages whose needs are met run at once, each on a thread of the run worker.",
+        # Ready stages run at once, each on a thread of the run worker (execution/threads.py): no
+        # fresh process per step (~3 s each here), and still one step per stage, so re-execution
+        # from failure works. The app's execution.max_workers is the default a launch may override.
+        executor_def=threaded_executor_for(app.execution.max_workers),
         tags={TAG_APP: app.name},
     )
     return dg.Definitions(assets=assets, jobs=[job], sensors=[build_push_sensor(app, job, partitions)])

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sevenp_pipeline.execution.cancellation import raise_if_cancelled
+
 
 class LockTimeout(TimeoutError):
     pass
@@ -16,7 +18,8 @@ class LockTimeout(TimeoutError):
 @contextlib.contextmanager
 def file_lock(path: Path, *, timeout: float = 600.0, what: str = "") -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``path``. The kernel releases it if the holder dies,
-    so a crashed run never leaves a stale lock behind."""
+    so a crashed run never leaves a stale lock behind. Each call opens the file anew, so two
+    threads of one process exclude each other too. A terminated run stops waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     with path.open("a") as handle:
@@ -25,6 +28,7 @@ def file_lock(path: Path, *, timeout: float = 600.0, what: str = "") -> Iterator
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                raise_if_cancelled(f"waiting for the lock on {what or path}")
                 if time.monotonic() > deadline:
                     raise LockTimeout(f"waited {timeout:.0f}s for the lock on {what or path}") from None
                 time.sleep(0.1)

@@ -31,7 +31,9 @@ def test_shipped_instance_config_validates_and_frees_slots_of_ended_runs(shipped
     assert monitoring["enabled"] is True
     assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 30
     assert monitoring["poll_interval_seconds"] <= 15  # the slot check runs at this interval
-    assert config["run_retries"]["enabled"] is True and config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_retries"]["enabled"] is True
+    # One run's two service stages at once; a second run of the app waits (the comment says why).
+    assert config["concurrency"]["pools"] == {"default_limit": 2, "granularity": "op"}
 
 
 def test_docker_instance_config_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from sevenp_pipeline.execution.cancellation import cancel_on
+from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessError, ProcessRunner
 from sevenp_pipeline.resources.redaction import Redactor
 
@@ -55,6 +59,40 @@ def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
     grandchild = int(pidfile.read_text())
     time.sleep(0.2)
     assert not _running(grandchild)
+
+
+def test_cancelled_step_kills_the_process_group_and_raises_interrupted(tmp_path: Path) -> None:
+    """What the threaded executor does on termination: the step's event is set while it waits."""
+    pidfile = tmp_path / "child.pid"
+    cancel = threading.Event()
+    lines: list[str] = []
+    runner = ProcessRunner(kill_grace_seconds=1)
+    request = ExecuteRequest(argv=["bash", "-c", f"sleep 300 & echo $! > {pidfile}; echo started; wait"],
+                             cwd=tmp_path, label="hang")
+    threading.Thread(target=lambda: (_wait_for(pidfile), cancel.set()), daemon=True).start()
+    with cancel_on(cancel), pytest.raises(dg.DagsterExecutionInterruptedError, match=r"hang: .* was killed"):
+        runner.run(request, log=lines.append)
+    assert not _running(int(pidfile.read_text()))
+    assert any("started" in line for line in lines) and "the run was terminated" in lines[-1]
+    # Once cancelled, nothing new starts; another thread (another step) is not affected.
+    with cancel_on(cancel), pytest.raises(dg.DagsterExecutionInterruptedError, match="not started"):
+        runner.run(ExecuteRequest(argv=["true"], cwd=tmp_path, label="next"))
+    assert runner.run(ExecuteRequest(argv=["true"], cwd=tmp_path, label="elsewhere")).ok
+
+
+def test_cancelled_step_stops_waiting_for_a_lock(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with file_lock(tmp_path / "x.lock"), cancel_on(cancel), \
+            pytest.raises(dg.DagsterExecutionInterruptedError, match="waiting for the lock on cache x"), \
+            file_lock(tmp_path / "x.lock", what="cache x"):
+        pass
+
+
+def _wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _running(pid: int) -> bool:

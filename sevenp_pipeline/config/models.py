@@ -186,6 +186,19 @@ class ProvenanceSettings(BaseModel):
     builder_id: str = "https://sevenp.example/sevenp_pipeline/dagster"
 
 
+class ExecutionSettings(BaseModel):
+    """How a run's stages execute: ready stages run at once on threads of the run worker
+    (sevenp_pipeline/execution/threads.py)."""
+
+    model_config = _STRICT
+
+    max_workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="stages run at once in one run; default: the number of CPUs. A launch can set "
+                    "another in its run config (execution.config.max_workers)",
+    )
+
+
 class AppConfig(BaseModel):
     """One application's pipeline."""
 
@@ -203,6 +216,7 @@ class AppConfig(BaseModel):
     image: ImageSettings | None = None
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
 
     @field_validator("name")
     @classmethod

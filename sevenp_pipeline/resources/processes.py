@@ -3,7 +3,9 @@
 A request goes in (argument list, working dir, env, timeout), an outcome comes out. Commands are
 always argument lists, never shell strings, so a branch named ``$(touch pwned)`` stays data.
 Output is read line by line, redacted, appended to a log file, kept as a tail for failure
-metadata and forwarded live to the run's log. On timeout the whole process group is killed.
+metadata and forwarded live to the run's log. On timeout the whole process group is killed; so it
+is when the run is terminated while a step of the threaded executor waits on the command
+(execution/cancellation.py): ``run`` then raises ``DagsterExecutionInterruptedError``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.execution.cancellation import cancelled, current_event, raise_if_cancelled
 from sevenp_pipeline.files import open_private
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.sandbox import SandboxError, SandboxSpec
@@ -159,9 +162,15 @@ class ProcessRunner(dg.ConfigurableResource):
         return env, redactor
 
     def run(self, request: ExecuteRequest, *, log: LogFn | None = None) -> Outcome:
-        """Runs to completion or timeout. Never raises for a non-zero exit: check ``ok``."""
+        """Runs to completion or timeout. Never raises for a non-zero exit: check ``ok``.
+
+        Raises ``DagsterExecutionInterruptedError`` after killing the command's process group when
+        the calling step is cancelled (its run was terminated).
+        """
         env, redact = self.build_env(request)
         command = redact(" ".join(_quote(a) for a in request.argv))
+        cancel = current_event()
+        raise_if_cancelled(f"{request.label}: `{command}` not started", cancel)
         tail: deque[str] = deque(maxlen=self.tail_lines)
         captured: list[str] = []
         lines: queue.Queue[str | None] = queue.Queue()
@@ -180,6 +189,7 @@ class ProcessRunner(dg.ConfigurableResource):
         reader.start()
         deadline = started + request.timeout_seconds
         timed_out = False
+        interrupted = False
         killed_at = 0.0
         pending: list[str] = []
         last_flush = time.monotonic()
@@ -215,6 +225,10 @@ class ProcessRunner(dg.ConfigurableResource):
                     killed_at = time.monotonic()
                 if timed_out and time.monotonic() - killed_at > 10:
                     break  # a grandchild that left the group still holds the pipe: stop reading
+                if cancelled(cancel):
+                    interrupted = True
+                    _kill_group(proc, self.kill_grace_seconds)
+                    break
             proc.wait()
         finally:
             if proc.poll() is None:  # interrupted (run terminated): leave nothing behind
@@ -224,6 +238,11 @@ class ProcessRunner(dg.ConfigurableResource):
             if pending and log:
                 log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
             _close(logfile)
+        if interrupted:
+            message = f"{request.label}: `{command}` was killed: the run was terminated"
+            if log:
+                log(f"[{request.label}] {message}")
+            raise dg.DagsterExecutionInterruptedError(message)
         outcome = Outcome(
             label=request.label,
             command=command,
@@ -249,6 +268,7 @@ class ProcessRunner(dg.ConfigurableResource):
 
     def start(self, request: ExecuteRequest) -> RunningProcess:
         """Starts a background server whose output goes to ``request.log_path``."""
+        raise_if_cancelled(f"{request.label}: not started", current_event())
         env, _ = self.build_env(request)
         logfile = _open_log(request.log_path) or Path(os.devnull).open("wb")  # noqa: SIM115
         try:

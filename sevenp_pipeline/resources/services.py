@@ -21,6 +21,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,10 +66,29 @@ class ServiceEndpoints:
     secrets: tuple[str, ...]
 
 
+# Ports handed out by free_port(), kept out of its answers for a while: stages running at once
+# (threads of one run worker) start servers between asking and binding, and the kernel may offer
+# a port again as soon as the probe closes it. Another process can still take one in between:
+# the servers retry on a bind failure.
+_PORTS_LOCK = threading.Lock()
+_HANDED_OUT: dict[int, float] = {}
+PORT_HOLD_SECONDS = 300.0
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, not handed out by this process in the last few minutes."""
+    with _PORTS_LOCK:
+        now = time.monotonic()
+        for port in [p for p, at in _HANDED_OUT.items() if now - at > PORT_HOLD_SECONDS]:
+            del _HANDED_OUT[port]
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT[port] = now
+                return port
+    raise OSError("no free loopback port that was not handed out recently")
 
 
 def _find_pg_bin() -> Path | None:

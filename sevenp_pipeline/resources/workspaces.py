@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.sandbox import STAGE_USER, Bind, Overlay, SandboxSpec, StageUser, minimal_env
 
@@ -108,7 +110,7 @@ class Workspaces(dg.ConfigurableResource):
         """
         corepack = workspace.root / "corepack"  # pinned pnpm/yarn, downloaded once per commit
         if not corepack.is_dir():
-            corepack.mkdir(mode=0o700)
+            corepack.mkdir(mode=0o700, exist_ok=True)  # stages running at once may both create it
             if self.sandbox:
                 self.user.own(corepack)
         user = self.user.name if self.sandbox else os.environ.get("USER", "root")
@@ -154,9 +156,17 @@ def read_inputs(workspace: Workspace) -> dict[str, Any]:
 
 
 def record_inputs(workspace: Workspace, **values: Any) -> None:
-    data = read_inputs(workspace)
-    data.update(values)
+    """Adds ``values`` to the workspace's inputs. Stages running at once (threads, or another run of
+    the commit) take turns, and a reader never sees a half-written file."""
     path = workspace.root / "inputs.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    with file_lock(workspace.root / ".inputs.lock", what=f"inputs of {workspace.root}"):
+        data = read_inputs(workspace)
+        data.update(values)
+        fd, tmp = tempfile.mkstemp(prefix=".inputs-", suffix=".tmp", dir=workspace.root)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(data, indent=2, sort_keys=True))
+            Path(tmp).replace(path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -16,7 +16,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,16 +46,26 @@ class StageSkipped(Exception):
 
 
 _TOOL_VERSIONS: dict[tuple[str, ...], str] = {}
+_TOOL_LOCKS: dict[tuple[str, ...], threading.Lock] = {}
+_TOOL_LOCKS_GUARD = threading.Lock()
+
+
+def _asked_once(key: tuple[str, ...], ask: Callable[[], Outcome]) -> str:
+    """The last output line of ``ask()``, run once per process for ``key``: stages running at once
+    (threads of one run worker) wait for the first one's answer instead of asking again."""
+    with _TOOL_LOCKS_GUARD:
+        lock = _TOOL_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _TOOL_VERSIONS:
+            outcome = ask()
+            _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
+        return _TOOL_VERSIONS[key]
 
 
 def _version(runner: ProcessRunner, argv: list[str], cwd: Path) -> str:
     """A machine-wide tool's answer (node, npm's config), asked once per process, outside any app folder."""
-    key = tuple(argv)
-    if key not in _TOOL_VERSIONS:
-        outcome = runner.run(ExecuteRequest(argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120,
-                                            capture=True))
-        _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
-    return _TOOL_VERSIONS[key]
+    return _asked_once(tuple(argv), lambda: runner.run(ExecuteRequest(
+        argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120, capture=True)))
 
 
 def npm_registry(runner: ProcessRunner) -> str | None:
@@ -197,10 +208,8 @@ class Stage:
         if pm.version:
             return {**versions, pm.name: pm.version}
         key = (*pm.version_argv(), str(self.workspace.app_dir))
-        if key not in _TOOL_VERSIONS:
-            outcome = self.runner.run(self.request(pm.version_argv(), capture=True))
-            _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
-        return {**versions, pm.name: _TOOL_VERSIONS[key]}
+        found = _asked_once(key, lambda: self.runner.run(self.request(pm.version_argv(), capture=True)))
+        return {**versions, pm.name: found}
 
     def run(self, argv: list[str], *, node_modules: bool = True) -> Outcome:
         spec = self.spec

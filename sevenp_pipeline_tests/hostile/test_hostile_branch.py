@@ -44,6 +44,7 @@ APP = "hostile-app"
 KEY = "hostile_app"
 VICTIM_JS = "module.exports = { victim: true };\n"
 STAGE_PREFIX = re.compile(r"^\[[a-z0-9_]+\] ")
+WORKER_PID = re.compile(r"^Executing steps .*in process \(pid: (\d+)\)")  # the threaded executor's first event
 
 
 def _token(n: int = 24) -> str:
@@ -272,8 +273,8 @@ def test_killed_run_worker_is_retried_with_nothing_left(hostile_stack: Stack) ->
     while time.monotonic() < deadline and worker is None:
         runs = stack.instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
         if runs and marker.exists():
-            worker = next((int(m.split("pid: ")[1].rstrip(").")) for m in _messages(stack.instance, runs[0].run_id)
-                           if m.startswith("Executing steps in process (pid:")), None)
+            worker = next((int(found.group(1)) for m in _messages(stack.instance, runs[0].run_id)
+                           if (found := WORKER_PID.match(m))), None)
         time.sleep(0.2)
     assert worker is not None, "the hanging stage never started"
     (killed_run,) = runs
