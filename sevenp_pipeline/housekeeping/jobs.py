@@ -19,10 +19,10 @@ def prune_workspaces(context: dg.OpExecutionContext, workspace_retention: Worksp
         "removed_workspaces": dg.MetadataValue.json(
             [{"workspace": f"{r.app_key}/{r.sha}", "bytes_freed": r.bytes_freed} for r in report.removed]),
         "kept_because": dg.MetadataValue.json(report.kept),
-        "stage_cache_results_removed": report.stage_cache.manifests_removed,
-        "stage_cache_files_removed": report.stage_cache.blobs_removed,
-        "stage_cache_bytes_freed": report.stage_cache.bytes_freed,
-        "stage_cache_results_kept": report.stage_cache.manifests_kept,
+        **({"stage_cache_results_removed": cache.manifests_removed,
+            "stage_cache_files_removed": cache.blobs_removed,
+            "stage_cache_bytes_freed": cache.bytes_freed,
+            "stage_cache_results_kept": cache.manifests_kept} if (cache := report.stage_cache) else {}),
     })
 
 

@@ -146,7 +146,7 @@ class PruneReport:
     removed: list[Removed] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # "<app>/<sha>" -> why
     dry_run: bool = False
-    stage_cache: CachePruneReport = field(default_factory=CachePruneReport)
+    stage_cache: CachePruneReport | None = None  # None: no stage cache configured
 
     @property
     def bytes_freed(self) -> int:
@@ -154,11 +154,13 @@ class PruneReport:
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
+        text = (f"{verb} {len(self.removed)} workspace(s), {_size(self.bytes_freed)} "
+                f"{'to free' if self.dry_run else 'freed'}; kept {len(self.kept)}")
         cache = self.stage_cache
-        return (f"{verb} {len(self.removed)} workspace(s), {_size(self.bytes_freed)} "
-                f"{'to free' if self.dry_run else 'freed'}; kept {len(self.kept)}; stage cache: {verb} "
-                f"{cache.manifests_removed} result(s) and {cache.blobs_removed} file(s), "
-                f"{_size(cache.bytes_freed)}; kept {cache.manifests_kept}")
+        if cache is not None:
+            text += (f"; stage cache: {verb} {cache.manifests_removed} result(s) and {cache.blobs_removed} "
+                     f"file(s), {_size(cache.bytes_freed)}; kept {cache.manifests_kept}")
+        return text
 
 
 def _size(n: int) -> str:
