@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from sevenp_pipeline.config import ConfigError, load_app_config
 from sevenp_pipeline.housekeeping.retention import WorkspaceRetention
@@ -25,10 +26,12 @@ from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.stage_cache import CachedFile, CacheError, Manifest, StageResultCache
 from sevenp_pipeline.stages.cache import Uncacheable, decode_metadata, encode_metadata
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
-from sevenp_pipeline_tests.conftest import Pipeline
-from sevenp_pipeline_tests.gitutil import git
+from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
+from sevenp_pipeline_tests.gitutil import Remote, git
 
 KEY = "0123456789abcdef0123456789abcdef"
+SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "apps" / "7p-education-api.yaml"
+QUALITY_STAGES = ["lint_report", "security_lint_report", "format_report", "type_check_report"]
 
 
 # -- config -----------------------------------------------------------------------------------------
@@ -86,6 +89,35 @@ def test_files_matching_follows_git_globs_under_the_app_folder(tmp_path: Path) -
     assert [f[0] for f in client.files_matching("app", sha, ["*.ts"], subdir="app")] == []
     assert [f[0] for f in client.files_matching("app", sha, ["**/*.ts"], subdir="app")] == [
         "src/a.ts", "src/deep/b.ts", "tests/c.ts"]
+
+
+def test_the_sample_apps_inputs_cover_what_its_tools_read(tmp_path: Path) -> None:
+    """apps/7p-education-api.yaml narrows the quality stages' inputs: each list must hold every file
+    its tool reads in examples/7p-education-api, or a change there would restore a stale result."""
+    remote = Remote(tmp_path, SAMPLE_APP, "sample")
+    cache = tmp_path / "cache"
+    (cache / "git").mkdir(parents=True)
+    git("clone", "--quiet", "--mirror", remote.url, str(cache / "git" / "sample.git"), cwd=tmp_path)
+    client = GitClient(runner=ProcessRunner(), cache_dir=str(cache))
+    stages = yaml.safe_load(SAMPLE_CONFIG.read_text())["stages"]
+    sha = git("rev-parse", "HEAD", cwd=remote.clone)
+
+    def matched(stage: str) -> set[str]:
+        return {path for path, _, _ in client.files_matching("sample", sha, stages[stage]["inputs"])}
+
+    files = {p.relative_to(remote.clone).as_posix() for p in remote.clone.rglob("*")
+             if p.is_file() and ".git" not in p.relative_to(remote.clone).parts}
+    scripts = {f for f in files if f.endswith((".js", ".mjs", ".cjs", ".ts"))}
+    assert matched("lint_report") == scripts  # eslint . lints them all, its config among them
+    assert matched("security_lint_report") == {f for f in files if f.endswith(".ts")} | {
+        "eslint.security.config.mjs"}
+    typed = {"tsconfig.json", "playwright.config.ts", "api-spec/openapi.json", "migrations/index.d.ts"} | {
+        f for f in files if f.endswith(".ts") and f.split("/")[0] in ("src", "tests", "e2e")}
+    assert typed <= matched("type_check_report") and "README.md" not in matched("type_check_report")
+    prettier = {f for f in files if f.endswith((".ts", ".js", ".mjs", ".cjs", ".json", ".md", ".css", ".html",
+                                                ".yaml", ".yml"))}
+    assert prettier | {".prettierrc.json", ".prettierignore"} <= matched("format_report")
+    assert "README.md" in matched("format_report")  # prettier --check . reads it
 
 
 # -- the store -------------------------------------------------------------------------------------
@@ -209,6 +241,7 @@ def test_retention_prunes_the_stage_cache_too(tmp_path: Path) -> None:
     retention = WorkspaceRetention(workspaces_dir=str(tmp_path / "workspaces"), stage_cache_dir=cache.root,
                                    stage_cache_days=14)
     report = retention.prune(dg.DagsterInstance.ephemeral())
+    assert report.stage_cache is not None
     assert report.stage_cache.manifests_removed == 1 and not path.exists()
     assert "stage cache: removed 1 result(s)" in report.summary()
 
@@ -434,6 +467,7 @@ def test_restore_works_after_the_workspace_was_pruned(make_pipeline) -> None:
     report = retention.prune(pipe.instance)
     assert [r.sha for r in report.removed] == [first_sha]
     assert not (pipe.settings.workspaces_dir / pipe.key / first_sha).exists()
+    assert report.stage_cache is not None
     assert report.stage_cache.manifests_removed == 0 and report.stage_cache.manifests_kept == len(CACHED_STAGES)
 
     (pipe.remote.clone / "README.md").unlink()
@@ -446,3 +480,22 @@ def test_restore_works_after_the_workspace_was_pruned(make_pipeline) -> None:
     assert _ran(pipe, sha, "dist_check")
     assert (pipe.settings.workspaces_dir / pipe.key / sha / "src" / "dist" / "math.js").is_file()
 
+
+@pytest.mark.integration
+def test_the_sample_app_restores_its_quality_stages_after_a_readme_change(make_pipeline) -> None:
+    """The sample's own inputs: ESLint and tsc are restored after a README change; prettier, which
+    checks README.md, runs."""
+    stages = yaml.safe_load(SAMPLE_CONFIG.read_text())["stages"]
+    pipe = make_pipeline(yaml.safe_dump({"stages": {s: stages[s] for s in QUALITY_STAGES}}), source=SAMPLE_APP,
+                         name="7p-education-api")
+    first_sha = pipe.remote.push("develop")
+    first = pipe.materialize(first_sha, QUALITY)
+    assert first.success
+    readme = pipe.remote.clone / "README.md"
+    readme.write_text(readme.read_text() + "\nOne more line.\n")
+    sha = pipe.remote.commit("docs: one more line")
+    second = pipe.materialize(sha, QUALITY)
+    assert second.success
+    assert _restored(second) == dict.fromkeys(["lint_report", "security_lint_report", "type_check_report"],
+                                              first_sha)
+    assert _ran(pipe, sha, "format_report") and _meta(second, "format_report")["unformatted_files"] == 0
