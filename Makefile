@@ -36,10 +36,11 @@ stop: install
 rerun: install
 	$(BIN)/python -m sevenp_pipeline.devtools.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
 
-## Remove per-commit workspaces nothing needs (also daily, workspace_retention_schedule):
-## make prune [KEEP=<commits per branch, default 5>] [DRY_RUN=1]
+## Remove per-commit workspaces nothing needs and stage results unused for a while (also daily,
+## workspace_retention_schedule): make prune [KEEP=<commits per branch, default 5>] [CACHE_DAYS=14] [DRY_RUN=1]
 prune: install
-	$(BIN)/python -m sevenp_pipeline.housekeeping.retention $(if $(KEEP),--keep $(KEEP),) $(if $(DRY_RUN),--dry-run,)
+	$(BIN)/python -m sevenp_pipeline.housekeeping.retention $(if $(KEEP),--keep $(KEEP),) \
+		$(if $(CACHE_DAYS),--cache-days $(CACHE_DAYS),) $(if $(DRY_RUN),--dry-run,)
 
 test: install
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks

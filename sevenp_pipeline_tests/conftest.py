@@ -38,7 +38,8 @@ class Pipeline:
         return self.app.key
 
     def materialize(self, sha: str, selection: str | None = None, *, raise_on_error: bool = False,
-                    run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+                    run_config: dict | None = None, tags: dict[str, str] | None = None,
+                    ) -> dg.ExecuteInProcessResult:
         self.instance.add_dynamic_partitions(f"{self.key}_commits", [sha])
         defs = self.defs
         job = defs.resolve_implicit_global_asset_job_def()
@@ -52,6 +53,7 @@ class Pipeline:
             asset_selection=keys,
             raise_on_error=raise_on_error,
             run_config=run_config,
+            tags=tags,
         )
 
 

@@ -15,7 +15,7 @@ from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov
 
 KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
-        "test_services", "workspace_retention", "launch_options", "signing_key", "registry"}
+        "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry"}
 
 
 def _settings(tmp_path: Path, registry: str = "local", endpoint: str | None = None) -> Settings:

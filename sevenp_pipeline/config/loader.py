@@ -227,7 +227,8 @@ def _expand(value: Any, path: Path, key: str, variables: Mapping[str, str]) -> A
 def _describe(path: Path, exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+        key = key.removeprefix(".") or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         message = message.removeprefix("Value error, ")
         if not error["loc"] and message.startswith("stages"):  # the stage graph names its own key

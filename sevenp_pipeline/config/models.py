@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import graphlib
 import re
-from typing import Literal
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -23,6 +24,26 @@ RESERVED_STAGE_NAMES = frozenset({"source_checkout", "container_image", "sbom", 
 
 ServiceName = Literal["postgresql", "redis"]
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# Kinds whose results the stage cache never restores: the install has its own cache (node_modules by
+# lockfile), commitlint reads the pushed range, not files.
+UNCACHED_KINDS = frozenset({"install", "commitlint"})
+
+
+def _input_pattern(value: str) -> str:
+    """One ``inputs`` entry: a git glob pathspec relative to the app folder (``src/**``, ``*.config.*``)."""
+    if not value.strip():
+        raise ValueError("an empty pattern; give a path or glob relative to the app folder, e.g. 'src/**'")
+    if value.startswith(":"):
+        raise ValueError(f"'{value}': pathspec magic is not accepted, the pattern is read as a glob already")
+    if value.startswith("/"):
+        raise ValueError(f"'{value}' is absolute; patterns are relative to the app folder")
+    if ".." in PurePosixPath(value).parts or "\\" in value:
+        raise ValueError(f"'{value}' leaves the app folder ('..') or uses a backslash")
+    return value
+
+
+InputPattern = Annotated[str, AfterValidator(_input_pattern)]
 
 
 class StageGates(BaseModel):
@@ -63,12 +84,28 @@ class StageSpec(BaseModel):
     services: list[ServiceName] = Field(default_factory=list)
     retries: int = Field(default=0, ge=0, le=5, description="retries with backoff (network stages)")
     gates: StageGates = Field(default_factory=StageGates)
+    inputs: list[InputPattern] | None = Field(
+        default=None, description="git glob pathspecs (relative to the app folder) of the files the stage reads; "
+                                  "default: the whole app folder. package.json and the lockfile always count")
+    cache: bool = Field(default=True, description="restore the stored result of a run with the same input key "
+                                                  "instead of running again")
 
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
         if value not in STAGE_KINDS:
             raise ValueError(f"unknown kind '{value}' (known: {', '.join(STAGE_KINDS)})")
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        kind = info.data.get("kind")
+        if value is not None and kind in UNCACHED_KINDS:
+            raise ValueError(f"the {kind} stage is never restored from the stage cache; remove 'inputs'")
+        if value is not None and not value:
+            raise ValueError("an empty list would let any change of the app reuse an old result; list the files "
+                             "the stage reads, or remove 'inputs' to key it on the whole app folder")
         return value
 
     @model_validator(mode="after")
@@ -89,6 +126,11 @@ class StageSpec(BaseModel):
         if self.gates.min_coverage is not None and not self.coverage:
             raise ValueError("gates.min_coverage needs 'coverage' (the coverage summary file)")
         return self
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the stage cache may store and restore this stage's result."""
+        return self.cache and self.kind not in UNCACHED_KINDS
 
 
 class Repository(BaseModel):

@@ -50,6 +50,11 @@ class Settings:
         return self.home / "cache"
 
     @property
+    def stage_cache_dir(self) -> Path:
+        """Stage results by input key (resources/stage_cache.py)."""
+        return self.cache_dir / "stages"
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 

@@ -8,7 +8,8 @@ from sevenp_pipeline.housekeeping.retention import WorkspaceRetention
 RETENTION_CRON = "30 3 * * *"  # daily, at a quiet hour
 
 
-@dg.op(out=dg.Out(dg.Nothing), description="Removes per-commit workspaces no run, branch or deployment needs.")
+@dg.op(out=dg.Out(dg.Nothing), description="Removes per-commit workspaces no run, branch or deployment needs, "
+                                           "and stage results unused for a while.")
 def prune_workspaces(context: dg.OpExecutionContext, workspace_retention: WorkspaceRetention) -> dg.Output:
     report = workspace_retention.prune(context.instance, log=context.log.info)
     return dg.Output(None, metadata={
@@ -18,6 +19,10 @@ def prune_workspaces(context: dg.OpExecutionContext, workspace_retention: Worksp
         "removed_workspaces": dg.MetadataValue.json(
             [{"workspace": f"{r.app_key}/{r.sha}", "bytes_freed": r.bytes_freed} for r in report.removed]),
         "kept_because": dg.MetadataValue.json(report.kept),
+        **({"stage_cache_results_removed": cache.manifests_removed,
+            "stage_cache_files_removed": cache.blobs_removed,
+            "stage_cache_bytes_freed": cache.bytes_freed,
+            "stage_cache_results_kept": cache.manifests_kept} if (cache := report.stage_cache) else {}),
     })
 
 

@@ -10,8 +10,14 @@ Kept, per app, from the Dagster instance's runs (tags ``sevenp/app``, ``sevenp/b
 - every workspace changed within ``min_age_seconds`` (a run being set up right now).
 
 Only folders named like a commit SHA are touched. Artifacts (``<home>/artifacts``) and the run
-records are never removed. ``python -m sevenp_pipeline.housekeeping.retention`` (``make prune``)
-and the daily ``workspace_retention_schedule`` both call :meth:`WorkspaceRetention.prune`.
+records are never removed.
+
+The stage result cache (``<home>/cache/stages``, resources/stage_cache.py) is pruned by age alone:
+a manifest not stored or restored for ``stage_cache_days`` goes, then every blob no remaining
+manifest names (blobs younger than an hour stay: a run may be storing its manifest).
+
+``python -m sevenp_pipeline.housekeeping.retention`` (``make prune``) and the daily
+``workspace_retention_schedule`` both call :meth:`WorkspaceRetention.prune`.
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ from pydantic import Field
 
 from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.git import is_sha
+from sevenp_pipeline.resources.stage_cache import CachePruneReport, StageResultCache
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
 
 PARTITION_TAG = "dagster/partition"
 DEFAULT_KEEP_PER_BRANCH = 5
+DEFAULT_STAGE_CACHE_DAYS = 14.0
 
 
 def deployed_commits(instance: dg.DagsterInstance) -> dict[str, set[str]]:
@@ -138,6 +146,7 @@ class PruneReport:
     removed: list[Removed] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # "<app>/<sha>" -> why
     dry_run: bool = False
+    stage_cache: CachePruneReport | None = None  # None: no stage cache configured
 
     @property
     def bytes_freed(self) -> int:
@@ -145,8 +154,13 @@ class PruneReport:
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
-        return (f"{verb} {len(self.removed)} workspace(s), {_size(self.bytes_freed)} "
+        text = (f"{verb} {len(self.removed)} workspace(s), {_size(self.bytes_freed)} "
                 f"{'to free' if self.dry_run else 'freed'}; kept {len(self.kept)}")
+        cache = self.stage_cache
+        if cache is not None:
+            text += (f"; stage cache: {verb} {cache.manifests_removed} result(s) and {cache.blobs_removed} "
+                     f"file(s), {_size(cache.bytes_freed)}; kept {cache.manifests_kept}")
+        return text
 
 
 def _size(n: int) -> str:
@@ -160,12 +174,21 @@ class WorkspaceRetention(dg.ConfigurableResource):
     keep_per_branch: int = Field(default=DEFAULT_KEEP_PER_BRANCH, ge=1,
                                  description="commits kept per branch (env SEVENP_KEEP_COMMITS_PER_BRANCH)")
     min_age_seconds: float = Field(default=3600, ge=0, description="workspaces changed more recently are kept")
+    stage_cache_dir: str = Field(default="", description="the stage result cache to prune; empty: none")
+    stage_cache_days: float = Field(default=DEFAULT_STAGE_CACHE_DAYS, gt=0,
+                                    description="stage results not stored or restored for this long are "
+                                                "removed (env SEVENP_STAGE_CACHE_DAYS)")
 
     def prune(self, instance: dg.DagsterInstance, *, dry_run: bool = False,
               log: Callable[[str], None] | None = None) -> PruneReport:
         report = PruneReport(dry_run=dry_run)
+        if self.stage_cache_dir:
+            report.stage_cache = StageResultCache(root=self.stage_cache_dir).prune(
+                unused_for_seconds=self.stage_cache_days * 86400, dry_run=dry_run)
         root = Path(self.workspaces_dir)
         if not root.is_dir():
+            if log:
+                log(report.summary())
             return report
         now = time.time()
         facts = run_facts(instance)
@@ -221,6 +244,17 @@ def keep_per_branch_from_env() -> int:
         raise ValueError(f"SEVENP_KEEP_COMMITS_PER_BRANCH={raw!r}: expected a whole number") from None
 
 
+def stage_cache_days_from_env() -> float:
+    raw = os.environ.get("SEVENP_STAGE_CACHE_DAYS", "")
+    try:
+        days = float(raw) if raw else DEFAULT_STAGE_CACHE_DAYS
+    except ValueError:
+        raise ValueError(f"SEVENP_STAGE_CACHE_DAYS={raw!r}: expected a number of days") from None
+    if days <= 0:
+        raise ValueError(f"SEVENP_STAGE_CACHE_DAYS={raw!r}: expected more than 0 days")
+    return days
+
+
 def main(argv: list[str] | None = None) -> int:
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
 
@@ -230,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"commits kept per branch (default: $SEVENP_KEEP_COMMITS_PER_BRANCH or "
                              f"{DEFAULT_KEEP_PER_BRANCH})")
     parser.add_argument("--min-age-seconds", type=float, default=3600)
+    parser.add_argument("--cache-days", type=float, default=None,
+                        help=f"stage results unused for this many days are removed (default: "
+                             f"$SEVENP_STAGE_CACHE_DAYS or {DEFAULT_STAGE_CACHE_DAYS:g})")
     parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -240,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     retention = WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
                                    keep_per_branch=args.keep or keep_per_branch_from_env(),
-                                   min_age_seconds=args.min_age_seconds)
+                                   min_age_seconds=args.min_age_seconds,
+                                   stage_cache_dir=str(settings.stage_cache_dir),
+                                   stage_cache_days=args.cache_days or stage_cache_days_from_env())
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME: the instance whose runs say what is in use
         retention.prune(instance, dry_run=args.dry_run, log=print)
     return 0

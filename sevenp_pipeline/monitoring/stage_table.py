@@ -104,6 +104,8 @@ def _figure(asset: str, meta: dict[str, Any]) -> str:
     for key, fmt in figures:
         if key in meta:
             parts.append(fmt.format(meta[key]))
+    if meta.get("restored_from"):
+        parts.append(f"restored from {str(meta['restored_from'])[:12]}")
     return ", ".join(parts)
 
 

@@ -14,7 +14,11 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
-from sevenp_pipeline.housekeeping.retention import WorkspaceRetention, keep_per_branch_from_env
+from sevenp_pipeline.housekeeping.retention import (
+    WorkspaceRetention,
+    keep_per_branch_from_env,
+    stage_cache_days_from_env,
+)
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
@@ -25,6 +29,7 @@ from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
+from sevenp_pipeline.resources.stage_cache import StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import STAGE_USER
 
@@ -56,10 +61,14 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
             sandbox=os.environ.get("SEVENP_SANDBOX", "on") != "off",
         ),
         "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
+        # Under the cache folder, not the workspaces: restoring outlives workspace retention.
+        "stage_cache": StageResultCache(root=str(settings.stage_cache_dir)),
         # Per instance, under the home (see service_dirs for the unprivileged server user's access).
         "test_services": TestServices(runner=runner, root_dir=str(settings.services_dir)),
         "workspace_retention": WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
-                                                  keep_per_branch=keep_per_branch_from_env()),
+                                                  keep_per_branch=keep_per_branch_from_env(),
+                                                  stage_cache_dir=str(settings.stage_cache_dir),
+                                                  stage_cache_days=stage_cache_days_from_env()),
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
     }
@@ -83,7 +92,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of this deployment: ``settings.registry`` picks the local set or the AWS set.
 
     Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
-    test_services, workspace_retention, launch_options, signing_key, registry.
+    test_services, workspace_retention, launch_options, signing_key, stage_cache, registry.
     """
     runner = ProcessRunner()
     if settings.registry == "ecr":

@@ -15,6 +15,8 @@ from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, ProcessRu
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # Never let git prompt for credentials or use a pager in a pipeline.
+# git's id of the empty tree: every file of a commit differs from it.
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"}
 
 
@@ -118,6 +120,28 @@ class GitClient(dg.ConfigurableResource):
         """The git tree id of the app folder: equal trees mean equal sources."""
         spec = f"{sha}:{subdir}" if subdir else f"{sha}^{{tree}}"
         return self._git(["rev-parse", spec], cwd=self.mirror_path(app_key), label="git rev-parse").strip()
+
+    def files_matching(
+        self, app_key: str, sha: str, patterns: list[str], *, subdir: str = ""
+    ) -> list[tuple[str, str, str]]:
+        """``[(path, mode, object id)]`` of the files of ``sha`` under ``subdir`` that match any of ``patterns``
+        (git glob pathspecs relative to ``subdir``: ``src/**``, ``*.config.*``; ``*`` stops at ``/``),
+        with paths relative to ``subdir``, sorted. A diff against the empty tree: ``ls-tree`` takes no
+        glob magic, ``diff-tree`` does."""
+        prefix = f"{subdir.strip('/')}/" if subdir.strip("/") else ""
+        specs = [f":(glob){prefix}{p}" for p in patterns]
+        out = self._git(["diff-tree", "-r", "-z", "--no-renames", "--raw", "--no-commit-id", EMPTY_TREE, sha,
+                         "--", *specs], cwd=self.mirror_path(app_key), label="git diff-tree")
+        fields = out.split("\x00")
+        if fields and not fields[-1].strip():
+            fields.pop()  # after the last NUL
+        files = []
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+            parts = meta.strip().split()
+            if len(fields) % 2 or len(parts) < 5 or not parts[0].startswith(":") or not path.startswith(prefix):
+                raise GitError(f"unexpected output of git diff-tree for {sha[:12]}: {meta!r} {path!r}")
+            files.append((path[len(prefix):], parts[1], parts[3]))
+        return sorted(files)
 
     def tags_at(self, app_key: str, sha: str) -> list[str]:
         """Tags of the remote that point at ``sha`` (the mirror keeps every tag)."""

@@ -18,3 +18,8 @@ class LaunchOptions(dg.ConfigurableResource):
         default=False,
         description="Skip test execution. The test gates then record a WARN result, never a pass.",
     )
+    use_stage_cache: bool = Field(
+        default=True,
+        description="Restore a stage whose inputs are unchanged from the stage cache instead of running it. "
+                    "false runs every stage again (its results still refresh the cache).",
+    )

@@ -3,7 +3,8 @@
 Every stage depends on the commit's checkout and on the stages it needs; its kind (stages/kinds.py)
 reads the tool's report and records the gates (stages/gates.py) as blocking checks. The install
 stage (source/dependencies.py) and the commit-message check have their own asset functions; every
-other kind shares the one below.
+other kind shares the one below, which restores a stage whose input key is unchanged from the stage
+cache instead of running it (stages/cache.py).
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
@@ -18,9 +19,10 @@ from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import TestServices
+from sevenp_pipeline.resources.stage_cache import StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.source.dependencies import build_install_asset
-from sevenp_pipeline.stages import gates
+from sevenp_pipeline.stages import cache, gates
 from sevenp_pipeline.stages.commits import check_commits
 from sevenp_pipeline.stages.kinds import KINDS, Kind
 from sevenp_pipeline.stages.runner import (
@@ -97,6 +99,8 @@ def _stage_asset(
         artifact_store: ArtifactStore,
         test_services: TestServices,
         launch_options: LaunchOptions,
+        git: GitClient,
+        stage_cache: StageResultCache,
     ) -> dg.MaterializeResult:
         stage = Stage(context, app, name, process_runner, workspaces, artifact_store)
         if kind.skipped_by_skip_tests and launch_options.skip_tests:
@@ -107,17 +111,27 @@ def _stage_asset(
             argv = stage.argv()
         except StageSkipped as skipped:
             return not_run(context, str(skipped), check_names)
+        # What the stage reads, known before it runs: its data version, and its address in the cache.
+        key = cache.try_input_key(stage, argv, git=git, app_port=kind.app_port)
+        if key and spec.cacheable and launch_options.use_stage_cache:
+            restored = cache.restore(stage, stage_cache, key, checks=check_names)
+            if restored is not None:
+                return restored
+        elif key and spec.cacheable:
+            context.log.info("%s: use_stage_cache is off for this run: running it", name)
         with stage.with_services(test_services, app_port=kind.app_port):
             outcome = stage.run(argv)
             evaluation = kind.evaluate(stage, outcome)
         passed = all(r.passed for r in evaluation.results)
+        data_version = (evaluation.data_version or key
+                        or stage.data_version(argv, sorted(spec.services), kind.app_port))
+        metadata = {"kind": spec.kind, **stage.base_metadata(outcome), **evaluation.metadata,
+                    **({"input_key": key} if key else {}), "gates_passed": passed}
+        if key and spec.cacheable and passed:
+            cache.store(stage, stage_cache, key, data_version=data_version, metadata=metadata,
+                        checks=evaluation.results, outputs=evaluation.outputs)
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(evaluation.data_version
-                                        or stage.data_version(argv, sorted(spec.services), kind.app_port)),
-            metadata={"kind": spec.kind, **stage.base_metadata(outcome), **evaluation.metadata,
-                      "gates_passed": passed},
-            check_results=evaluation.results,
-        )
+            data_version=dg.DataVersion(data_version), metadata=metadata, check_results=evaluation.results)
 
     return _asset
 

@@ -33,11 +33,13 @@ MAX_KEPT_ARTIFACTS = 40
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What a stage records: metadata, its gate results, and (for outputs) the content digest."""
+    """What a stage records: metadata, its gate results, and (for outputs) the content digest and the
+    folders later stages read (``{folder in the app: name of the kept tarball}``)."""
 
     metadata: dict[str, Any]
     results: list[dg.AssetCheckResult] = field(default_factory=list)
     data_version: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def _output(stage: Stage, outcome: Outcome) -> Evaluation:
         metadata={"sha256": digest, "files": files, "size_bytes": tarball.stat().st_size,
                   "artifact": dg.MetadataValue.url(uri)},
         data_version=digest,
+        outputs={stage.spec.output_dir: tarball.name},
     )
 
 

@@ -117,6 +117,7 @@ class Stage:
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[str, ...] = ()
     room: StageRoom | None = None
+    kept: dict[str, str] = field(default_factory=dict)  # artifact name -> URI, what the stage cache stores
 
     @property
     def sha(self) -> str:
@@ -195,6 +196,8 @@ class Stage:
                 **self.spec.env, **self.extra_env}
 
     def data_version(self, argv: list[str], *extra: Any) -> str:
+        """A stage's data version when its input key (stages/cache.py, which also counts the needed
+        stages' data versions and ``inputs``) cannot be computed."""
         inputs = read_inputs(self.workspace)
         public_env = {k: v for k, v in self.env().items() if k not in self.extra_env}
         return fingerprint(STAGE_CODE_VERSION, self.name, self.spec.kind, inputs.get("tree"), inputs.get("lock"),
@@ -279,10 +282,13 @@ class Stage:
             clean = path.with_name(path.name + ".redacted")
             clean.write_text(self.redact(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
             try:
-                return self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=clean)
+                uri = self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=clean)
             finally:
                 clean.unlink(missing_ok=True)
-        return self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=path)
+        else:
+            uri = self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=path)
+        self.kept[name] = uri
+        return uri
 
     def base_metadata(self, outcome: Outcome) -> dict[str, Any]:
         meta: dict[str, Any] = {

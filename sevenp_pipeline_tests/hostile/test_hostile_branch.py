@@ -173,8 +173,12 @@ def _push_hostile(stack: Stack, branch: str, scripts: dict[str, str]) -> str:
     return stack.remote.commit(f"feat: {branch}", push_to=branch)
 
 
-def _push_develop(stack: Stack, message: str) -> str:
+def _push_develop(stack: Stack, message: str, *, note: str | None = None) -> str:
+    """A commit on develop; with ``note``, one whose tree differs (written to NOTES.md), so that no
+    stage can be restored from the stage cache and every stage runs."""
     git("checkout", "--quiet", "main", cwd=stack.remote.clone)  # the clone's trusted line
+    if note is not None:
+        stack.remote.write("NOTES.md", note)
     return stack.remote.commit(message, push_to="develop")
 
 
@@ -239,7 +243,8 @@ def test_hostile_stage_reads_no_orchestrator_secret_and_leaves_nothing(hostile_s
     cached = Path(read_inputs(Workspace(root=workspace))["node_modules"])
     assert (cached / "victim" / "index.js").read_text() == VICTIM_JS
     assert not (cached / ".cache").exists()
-    after = _push_develop(stack, "chore: develop after the attack")
+    # A new tree: the lint stage (which reads the victim package) must run again, not be restored.
+    after = _push_develop(stack, "chore: develop after the attack", note="after the attack\n")
     (second,) = _wait_runs(stack.instance, after)
     assert second.status == dg.DagsterRunStatus.SUCCESS
     assert _tagged(_messages(stack.instance, second.run_id), "VICTIM-SHA256") == clean
