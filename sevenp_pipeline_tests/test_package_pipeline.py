@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from sevenp_pipeline.resources.artifacts import sha256_file
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
@@ -89,10 +91,22 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     with pytest.raises(prov.ProvenanceVerificationError):
         prov.verify(tampered, public_key_pem=signing_key, expected_subject_digest=image["digest"])
 
-    # Same inputs (an empty commit): the image is found in the registry, not rebuilt.
-    again = sample.materialize(sample.remote.commit("no change"), "source_checkout,container_image")
+    # Same inputs (an empty commit): the image is found in the registry, not rebuilt; its SBOM and
+    # secret scan are restored from the stage cache (same image digest, same tree), while the
+    # vulnerability scan runs again (the advisories may have changed) on the restored SBOM.
+    same = sample.remote.commit("no change")
+    again = sample.materialize(same, "source_checkout,container_image,sbom,vulnerability_report,secret_scan")
+    assert again.success, _checks(again)
     assert _meta(again, "container_image")["reused"] is True
     assert _meta(again, "container_image")["digest"] == image["digest"]
+    bom = _meta(again, "sbom")
+    assert bom["restored_from"] == sha and bom["component_count"] == _meta(result, "sbom")["component_count"]
+    assert f"/{same}/" in bom["cyclonedx_path"] and f"/{same}/" in bom["cyclonedx"]
+    assert sha256_file(Path(bom["cyclonedx_path"])) == bom["cyclonedx_sha256"]
+    assert "restored_from" not in _meta(again, "vulnerability_report")
+    assert _meta(again, "vulnerability_report")["blocking"] == 0
+    assert _meta(again, "secret_scan")["restored_from"] == sha
+    assert _checks(again)["secret_scan.no_secrets"] is True
 
     # Promotion needs every declared gate of the commit, not only those of its own run: without
     # the type check the image is not tagged, and the failure says which gate is missing.

@@ -5,6 +5,7 @@ and signed provenance. Each scan is gated by a blocking asset check; the image i
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import datetime as dt
 import functools
+import importlib.metadata
 import json
 import shutil
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from sevenp_pipeline.image.records import ImageRecord, SbomRecord, latest_record
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.builders.role import ImageBuilder, ImagePushError
+from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
 from sevenp_pipeline.resources.signing import SigningKey
-from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.resources.stage_cache import CachedFile, CacheError, Manifest, StageResultCache
+from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase, AdvisoryDatabaseError
 from sevenp_pipeline.scanners.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
@@ -29,12 +32,56 @@ from sevenp_pipeline.scanners.lockfile import LockfileError, lockfile_components
 from sevenp_pipeline.scanners.matcher import match
 from sevenp_pipeline.scanners.models import SEVERITIES, Component, Finding
 from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, validate_sarif
-from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx
+from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx, syft_binary
 from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
 from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
 from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.stages.cache import decode_check, decode_metadata, encode_check, encode_metadata
+from sevenp_pipeline.stages.runner import _version
 
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
+# Bumped when what the SBOM or secret-scan assets record changes: part of their stage-cache keys.
+SCAN_CACHE_VERSION = "1"
+
+
+def cached_result(context: dg.AssetExecutionContext, cache: StageResultCache, launch: LaunchOptions, *,
+                  app: str, name: str, key: str) -> tuple[Manifest, dict[str, Path]] | None:
+    """A stored result of ``name`` for input ``key`` with its verified files, or None (the scan runs).
+    As for the declared stages, a broken entry is a warning, never a failure."""
+    if not launch.use_stage_cache:
+        context.log.info("%s: use_stage_cache is off for this run: running it", name)
+        return None
+    try:
+        manifest = cache.load(app=app, stage=name, key=key)
+        if manifest is None:
+            return None
+        blobs = cache.verified_blobs(manifest)
+        decode_metadata(manifest.metadata, {})
+    except (CacheError, OSError, ValueError, KeyError, TypeError) as exc:
+        context.log.warning(f"{name}: stage cache entry for input key {key} not used, running it: {exc}")
+        return None
+    cache.touch(manifest)
+    context.log.info("%s: restored from %s (input key %s, run %s)", name, manifest.commit[:12], key,
+                     manifest.run_id)
+    return manifest, blobs
+
+
+def store_result(context: dg.AssetExecutionContext, cache: StageResultCache, *, app: str, name: str, key: str,
+                 data_version: str, metadata: dict, checks: list[dg.AssetCheckResult] = (),
+                 files: dict[str, tuple[Path, str]] | None = None) -> None:
+    """Stores a passing result (``files``: name -> (local file, its artifact URI)); a failure to
+    store is a warning."""
+    if not all(c.passed for c in checks):
+        return
+    try:
+        cached = tuple(CachedFile(name=n, sha256=cache.put_blob(path), uri=uri)
+                       for n, (path, uri) in (files or {}).items())
+        cache.save(Manifest(app=app, stage=name, input_key=key, commit=context.partition_key,
+                            run_id=context.run.run_id, created=dt.datetime.now(dt.timezone.utc).timestamp(),
+                            data_version=data_version, metadata=encode_metadata(metadata),
+                            checks=[encode_check(c) for c in checks], files=cached))
+    except (CacheError, OSError, ValueError) as exc:
+        context.log.warning(f"{name}: result not stored in the stage cache: {exc}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -163,10 +210,17 @@ def build_security_assets(
                                  "SBOM of the pushed image by syft: SPDX 2.3 and CycloneDX 1.6 JSON.",
                                  kinds=frozenset({"syft"})), deps=[image])
     def sbom(context: dg.AssetExecutionContext, process_runner: ProcessRunner, workspaces: Workspaces,
-             artifact_store: ArtifactStore, registry: Registry) -> dg.MaterializeResult:
+             artifact_store: ArtifactStore, registry: Registry, stage_cache: StageResultCache,
+             launch_options: LaunchOptions) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
-        registry.prepare(log=context.log.info)
         img = latest_record(context, ImageRecord, image)
+        # The SBOM describes the image: the same digest, scanned by the same syft, gives the same SBOM.
+        cache_key = fingerprint(SCAN_CACHE_VERSION, "sbom", img.digest,
+                                _version(process_runner, [syft_binary(), "version"], Path("/")))
+        cached = cached_result(context, stage_cache, launch_options, app=app.key, name="sbom", key=cache_key)
+        if cached is not None:
+            return restored_sbom(context, ws, artifact_store, img, *cached)
+        registry.prepare(log=context.log.info)
         try:
             result = generate_sbom(process_runner, f"registry:{img.ref}", ws.root / "sbom")
         except SbomError as exc:
@@ -180,15 +234,37 @@ def build_security_assets(
             cyclonedx_path=str(result.cyclonedx_path), cyclonedx_uri=uris[result.cyclonedx_path.name],
             cyclonedx_sha256=sha256_file(result.cyclonedx_path),
         )
+        metadata = {
+            **record.to_metadata(),
+            **{f"components_{k}": v for k, v in result.components_by_type.items()},
+            "image": img.ref,
+            "syft_seconds": round(result.duration_seconds, 2),
+        }
+        data_version = fingerprint(img.digest, "syft")
+        store_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
+                     metadata=metadata, files={p.name: (p, uris[p.name])
+                                               for p in (result.spdx_path, result.cyclonedx_path)})
+        return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata)
+
+    def restored_sbom(context: dg.AssetExecutionContext, ws: Workspace, store: ArtifactStore, img: ImageRecord,
+                      manifest: Manifest, blobs: dict[str, Path]) -> dg.MaterializeResult:
+        """The SBOM of the same image from an earlier commit: its documents copied into this commit's
+        workspace and artifacts, where the scans downstream read them."""
+        out = ws.root / "sbom"
+        out.mkdir(parents=True, exist_ok=True)
+        uris = {}
+        for cached in manifest.files:
+            dest = out / Path(cached.name).name
+            shutil.copyfile(blobs[cached.name], dest)
+            uris[cached.uri] = store.put_file(app=app.key, sha=context.partition_key, name=f"sbom/{dest.name}",
+                                              path=dest)
+        metadata = decode_metadata(manifest.metadata, uris)
+        for field_name in ("spdx_path", "cyclonedx_path"):
+            metadata[field_name] = str(out / Path(str(metadata[field_name])).name)
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(img.digest, "syft")),
-            metadata={
-                **record.to_metadata(),
-                **{f"components_{k}": v for k, v in result.components_by_type.items()},
-                "image": img.ref,
-                "syft_seconds": round(result.duration_seconds, 2),
-            },
-        )
+            data_version=dg.DataVersion(manifest.data_version),
+            metadata={**metadata, "image": img.ref, "restored_from": manifest.commit,
+                      "restored_run_id": manifest.run_id})
 
     def sbom_components(context: dg.AssetExecutionContext) -> list[Component]:
         bom = latest_record(context, SbomRecord, key("sbom"))
@@ -263,10 +339,25 @@ def build_security_assets(
                                  kinds=frozenset({"detect-secrets"})), deps=[checkout, image],
               check_specs=[secret_check])
     def secret_scan(context: dg.AssetExecutionContext, workspaces: Workspaces,
-                    image_builder: ImageBuilder, registry: Registry) -> dg.MaterializeResult:
+                    image_builder: ImageBuilder, registry: Registry, stage_cache: StageResultCache,
+                    launch_options: LaunchOptions) -> dg.MaterializeResult:
         ws = workspace_of(workspaces, context.partition_key)
-        registry.prepare(log=context.log.info)
         img = latest_record(context, ImageRecord, image)
+        # What it scans: the commit's tree (the checkout) and the image's layers.
+        tree = read_inputs(ws).get("tree")
+        cache_key = fingerprint(SCAN_CACHE_VERSION, "secret_scan", img.digest, tree, sec.secrets.image_paths,
+                                importlib.metadata.version("detect-secrets"))
+        cached = cached_result(context, stage_cache, launch_options, app=app.key, name="secret_scan",
+                               key=cache_key) if tree else None
+        if cached is not None:
+            manifest = cached[0]
+            note = f"restored from {manifest.commit[:12]}"
+            return dg.MaterializeResult(
+                data_version=dg.DataVersion(manifest.data_version),
+                metadata={**decode_metadata(manifest.metadata, {}), "restored_from": manifest.commit,
+                          "restored_run_id": manifest.run_id},
+                check_results=[decode_check(c, note=note) for c in manifest.checks])
+        registry.prepare(log=context.log.info)
         layout = ws.root / "image-oci"
         shutil.rmtree(layout, ignore_errors=True)
         try:
@@ -281,15 +372,19 @@ def build_security_assets(
         rows = [["source", f.file, f.line, f.type] for f in in_source]
         rows += [["image", f.file, f.line, f.type] for f in in_image]
         found = len(rows)
-        return dg.MaterializeResult(
-            metadata={"secrets_in_source": len(in_source), "secrets_in_image": len(in_image),
-                      "image_paths": dg.MetadataValue.json(sec.secrets.image_paths),
-                      "findings": dg.MetadataValue.md(md_table(["where", "file", "line", "type"], rows))},
-            check_results=[dg.AssetCheckResult(
-                check_name=secret_check.name, passed=found == 0, severity=dg.AssetCheckSeverity.ERROR,
-                description=f"{found} likely secret(s) found" if found else "no secrets found",
-                metadata={"found": found})],
-        )
+        metadata = {"secrets_in_source": len(in_source), "secrets_in_image": len(in_image),
+                    "image_paths": dg.MetadataValue.json(sec.secrets.image_paths),
+                    "findings": dg.MetadataValue.md(md_table(["where", "file", "line", "type"], rows))}
+        checks = [dg.AssetCheckResult(
+            check_name=secret_check.name, passed=found == 0, severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{found} likely secret(s) found" if found else "no secrets found",
+            metadata={"found": found})]
+        data_version = fingerprint(cache_key, found)
+        if tree:  # only a clean result is stored: a finding is looked at again on the next commit
+            store_result(context, stage_cache, app=app.key, name="secret_scan", key=cache_key,
+                         data_version=data_version, metadata=metadata, checks=checks)
+        return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata,
+                                    check_results=checks)
 
     @dg.asset(**stage_asset_args(app, partitions, key("provenance"), "security",
                                  "SLSA v1 provenance of the image (in-toto Statement v1), DSSE-signed.",
