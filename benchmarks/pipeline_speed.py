@@ -177,8 +177,8 @@ def ci_half_run(stack: LocalDagster, instance: dg.DagsterInstance, app: AppConfi
     return record.end_time - record.start_time, peak
 
 
-def pushed_run(instance: dg.DagsterInstance, remote: Remote, branch: str) -> tuple[float, float, float]:
-    """Pushes the clone's HEAD to ``branch``; the push sensor's run: (push->start, push->finish, run)."""
+def pushed_run(instance: dg.DagsterInstance, remote: Remote, branch: str) -> tuple[float, float, float, str]:
+    """Pushes the clone's HEAD to ``branch``; the push sensor's run: (push->start, push->finish, run, id)."""
     pushed = time.time()
     sha = remote.push(branch)
     deadline = time.monotonic() + 1800
@@ -186,7 +186,8 @@ def pushed_run(instance: dg.DagsterInstance, remote: Remote, branch: str) -> tup
         runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}), limit=1)
         if runs:
             record = wait_for_run(instance, runs[0].run_id)
-            return record.start_time - pushed, record.end_time - pushed, record.end_time - record.start_time
+            return (record.start_time - pushed, record.end_time - pushed, record.end_time - record.start_time,
+                    record.dagster_run.run_id)
         time.sleep(0.25)
     raise RuntimeError(f"no run was started for the push of {sha[:12]} to {branch}")
 
@@ -249,6 +250,10 @@ def _run(tmp: Path, args: argparse.Namespace) -> int:
             noop.append(pushed_run(instance, remote, f"feature/bench-{i}-again"))
             print(f"push {i + 1}: cold run {cold[-1][2]:.1f}s (push->start {cold[-1][0]:.1f}s)  "
                   f"same tree {noop[-1][2]:.1f}s (push->start {noop[-1][0]:.1f}s)", flush=True)
+            steps = sorted(instance.get_run_step_stats(noop[-1][3]), key=lambda s: s.start_time or 0)
+            print("  same-tree run, its steps (start after run start, duration):", ", ".join(
+                f"{s.step_key.split('__')[-1]} +{(s.start_time or 0) - steps[0].start_time:.1f} "
+                f"{(s.end_time or 0) - (s.start_time or 0):.2f}s" for s in steps), flush=True)
     finally:
         stack.stop()
         resources["registry"].stop()
