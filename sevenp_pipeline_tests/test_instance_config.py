@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import logging
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +17,7 @@ import pytest
 from dagster._core.instance.config import dagster_instance_config
 from dagster._daemon.monitoring import concurrency as slot_monitor
 
+from sevenp_pipeline import instance_storage
 from sevenp_pipeline.config.settings import PROJECT_ROOT
 
 
@@ -34,6 +37,34 @@ def test_shipped_instance_config_validates_and_frees_slots_of_ended_runs(shipped
     assert config["run_retries"]["enabled"] is True
     # One run's two service stages at once; a second run of the app waits (the comment says why).
     assert config["concurrency"]["pools"] == {"default_limit": 2, "granularity": "op"}
+
+
+def test_shipped_storage_keeps_engines_and_loses_no_event(shipped_home: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped storage is Dagster's SQLite storage with engines kept per file (bounded): events
+    written from threads at once, across more run shards than it keeps engines for, all read back."""
+    monkeypatch.setattr(instance_storage, "MAX_ENGINES", 2)
+    with dg.DagsterInstance.from_config(str(shipped_home)) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, instance_storage.EngineCachingSqliteEventLogStorage)
+        runs = [str(uuid.uuid4()) for _ in range(4)]
+
+        def write(run_id: str) -> None:
+            for i in range(50):
+                storage.store_event(dg.EventLogEntry(
+                    error_info=None, level=logging.INFO, user_message=f"line {i}", run_id=run_id,
+                    timestamp=time.time()))
+
+        threads = [threading.Thread(target=write, args=(run_id,)) for run_id in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for run_id in runs:
+            messages = [r.event_log_entry.user_message for r in storage.get_records_for_run(run_id, limit=100).records]
+            assert messages == [f"line {i}" for i in range(50)]
+        assert len(storage._engines) <= 2  # the bound under test
+    assert (shipped_home / "history" / "runs" / f"{runs[0]}.db").exists()  # Dagster's own layout
 
 
 def test_docker_instance_config_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

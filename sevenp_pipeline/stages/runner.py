@@ -204,12 +204,14 @@ class Stage:
                            argv, public_env, self.tool_versions(), *extra)
 
     def tool_versions(self) -> dict[str, str]:
-        """node's and the package manager's versions. An unpinned manager is asked in the sandbox:
+        """node's and the package manager's versions. An unpinned yarn or pnpm is asked in the sandbox:
         in the app folder it may run the branch's own code (yarn's yarn-path/yarnPath)."""
         versions = tool_versions(self.runner)
         pm = self.package_manager
         if pm.version:
             return {**versions, pm.name: pm.version}
+        if pm.name == "npm":  # npm reads no version switch from the project: one answer for the machine
+            return {**versions, pm.name: _version(self.runner, pm.version_argv(), Path("/"))}
         key = (*pm.version_argv(), str(self.workspace.app_dir))
         found = _asked_once(key, lambda: self.runner.run(self.request(pm.version_argv(), capture=True)))
         return {**versions, pm.name: found}
