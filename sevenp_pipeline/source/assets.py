@@ -6,10 +6,11 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
+from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.sandbox import SandboxError
-from sevenp_pipeline.stages.runner import failure, md_table, retry_policy
+from sevenp_pipeline.stages.runner import failure, md_table, prefetch_tool_answers, retry_policy
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
 
 
@@ -26,9 +27,11 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         **common,
     )
     def source_checkout(
-        context: dg.AssetExecutionContext, git: GitClient, workspaces: Workspaces, signing_key: SigningKey
+        context: dg.AssetExecutionContext, git: GitClient, workspaces: Workspaces, signing_key: SigningKey,
+        process_runner: ProcessRunner,
     ) -> dg.MaterializeResult:
         sha = context.partition_key
+        prefetch_tool_answers(process_runner)  # answered while the checkout runs
         if app.image is not None and not signing_key.configured:
             # Found before any work starts, not after the image is built and only provenance is left.
             raise failure(f"source_checkout: {SIGNING_KEY_ENV} is not set, and {app.name} builds an image whose "

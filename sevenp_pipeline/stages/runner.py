@@ -68,6 +68,19 @@ def _version(runner: ProcessRunner, argv: list[str], cwd: Path) -> str:
         argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120, capture=True)))
 
 
+MACHINE_TOOL_QUESTIONS = (["node", "--version"], ["npm", "--version"], ["npm", "config", "get", "registry"])
+
+
+def prefetch_tool_answers(runner: ProcessRunner) -> None:
+    """Starts asking node's and npm's versions and npm's registry, each on a thread, at the start of
+    a run: every stage's key and env need them, and the first stages then find them answered or on
+    their way instead of asking one after another (a new run worker knows none of them)."""
+    for argv in MACHINE_TOOL_QUESTIONS:
+        if tuple(argv) not in _TOOL_VERSIONS:
+            threading.Thread(target=_version, args=(runner, argv, Path("/")), name=f"ask {' '.join(argv)}",
+                             daemon=True).start()
+
+
 def npm_registry(runner: ProcessRunner) -> str | None:
     """The registry npm is configured with: corepack downloads pinned pnpm/yarn versions from it."""
     found = _version(runner, ["npm", "config", "get", "registry"], Path("/"))
