@@ -17,7 +17,6 @@ a while, then the blobs no manifest names. What the cache holds was redacted whe
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import dagster as dg
 from pydantic import Field
 
 from sevenp_pipeline.files import PRIVATE_FILE_MODE, private_dir
+from sevenp_pipeline.resources.artifacts import sha256_file
 
 MANIFEST_FORMAT = 1
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -42,14 +42,6 @@ _TMP_PREFIX = ".tmp-"
 
 class CacheError(Exception):
     """A cache entry is missing a part or is corrupt; the message names the file and what is wrong."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -153,9 +145,9 @@ class StageResultCache(dg.ConfigurableResource):
     def put_blob(self, path: Path) -> str:
         """Stores ``path``'s bytes once, by digest, and returns the digest. An existing blob whose
         content no longer matches its name (a disk error) is replaced."""
-        digest = sha256_of(path)
+        digest = sha256_file(path)
         dest = self.blob_path(digest)
-        if dest.is_file() and sha256_of(dest) == digest:
+        if dest.is_file() and sha256_file(dest) == digest:
             return digest
         with path.open("rb") as source:
             _write_atomically(dest, lambda out: shutil.copyfileobj(source, out))
@@ -193,7 +185,7 @@ class StageResultCache(dg.ConfigurableResource):
             blob = self.blob_path(cached.sha256)
             if not blob.is_file():
                 raise CacheError(f"blob {blob} of {cached.name} is missing")
-            actual = sha256_of(blob)
+            actual = sha256_file(blob)
             if actual != cached.sha256:
                 raise CacheError(f"blob {blob} of {cached.name} is corrupt (its sha256 is {actual})")
             found[cached.name] = blob

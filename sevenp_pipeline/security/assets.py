@@ -8,6 +8,7 @@ import functools
 import importlib.metadata
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
 from sevenp_pipeline.resources.signing import SigningKey
-from sevenp_pipeline.resources.stage_cache import CachedFile, CacheError, Manifest, StageResultCache
+from sevenp_pipeline.resources.stage_cache import Manifest, StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase, AdvisoryDatabaseError
@@ -36,8 +37,8 @@ from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclone
 from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
 from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
 from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
-from sevenp_pipeline.stages.cache import decode_check, decode_metadata, encode_check, encode_metadata
-from sevenp_pipeline.stages.runner import _version
+from sevenp_pipeline.stages.cache import decode_check, decode_metadata, load_result, mark_restored, save_result
+from sevenp_pipeline.stages.runner import tool_answer
 
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
 # Bumped when what the SBOM or secret-scan assets record changes: part of their stage-cache keys.
@@ -45,43 +46,13 @@ SCAN_CACHE_VERSION = "1"
 
 
 def cached_result(context: dg.AssetExecutionContext, cache: StageResultCache, launch: LaunchOptions, *,
-                  app: str, name: str, key: str) -> tuple[Manifest, dict[str, Path]] | None:
-    """A stored result of ``name`` for input ``key`` with its verified files, or None (the scan runs).
-    As for the declared stages, a broken entry is a warning, never a failure."""
+                  app: str, name: str, key: str,
+                  checks: Sequence[str] = ()) -> tuple[Manifest, dict[str, Path]] | None:
+    """A stored result of ``name`` for input ``key`` with its verified files, or None (the scan runs)."""
     if not launch.use_stage_cache:
         context.log.info("%s: use_stage_cache is off for this run: running it", name)
         return None
-    try:
-        manifest = cache.load(app=app, stage=name, key=key)
-        if manifest is None:
-            return None
-        blobs = cache.verified_blobs(manifest)
-        decode_metadata(manifest.metadata, {})
-    except (CacheError, OSError, ValueError, KeyError, TypeError) as exc:
-        context.log.warning(f"{name}: stage cache entry for input key {key} not used, running it: {exc}")
-        return None
-    cache.touch(manifest)
-    context.log.info("%s: restored from %s (input key %s, run %s)", name, manifest.commit[:12], key,
-                     manifest.run_id)
-    return manifest, blobs
-
-
-def store_result(context: dg.AssetExecutionContext, cache: StageResultCache, *, app: str, name: str, key: str,
-                 data_version: str, metadata: dict, checks: list[dg.AssetCheckResult] = (),
-                 files: dict[str, tuple[Path, str]] | None = None) -> None:
-    """Stores a passing result (``files``: name -> (local file, its artifact URI)); a failure to
-    store is a warning."""
-    if not all(c.passed for c in checks):
-        return
-    try:
-        cached = tuple(CachedFile(name=n, sha256=cache.put_blob(path), uri=uri)
-                       for n, (path, uri) in (files or {}).items())
-        cache.save(Manifest(app=app, stage=name, input_key=key, commit=context.partition_key,
-                            run_id=context.run.run_id, created=dt.datetime.now(dt.timezone.utc).timestamp(),
-                            data_version=data_version, metadata=encode_metadata(metadata),
-                            checks=[encode_check(c) for c in checks], files=cached))
-    except (CacheError, OSError, ValueError) as exc:
-        context.log.warning(f"{name}: result not stored in the stage cache: {exc}")
+    return load_result(context, cache, app=app, name=name, key=key, checks=checks)
 
 
 @functools.lru_cache(maxsize=4)
@@ -216,10 +187,10 @@ def build_security_assets(
         img = latest_record(context, ImageRecord, image)
         # The SBOM describes the image: the same digest, scanned by the same syft, gives the same SBOM.
         cache_key = fingerprint(SCAN_CACHE_VERSION, "sbom", img.digest,
-                                _version(process_runner, [syft_binary(), "version"], Path("/")))
+                                tool_answer(process_runner, [syft_binary(), "version"], Path("/")))
         cached = cached_result(context, stage_cache, launch_options, app=app.key, name="sbom", key=cache_key)
         if cached is not None:
-            return restored_sbom(context, ws, artifact_store, img, *cached)
+            return restored_sbom(context, ws, artifact_store, stage_cache, img, *cached)
         registry.prepare(log=context.log.info)
         try:
             result = generate_sbom(process_runner, f"registry:{img.ref}", ws.root / "sbom")
@@ -241,13 +212,14 @@ def build_security_assets(
             "syft_seconds": round(result.duration_seconds, 2),
         }
         data_version = fingerprint(img.digest, "syft")
-        store_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
-                     metadata=metadata, files={p.name: (p, uris[p.name])
-                                               for p in (result.spdx_path, result.cyclonedx_path)})
+        save_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
+                    metadata=metadata, files={p.name: (p, uris[p.name])
+                                              for p in (result.spdx_path, result.cyclonedx_path)})
         return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata)
 
-    def restored_sbom(context: dg.AssetExecutionContext, ws: Workspace, store: ArtifactStore, img: ImageRecord,
-                      manifest: Manifest, blobs: dict[str, Path]) -> dg.MaterializeResult:
+    def restored_sbom(context: dg.AssetExecutionContext, ws: Workspace, store: ArtifactStore,
+                      stage_cache: StageResultCache, img: ImageRecord, manifest: Manifest,
+                      blobs: dict[str, Path]) -> dg.MaterializeResult:
         """The SBOM of the same image from an earlier commit: its documents copied into this commit's
         workspace and artifacts, where the scans downstream read them."""
         out = ws.root / "sbom"
@@ -263,8 +235,7 @@ def build_security_assets(
             metadata[field_name] = str(out / Path(str(metadata[field_name])).name)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(manifest.data_version),
-            metadata={**metadata, "image": img.ref, "restored_from": manifest.commit,
-                      "restored_run_id": manifest.run_id})
+            metadata={**metadata, "image": img.ref, **mark_restored(context, stage_cache, manifest, name="sbom")})
 
     def sbom_components(context: dg.AssetExecutionContext) -> list[Component]:
         bom = latest_record(context, SbomRecord, key("sbom"))
@@ -348,14 +319,14 @@ def build_security_assets(
         cache_key = fingerprint(SCAN_CACHE_VERSION, "secret_scan", img.digest, tree, sec.secrets.image_paths,
                                 importlib.metadata.version("detect-secrets"))
         cached = cached_result(context, stage_cache, launch_options, app=app.key, name="secret_scan",
-                               key=cache_key) if tree else None
+                               key=cache_key, checks=[secret_check.name]) if tree else None
         if cached is not None:
             manifest = cached[0]
             note = f"restored from {manifest.commit[:12]}"
             return dg.MaterializeResult(
                 data_version=dg.DataVersion(manifest.data_version),
-                metadata={**decode_metadata(manifest.metadata, {}), "restored_from": manifest.commit,
-                          "restored_run_id": manifest.run_id},
+                metadata={**decode_metadata(manifest.metadata, {}),
+                          **mark_restored(context, stage_cache, manifest, name="secret_scan")},
                 check_results=[decode_check(c, note=note) for c in manifest.checks])
         registry.prepare(log=context.log.info)
         layout = ws.root / "image-oci"
@@ -381,8 +352,8 @@ def build_security_assets(
             metadata={"found": found})]
         data_version = fingerprint(cache_key, found)
         if tree:  # only a clean result is stored: a finding is looked at again on the next commit
-            store_result(context, stage_cache, app=app.key, name="secret_scan", key=cache_key,
-                         data_version=data_version, metadata=metadata, checks=checks)
+            save_result(context, stage_cache, app=app.key, name="secret_scan", key=cache_key,
+                        data_version=data_version, metadata=metadata, checks=checks)
         return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata,
                                     check_results=checks)
 

@@ -94,6 +94,12 @@ class PackageManager:
     def uses_corepack(self) -> bool:
         return self.launcher[0] == "corepack"
 
+    @property
+    def version_from_project(self) -> bool:
+        """Whether the app folder decides which version runs (yarn's yarnPath, corepack's pin); the
+        npm on PATH is the machine's whatever the project holds."""
+        return self.name != "npm" or self.uses_corepack
+
     def install_argv(self) -> list[str]:
         """The frozen-lockfile install: fails instead of changing the lockfile."""
         if self.name == "npm":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import tarfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,64 +191,99 @@ def decode_check(item: dict[str, Any], *, note: str) -> dg.AssetCheckResult:
 
 
 # -- store and restore -----------------------------------------------------------------------------
-def store(stage: Stage, cache: StageResultCache, key: str, *, data_version: str, metadata: dict[str, Any],
-          checks: list[dg.AssetCheckResult], outputs: dict[str, str]) -> None:
-    """Stores a stage result that passed every gate. A failure to store is a warning, never a failed stage."""
+def save_result(context: dg.AssetExecutionContext, cache: StageResultCache, *, app: str, name: str, key: str,
+                data_version: str, metadata: dict[str, Any], checks: Sequence[dg.AssetCheckResult] = (),
+                files: Mapping[str, tuple[Path, str]] | None = None,
+                outputs: Mapping[str, str] | None = None) -> None:
+    """Stores a result that passed every gate under ``key`` (``files``: name -> (local file, its
+    artifact URI); ``outputs``: app folder -> the name of its packed file). A failure to store is a
+    warning, never a failed asset."""
     if not all(c.passed for c in checks):
         return
     try:
-        files = []
-        for name, uri in stage.kept.items():
-            path = stage.store.local_path(app=stage.app.key, sha=stage.sha, name=name)
-            if path is None:
-                raise CacheError(f"the artifact store has no local copy of {name}")
-            files.append(CachedFile(name=name, sha256=cache.put_blob(path), uri=uri))
-        manifest = Manifest(
-            app=stage.app.key, stage=stage.name, input_key=key, commit=stage.sha, run_id=stage.context.run.run_id,
+        cached = tuple(CachedFile(name=n, sha256=cache.put_blob(path), uri=uri)
+                       for n, (path, uri) in (files or {}).items())
+        cache.save(Manifest(
+            app=app, stage=name, input_key=key, commit=context.partition_key, run_id=context.run.run_id,
             created=time.time(), data_version=data_version, metadata=encode_metadata(metadata),
-            checks=[encode_check(c) for c in checks], files=tuple(files),
-            outputs=tuple(CachedOutput(path=p, file=f) for p, f in outputs.items()))
-        cache.save(manifest)
+            checks=[encode_check(c) for c in checks], files=cached,
+            outputs=tuple(CachedOutput(path=p, file=f) for p, f in (outputs or {}).items())))
     except (CacheError, Uncacheable, OSError, ValueError) as exc:
-        stage.context.log.warning(f"{stage.name}: result not stored in the stage cache: {exc}")
+        context.log.warning(f"{name}: result not stored in the stage cache: {exc}")
         return
-    stage.context.log.info("%s: stored in the stage cache (input key %s)", stage.name, key)
+    context.log.info("%s: stored in the stage cache (input key %s)", name, key)
+
+
+def load_result(context: dg.AssetExecutionContext, cache: StageResultCache, *, app: str, name: str,
+                key: str, checks: Sequence[str] = ()) -> tuple[Manifest, dict[str, Path]] | None:
+    """The stored result for ``key`` with its verified files, or None (the asset then runs): a
+    missing entry is logged, a broken one (``checks``: the check names it must hold) is a warning."""
+    try:
+        manifest = cache.load(app=app, stage=name, key=key)
+        if manifest is None:
+            context.log.info("%s: no stored result for input key %s: running it", name, key)
+            return None
+        stored = sorted(str(c.get("name")) for c in manifest.checks)
+        if stored != sorted(checks):
+            raise CacheError(f"{manifest.path}: holds checks {stored}, the asset has {sorted(checks)}")
+        blobs = cache.verified_blobs(manifest)
+        decode_metadata(manifest.metadata, {})  # checked before anything is written
+    except (CacheError, OSError, ValueError, KeyError, TypeError) as exc:
+        not_used(context, name, key, exc)
+        return None
+    return manifest, blobs
+
+
+def not_used(context: dg.AssetExecutionContext, name: str, key: str, exc: BaseException) -> None:
+    context.log.warning(f"{name}: stage cache entry for input key {key} not used, running it: "
+                        f"{type(exc).__name__}: {exc}")
+
+
+def mark_restored(context: dg.AssetExecutionContext, cache: StageResultCache, manifest: Manifest, *,
+                  name: str) -> dict[str, str]:
+    """Records the use (retention keeps used entries) and logs it; the metadata every restore adds."""
+    cache.touch(manifest)
+    context.log.info("%s: restored from %s (input key %s, run %s)", name, manifest.commit[:12],
+                     manifest.input_key, manifest.run_id)
+    return {"restored_from": manifest.commit, "restored_run_id": manifest.run_id}
+
+
+def store(stage: Stage, cache: StageResultCache, key: str, *, data_version: str, metadata: dict[str, Any],
+          checks: list[dg.AssetCheckResult], outputs: dict[str, str]) -> None:
+    """Stores a declared stage's result that passed every gate, with the files it kept."""
+    files = {}
+    for name, uri in stage.kept.items():
+        path = stage.store.local_path(app=stage.app.key, sha=stage.sha, name=name)
+        if path is None:
+            stage.context.log.warning(f"{stage.name}: result not stored in the stage cache: "
+                                      f"the artifact store has no local copy of {name}")
+            return
+        files[name] = (path, uri)
+    save_result(stage.context, cache, app=stage.app.key, name=stage.name, key=key, data_version=data_version,
+                metadata=metadata, checks=checks, files=files, outputs=outputs)
 
 
 def restore(stage: Stage, cache: StageResultCache, key: str, *, checks: list[str]) -> dg.MaterializeResult | None:
     """The stored result for ``key`` as this commit's, or None (the stage then runs). ``checks``: the
     stage's check names, which the stored results must be."""
-    name = stage.name
+    found = load_result(stage.context, cache, app=stage.app.key, name=stage.name, key=key, checks=checks)
+    if found is None:
+        return None
+    manifest, blobs = found
     try:
-        manifest = cache.load(app=stage.app.key, stage=name, key=key)
-        if manifest is None:
-            stage.context.log.info("%s: no stored result for input key %s: running it", name, key)
-            return None
-        stored = sorted(str(c.get("name")) for c in manifest.checks)
-        if stored != sorted(checks):
-            raise CacheError(f"{manifest.path}: holds checks {stored}, the stage has {sorted(checks)}")
-        blobs = cache.verified_blobs(manifest)
-        # Checked before anything is written: a broken entry leaves the checkout as it was.
-        decode_metadata(manifest.metadata, {})
-        checks_note = f"restored from {manifest.commit[:12]}"
-        results = [decode_check(c, note=checks_note) for c in manifest.checks]
-        uris = {}
-        for cached in manifest.files:
-            uris[cached.uri] = stage.store.put_file(app=stage.app.key, sha=stage.sha, name=cached.name,
-                                                    path=blobs[cached.name])
+        results = [decode_check(c, note=f"restored from {manifest.commit[:12]}") for c in manifest.checks]
+        uris = {cached.uri: stage.store.put_file(app=stage.app.key, sha=stage.sha, name=cached.name,
+                                                 path=blobs[cached.name])
+                for cached in manifest.files}
         for output in manifest.outputs:
             _unpack(stage, blobs[output.file], output.path)
         metadata = decode_metadata(manifest.metadata, uris)
     except (CacheError, OSError, ValueError, KeyError, TypeError, tarfile.TarError) as exc:
-        stage.context.log.warning(f"{name}: stage cache entry for input key {key} not used, running the stage: "
-                                  f"{type(exc).__name__}: {exc}")
+        not_used(stage.context, stage.name, key, exc)
         return None
-    cache.touch(manifest)
-    stage.context.log.info("%s: restored from %s (input key %s, run %s)", name, manifest.commit[:12], key,
-                           manifest.run_id)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(manifest.data_version),
-        metadata={**metadata, "restored_from": manifest.commit, "restored_run_id": manifest.run_id},
+        metadata={**metadata, **mark_restored(stage.context, cache, manifest, name=stage.name)},
         check_results=results,
     )
 

@@ -62,7 +62,7 @@ def _asked_once(key: tuple[str, ...], ask: Callable[[], Outcome]) -> str:
         return _TOOL_VERSIONS[key]
 
 
-def _version(runner: ProcessRunner, argv: list[str], cwd: Path) -> str:
+def tool_answer(runner: ProcessRunner, argv: list[str], cwd: Path) -> str:
     """A machine-wide tool's answer (node, npm's config), asked once per process, outside any app folder."""
     return _asked_once(tuple(argv), lambda: runner.run(ExecuteRequest(
         argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120, capture=True)))
@@ -77,19 +77,19 @@ def prefetch_tool_answers(runner: ProcessRunner) -> None:
     their way instead of asking one after another (a new run worker knows none of them)."""
     for argv in MACHINE_TOOL_QUESTIONS:
         if tuple(argv) not in _TOOL_VERSIONS:
-            threading.Thread(target=_version, args=(runner, argv, Path("/")), name=f"ask {' '.join(argv)}",
+            threading.Thread(target=tool_answer, args=(runner, argv, Path("/")), name=f"ask {' '.join(argv)}",
                              daemon=True).start()
 
 
 def npm_registry(runner: ProcessRunner) -> str | None:
     """The registry npm is configured with: corepack downloads pinned pnpm/yarn versions from it."""
-    found = _version(runner, ["npm", "config", "get", "registry"], Path("/"))
+    found = tool_answer(runner, ["npm", "config", "get", "registry"], Path("/"))
     return found if found.startswith("http") else None
 
 
 def tool_versions(runner: ProcessRunner) -> dict[str, str]:
     """node's version, asked once per process: part of every data version."""
-    return {"node": _version(runner, ["node", "--version"], Path("/"))}
+    return {"node": tool_answer(runner, ["node", "--version"], Path("/"))}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -223,8 +223,8 @@ class Stage:
         pm = self.package_manager
         if pm.version:
             return {**versions, pm.name: pm.version}
-        if pm.name == "npm":  # npm reads no version switch from the project: one answer for the machine
-            return {**versions, pm.name: _version(self.runner, pm.version_argv(), Path("/"))}
+        if not pm.version_from_project:  # one answer for the machine, outside the sandbox
+            return {**versions, pm.name: tool_answer(self.runner, pm.version_argv(), Path("/"))}
         key = (*pm.version_argv(), str(self.workspace.app_dir))
         found = _asked_once(key, lambda: self.runner.run(self.request(pm.version_argv(), capture=True)))
         return {**versions, pm.name: found}
