@@ -241,6 +241,149 @@ class ExecutionSettings(BaseModel):
     )
 
 
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class HealthCheckSettings(BaseModel):
+    """GET ``path`` on the new version until it answers 2xx (spec: 30 attempts, 10 s apart)."""
+
+    model_config = _STRICT
+
+    path: str = Field(default="/health", description="HTTP path of the app's health endpoint")
+    attempts: int = Field(default=30, ge=1, le=1000)
+    interval_seconds: float = Field(default=10, ge=0, le=600)
+    timeout_seconds: float = Field(default=5, gt=0, le=120, description="per request")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() for c in value):
+            raise ValueError(f"'{value}': an absolute HTTP path without spaces, e.g. /health")
+        return value
+
+
+class SmokeSettings(BaseModel):
+    """The app's smoke tests (spec: ``npm run test:smoke``), run from the commit's checkout, in the stage
+    sandbox, against the new version's URL (given in ``url_env``)."""
+
+    model_config = _STRICT
+
+    script: str | None = Field(default="test:smoke", description="package.json script")
+    command: list[str] | None = Field(default=None, description="explicit argv instead of a script")
+    url_env: str = Field(default="API_BASE_URL", description="variable that carries the URL to test")
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=300, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> SmokeSettings:
+        if (self.script is None) == (self.command is None):
+            raise ValueError("give exactly one of 'script' or 'command'")
+        if self.command is not None and not self.command:
+            raise ValueError("'command' must be a non-empty list")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.url_env):
+            raise ValueError(f"url_env: '{self.url_env}' is not an environment variable name")
+        return self
+
+
+class DeploySettings(BaseModel):
+    """How the app's image runs wherever it is deployed (every environment; one may override some)."""
+
+    model_config = _STRICT
+
+    port_env: str = Field(default="PORT", description="variable the app reads its listening port from")
+    env: dict[str, str] = Field(default_factory=lambda: {"NODE_ENV": "production"},
+                                description="the container's environment (not secrets)")
+    pre_deploy: list[str] | None = Field(
+        default=None, description="argv run in a container of the new image before it takes traffic (migrations)")
+    pre_deploy_timeout_seconds: float = Field(default=300, gt=0)
+    services: list[ServiceName] = Field(
+        default_factory=lambda: ["postgresql", "redis"],
+        description="local target: the environment's own long-lived servers (POSTGRESQL_URI, REDIS_URI)")
+    health: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
+    smoke: SmokeSettings | None = Field(default_factory=SmokeSettings, description="null: no smoke tests")
+    keep_previous_seconds: float = Field(
+        default=10, ge=0, le=3600,
+        description="after the switch: the old version keeps running this long, for an instant switch back "
+                    "if the new one stops answering its health check; then it is retired")
+    stop_timeout_seconds: float = Field(default=10, ge=0, le=300)
+
+    @field_validator("pre_deploy")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("'pre_deploy' must be a non-empty argv list (or null)")
+        return value
+
+    @field_validator("port_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError(f"'{value}' is not an environment variable name")
+        return value
+
+
+class EcsWait(BaseModel):
+    model_config = _STRICT
+
+    delay_seconds: float = Field(default=15, ge=0)
+    max_attempts: int = Field(default=40, ge=1)
+
+
+class EcsTargetSettings(BaseModel):
+    """Amazon ECS (spec: deploy_to_ecs / rollback_deployment): a new task definition revision with the image
+    digest, update the service, wait until stable, roll back to the previous revision on failure."""
+
+    model_config = _STRICT
+
+    cluster: str
+    service: str
+    container: str | None = Field(default=None, description="container to update (default: the first)")
+    region: str | None = Field(default=None, description="default: AWS_REGION")
+    url: str = Field(description="the environment's public URL (health checks and smoke tests)")
+    wait: EcsWait = Field(default_factory=EcsWait)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"'{value}': an http(s) URL, e.g. https://staging-api.example.com")
+        return value.rstrip("/")
+
+
+class EnvironmentSpec(BaseModel):
+    """One deployment environment (spec: staging, production)."""
+
+    model_config = _STRICT
+
+    target: Literal["local", "ecs"] = "local"
+    branches: list[str] = Field(default_factory=list,
+                                description="branches (glob patterns) whose pipelines deploy here")
+    after: str | None = Field(default=None, description="environment whose smoke tests must pass first")
+    approval: Literal["auto", "manual"] = Field(
+        default="auto", description="manual: only a person launches it (the spec's protected environment)")
+    port: int | None = Field(default=None, ge=1024, le=65535,
+                             description="local target: the front door's port (default: chosen once, kept)")
+    health: HealthCheckSettings | None = Field(default=None, description="default: deploy.health")
+    keep_previous_seconds: float | None = Field(default=None, ge=0, le=3600)
+    ecs: EcsTargetSettings | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> EnvironmentSpec:
+        if self.target == "ecs" and self.ecs is None:
+            raise ValueError("target 'ecs' needs an 'ecs' section (cluster, service, url)")
+        if self.target != "ecs" and self.ecs is not None:
+            raise ValueError(f"'ecs' is set but the target is '{self.target}'")
+        return self
+
+
+def default_environments() -> dict[str, EnvironmentSpec]:
+    """The spec's: develop and main deploy to staging; main then to production, by a person."""
+    return {
+        "staging": EnvironmentSpec(branches=["develop", "main"]),
+        "production": EnvironmentSpec(branches=["main"], after="staging", approval="manual"),
+    }
+
+
 class AppConfig(BaseModel):
     """One application's pipeline."""
 
@@ -259,6 +402,10 @@ class AppConfig(BaseModel):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    environments: dict[str, EnvironmentSpec] | None = Field(
+        default=None, description="deployment environments; default (with an image): staging and production "
+                                  "as in the spec; {} deploys nowhere")
 
     @field_validator("name")
     @classmethod
@@ -296,6 +443,46 @@ class AppConfig(BaseModel):
 
     def stage(self, name: str) -> StageSpec:
         return self.stages[name]
+
+    @model_validator(mode="after")
+    def _environments(self) -> AppConfig:
+        envs = self.environments
+        if envs is None:
+            return self
+        if envs and self.image is None:
+            raise ValueError("environments: deployments need an 'image' section (the image they run)")
+        for name, env in envs.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"environments.{name}: names use lowercase letters, digits and '_' "
+                                 "(they name assets)")
+            if f"{name}_deployment" in self.stages:
+                raise ValueError(f"environments.{name}: stage '{name}_deployment' takes its asset name")
+            if env.after is not None and env.after not in envs:
+                raise ValueError(f"environments.{name}.after: no environment named '{env.after}' "
+                                 f"(declared: {', '.join(sorted(envs))})")
+        graph = {name: [env.after] if env.after else [] for name, env in envs.items()}
+        try:
+            list(graphlib.TopologicalSorter(graph).static_order())
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            raise ValueError(f"environments.{cycle[0]}.after: cycle {' -> '.join(cycle)}") from None
+        return self
+
+    @property
+    def deploy_environments(self) -> dict[str, EnvironmentSpec]:
+        """The environments this app deploys to, in an order where each comes after its ``after``."""
+        if self.image is None:
+            return {}
+        envs = default_environments() if self.environments is None else self.environments
+        graph = {name: [env.after] if env.after else [] for name, env in envs.items()}
+        return {name: envs[name] for name in graphlib.TopologicalSorter(graph).static_order()}
+
+    def health_for(self, environment: str) -> HealthCheckSettings:
+        return self.deploy_environments[environment].health or self.deploy.health
+
+    def keep_previous_for(self, environment: str) -> float:
+        value = self.deploy_environments[environment].keep_previous_seconds
+        return self.deploy.keep_previous_seconds if value is None else value
 
     @model_validator(mode="after")
     def _graph(self) -> AppConfig:
