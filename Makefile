@@ -6,7 +6,8 @@ PORT   ?= 3000
 export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
-.PHONY: install system-deps demo dev stop test test-fast lint bench rerun prune clean
+.PHONY: install system-deps demo dev stop test test-fast lint bench bench-deploy rerun prune clean \
+	deploy rollback deploy-status deploy-stop
 
 install: system-deps $(VENV)/.installed
 
@@ -35,6 +36,23 @@ stop: install
 ## Re-execute only the failed stages of a run (and what is downstream): make rerun RUN=<run id>
 rerun: install
 	$(BIN)/python -m sevenp_pipeline.devtools.devstack reexecute $(RUN) --url http://127.0.0.1:$(PORT)
+
+## Deploys, through the running UI (make dev): a person's deploy (the approval of a manual environment),
+## a rollback (the last healthy commit before the live one, or TO=<sha>), what runs where, and stopping
+## the local environments (their data stays). APP= is needed only when several apps deploy.
+deploy: install
+	$(BIN)/python -m sevenp_pipeline.devtools.deploy deploy --env $(ENV) --commit $(COMMIT) \
+		$(if $(APP),--app $(APP),) --url http://127.0.0.1:$(PORT) $(if $(WAIT),--wait,)
+
+rollback: install
+	$(BIN)/python -m sevenp_pipeline.devtools.deploy rollback --env $(ENV) $(if $(TO),--to $(TO),) \
+		$(if $(APP),--app $(APP),) --url http://127.0.0.1:$(PORT) $(if $(WAIT),--wait,)
+
+deploy-status: install
+	$(BIN)/python -m sevenp_pipeline.devtools.deploy status $(if $(APP),--app $(APP),)
+
+deploy-stop: install
+	$(BIN)/python -m sevenp_pipeline.devtools.deploy stop $(if $(APP),--app $(APP),) $(if $(ENV),--env $(ENV),)
 
 ## Remove per-commit workspaces nothing needs and stage results unused for a while (also daily,
 ## workspace_retention_schedule): make prune [KEEP=<commits per branch, default 5>] [CACHE_DAYS=14] [DRY_RUN=1]

@@ -37,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -213,7 +214,11 @@ def _run(tmp: Path, args: argparse.Namespace) -> int:
     apps.mkdir()
     # The sample app's own config (its stages, inputs, image), pointed at this benchmark's remote.
     text = SAMPLE_CONFIG.read_text().replace("${SEVENP_HOME}/remotes/7p-education-api.git", remote.url)
-    (apps / "7p-education-api.yaml").write_text(text)
+    # No deploys: the pushes to develop would start staging deploys beside the runs measured here
+    # (benchmarks/deploy_switch.py measures deploys).
+    config = yaml.safe_load(text)
+    config["environments"] = {}
+    (apps / "7p-education-api.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     settings = Settings(home=tmp / "home", apps_dir=apps)
     app = load_app_config(apps / "7p-education-api.yaml")
     resources = build_resources(settings)

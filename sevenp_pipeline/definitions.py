@@ -8,6 +8,8 @@ import logging
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
+from sevenp_pipeline.deploy.assets import build_deploy_assets
+from sevenp_pipeline.deploy.triggers import build_deploy_triggers, deploy_job_name, deploy_job_selection
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
@@ -17,7 +19,9 @@ from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
 from sevenp_pipeline.triggers.config_errors import build_config_error_sensor, config_error_sensor_name
+from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
+from sevenp_pipeline.triggers.tags import TAG_DEPLOY_ENV
 
 # Before Dagster opens any file in this process (the run worker's compute logs, the event log): a
 # step's output can hold what redaction missed, so only the pipeline's user may read it.
@@ -37,15 +41,21 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
     checkout = build_source_assets(app, partitions)
     stages = build_stage_assets(app, partitions, checkout.key)
     assets: list[dg.AssetsDefinition] = [checkout, *stages.assets]
+    deploys: list[dg.AssetsDefinition] = []
     if app.image is not None:
         # The image waits for every stage nothing else needs: all of the stage graph's gates.
         (image,) = build_package_assets(app, partitions, stages.sinks, checkout.key)
         security = build_security_assets(app, partitions, image.key, checkout.key, stages.install or checkout.key)
-        assets += [image, *security.assets, build_promotion_asset(app, partitions, security.gate_keys)]
+        promotion = build_promotion_asset(app, partitions, security.gate_keys)
+        assets += [image, *security.assets, promotion]
+        # Deploys read the verdict of every check of the pipeline above for their commit.
+        gate_checks = [check for a in assets for check in a.check_keys]
+        deploys = build_deploy_assets(app, partitions, promotion.key, gate_checks)
     about = f" ({app.description})" if app.description else ""
+    deploy_keys = [k for a in deploys for k in a.keys]
     job = dg.define_asset_job(
         name=f"{app.key}_ci_job",
-        selection=dg.AssetSelection.groups(app.key),
+        selection=dg.AssetSelection.groups(app.key) - dg.AssetSelection.assets(*deploy_keys),
         description=f"The pipeline of {app.name}{about} for one commit: its declared stages"
                     + (", image, SBOM, scans, provenance, promotion." if app.image else ".")
                     + " Stages whose needs are met run at once, each on a thread of the run worker.",
@@ -55,7 +65,19 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         executor_def=threaded_executor_for(app.execution.max_workers),
         tags={TAG_APP: app.name},
     )
-    return dg.Definitions(assets=assets, jobs=[job], sensors=[build_push_sensor(app, job, partitions)])
+    deploy_jobs = {
+        env: dg.define_asset_job(
+            name=deploy_job_name(app, env), selection=deploy_job_selection(app, env, deploy_keys),
+            description=f"Deploys one commit of {app.name} to {env}: launch it for a commit partition to deploy, "
+                        f"approve or roll back (a redeploy of an older healthy commit).",
+            executor_def=threaded_executor_for(app.execution.max_workers),
+            tags={TAG_APP: app.name, TAG_DEPLOY_ENV: deploy_env_tag(app.name, env)},
+        ) for env in app.deploy_environments
+    }
+    sensors = [build_push_sensor(app, job, partitions)]
+    if deploy_jobs:
+        sensors += build_deploy_triggers(app, job, deploy_jobs)
+    return dg.Definitions(assets=[*assets, *deploys], jobs=[job, *deploy_jobs.values()], sensors=sensors)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

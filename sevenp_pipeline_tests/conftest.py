@@ -47,6 +47,8 @@ class Pipeline:
         keys = [k for k in assets.get_all_asset_keys() if k.path[0] == self.key]
         if selection:
             keys = [k for k in keys if k.path[-1] in selection.split(",")]
+        else:  # the app's pipeline, as its CI job selects it: deploys are their own jobs
+            keys = [k for k in keys if not k.path[-1].endswith("_deployment") and k.path[-1] != "release_notes"]
         return job.execute_in_process(
             instance=self.instance,
             partition_key=sha,

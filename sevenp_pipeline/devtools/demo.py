@@ -4,7 +4,11 @@
 2. starts Dagster (webserver + daemon) on a SQLite instance under the home;
 3. waits for the push sensor's first tick, pushes a commit to `develop`;
 4. waits for the run the sensor starts and prints one line per stage;
-5. leaves the UI running until Ctrl-C (or, with --no-ui, exits: non-zero if the pipeline failed).
+5. waits for the staging deploy the pipeline's success starts (develop deploys to staging), prints
+   its deployment, health check and smoke tests, and asks the staging front door which version answers;
+6. leaves the UI running until Ctrl-C (or, with --no-ui, exits: non-zero if anything failed). On the
+   way out it stops what it started: Dagster, the registry and the environments' containers, nginx
+   and servers (their data stays under the home).
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import signal
 import sys
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
+from sevenp_pipeline.config import load_app_configs
 from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
+from sevenp_pipeline.deploy.targets.resource import DeployTargets
+from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools.devstack import (
     DevStackError,
     LocalDagster,
@@ -94,16 +102,16 @@ class LocalRemote:
 
 
 def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float,
-                 alive: Callable[[], bool] = lambda: True) -> tuple[dg.DagsterRun, float]:
-    """Waits for the run of ``sha``; returns it and the push-to-start latency's end time.
-    Raises DevStackError as soon as ``alive()`` says Dagster stopped (no run would finish)."""
+                 alive: Callable[[], bool] = lambda: True, job: str | None = None) -> tuple[dg.DagsterRun, float]:
+    """Waits for the run of ``sha`` (of ``job``, when given); returns it and the push-to-start latency's
+    end time. Raises DevStackError as soon as ``alive()`` says Dagster stopped (no run would finish)."""
     deadline = time.monotonic() + timeout
     started_at = None
     last_status = None
     while time.monotonic() < deadline:
         if not alive():
             raise DevStackError("dagster dev exited while the pipeline ran (see its log)")
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}), limit=1)
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}, job_name=job), limit=1)
         if runs:
             run = runs[0]
             record = instance.get_run_record_by_id(run.run_id)
@@ -116,6 +124,34 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float,
                 return run, started_at or time.time()
         time.sleep(1)
     raise TimeoutError(f"no finished run for {sha} after {timeout:.0f}s")
+
+
+def front_door(url: str) -> str:
+    """What the environment's stable URL answers on /health, and which release answered."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:  # noqa: S310 (our loopback URL)
+            body = response.read(300).decode(errors="replace")
+            return (f"GET {url}/health -> {response.status}, X-Sevenp-Release: "
+                    f"{response.headers.get('X-Sevenp-Release', '?')[:12]}, {body.strip()}")
+    except (urllib.error.URLError, OSError) as exc:
+        return f"GET {url}/health failed: {exc}"
+
+
+def stop_environments(settings: Settings) -> None:
+    """Stops every local environment of the configured apps (containers, nginx, servers; data stays)."""
+    try:
+        apps = load_app_configs(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
+    except Exception as exc:  # noqa: BLE001 (the demo's cleanup must go on)
+        say(f"could not read the apps to stop their environments: {exc}")
+        return
+    targets = DeployTargets(home=str(settings.home))
+    for app in apps:
+        for env, spec in app.deploy_environments.items():
+            if spec.target == "local":
+                try:
+                    targets.target(app, env).stop(log=lambda _line: None)
+                except Exception as exc:  # noqa: BLE001
+                    say(f"stopping {app.name}/{env} failed: {exc}")
 
 
 def _interrupt(*_: object) -> None:
@@ -156,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         pushed = time.time()
         say(f"pushed {sha[:12]} to {args.branch}; waiting for the pipeline")
         instance = dg.DagsterInstance.get()
-        run, started = wait_for_run(instance, sha, args.timeout,
-                                    alive=lambda: stack.process is not None and stack.process.alive())
+        alive = lambda: stack.process is not None and stack.process.alive()  # noqa: E731
+        app = next(a for a in load_app_configs(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
+                   if a.name == APP)
+        run, started = wait_for_run(instance, sha, args.timeout, alive=alive, job=f"{app.key}_ci_job")
         print()
         print(format_table(stage_rows(instance, run.run_id)))
         print()
@@ -166,6 +204,19 @@ def main(argv: list[str] | None = None) -> int:
         say(f"run page: {stack.url}/runs/{run.run_id}")
         say(f"asset graph: {stack.url}/asset-groups")
         ok = run.status == dg.DagsterRunStatus.SUCCESS
+        staging = [e for e, spec in app.deploy_environments.items()
+                   if not spec.after and args.branch in spec.branches]
+        if ok and staging:
+            env = staging[0]
+            say(f"waiting for the {env} deploy the pipeline's success starts")
+            deploy, _ = wait_for_run(instance, sha, 600, alive=alive, job=deploy_job_name(app, env))
+            print()
+            print(format_table(stage_rows(instance, deploy.run_id)))
+            print()
+            url = DeployTargets(home=str(settings.home)).target(app, env).url()
+            say(f"{env}: {front_door(url)}")
+            say(f"deploy run page: {stack.url}/runs/{deploy.run_id}")
+            ok = deploy.status == dg.DagsterRunStatus.SUCCESS
         if args.no_ui:
             return 0 if ok else 1
         say(f"the UI stays up at {stack.url} — press Ctrl-C to stop")
@@ -183,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"failed: {exc}")
         return 1
     finally:
-        say("stopping Dagster and the local image registry")
+        say("stopping Dagster, the local image registry and the environments")
         stack.stop()
+        stop_environments(settings)
         LocalRegistry(runner=runner, home=str(settings.home)).stop()
 
 

@@ -47,13 +47,11 @@ DEFAULT_STAGE_CACHE_DAYS = 14.0
 
 
 def deployed_commits(instance: dg.DagsterInstance) -> dict[str, set[str]]:
-    """``{app key: SHAs}`` running in an environment; their workspaces are kept.
+    """``{app key: SHAs}`` an environment runs or may be rolled back to: the last few healthy deploys of
+    each environment (deploy/history.py). Their workspaces hold the smoke tests a redeploy runs."""
+    from sevenp_pipeline.deploy.history import deployed_commits as from_history  # noqa: PLC0415 (no cycle)
 
-    Nothing is deployed yet: the deploy family extends this (e.g. from its deployment records)
-    when it lands. ``instance`` is what it will read them from.
-    """
-    del instance
-    return {}
+    return from_history(instance)
 
 
 @dataclass(frozen=True)

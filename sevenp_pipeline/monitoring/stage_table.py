@@ -51,6 +51,7 @@ def stage_rows(instance: dg.DagsterInstance, run_id: str) -> list[StageRow]:
     stats = {s.step_key: s for s in instance.get_run_step_stats(run_id)}
     metadata: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
+    failure_meta: dict[str, dict[str, Any]] = {}
     records = instance.get_records_for_run(run_id, of_type={dg.DagsterEventType.ASSET_MATERIALIZATION,
                                                             dg.DagsterEventType.STEP_FAILURE,
                                                             dg.DagsterEventType.ASSET_CHECK_EVALUATION}).records
@@ -66,6 +67,8 @@ def stage_rows(instance: dg.DagsterInstance, run_id: str) -> list[StageRow]:
             text = (data.user_failure_data.description if data.user_failure_data else None) or (
                 data.error.message if data.error else "failed")
             failures.setdefault(event.step_key, text.strip().splitlines()[0][:110])
+            if data.user_failure_data:
+                failure_meta[event.step_key] = {k: v.value for k, v in data.user_failure_data.metadata.items()}
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             check = event.asset_check_evaluation_data
             if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR and event.step_key:
@@ -85,6 +88,18 @@ def stage_rows(instance: dg.DagsterInstance, run_id: str) -> list[StageRow]:
         duration = (stat.end_time - stat.start_time) if stat and stat.end_time and stat.start_time else None
         figure = failures.get(step_key) or _figure(asset, meta)
         rows.append(StageRow(asset, status, duration, figure))
+        if asset.endswith("_deployment"):
+            rows += _deploy_checks(meta or failure_meta.get(step_key, {}))
+    return rows
+
+
+def _deploy_checks(meta: dict[str, Any]) -> list[StageRow]:
+    """A deployment's health check and smoke tests, as rows under it."""
+    rows = []
+    for label, passed, summary in (("  health check", "health_passed", "health"),
+                                   ("  smoke tests", "smoke_passed", "smoke_tests")):
+        if passed in meta:
+            rows.append(StageRow(label, "PASSED" if meta[passed] else "FAILED", None, str(meta.get(summary, ""))))
     return rows
 
 
@@ -99,6 +114,9 @@ def _step_order(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> list
 def _figure(asset: str, meta: dict[str, Any]) -> str:
     if meta.get("skipped"):
         return str(meta.get("reason", "skipped"))
+    if asset.endswith("_deployment") and meta.get("status") == "live":
+        return (f"live at {meta.get('url')}: {str(meta.get('commit'))[:12]}, {str(meta.get('image_digest'))[:19]}"
+                + (f", switched in {meta['switch_s']}s" if "switch_s" in meta else ""))
     parts = []
     figures = KIND_FIGURES.get(str(meta.get("kind")), []) or KEY_FIGURES.get(asset, [])
     for key, fmt in figures:

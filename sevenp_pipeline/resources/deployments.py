@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
+from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.housekeeping.retention import (
     WorkspaceRetention,
     keep_per_branch_from_env,
@@ -24,6 +25,7 @@ from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
+from sevenp_pipeline.resources.notify import SLACK_WEBHOOK_ENV, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.registries.role import Registry
@@ -71,6 +73,14 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
                                                   stage_cache_days=stage_cache_days_from_env()),
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
+        # Deploy credentials stay in the orchestrator: the targets (AWS for ECS) and the Slack webhook.
+        "deploy_targets": DeployTargets(
+            home=str(settings.home), region_name=os.environ.get("AWS_REGION") or None,
+            endpoint_url=os.environ.get("SEVENP_ECS_ENDPOINT_URL") or None,
+            aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"), aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=_secret("AWS_SESSION_TOKEN")),
+        "notifier": SlackNotifier(webhook_url=_secret(SLACK_WEBHOOK_ENV),
+                                  ui_url=os.environ.get("SEVENP_UI_URL") or "http://127.0.0.1:3000"),
     }
 
 
@@ -92,7 +102,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of this deployment: ``settings.registry`` picks the local set or the AWS set.
 
     Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
-    test_services, workspace_retention, launch_options, signing_key, stage_cache, registry.
+    test_services, workspace_retention, launch_options, signing_key, stage_cache, deploy_targets,
+    notifier, registry.
     """
     runner = ProcessRunner()
     if settings.registry == "ecr":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import dagster as dg
 from pydantic import Field
 
@@ -11,8 +9,11 @@ from pydantic import Field
 class LaunchOptions(dg.ConfigurableResource):
     """Set in the launchpad under ``resources.launch_options.config``; pushes use the defaults."""
 
-    environment: Literal["staging", "production"] = Field(
-        default="staging", description="Target environment (used by the deploy stages)."
+    environment: str = Field(
+        default="",
+        description="Where to deploy when the pipeline passes: empty = by branch (the app's environments.<env>."
+                    "branches), 'none' = nowhere, or an environment name (it and the environments it comes after; "
+                    "launching it is the approval a manual environment needs).",
     )
     skip_tests: bool = Field(
         default=False,

@@ -6,6 +6,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
+from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
@@ -28,10 +29,15 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
     )
     def source_checkout(
         context: dg.AssetExecutionContext, git: GitClient, workspaces: Workspaces, signing_key: SigningKey,
-        process_runner: ProcessRunner,
+        process_runner: ProcessRunner, launch_options: LaunchOptions,
     ) -> dg.MaterializeResult:
         sha = context.partition_key
         prefetch_tool_answers(process_runner)  # answered while the checkout runs
+        chosen = launch_options.environment
+        if chosen not in ("", "none") and chosen not in app.deploy_environments:
+            raise failure(f"source_checkout: resources.launch_options.config.environment: '{chosen}' is not an "
+                          f"environment of {app.name} (declared: {', '.join(app.deploy_environments) or 'none'}; "
+                          "or '' for the branch's, 'none' for no deploy)")
         if app.image is not None and not signing_key.configured:
             # Found before any work starts, not after the image is built and only provenance is left.
             raise failure(f"source_checkout: {SIGNING_KEY_ENV} is not set, and {app.name} builds an image whose "

@@ -1,0 +1,229 @@
+"""Deployments as assets partitioned by commit: ``<env>_deployment`` per environment of the app, and
+``release_notes`` after the last environment of the chain (production by default).
+
+A deployment's materialization is a release that went live: what runs where, since when, from which
+image digest, launched by whom, with its health check and smoke tests. A deploy that failed or was
+rolled back is a failed step whose failure says why, so the partition shows as failed. Rollback is a
+deploy of an older healthy partition (``make rollback``, or launching the environment's deploy job for
+that partition in the UI).
+
+Before anything is touched a deploy is refused when the commit's gates did not all pass, its provenance
+does not verify against our key, or (for an environment with ``after``) its smoke tests did not pass in
+that environment first. Deploys of one environment are serialized (the ``sevenp/deploy-env`` run tag
+limit in dagster.yaml, and a lock file around the deploy itself) and the newest queued commit wins.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the resource and context annotations.
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.deploy import history
+from sevenp_pipeline.deploy.release_notes import render_release_notes
+from sevenp_pipeline.deploy.smoke import smoke_runner
+from sevenp_pipeline.deploy.targets.resource import DeployTargets
+from sevenp_pipeline.deploy.targets.role import DeployError, DeployOutcome, Rollout
+from sevenp_pipeline.deploy.verify import Refused, verify_release
+from sevenp_pipeline.locks import LockTimeout, file_lock
+from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.launch import LaunchOptions
+from sevenp_pipeline.resources.notify import Notification, SlackNotifier
+from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.signing import SigningKey
+from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.stages.runner import failure, fingerprint, md_table
+from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_DEPLOY_ENV, TAG_NOTIFIED, TAG_ROLLBACK, TAG_TRIGGER
+
+DEPLOY_CODE_VERSION = "1"
+LOCK_WAIT_SECONDS = 3600.0
+
+
+def launched_by(run: dg.DagsterRun) -> str:
+    """Who or what started a deploy run, from its tags."""
+    tags = run.tags
+    if tags.get(TAG_ROLLBACK):
+        return f"rollback from {tags[TAG_ROLLBACK][:12]} ({tags.get('dagster/user') or 'make rollback'})"
+    if tags.get("dagster/sensor_name"):
+        return f"sensor {tags['dagster/sensor_name']}"
+    if tags.get("dagster/user"):
+        return f"{tags['dagster/user']} (UI)"
+    if tags.get(TAG_TRIGGER):
+        return tags[TAG_TRIGGER]
+    return "launched by hand (UI or API)"
+
+
+def _outcome_metadata(outcome: DeployOutcome) -> dict[str, Any]:
+    meta: dict[str, Any] = {"url": dg.MetadataValue.url(outcome.url)}
+    if outcome.health is not None:
+        meta.update(health=outcome.health.summary(), health_attempts=outcome.health.attempts,
+                    health_passed=outcome.health.ok)
+    if outcome.smoke is not None:
+        meta.update(smoke_tests=outcome.smoke.summary(), smoke_passed=outcome.smoke.ok)
+        if outcome.smoke.tail:
+            meta["smoke_output"] = dg.MetadataValue.md("```\n" + outcome.smoke.tail + "\n```")
+    if outcome.switch_seconds is not None:
+        meta["switch_s"] = round(outcome.switch_seconds, 3)
+    if outcome.steps:
+        meta["steps"] = dg.MetadataValue.md(md_table(["step"], [[s] for s in outcome.steps]))
+    if outcome.previous is not None:
+        meta["previous_commit"] = outcome.previous.commit
+    return meta
+
+
+def build_deploy_assets(app: AppConfig, partitions: dg.PartitionsDefinition, promoted: dg.AssetKey,
+                        gate_checks: Sequence[dg.AssetCheckKey]) -> list[dg.AssetsDefinition]:
+    """One deployment asset per environment (each after ``promoted_image`` and its ``after``), then
+    ``release_notes`` after the environment nothing follows (none when several or none do)."""
+    envs = app.deploy_environments
+    assets = [_deployment_asset(app, partitions, name, promoted, gate_checks) for name in envs]
+    terminal = [n for n in envs if not any(e.after == n for e in envs.values())]
+    if len(terminal) == 1 and len(envs) > 0:
+        assets.append(_release_notes_asset(app, partitions, terminal[0]))
+    return assets
+
+
+def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name: str, promoted: dg.AssetKey,
+                      gate_checks: Sequence[dg.AssetCheckKey]) -> dg.AssetsDefinition:
+    env = app.deploy_environments[name]
+    key = history.deployment_key(app.key, name)
+    deps = [promoted] + ([history.deployment_key(app.key, env.after)] if env.after else [])
+    tag_value = history.deploy_env_tag(app.name, name)
+    what = (f"Deploys the commit's signed image to {name} ({env.target}"
+            + (", blue-green behind nginx" if env.target == "local" else ", ECS service") + ")"
+            + (f" after its smoke tests passed in {env.after}" if env.after else "")
+            + ("; launched only by a person" if env.approval == "manual" else "")
+            + ": health check, smoke tests, automatic rollback.")
+
+    @dg.asset(key=key, group_name=app.key, partitions_def=partitions, deps=deps, description=what,
+              kinds={"podman", "nginx"} if env.target == "local" else {"ecs"},
+              tags={"sevenp/stage": "deploy", "sevenp/environment": name},
+              code_version=DEPLOY_CODE_VERSION, output_required=False)
+    def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,
+                   artifact_store: ArtifactStore, workspaces: Workspaces, process_runner: ProcessRunner,
+                   notifier: SlackNotifier) -> Iterator[dg.MaterializeResult]:
+        instance = context.instance
+        sha = context.partition_key
+        run = context.run
+        if run.tags.get(TAG_DEPLOY_ENV) != tag_value:  # launched from the asset graph: same tag for "newest wins"
+            instance.add_run_tags(run.run_id, {TAG_DEPLOY_ENV: tag_value})
+            run = instance.get_run_by_id(run.run_id) or run
+
+        def notify(kind: str, title: str, text: str, **fields: str) -> None:
+            sent = notifier.notify(Notification(kind=kind, app=app.name, environment=name, commit=sha,
+                                                run_id=run.run_id, title=title, text=text, fields=fields),
+                                   log=context.log)
+            if sent is not None:
+                instance.add_run_tags(run.run_id, {TAG_NOTIFIED: "true"})
+
+        def refuse(reason: str) -> dg.Failure:
+            instance.add_run_tags(run.run_id, {TAG_DEPLOY: "refused"})
+            notify("deploy_failed", f"{app.name}: deploy of {sha[:12]} to {name} refused", reason)
+            return failure(f"{key.to_user_string()}: refused: {reason}", environment=name, reason=reason)
+
+        # 1. Refusals: nothing is touched before these pass.
+        if env.after:
+            prior = history.latest_for_commit(instance, app.key, env.after, sha)
+            if prior is None:
+                raise refuse(f"commit {sha[:12]} has not been deployed to {env.after} (environments.{name}.after): "
+                             f"deploy it there first and let its smoke tests pass")
+            if app.deploy.smoke is not None and prior.metadata.get("smoke_passed") is not True:
+                raise refuse(f"the smoke tests of {sha[:12]} did not pass in {env.after}")
+        try:
+            verified = verify_release(instance, app, sha, check_keys=gate_checks, signing_key=signing_key,
+                                      artifact_store=artifact_store)
+        except Refused as exc:
+            raise refuse(str(exc)) from exc
+        smoke = smoke_runner(context, app, name, runner=process_runner, workspaces=workspaces, store=artifact_store)
+        image = verified.image
+        context.log.info(f"{name}: {image.ref} verified (provenance signed by {verified.keyid[:12]}, every gate "
+                         f"of {sha[:12]} passed)")
+
+        # 2. One deploy of this environment at a time; the newest queued commit wins.
+        lock = Path(deploy_targets.home) / "deploy" / app.key / name / "queue.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with file_lock(lock, timeout=LOCK_WAIT_SECONDS, what=f"the {name} deploy queue of {app.name}"):
+                newer = history.newer_deploy_runs(instance, run, tag_value)
+                if newer:
+                    other = newer[0]
+                    message = (f"{name}: superseded by run {other.run_id[:8]} for commit "
+                               f"{(other.partition_key or '?')[:12]}, queued after this one: not deployed")
+                    context.log.warning(message)
+                    instance.add_run_tags(run.run_id, {TAG_DEPLOY: "superseded"})
+                    return
+                target = deploy_targets.target(app, name)
+                rollout = Rollout(app=app.name, environment=name, commit=sha, image_ref=image.ref,
+                                  image_digest=image.digest, run_id=run.run_id, env=dict(app.deploy.env))
+                started = time.time()
+                outcome = target.deploy(rollout, smoke=smoke, log=context.log.info)
+        except LockTimeout as exc:
+            raise failure(f"{key.to_user_string()}: {exc}") from exc
+        except DeployError as exc:
+            instance.add_run_tags(run.run_id, {TAG_DEPLOY: "failed"})
+            notify("deploy_failed", f"{app.name}: deploy of {sha[:12]} to {name} failed", str(exc))
+            raise failure(f"{key.to_user_string()}: {exc}", environment=name) from exc
+
+        meta = _outcome_metadata(outcome)
+        if not outcome.ok:
+            instance.add_run_tags(run.run_id, {TAG_DEPLOY: "rolled_back"})
+            serving = outcome.live.commit[:12] if outcome.live else "nothing (first deploy)"
+            notify("rolled_back", f"{app.name}: {sha[:12]} rolled back in {name}",
+                   f"{outcome.reason}. {name} serves {serving}.", serving=serving)
+            raise failure(f"{key.to_user_string()}: {outcome.reason}; traffic stays on {serving}",
+                          environment=name, status="rolled_back", reason=outcome.reason, serving=serving,
+                          **{k: v for k, v in meta.items() if k != "url"})
+        instance.add_run_tags(run.run_id, {TAG_DEPLOY: "live"})
+        notify("deploy_succeeded", f"{app.name}: {sha[:12]} is live in {name}",
+               f"{image.ref} at {outcome.url}", url=outcome.url)
+        yield dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(image.digest, name, run.run_id)),
+            metadata={
+                "status": "live", "environment": name, "target": env.target, "commit": sha,
+                "image_ref": image.ref, "image_digest": image.digest,
+                "since": dg.MetadataValue.timestamp(started), "launched_by": launched_by(run),
+                "rollback": bool(run.tags.get(TAG_ROLLBACK)), "provenance_keyid": verified.keyid,
+                **meta,
+            },
+        )
+
+    return deployment
+
+
+def _release_notes_asset(app: AppConfig, partitions: dg.PartitionsDefinition, environment: str) -> dg.AssetsDefinition:
+    @dg.asset(key=dg.AssetKey([app.key, "release_notes"]), group_name=app.key, partitions_def=partitions,
+              deps=[history.deployment_key(app.key, environment)], kinds={"markdown"},
+              tags={"sevenp/stage": "deploy"}, code_version=DEPLOY_CODE_VERSION,
+              description=f"The conventional commits between the previous and this {environment} revision, "
+                          "grouped by type (the changelog).")
+    def release_notes(context: dg.AssetExecutionContext, git: GitClient,
+                      artifact_store: ArtifactStore) -> dg.MaterializeResult:
+        sha = context.partition_key
+        deployments = history.healthy_deployments(context.instance, app.key, environment)
+        this = next((d for d in deployments if d.commit == sha), None)
+        if this is None:
+            raise failure(f"release_notes: {sha[:12]} never went live in {environment}")
+        previous = next((d.commit for d in deployments if d.timestamp < this.timestamp and d.commit != sha), None)
+        try:
+            git.ensure_commit(app.key, app.repository.url, sha, log=context.log.info)
+            commits = git.commits_between(app.key, previous, sha)
+        except GitError as exc:
+            raise failure(f"release_notes: {exc}", retry=True) from exc
+        notes = render_release_notes(app.name, environment, previous, sha, commits)
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sevenp-release-notes-{app.key}-{sha}.md"
+        path.write_text(notes, encoding="utf-8")
+        try:
+            uri = artifact_store.put_file(app=app.key, sha=sha, name="RELEASE_NOTES.md", path=path)
+        finally:
+            path.unlink(missing_ok=True)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(previous, sha, notes)),
+            metadata={"previous_commit": previous or "(first release)", "commits": len(commits),
+                      "notes": dg.MetadataValue.md(notes), "file": dg.MetadataValue.url(uri)})
+
+    return release_notes

@@ -1,0 +1,91 @@
+"""What must hold before an image is deployed: its commit passed every gate, and its provenance is signed
+by our key and vouches for exactly this image digest and commit. A refusal names what failed; nothing
+has been touched when it is raised."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter
+
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.image.records import ImageRecord, RecordError
+from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.signing import SigningKey
+from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.stages.gates import unmet_gates
+
+PROVENANCE_FILE = "provenance.intoto.json"
+
+
+class Refused(Exception):
+    """A deploy that must not happen (gates, signature, approval); the message says why."""
+
+
+@dataclass(frozen=True)
+class VerifiedImage:
+    image: ImageRecord
+    keyid: str
+    builder_id: str
+
+
+def _latest_meta(instance: dg.DagsterInstance, key: dg.AssetKey, sha: str) -> dict | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[sha]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def failed_checks(instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], sha: str) -> list[str]:
+    """Checks of the commit's pipeline whose latest execution for ``sha`` did not pass (or never ran)."""
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        list(check_keys), partition_filter=PartitionKeyFilter(key=sha))
+    problems = []
+    for key in check_keys:
+        record = latest.get(key)
+        name = f"{key.asset_key.to_user_string()}:{key.name}"
+        if record is None:
+            problems.append(f"{name} has not run")
+            continue
+        evaluation = record.event.asset_check_evaluation if record.event is not None else None
+        if record.status.value != "SUCCEEDED" or evaluation is None or not evaluation.passed:
+            problems.append(f"{name} did not pass")
+    return problems
+
+
+def verify_release(instance: dg.DagsterInstance, app: AppConfig, sha: str, *, check_keys: Sequence[dg.AssetCheckKey],
+                   signing_key: SigningKey, artifact_store: ArtifactStore) -> VerifiedImage:
+    """Raises :class:`Refused` unless ``sha``'s image may be deployed."""
+    short = sha[:12]
+    if _latest_meta(instance, dg.AssetKey([app.key, "promoted_image"]), sha) is None:
+        raise Refused(f"commit {short} was never promoted ({app.key}/promoted_image has not run for it): "
+                      "only an image whose pipeline passed every gate is deployed")
+    unmet = unmet_gates(instance, app, sha)
+    problems = [f"{u.stage} {u.reason}" for u in unmet] + failed_checks(instance, check_keys, sha)
+    if problems:
+        raise Refused(f"commit {short} did not pass its gates: " + "; ".join(problems[:10]))
+    meta = _latest_meta(instance, dg.AssetKey([app.key, ImageRecord.ASSET]), sha)
+    if meta is None:
+        raise Refused(f"commit {short} has no container_image")
+    try:
+        image = ImageRecord.from_metadata(meta)
+    except RecordError as exc:
+        raise Refused(str(exc)) from exc
+    path = artifact_store.local_path(app=app.key, sha=sha, name=PROVENANCE_FILE)
+    if path is None or not path.is_file():
+        raise Refused(f"image {image.ref} is unsigned: no {PROVENANCE_FILE} stored for commit {short}")
+    try:
+        envelope = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Refused(f"provenance of {short} ({path}) cannot be read: {exc}") from exc
+    try:
+        public = signing_key.public_pem()
+        prov.verify(envelope, public_key_pem=public, expected_subject_digest=image.digest, expected_commit=sha,
+                    expected_builder_id=app.provenance.builder_id)
+    except prov.ProvenanceError as exc:
+        raise Refused(f"provenance of image {image.ref} does not verify: {exc}") from exc
+    return VerifiedImage(image=image, keyid=prov.keyid_of(public), builder_id=app.provenance.builder_id)
