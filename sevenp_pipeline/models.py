@@ -14,6 +14,7 @@ class CommitInfo:
     subject: str
     committed_at: int
     parents: tuple[str, ...]
+    body: str = ""  # the message after the subject (footers such as BREAKING CHANGE:); "" when not read
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,30 @@ class GitClient(dg.ConfigurableResource):
                 commits.append((full.strip(), message.strip()))
         return commits
 
+    def commits_between(self, app_key: str, new: str, *, previous: str | None, limit: int = 50,
+                        merges: bool = False) -> list[CommitInfo]:
+        """The commits of ``previous..new`` in the app's mirror, newest first, with their whole message
+        (``body`` holds footers such as ``BREAKING CHANGE:``). ``previous`` None (a first release): the last
+        ``limit`` commits up to ``new``. Merge commits are left out unless ``merges``.
+
+        Raises:
+            CommitNotFound: ``new`` or ``previous`` is not in the mirror (fetch first).
+        """
+        for sha in (new, previous):
+            if sha is not None and not (is_sha(sha) and self.has_commit(app_key, sha)):
+                raise CommitNotFound(f"commit {sha!r} is not in the mirror of {app_key}")
+        revisions = [f"{previous}..{new}"] if previous else [f"--max-count={limit}", new]
+        out = self._git(["log", *([] if merges else ["--no-merges"]),
+                         "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%P%x1f%s%x1f%b%x1e", *revisions, "--"],
+                        cwd=self.mirror_path(app_key), label="git log")
+        commits = []
+        for entry in out.split("\x1e"):
+            if entry.count("\x1f") >= 6:
+                full, author, email, ts, parents, subject, body = entry.lstrip("\n").split("\x1f", 6)
+                commits.append(CommitInfo(full, author, email, subject, int(ts), tuple(parents.split()),
+                                          body.strip("\n")))
+        return commits
+
     def changed_files(self, app_key: str, sha: str) -> list[str]:
         out = self._git(
             ["diff-tree", "--root", "--no-commit-id", "--name-only", "-r", "-z", sha],

@@ -16,6 +16,24 @@ _IGNORED = (re.compile(r"^Merge (branch|pull request|remote-tracking branch|tag)
 
 
 @dataclass(frozen=True)
+class Header:
+    """A conventional commit header: ``type(scope)!: subject``."""
+
+    type: str
+    scope: str | None
+    breaking: bool
+    subject: str
+
+
+def parse_header(header: str) -> Header | None:
+    """The parts of a conventional header (any type, lower-cased), or None when it is not one."""
+    match = _HEADER.match(header.strip())
+    if match is None:
+        return None
+    return Header(match["type"].lower(), match["scope"], bool(match["breaking"]), match["subject"].strip())
+
+
+@dataclass(frozen=True)
 class Violation:
     sha: str
     header: str

@@ -2,55 +2,24 @@
 
 from __future__ import annotations
 
-import socket
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 
-from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.registries.ecr import ECRRegistry
 from sevenp_pipeline.resources.registries.role import RegistryError
 from sevenp_pipeline_tests.image.conftest import Stack, needs_buildah
+from sevenp_pipeline_tests.motoserver import CREDS, free_port, moto_server, needs_moto
 
-MOTO = Path(sys.executable).with_name("moto_server")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not MOTO.exists(), reason="needs moto[server] in the venv (pip install 'moto[server]')"),
-]
-CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+pytestmark = [pytest.mark.integration, needs_moto]
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("moto")
-    port = _free_port()
-    runner = ProcessRunner()
-    server = runner.start(ExecuteRequest(argv=[str(MOTO), "-H", "127.0.0.1", "-p", str(port)], cwd=work,
-                                         label="moto_server", log_path=work / "moto.log", die_with_parent=True))
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert server.alive(), (work / "moto.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-    assert not server.alive()
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 @needs_buildah
@@ -83,7 +52,7 @@ def test_push_creates_repository_puts_manifest_and_finds_digest(stack: Stack, mo
 
 
 def test_unreachable_endpoint_retries_then_names_the_registry() -> None:
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     ecr = ECRRegistry(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", max_attempts=2,
                       backoff_seconds=0.05, **CREDS)
     log: list[str] = []

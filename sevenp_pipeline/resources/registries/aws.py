@@ -1,4 +1,4 @@
-"""One boto3 base for the AWS resources (ECR now; ECS and S3 later).
+"""One boto3 base for the AWS resources (ECR, ECS; S3 later).
 
 It *is* dagster-aws's :class:`~dagster_aws.utils.ResourceWithBoto3Configuration` (region, profile,
 endpoint, TLS, credentials, retries as documented fields), plus the one client factory every AWS
@@ -31,19 +31,20 @@ class AwsResource(ResourceWithBoto3Configuration):
 
         return boto3.session.Session(profile_name=self.profile_name).region_name or DEFAULT_REGION
 
-    def client(self, service: str, *, max_attempts: int | None = None) -> Any:
+    def client(self, service: str, *, max_attempts: int | None = None, region: str | None = None) -> Any:
         """A boto3 client for ``service`` with this resource's region, endpoint, TLS, credentials and timeouts.
 
         Args:
             service: the boto3 service name, e.g. ``"ecr"``.
             max_attempts: boto3's own tries per call; None uses the ``max_attempts`` field.
+            region: overrides the resource's region (an environment's ECS cluster may live elsewhere).
         """
         import boto3  # noqa: PLC0415
         from botocore.config import Config  # noqa: PLC0415
 
         session = boto3.session.Session(profile_name=self.profile_name)
         return session.client(
-            service, region_name=self.region, endpoint_url=self.endpoint_url, use_ssl=self.use_ssl,
+            service, region_name=region or self.region, endpoint_url=self.endpoint_url, use_ssl=self.use_ssl,
             verify=self.verify, aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key, aws_session_token=self.aws_session_token,
             config=Config(retries={"max_attempts": max_attempts or self.max_attempts, "mode": "standard"},
