@@ -9,6 +9,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
 from sevenp_pipeline.deploy.assets import build_deploy_assets
+from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.deploy.triggers import build_deploy_triggers, deploy_job_name, deploy_job_selection
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.files import use_private_umask
@@ -19,7 +20,6 @@ from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
 from sevenp_pipeline.triggers.config_errors import build_config_error_sensor, config_error_sensor_name
-from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY_ENV
 

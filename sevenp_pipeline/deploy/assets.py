@@ -32,7 +32,6 @@ from sevenp_pipeline.deploy.verify import Refused, verify_release
 from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.git import GitClient, GitError
-from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.signing import SigningKey
@@ -117,8 +116,8 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
         def notify(kind: str, title: str, text: str, **fields: str) -> None:
             sent = notifier.notify(Notification(kind=kind, app=app.name, environment=name, commit=sha,
                                                 run_id=run.run_id, title=title, text=text, fields=fields),
-                                   log=context.log)
-            if sent is not None:
+                                   log=context.log.info)
+            if sent:
                 instance.add_run_tags(run.run_id, {TAG_NOTIFIED: "true"})
 
         def refuse(reason: str) -> dg.Failure:
@@ -157,6 +156,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                     context.log.warning(message)
                     instance.add_run_tags(run.run_id, {TAG_DEPLOY: "superseded"})
                     return
+                context.log.info(f"{name}: deploying {sha[:12]}: no newer deploy of {name} is queued")
                 target = deploy_targets.target(app, name)
                 rollout = Rollout(app=app.name, environment=name, commit=sha, image_ref=image.ref,
                                   image_digest=image.digest, run_id=run.run_id, env=dict(app.deploy.env))
@@ -211,7 +211,7 @@ def _release_notes_asset(app: AppConfig, partitions: dg.PartitionsDefinition, en
         previous = next((d.commit for d in deployments if d.timestamp < this.timestamp and d.commit != sha), None)
         try:
             git.ensure_commit(app.key, app.repository.url, sha, log=context.log.info)
-            commits = git.commits_between(app.key, previous, sha)
+            commits = git.commits_between(app.key, sha, previous=previous)
         except GitError as exc:
             raise failure(f"release_notes: {exc}", retry=True) from exc
         notes = render_release_notes(app.name, environment, previous, sha, commits)

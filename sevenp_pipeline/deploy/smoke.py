@@ -38,7 +38,8 @@ def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment:
     argv = stage.argv()
 
     def run(url: str) -> SmokeReport:
-        stage.extra_env = {spec.url_env: url}
+        # The URL under test and the environment's name (the spec's `test:smoke -- --env=<env>`).
+        stage.extra_env = {spec.url_env: url, "SEVENP_ENVIRONMENT": environment}
         context.log.info(f"smoke tests: `{' '.join(argv)}` with {spec.url_env}={url}")
         outcome = stage.run(argv)
         if outcome.log_path and outcome.log_path.exists():

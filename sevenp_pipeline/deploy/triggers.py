@@ -136,7 +136,7 @@ def build_deploy_triggers(app: AppConfig, ci_job: Any, deploy_jobs: Mapping[str,
             commit=sha, run_id=run.run_id, title=f"{app.name}: {run.job_name} failed for {sha[:12]}",
             text=reason or "the run failed",
             fields={"branch": run.tags.get(TAG_BRANCH, "(by hand)"), "failed steps": ", ".join(steps[:5]) or "-"}),
-            log=context.log)
+            log=context.log.info)
 
     return [deploy_sensor, failure_notifier]
 

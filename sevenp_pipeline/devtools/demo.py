@@ -141,7 +141,7 @@ def stop_environments(settings: Settings) -> None:
     """Stops every local environment of the configured apps (containers, nginx, servers; data stays)."""
     try:
         apps = load_app_configs(settings.apps_dir, variables={"SEVENP_HOME": str(settings.home)})
-    except Exception as exc:  # noqa: BLE001 (the demo's cleanup must go on)
+    except Exception as exc:
         say(f"could not read the apps to stop their environments: {exc}")
         return
     targets = DeployTargets(home=str(settings.home))
@@ -150,7 +150,7 @@ def stop_environments(settings: Settings) -> None:
             if spec.target == "local":
                 try:
                     targets.target(app, env).stop(log=lambda _line: None)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     say(f"stopping {app.name}/{env} failed: {exc}")
 
 

@@ -22,6 +22,7 @@ import dagster as dg
 from pydantic import Field
 
 LogFn = Callable[[str], None]
+SLACK_WEBHOOK_ENV = "SEVENP_SLACK_WEBHOOK_URL"
 Kind = Literal["deploy_succeeded", "deploy_failed", "rolled_back", "run_failed"]
 KINDS: tuple[str, ...] = ("deploy_succeeded", "deploy_failed", "rolled_back", "run_failed")
 _ICONS = {"deploy_succeeded": ":white_check_mark:", "deploy_failed": ":x:", "rolled_back": ":rewind:",

@@ -1,0 +1,189 @@
+"""Deploys through a real devstack (webserver, daemon, sensors, queued runs): a push to main deploys
+staging and production waits for a person; deploys of one environment queue one behind the other and
+the newest queued commit wins; `make deploy` / the CLI launches the same runs the UI does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sevenp_pipeline.config import AppConfig, load_app_config
+from sevenp_pipeline.deploy.targets.resource import DeployTargets
+from sevenp_pipeline.deploy.triggers import deploy_job_name
+from sevenp_pipeline.devtools import deploy as deploy_cli
+from sevenp_pipeline.devtools.devstack import LocalDagster, launch_run
+from sevenp_pipeline.locks import file_lock
+from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.registries.local import LocalRegistry
+from sevenp_pipeline.resources.services import free_port
+from sevenp_pipeline.scanners.provenance import generate_keypair
+from sevenp_pipeline.triggers.tags import TAG_APP, TAG_COMMIT, TAG_DEPLOY, TAG_DEPLOY_ENV
+from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
+from sevenp_pipeline_tests.deploy.test_deploy_pipeline import NO_DEFAULT_STAGES
+from sevenp_pipeline_tests.gitutil import Remote
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("nginx"),
+                       reason="needs root, podman and nginx (make system-deps installs them)"),
+]
+
+NAME = "deploy-app"
+KEY = "deploy_app"
+
+
+@dataclass
+class Stack:
+    remote: Remote
+    stack: LocalDagster
+    instance: dg.DagsterInstance
+    home: Path
+    app: AppConfig
+
+    def runs(self, job: str, sha: str) -> list[dg.DagsterRun]:
+        return list(self.instance.get_runs(filters=dg.RunsFilter(job_name=job, tags={TAG_COMMIT: sha})))
+
+    def wait(self, job: str, sha: str, *, count: int = 1, timeout: float = 300) -> list[dg.DagsterRun]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.runs(job, sha)
+            if len(runs) >= count and all(r.is_finished for r in runs):
+                return runs
+            time.sleep(0.5)
+        raise AssertionError(f"{count} finished {job} run(s) of {sha[:12]} not seen in {timeout:.0f}s: "
+                             f"{[(r.run_id, r.status) for r in self.runs(job, sha)]}")
+
+    def wait_status(self, run_id: str, statuses: set[dg.DagsterRunStatus], timeout: float = 120) -> dg.DagsterRun:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.instance.get_run_by_id(run_id)
+            if run is not None and run.status in statuses:
+                return run
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} not in {statuses} after {timeout:.0f}s")
+
+    def wait_for_message(self, run_id: str, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.instance.get_records_for_run(run_id, limit=100000).records
+            if any(text in r.event_log_entry.user_message for r in records):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id}: no log line with {text!r} after {timeout:.0f}s")
+
+    def released(self, version: str, branch: str) -> str:
+        self.remote.write("VERSION", version + "\n")
+        sha = self.remote.commit(f"feat: version {version}", push_to=branch)
+        (ci,) = self.wait(f"{KEY}_ci_job", sha)
+        assert ci.status == dg.DagsterRunStatus.SUCCESS, ci.run_id
+        return sha
+
+    def launch_deploy(self, env: str, sha: str) -> str:
+        return launch_run(self.stack.url, deploy_job_name(self.app, env), partition=sha,
+                          tags={TAG_APP: NAME, TAG_COMMIT: sha, TAG_DEPLOY_ENV: f"{NAME}/{env}"})
+
+    def release_header(self, env: str) -> str:
+        url = DeployTargets(home=str(self.home)).target(self.app, env).url()
+        with urllib.request.urlopen(url + "/", timeout=5) as response:
+            return response.headers.get("X-Sevenp-Release", "")
+
+
+@pytest.fixture(scope="module")
+def deploy_stack(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("deploy-daemon")
+    remote = Remote(root, FIXTURES / "deploy-app", NAME)
+    apps = root / "apps"
+    apps.mkdir()
+    (apps / f"{NAME}.yaml").write_text(f"""\
+name: {NAME}
+repository: {{url: {remote.url}}}
+branches: {{include: ["*"]}}
+trigger: {{poll_interval_seconds: 1}}
+stages:
+{NO_DEFAULT_STAGES}  check: {{kind: command, script: check, needs: [node_dependencies]}}
+image: {{dockerfile: Dockerfile, base_image: "{stack.base.ref}"}}
+deploy:
+  services: []
+  health: {{attempts: 4, interval_seconds: 0.5, timeout_seconds: 2}}
+  keep_previous_seconds: 0.5
+  stop_timeout_seconds: 2
+environments:
+  staging: {{branches: [main]}}
+  production: {{branches: [main], after: staging, approval: manual}}
+""")
+    app = load_app_config(apps / f"{NAME}.yaml")
+    private, _ = generate_keypair()
+    with reachable_home() as home:
+        stack_ = LocalDagster(home=home, port=free_port(), apps_dir=apps, extra_env={"SEVENP_SIGNING_KEY": private})
+        old_home = os.environ.get("DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(stack_.dagster_home)
+        stack_.start()
+        try:
+            stack_.wait_for_sensor_tick(f"{KEY}_git_push_sensor")
+            yield Stack(remote, stack_, dg.DagsterInstance.get(), home, app)
+        finally:
+            stack_.stop()
+            targets = DeployTargets(home=str(home))
+            for env in app.deploy_environments:
+                targets.target(app, env).stop(log=lambda _line: None)
+            LocalRegistry(runner=ProcessRunner(), home=str(home)).stop()
+            if old_home is None:
+                os.environ.pop("DAGSTER_HOME", None)
+            else:
+                os.environ["DAGSTER_HOME"] = old_home
+
+
+def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_stack: Stack) -> None:
+    sha = deploy_stack.released("1", "main")
+    (staging,) = deploy_stack.wait(deploy_job_name(deploy_stack.app, "staging"), sha)
+    assert staging.status == dg.DagsterRunStatus.SUCCESS and staging.tags[TAG_DEPLOY] == "live"
+    assert staging.tags["dagster/sensor_name"] == f"{KEY}_deploy_sensor"
+    assert deploy_stack.release_header("staging") == sha
+    time.sleep(6)  # a few sensor ticks: production (approval: manual) is never started by itself
+    assert deploy_stack.runs(deploy_job_name(deploy_stack.app, "production"), sha) == []
+
+    # A person approves: `make deploy ENV=production COMMIT=<sha>` launches the deploy job.
+    code = deploy_cli.main(["deploy", "--app", NAME, "--env", "production", "--commit", sha,
+                            "--url", deploy_stack.stack.url, "--wait"])
+    assert code == 0
+    assert deploy_stack.release_header("production") == sha
+
+
+def test_queued_commits_deploy_only_the_newest(deploy_stack: Stack) -> None:
+    # Three commits on a branch that does not deploy by itself (staging takes main only).
+    shas = [deploy_stack.released(v, f"feature/queue-{v}") for v in ("2", "3", "4")]
+    lock = deploy_stack.home / "deploy" / KEY / "staging" / "queue.lock"
+    with file_lock(lock, timeout=10):  # the staging deploy queue is busy while the three are launched
+        run_ids = [deploy_stack.launch_deploy("staging", sha) for sha in shas]
+        deploy_stack.wait_status(run_ids[0], {dg.DagsterRunStatus.STARTED})
+        time.sleep(2)
+        # One deploy of staging at a time (the sevenp/deploy-env tag limit): the others wait in the queue.
+        assert [deploy_stack.instance.get_run_by_id(r).status for r in run_ids[1:]] == \
+            [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.QUEUED]
+    runs = [deploy_stack.wait_status(r, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}) for r in run_ids]
+    assert [r.tags.get(TAG_DEPLOY) for r in runs] == ["superseded", "superseded", "live"]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert deploy_stack.release_header("staging") == shas[-1]
+
+
+def test_two_production_deploys_run_one_after_the_other(deploy_stack: Stack) -> None:
+    newest = deploy_stack.release_header("staging")  # passed staging's smoke tests (previous test)
+    live = deploy_stack.release_header("production")  # the first release (first test)
+    assert live and live != newest
+    first = deploy_stack.launch_deploy("production", newest)
+    deploy_stack.wait_for_message(first, "no newer deploy of production is queued")
+    second = deploy_stack.launch_deploy("production", live)
+    runs = [deploy_stack.wait_status(r, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+            for r in (first, second)]
+    assert [r.tags.get(TAG_DEPLOY) for r in runs] == ["live", "live"]
+    one, two = (deploy_stack.instance.get_run_record_by_id(r) for r in (first, second))
+    assert one.end_time is not None and two.start_time is not None and one.end_time <= two.start_time
+    assert deploy_stack.release_header("production") == live

@@ -1,0 +1,268 @@
+"""Deployment assets end to end, in process, with the real local target (podman, nginx), a real
+pipeline per commit (image, SBOM, scans, signed provenance, promotion) and a real Slack receiver.
+
+One pipeline home serves the module; each test pushes its own commits of the deploy app
+(sevenp_pipeline_tests/fixtures/deploy-app: a dependency-free HTTP server whose version, health and
+smoke result come from files in the commit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import pytest
+
+from sevenp_pipeline.config import AppConfig, Settings, load_app_config
+from sevenp_pipeline.definitions import build_definitions
+from sevenp_pipeline.deploy import history
+from sevenp_pipeline.deploy.targets.resource import DeployTargets
+from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_ROLLBACK
+from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
+from sevenp_pipeline_tests.gitutil import Remote
+from sevenp_pipeline_tests.httpserver import Server, http_server
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("nginx"),
+                       reason="needs root, podman and nginx (make system-deps installs them)"),
+]
+
+DEPLOY_APP = FIXTURES / "deploy-app"
+NAME = "deploy-app"
+KEY = "deploy_app"
+PIPELINE = ["source_checkout", "node_dependencies", "check", "container_image", "sbom", "vulnerability_report",
+            "dependency_report", "license_report", "secret_scan", "provenance", "promoted_image"]
+NO_DEFAULT_STAGES = "".join(f"  {s}: null\n" for s in (
+    "lint_report", "security_lint_report", "format_report", "type_check_report", "unit_test_results",
+    "integration_test_results", "api_test_results", "build_artifact", "api_docs", "e2e_test_results",
+    "performance_report"))
+
+
+@dataclass
+class Deploys:
+    remote: Remote
+    settings: Settings
+    instance: dg.DagsterInstance
+    app: AppConfig
+    slack: Server
+    public_key: str
+
+    def pipeline(self, sha: str) -> dg.ExecuteInProcessResult:
+        return self._run(sha, PIPELINE)
+
+    def deploy(self, sha: str, env: str, *, tags: dict[str, str] | None = None,
+               extra: tuple[str, ...] = ()) -> dg.ExecuteInProcessResult:
+        return self._run(sha, [f"{env}_deployment", *extra], tags=tags)
+
+    def _run(self, sha: str, names: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+        self.instance.add_dynamic_partitions(f"{KEY}_commits", [sha])
+        defs = build_definitions(self.settings)
+        return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=self.instance, partition_key=sha, asset_selection=[dg.AssetKey([KEY, n]) for n in names],
+            raise_on_error=False, tags=tags)
+
+    def commit(self, message: str, *, version: str, files: dict[str, str] | None = None) -> str:
+        for name in ("SMOKE_FAILS", "extra/HEALTH_FAILS"):
+            (self.remote.clone / name).unlink(missing_ok=True)
+        self.remote.write("VERSION", version + "\n")
+        for rel, text in (files or {}).items():
+            self.remote.write(rel, text)
+        return self.remote.commit(message, push_to="main")
+
+    def released(self, message: str, *, version: str, files: dict[str, str] | None = None) -> str:
+        sha = self.commit(message, version=version, files=files)
+        result = self.pipeline(sha)
+        assert result.success, _failures(result)
+        return sha
+
+    def url(self, env: str) -> str:
+        return DeployTargets(home=str(self.settings.home)).target(self.app, env).url()
+
+    def answer(self, env: str) -> tuple[dict, str]:
+        with urllib.request.urlopen(self.url(env) + "/", timeout=5) as response:
+            return json.loads(response.read()), response.headers.get("X-Sevenp-Release", "")
+
+    def slack_messages(self) -> list[dict]:
+        return [json.loads(r.body) for r in self.slack.requests if r.method == "POST"]
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> str:
+    lines = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            data = event.step_failure_data
+            lines.append(f"{event.step_key}: {(data.user_failure_data.description if data.user_failure_data else '')}"
+                         f" {data.error.message if data.error else ''}")
+    return "\n".join(lines)
+
+
+def _materialization(result: dg.ExecuteInProcessResult, name: str) -> dict | None:
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            mat = event.step_materialization_data.materialization
+            if mat.asset_key.path[-1] == name:
+                return {k: v.value for k, v in mat.metadata.items()}
+    return None
+
+
+@pytest.fixture(scope="module")
+def deploys(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploys]:
+    root = tmp_path_factory.mktemp("deploys")
+    private, public = prov.generate_keypair()
+    saved = {k: os.environ.get(k) for k in ("SEVENP_SIGNING_KEY", "SEVENP_SLACK_WEBHOOK_URL", "AWS_SECRET_ACCESS_KEY")}
+    with reachable_home() as home, http_server() as slack:
+        os.environ["SEVENP_SIGNING_KEY"] = private
+        os.environ["SEVENP_SLACK_WEBHOOK_URL"] = slack.url + "/services/T0/B0/not-a-real-token-4e1c9"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "deploy-credential-that-no-stage-may-see-7f3a"
+        remote = Remote(root, DEPLOY_APP, NAME)
+        apps = root / "apps"
+        apps.mkdir()
+        (apps / f"{NAME}.yaml").write_text(f"""\
+name: {NAME}
+repository: {{url: {remote.url}}}
+branches: {{include: ["*"]}}
+stages:
+{NO_DEFAULT_STAGES}  check: {{kind: command, script: check, needs: [node_dependencies]}}
+image: {{dockerfile: Dockerfile, base_image: "{stack.base.ref}"}}
+deploy:
+  services: []
+  health: {{attempts: 4, interval_seconds: 0.5, timeout_seconds: 2}}
+  smoke: {{script: "test:smoke", timeout_seconds: 60}}
+  keep_previous_seconds: 0.5
+  stop_timeout_seconds: 2
+environments:
+  staging: {{branches: [main]}}
+  production: {{branches: [main], after: staging, approval: manual}}
+""")
+        settings = Settings(home=home, apps_dir=apps)
+        instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
+        app = load_app_config(apps / f"{NAME}.yaml")
+        try:
+            yield Deploys(remote, settings, instance, app, slack, public)
+        finally:
+            targets = DeployTargets(home=str(home))
+            for env in app.deploy_environments:
+                targets.target(app, env).stop(log=lambda _line: None)
+            build_resources(settings)["registry"].stop()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def test_staging_then_production_by_a_person(deploys: Deploys) -> None:
+    sha = deploys.released("feat: first release", version="1")
+    result = deploys.deploy(sha, "staging")
+    assert result.success, _failures(result)
+    meta = _materialization(result, "staging_deployment")
+    assert meta is not None and meta["status"] == "live" and meta["commit"] == sha
+    assert meta["image_digest"].startswith("sha256:") and meta["image_ref"].endswith(meta["image_digest"])
+    assert meta["health_passed"] is True and meta["smoke_passed"] is True
+    assert meta["launched_by"] == "launched by hand (UI or API)"
+    body, release = deploys.answer("staging")
+    assert body["version"] == "1" and release == sha
+    # The smoke tests ran sandboxed: none of the orchestrator's credentials reached them.
+    smoke_env = meta["smoke_output"]
+    assert "API_BASE_URL" in smoke_env and "SEVENP_ENVIRONMENT" in smoke_env
+    for secret in ("SEVENP_SLACK_WEBHOOK_URL", "AWS_SECRET_ACCESS_KEY", "SEVENP_SIGNING_KEY"):
+        assert secret not in smoke_env
+    message = deploys.slack_messages()[-1]
+    assert "is live in staging" in json.dumps(message) and result.run_id in json.dumps(message)
+
+    prod = deploys.deploy(sha, "production", extra=("release_notes",))
+    assert prod.success, _failures(prod)
+    assert deploys.answer("production")[1] == sha
+    notes = _materialization(prod, "release_notes")
+    assert notes is not None and notes["previous_commit"] == "(first release)"
+    assert "first release" in notes["notes"] and "Features" in notes["notes"]
+
+
+def test_production_refused_until_staging_smoke_passed(deploys: Deploys) -> None:
+    before = deploys.answer("production")
+    sha = deploys.released("fix: not yet in staging", version="2")
+    result = deploys.deploy(sha, "production")
+    assert not result.success
+    assert "refused" in _failures(result) and "has not been deployed to staging" in _failures(result)
+    assert deploys.answer("production") == before
+    run = deploys.instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[TAG_DEPLOY] == "refused"
+
+
+def test_failed_smoke_keeps_production_on_the_old_version(deploys: Deploys) -> None:
+    before = deploys.answer("production")
+    sha = deploys.released("feat: breaks production only", version="3", files={"SMOKE_FAILS": "production\n"})
+    staged = deploys.deploy(sha, "staging")
+    assert staged.success, _failures(staged)
+    result = deploys.deploy(sha, "production")
+    assert not result.success
+    text = _failures(result)
+    assert "smoke tests FAILED" in text and f"traffic stays on {before[1][:12]}" in text
+    assert deploys.answer("production") == before
+    # The failed partition is no healthy release; the rollback message went out with the run link.
+    assert history.latest_for_commit(deploys.instance, KEY, "production", sha) is None
+    message = json.dumps(deploys.slack_messages()[-1])
+    assert "rolled back in production" in message and result.run_id in message
+    assert deploys.instance.get_run_by_id(result.run_id).tags[TAG_DEPLOY] == "rolled_back"
+
+
+def test_failed_health_check_rolls_back_and_rollback_redeploys_the_last_healthy(deploys: Deploys) -> None:
+    good = deploys.answer("staging")[1]
+    broken = deploys.released("feat: unhealthy", version="4", files={"extra/HEALTH_FAILS": "yes\n"})
+    result = deploys.deploy(broken, "staging")
+    assert not result.success
+    assert "unhealthy after 4/4" in _failures(result)
+    assert deploys.answer("staging")[1] == good
+
+    newer = deploys.released("fix: healthy again", version="5")
+    assert deploys.deploy(newer, "staging").success
+    assert deploys.answer("staging")[0]["version"] == "5"
+    # Rollback: the last healthy partition before the live one, deployed again with the same checks.
+    candidate = history.rollback_candidate(deploys.instance, KEY, "staging", newer)
+    assert candidate is not None and candidate.commit == good
+    back = deploys.deploy(good, "staging", tags={TAG_ROLLBACK: newer})
+    assert back.success, _failures(back)
+    assert deploys.answer("staging")[1] == good
+    assert _materialization(back, "staging_deployment")["launched_by"].startswith(f"rollback from {newer[:12]}")
+
+
+def test_unsigned_tampered_or_unverifiable_images_are_refused(deploys: Deploys) -> None:
+    before = deploys.answer("staging")
+    sha = deploys.released("chore: to be tampered with", version="6")
+    stored = deploys.settings.home / "artifacts" / KEY / sha / "provenance.intoto.json"
+    envelope = json.loads(stored.read_text())
+
+    stored.write_text(json.dumps({**envelope, "payload": envelope["payload"][:-8] + "AAAAAAA="}))
+    result = deploys.deploy(sha, "staging")
+    assert not result.success and "does not verify" in _failures(result)
+
+    stored.unlink()
+    result = deploys.deploy(sha, "staging")
+    assert not result.success and "is unsigned" in _failures(result)
+    stored.write_text(json.dumps(envelope))
+
+    other, _ = prov.generate_keypair()  # a key that did not sign it
+    saved = os.environ["SEVENP_SIGNING_KEY"]
+    try:
+        os.environ["SEVENP_SIGNING_KEY"] = other
+        result = deploys.deploy(sha, "staging")
+        assert not result.success and "does not verify" in _failures(result)
+        os.environ["SEVENP_SIGNING_KEY"] = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+        result = deploys.deploy(sha, "staging")
+        assert not result.success and "SEVENP_SIGNING_KEY" in _failures(result)
+    finally:
+        os.environ["SEVENP_SIGNING_KEY"] = saved
+    assert deploys.answer("staging") == before
+
+    never = deploys.commit("chore: never built", version="7")
+    result = deploys.deploy(never, "staging")
+    assert not result.success and "was never promoted" in _failures(result)
+    assert deploys.answer("staging") == before
