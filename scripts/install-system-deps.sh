@@ -27,6 +27,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 # containers.conf); nginx is each environment's front door. The pipeline starts its own nginx master
 # per environment on a loopback port: the system nginx service (if the package starts one) is not used.
 command -v podman >/dev/null || missing+=(podman)
+# podman --init needs catatonit, only a Recommends of podman (skipped by --no-install-recommends below).
+[ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
