@@ -6,7 +6,7 @@ PORT   ?= 3000
 export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
-.PHONY: install system-deps demo dev stop test test-fast lint bench rerun prune clean
+.PHONY: install system-deps demo dev stop test test-fast lint bench bench-deploy rerun prune clean
 
 install: system-deps $(VENV)/.installed
 
@@ -56,6 +56,10 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/package_stages.py
 	$(BIN)/python benchmarks/sandbox_cost.py
+
+## Blue-green on the local deploy target under load (podman, nginx): failed requests, switch and rollback times.
+bench-deploy: install
+	$(BIN)/python benchmarks/deploy_switch.py
 
 clean: stop
 	rm -rf $(SEVENP_HOME)

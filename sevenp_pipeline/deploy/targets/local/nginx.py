@@ -175,6 +175,21 @@ class FrontDoor:
             return None
         return pid
 
+    def workers(self) -> list[int]:
+        """nginx processes working in this front door's folder (a master's workers, or orphans of a
+        master killed with SIGKILL, which keep the port)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if (proc / "cmdline").read_bytes().startswith(b"nginx: worker") and \
+                        (proc / "cwd").readlink() == self.root:
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
     def ensure_running(self, *, initial: Upstream | None = None, log: LogFn | None = None) -> int:
         """Starts the master unless it runs (a stale pid file is replaced); returns its pid. Idempotent.
         A first start serves ``initial`` (None: 503 until a release is switched in)."""
@@ -182,6 +197,12 @@ class FrontDoor:
         if pid is not None:
             return pid
         self.pid_file.unlink(missing_ok=True)
+        for orphan in self.workers():  # a master killed with SIGKILL leaves its workers on the port
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while self.workers() and time.monotonic() < deadline:
+            time.sleep(0.05)
         if not self.conf.exists():
             self.write_config(initial)
         else:
@@ -211,8 +232,14 @@ class FrontDoor:
         pid = self.ensure_running(initial=upstream, log=log)
         previous = self.write_config(upstream)
         try:
+            old_workers = self.workers()
             os.kill(pid, signal.SIGHUP)
             self.wait_for_release(upstream.commit if upstream else "none")
+            # Until the old workers have gone, one of them may still accept a new connection for the old
+            # release: wait for them (they leave once their in-flight requests are answered).
+            deadline = time.monotonic() + self.switch_timeout_seconds
+            while any(_alive(w) for w in old_workers) and time.monotonic() < deadline:
+                time.sleep(0.02)
         except BaseException:
             self.restore_config(previous, log=log)
             raise
