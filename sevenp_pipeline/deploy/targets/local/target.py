@@ -207,11 +207,12 @@ class LocalTarget(DeployTarget):
             health = check_health(green_url, self.app.health_for(self.environment), log=log)
             step(health.summary())
             if not health.ok:
+                logs = self._logs(green)  # before the container goes
                 self._discard(green, log)
                 step(f"removed {green}; traffic stays on {previous.commit[:12] if previous else 'nothing'}")
                 return outcome(ok=False, rolled_back=True, health=health,
                                reason=f"health check failed: {health.url}: {health.last_error} "
-                                      f"(after {health.attempts} attempt(s)); logs: {self._logs(green)}")
+                                      f"(after {health.attempts} attempt(s)); container log: {logs}")
             # 5. smoke
             report = None
             if smoke is not None:
