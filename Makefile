@@ -75,5 +75,9 @@ bench: install
 	$(BIN)/python benchmarks/package_stages.py
 	$(BIN)/python benchmarks/sandbox_cost.py
 
+## Blue-green on the local deploy target under load (podman, nginx): failed requests, switch and rollback times.
+bench-deploy: install
+	$(BIN)/python benchmarks/deploy_switch.py
+
 clean: stop
 	rm -rf $(SEVENP_HOME)

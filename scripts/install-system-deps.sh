@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
-# PostgreSQL (server binaries for test databases), Redis, Python venv support, headless Chromium
-# for the sample app's Playwright e2e tests (`playwright install` cannot download here); then,
+# podman and nginx (the local deploy target), PostgreSQL (server binaries for test databases), Redis,
+# Python venv support, headless Chromium for the sample app's Playwright e2e tests (`playwright install`
+# cannot download here); then,
 # from the npm registry, the Node package managers: corepack, pnpm 9 and yarn 1.
 # Idempotent: checks first, installs only what is missing. Needs root (or sudo) to install.
 set -euo pipefail
@@ -22,6 +23,13 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 command -v runc >/dev/null || missing+=(runc)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# The local deploy target: podman runs the app's containers (runc, cgroupfs, from the project's
+# containers.conf); nginx is each environment's front door. The pipeline starts its own nginx master
+# per environment on a loopback port: the system nginx service (if the package starts one) is not used.
+command -v podman >/dev/null || missing+=(podman)
+# podman --init needs catatonit, only a Recommends of podman (skipped by --no-install-recommends below).
+[ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 elif [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then

@@ -13,6 +13,7 @@ import pytest
 
 from sevenp_pipeline.config import AppConfig, Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
+from sevenp_pipeline_tests.containers import Stack, container_stack
 from sevenp_pipeline_tests.gitutil import Remote
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -121,3 +122,11 @@ def make_pipeline(tmp_path: Path, pipeline_home: Path) -> Callable[..., Pipeline
 @pytest.fixture
 def pipeline(make_pipeline) -> Pipeline:
     return make_pipeline()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """One home with container storage, a local registry and the bootstrapped Node base image per
+    session, shared by the image and the deploy tests (created on first use)."""
+    with container_stack() as made:
+        yield made

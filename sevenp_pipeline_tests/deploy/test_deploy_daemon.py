@@ -99,7 +99,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def deploy_stack(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("deploy-daemon")
-    remote = Remote(root, FIXTURES / "deploy-app", NAME)
+    remote = Remote(root, FIXTURES / "deploy-pipeline-app", NAME)
     apps = root / "apps"
     apps.mkdir()
     (apps / f"{NAME}.yaml").write_text(f"""\

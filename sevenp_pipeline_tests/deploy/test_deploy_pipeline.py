@@ -2,7 +2,7 @@
 pipeline per commit (image, SBOM, scans, signed provenance, promotion) and a real Slack receiver.
 
 One pipeline home serves the module; each test pushes its own commits of the deploy app
-(sevenp_pipeline_tests/fixtures/deploy-app: a dependency-free HTTP server whose version, health and
+(sevenp_pipeline_tests/fixtures/deploy-pipeline-app: a dependency-free HTTP server whose version, health and
 smoke result come from files in the commit).
 """
 
@@ -35,7 +35,7 @@ pytestmark = [
                        reason="needs root, podman and nginx (make system-deps installs them)"),
 ]
 
-DEPLOY_APP = FIXTURES / "deploy-app"
+DEPLOY_APP = FIXTURES / "deploy-pipeline-app"
 NAME = "deploy-app"
 KEY = "deploy_app"
 PIPELINE = ["source_checkout", "node_dependencies", "check", "container_image", "sbom", "vulnerability_report",

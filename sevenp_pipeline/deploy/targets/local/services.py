@@ -1,0 +1,318 @@
+"""An environment's own long-lived PostgreSQL and Redis (the local target's ``deploy.services``).
+
+Unlike the test stages' throwaway servers (resources/services.py, whose initdb template, readiness
+check and password setup are reused here), these keep their data under
+``<home>/deploy/<app>/<env>/{postgres,redis}`` and outlive the run that started them: no parent-death
+signal, ports chosen once and remembered in ``services.json``, the password generated once and kept
+in a 0600 file. ``ensure()`` reuses live servers and restarts dead ones on the same data.
+As root the servers run as an unprivileged user (``postgres``), like the test servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sevenp_pipeline.deploy.targets.role import DeployError, LogFn
+from sevenp_pipeline.files import open_private
+from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessError, ProcessRunner, RunningProcess
+from sevenp_pipeline.resources.service_dirs import services_root, socket_dir_fits
+from sevenp_pipeline.resources.services import (
+    SERVER_ENV,
+    ServiceError,
+    TestServices,
+    free_port,
+)
+
+PG_USER = "app"
+PG_DATABASE = "app"
+# servers started by this process: stop() reaps them (a dead child must not look alive as a zombie)
+_STARTED: dict[int, RunningProcess] = {}
+
+
+@dataclass(frozen=True)
+class ServiceEnv:
+    """What the app's container gets (POSTGRESQL_URI, REDIS_URI, PG*) and the values to redact."""
+
+    env: dict[str, str]
+    secrets: tuple[str, ...]
+
+
+class EnvironmentServices:
+    """The servers ``names`` (``postgresql``, ``redis``) of one environment, rooted at ``root``."""
+
+    def __init__(self, *, home: Path, root: Path, runner: ProcessRunner, names: Sequence[str],
+                 run_as_user: str = "postgres", pg_bin_dir: str = "", redis_server: str = "redis-server",
+                 startup_timeout_seconds: float = 30) -> None:
+        self.home = home
+        self.root = root
+        self.runner = runner
+        self.names = tuple(names)
+        self.redis_server = redis_server
+        # the test servers' helpers: initdb template (shared, under <home>/services), readiness, setup SQL
+        self._helpers = TestServices(runner=runner, root_dir=str(home / "services"), run_as_user=run_as_user,
+                                     pg_bin_dir=pg_bin_dir, redis_server=redis_server,
+                                     startup_timeout_seconds=startup_timeout_seconds)
+        self.startup_timeout_seconds = startup_timeout_seconds
+
+    # -- where things are ------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.root / "services.json"
+
+    @property
+    def password_path(self) -> Path:
+        return self.root / "postgres-password"
+
+    def _user(self) -> str | None:
+        return self._helpers._user()
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    def _password(self) -> str:
+        try:
+            return self.password_path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        password = secrets.token_urlsafe(18)
+        with open_private(self.password_path) as handle:
+            handle.write(password.encode())
+        return password
+
+    def _reachable_root(self) -> Path:
+        """The folder holding the servers' data: ``root`` when the server user can reach it (each folder
+        from the home down gets the search bit), else a fixed folder under the temp dir (see service_dirs)."""
+        user = self._user()
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = self.root
+        while user and folder != self.home.resolve() and self.home.resolve() in folder.parents:
+            with contextlib.suppress(OSError):
+                folder.chmod(folder.stat().st_mode | 0o011)
+            folder = folder.parent
+        return services_root(self.root, user)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def ensure(self, *, log: LogFn | None = None) -> ServiceEnv:
+        """Starts what is not running (on its data and port); returns the container env. Idempotent."""
+        env: dict[str, str] = {}
+        hidden: list[str] = []
+        if not self.names:
+            return ServiceEnv(env={}, secrets=())
+        state = self._read_state()
+        base = self._reachable_root()
+        try:
+            if "postgresql" in self.names:
+                password = self._password()
+                hidden.append(password)
+                port = self._ensure_postgres(base, state, password, log)
+                env["POSTGRESQL_URI"] = f"postgresql://{PG_USER}:{password}@127.0.0.1:{port}/{PG_DATABASE}"
+                env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=PG_USER, PGDATABASE=PG_DATABASE,
+                           PGPASSWORD=password)
+            if "redis" in self.names:
+                port = self._ensure_redis(base, state, log)
+                env["REDIS_URI"] = f"redis://127.0.0.1:{port}/0"
+        except (ServiceError, ProcessError, OSError) as exc:
+            raise DeployError(f"environment services under {self.root}: {exc}") from exc
+        finally:
+            self._write_state(state)
+        return ServiceEnv(env=env, secrets=tuple(hidden))
+
+    def stop(self, *, log: LogFn | None = None) -> None:
+        """Stops the servers; their data, ports and password stay for the next ``ensure()``."""
+        state = self._read_state()
+        for name in ("postgresql", "redis"):
+            entry = state.get(name) or {}
+            pid = entry.get("pid")
+            if pid and self._alive(name, entry):
+                # postgres: SIGINT is its "fast shutdown"; redis saves the append-only file on SIGTERM
+                _terminate(int(pid), signal.SIGINT if name == "postgresql" else signal.SIGTERM)
+                if log:
+                    log(f"{name} of {self.root.name} stopped (pid {pid})")
+            started = _STARTED.pop(int(pid), None) if pid else None
+            if started is not None:
+                started.proc.poll()
+            entry.pop("pid", None)
+        if state:
+            self._write_state(state)
+
+    def _alive(self, name: str, entry: dict[str, Any]) -> bool:
+        pid, port = entry.get("pid"), entry.get("port")
+        if not pid or not port or not _pid_alive(int(pid)):
+            return False
+        if name == "postgresql":
+            try:
+                cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+            except OSError:
+                return False
+            return str(entry.get("data", "")).encode() in cmdline and _listening(int(port))
+        return _redis_ping(int(port))
+
+    # -- PostgreSQL ------------------------------------------------------------------------------
+    def _ensure_postgres(self, base: Path, state: dict[str, Any], password: str, log: LogFn | None) -> int:
+        entry = state.setdefault("postgresql", {})
+        if self._alive("postgresql", entry):
+            return int(entry["port"])
+        helpers = self._helpers
+        pg_bin = helpers._pg_bin()
+        folder = self._own_folder(base / "postgres")
+        data = folder / "data"
+        entry["data"] = str(data)
+        fresh = not (data / "PG_VERSION").exists()
+        if fresh:
+            template = helpers._template(helpers.root(), pg_bin, PG_USER, log)
+            self.runner.check(ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=folder,
+                                             label="postgresql data dir", user=self._user(), inherit_env=False,
+                                             env=SERVER_ENV, timeout_seconds=120))
+        (data / "postmaster.pid").unlink(missing_ok=True)  # left by a server killed with SIGKILL
+        sockets = self._socket_dir(folder)
+        last_error = ""
+        for attempt in range(3):
+            port = int(entry.get("port") or 0) if attempt == 0 else 0
+            if not port or not _port_free(port):
+                port = free_port()
+            server = self.runner.start(ExecuteRequest(
+                argv=[str(pg_bin / "postgres"), "-D", str(data), "-p", str(port),
+                      "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}"],
+                cwd=folder, label="postgresql", user=self._user(), inherit_env=False, env=SERVER_ENV,
+                log_path=folder / "postgresql.log", timeout_seconds=float("inf"),
+            ))
+            try:
+                helpers._wait_pg(pg_bin, server, folder, sockets, port, PG_USER)
+                if fresh:
+                    helpers._psql(pg_bin, folder, sockets, port, PG_USER, [
+                        f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
+                        f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\"",
+                    ], secrets=(password,))
+            except ServiceError as exc:
+                server.stop()
+                last_error = str(exc)
+                if "could not bind" in last_error or "already in use" in last_error:
+                    continue
+                raise
+            _STARTED[server.pid] = server
+            entry.update(pid=server.pid, port=port)
+            if log:
+                log(f"postgresql for {self.root.name} on 127.0.0.1:{port} (pid {server.pid}, data {data})")
+            return port
+        raise ServiceError(f"postgresql: could not bind a loopback port: {last_error}")
+
+    def _own_folder(self, folder: Path) -> Path:
+        """A 0700 folder owned by the server user."""
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self._helpers._chown(folder)
+        return folder
+
+    def _socket_dir(self, base: Path) -> Path:
+        folder = base / "socket"
+        if not socket_dir_fits(folder):
+            digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+            folder = Path(tempfile.gettempdir()) / f"sevenp-pg-{digest}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self._helpers._chown(folder)
+        return folder
+
+    # -- Redis -----------------------------------------------------------------------------------
+    def _ensure_redis(self, base: Path, state: dict[str, Any], log: LogFn | None) -> int:
+        entry = state.setdefault("redis", {})
+        if self._alive("redis", entry):
+            return int(entry["port"])
+        data = self._own_folder(base / "redis")
+        binary = self.redis_server
+        last_error = ""
+        for attempt in range(3):
+            port = int(entry.get("port") or 0) if attempt == 0 else 0
+            if not port or not _port_free(port):
+                port = free_port()
+            server = self.runner.start(ExecuteRequest(
+                argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                      "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes"],
+                cwd=data, label="redis", user=self._user(), inherit_env=False, env=SERVER_ENV,
+                log_path=data / "redis.log", timeout_seconds=float("inf"),
+            ))
+            deadline = time.monotonic() + self.startup_timeout_seconds
+            while time.monotonic() < deadline and server.alive() and not _redis_ping(port):
+                time.sleep(0.05)
+            if server.alive() and _redis_ping(port):
+                _STARTED[server.pid] = server
+                entry.update(pid=server.pid, port=port)
+                if log:
+                    log(f"redis for {self.root.name} on 127.0.0.1:{port} (pid {server.pid}, data {data})")
+                return port
+            server.stop()
+            last_error = _tail(data / "redis.log")
+        raise ServiceError(f"redis did not start: {last_error}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, sig: signal.Signals, grace: float = 15.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        started = _STARTED.get(pid)
+        if started is not None:
+            started.proc.poll()
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

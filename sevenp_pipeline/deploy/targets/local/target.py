@@ -1,0 +1,342 @@
+"""The local deploy target: blue-green deploys of an app image under podman, behind the environment's
+nginx front door (nginx.py), with the environment's own PostgreSQL and Redis (services.py).
+
+A deploy holds a flock on the environment (the kernel frees it if the run dies). Steps: pull by digest,
+ensure services and front door, the pre-deploy command (migrations) in a ``--rm`` container of the new
+image, start green on a free loopback port, health check (and smoke tests) against green directly,
+switch the front door, keep blue for ``keep_previous_seconds`` while re-probing green (switch back if it
+stops answering), then retire blue and record the new live release in ``state.json``. Traffic never
+moves to a green that failed a check; after any exception green is removed and the previous front door
+config restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sevenp_pipeline.config.models import AppConfig
+from sevenp_pipeline.deploy.health import check_health, probe
+from sevenp_pipeline.deploy.targets.local.nginx import FrontDoor, Upstream
+from sevenp_pipeline.deploy.targets.local.podman import Podman
+from sevenp_pipeline.deploy.targets.local.services import EnvironmentServices
+from sevenp_pipeline.deploy.targets.role import (
+    DeployError,
+    DeployOutcome,
+    DeployTarget,
+    LogFn,
+    Release,
+    Rollout,
+    SmokeFn,
+)
+from sevenp_pipeline.locks import LockTimeout, file_lock
+from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.services import free_port
+
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+LABEL_APP = "sevenp.app"
+LABEL_ENV = "sevenp.environment"
+LABEL_COMMIT = "sevenp.commit"
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class LocalTarget(DeployTarget):
+    """One environment of one app on this machine.
+
+    Args:
+        home: the pipeline home; the environment keeps everything in ``<home>/deploy/<app>/<env>``.
+        app: the app's config (deploy settings, environments).
+        environment: a name in ``app.deploy_environments`` whose target is ``local``.
+        runner: the process runner (podman, nginx and the servers start through it).
+        insecure_registries: plain-HTTP registries besides loopback ones (pulled with --tls-verify=false).
+        podman_binary / nginx_binary: the tools (looked up on PATH).
+        front_door_cls: the front door implementation (tests swap it to inject a bad config).
+    """
+
+    def __init__(self, *, home: Path, app: AppConfig, environment: str, runner: ProcessRunner,
+                 insecure_registries: Sequence[str] = (), podman_binary: str = "podman",
+                 nginx_binary: str = "nginx", front_door_cls: type[FrontDoor] = FrontDoor,
+                 lock_timeout_seconds: float = 900) -> None:
+        if environment not in app.deploy_environments:
+            raise DeployError(f"{app.name}: no environment '{environment}' "
+                              f"(declared: {', '.join(app.deploy_environments) or 'none'})")
+        self.spec = app.deploy_environments[environment]
+        if self.spec.target != "local":
+            raise DeployError(f"{app.name}/{environment}: target is '{self.spec.target}', not 'local'")
+        self.home = Path(home).resolve()
+        self.app = app
+        self.environment = environment
+        self.runner = runner
+        self.root = self.home / "deploy" / app.name / environment
+        self.podman = Podman(home=self.home, runner=runner, insecure_registries=insecure_registries,
+                             binary=podman_binary)
+        self.nginx_binary = nginx_binary
+        self.front_door_cls = front_door_cls
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.services = EnvironmentServices(home=self.home, root=self.root, runner=runner,
+                                            names=app.deploy.services)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".deploy.lock"
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.state_path)
+
+    def current(self) -> Release | None:
+        live = self._read_state().get("live")
+        return Release.from_json(live) if live else None
+
+    def front_port(self) -> int:
+        """``EnvironmentSpec.port``, else the one chosen on the first deploy (kept in state)."""
+        if self.spec.port:
+            return int(self.spec.port)
+        port = self._read_state().get("front_port")
+        if not port:
+            raise DeployError(f"{self._where()}: no front door yet (nothing deployed)")
+        return int(port)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.front_port()}"
+
+    def front_door(self, port: int | None = None) -> FrontDoor:
+        return self.front_door_cls(root=self.root / "nginx", port=port or self.front_port(), runner=self.runner,
+                                   binary=self.nginx_binary)
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_APP: self.app.name, LABEL_ENV: self.environment}
+
+    def _where(self) -> str:
+        return f"{self.app.name}/{self.environment}"
+
+    # -- deploy ----------------------------------------------------------------------------------
+    def deploy(self, rollout: Rollout, *, smoke: SmokeFn | None, log: LogFn) -> DeployOutcome:
+        if rollout.app != self.app.name or rollout.environment != self.environment:
+            raise DeployError(f"{self._where()}: rollout is for {rollout.app}/{rollout.environment}")
+        if not _SHA.match(rollout.commit):
+            raise DeployError(f"{self._where()}: commit '{rollout.commit}' is not a hex SHA")
+        self.podman.executable()  # podman missing: say so before anything starts
+        if shutil.which(self.nginx_binary) is None:
+            raise DeployError(f"nginx is not installed ('{self.nginx_binary}' not found on PATH): apt install nginx")
+        try:
+            with file_lock(self.lock_path, timeout=self.lock_timeout_seconds, what=f"deploys of {self._where()}"):
+                return self._deploy_locked(rollout, smoke, log)
+        except LockTimeout as exc:
+            raise DeployError(f"{self._where()}: {exc}") from exc
+
+    def _deploy_locked(self, rollout: Rollout, smoke: SmokeFn | None, log: LogFn) -> DeployOutcome:
+        started = time.monotonic()
+        state = self._read_state()
+        previous = Release.from_json(state["live"]) if state.get("live") else None
+        steps: list[str] = []
+
+        def step(text: str) -> None:
+            steps.append(text)
+            log(f"{self._where()}: {text}")
+
+        # 1. image, services, front door: any failure here changes nothing that serves traffic
+        step(f"pull {rollout.image_ref}")
+        self.podman.pull(rollout.image_ref, log=log)
+        service_env = self.services.ensure(log=log)
+        step(f"services ready: {', '.join(self.app.deploy.services) or 'none'}")
+        port = int(self.spec.port or state.get("front_port") or free_port())
+        if state.get("front_port") != port:
+            state["front_port"] = port
+            self._write_state(state)
+        front = self.front_door(port)
+        live_upstream = (Upstream(port=_port_of(previous), commit=previous.commit)
+                         if previous and _port_of(previous) else None)
+        front.ensure_running(initial=live_upstream, log=log)
+        step(f"front door {front.url()} running")
+        url = front.url()
+
+        def outcome(**kwargs: Any) -> DeployOutcome:
+            kwargs.setdefault("live", previous)
+            return DeployOutcome(environment=self.environment, url=url, previous=previous, steps=steps, **kwargs)
+
+        env = {**self.app.deploy.env, **rollout.env, **service_env.env,
+               "SEVENP_COMMIT": rollout.commit, "SEVENP_ENVIRONMENT": self.environment}
+        labels = {**self.labels(), LABEL_COMMIT: rollout.commit}
+        secrets = service_env.secrets
+        # 2. pre-deploy (migrations) in the new image
+        if self.app.deploy.pre_deploy:
+            step(f"pre-deploy: {' '.join(self.app.deploy.pre_deploy)}")
+            ran = self.podman.run_to_completion(
+                name=self._name(rollout.commit, "pre"), image=rollout.image_ref, argv=self.app.deploy.pre_deploy,
+                env=env, labels={**labels, "sevenp.role": "pre-deploy"},
+                timeout=self.app.deploy.pre_deploy_timeout_seconds, secrets=secrets, log=log)
+            if not ran.ok:
+                reason = f"pre-deploy command failed: {ran.describe()}: {ran.tail_text(10)}"
+                step("pre-deploy failed: nothing switched")
+                return outcome(ok=False, reason=reason)
+        # 3. green
+        green_port = free_port()
+        green = self._name(rollout.commit, str(self._next_serial(state)))
+        self._write_state(state)
+        step(f"start {green} on 127.0.0.1:{green_port}")
+        switched_from = ""  # the front door config green replaced, once traffic moved
+        try:
+            self.podman.run_detached(
+                name=green, image=rollout.image_ref,
+                env={**env, self.app.deploy.port_env: str(green_port)}, labels=labels, secrets=secrets, log=log)
+            green_url = f"http://127.0.0.1:{green_port}"
+            # 4. health
+            health = check_health(green_url, self.app.health_for(self.environment), log=log)
+            step(health.summary())
+            if not health.ok:
+                logs = self._logs(green)  # before the container goes
+                self._discard(green, log)
+                step(f"removed {green}; traffic stays on {previous.commit[:12] if previous else 'nothing'}")
+                return outcome(ok=False, rolled_back=True, health=health,
+                               reason=f"health check failed: {health.url}: {health.last_error} "
+                                      f"(after {health.attempts} attempt(s)); container log: {logs}")
+            # 5. smoke
+            report = None
+            if smoke is not None:
+                report = smoke(green_url)
+                step(report.summary())
+                if not report.ok:
+                    self._discard(green, log)
+                    step(f"removed {green}; traffic stays on {previous.commit[:12] if previous else 'nothing'}")
+                    return outcome(ok=False, rolled_back=True, health=health, smoke=report,
+                                   reason=f"{report.summary()}: {report.tail[-2000:]}")
+            # 6. switch
+            ready_at = time.monotonic()
+            step(f"switch the front door to {green}")
+            switched_from = front.switch(Upstream(port=green_port, commit=rollout.commit), log=log)
+            switch_seconds = time.monotonic() - ready_at
+            step(f"front door switched to {rollout.commit[:12]} in {switch_seconds:.3f}s")
+            release = Release(commit=rollout.commit, image_ref=rollout.image_ref, image_digest=rollout.image_digest,
+                              since=time.time(), run_id=rollout.run_id, slot=green, endpoint=green_url)
+            # 7. watch green while blue stays ready
+            failure = self._watch(green_url, previous, log)
+            if failure:
+                if previous and _port_of(previous):
+                    front.switch(Upstream(port=_port_of(previous), commit=previous.commit), log=log)
+                    step(f"switched back to {previous.commit[:12]}: {failure}")
+                else:
+                    front.switch(None, log=log)
+                    step(f"front door back to 503: {failure}")
+                switched_from = ""
+                self._discard(green, log)
+                return outcome(ok=False, rolled_back=True, health=health, smoke=report, switch_seconds=switch_seconds,
+                               reason=f"{green} stopped answering after the switch: {failure}")
+            state["live"] = release.to_json()
+            self._write_state(state)
+            switched_from = ""
+            if previous:
+                self.podman.remove(previous.slot, stop_timeout=self.app.deploy.stop_timeout_seconds, log=log)
+                step(f"retired {previous.slot}")
+            self._remove_strays(keep=green, log=log)
+            step(f"live: {rollout.commit[:12]} ({time.monotonic() - started:.1f}s)")
+            return outcome(ok=True, live=release, health=health, smoke=report, switch_seconds=switch_seconds)
+        except BaseException as exc:
+            if switched_from:
+                with contextlib.suppress(Exception):
+                    front.restore_config(switched_from, log=log)
+            with contextlib.suppress(Exception):
+                self._discard(green, log)
+            if isinstance(exc, DeployError):
+                raise DeployError(f"{self._where()}: {steps[-1] if steps else 'deploy'}: {exc}") from exc
+            if isinstance(exc, Exception):
+                raise DeployError(f"{self._where()}: failed at '{steps[-1] if steps else 'start'}': "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    def _watch(self, green_url: str, previous: Release | None, log: LogFn) -> str:
+        """Probes green for ``keep_previous_seconds``; returns why it failed ("" when it kept answering)."""
+        keep = self.app.keep_previous_for(self.environment)
+        if keep <= 0:
+            return ""
+        settings = self.app.health_for(self.environment)
+        url = green_url.rstrip("/") + settings.path
+        deadline = time.monotonic() + keep
+        failures = 0
+        error = ""
+        interval = min(max(settings.interval_seconds, 0.2), 2.0, keep)
+        while time.monotonic() < deadline:
+            status, error = probe(url, settings.timeout_seconds)
+            failures = 0 if status is not None and 200 <= status < 300 else failures + 1
+            if failures >= 2:  # one lost probe is not a dead release
+                log(f"{self._where()}: {url} stopped answering: {error}")
+                return f"{url}: {error}"
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        if previous:
+            log(f"{self._where()}: {url} kept answering for {keep:.0f}s; retiring {previous.slot}")
+        return ""
+
+    def _name(self, commit: str, suffix: str) -> str:
+        return f"{self.app.name}-{self.environment}-{commit[:12]}-{suffix}"
+
+    @staticmethod
+    def _next_serial(state: dict[str, Any]) -> int:
+        state["serial"] = int(state.get("serial", 0)) + 1
+        return state["serial"]
+
+    def _discard(self, name: str, log: LogFn) -> None:
+        self.podman.remove(name, stop_timeout=0, log=log)
+
+    def _logs(self, name: str) -> str:
+        with contextlib.suppress(Exception):
+            text = self.podman.logs(name, lines=5).strip()
+            return text.replace("\n", " | ") or "(empty)"
+        return "(unavailable)"
+
+    def _remove_strays(self, *, keep: str, log: LogFn) -> None:
+        """Containers of this environment other than the live one (left by a run killed mid-deploy)."""
+        for container in self.podman.ps(self.labels()):
+            if container.name != keep:
+                log(f"{self._where()}: removing leftover container {container.name}")
+                self.podman.remove(container.name)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def stop(self, *, log: LogFn) -> None:
+        """Stops the environment's containers, its front door and servers; data and state stay."""
+        with file_lock(self.lock_path, timeout=self.lock_timeout_seconds, what=f"deploys of {self._where()}"):
+            with contextlib.suppress(DeployError):
+                for container in self.podman.ps(self.labels()):
+                    self.podman.remove(container.name, stop_timeout=self.app.deploy.stop_timeout_seconds, log=log)
+            state = self._read_state()
+            if state.get("front_port"):
+                self.front_door(int(state["front_port"])).stop(log=log)
+            self.services.stop(log=log)
+            if state.get("live"):  # nothing serves now; a later deploy starts from an empty environment
+                state["stopped"] = state.pop("live")
+                self._write_state(state)
+
+    def destroy(self, *, log: LogFn = _quiet) -> None:
+        """:meth:`stop`, then delete the environment's folder (database and Redis data included)."""
+        self.stop(log=log)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _port_of(release: Release | None) -> int:
+    if release is None or not release.endpoint:
+        return 0
+    try:
+        return int(release.endpoint.rsplit(":", 1)[1].split("/")[0])
+    except (IndexError, ValueError):
+        return 0
