@@ -144,7 +144,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                          f"of {sha[:12]} passed)")
 
         # 2. One deploy of this environment at a time; the newest queued commit wins.
-        lock = Path(deploy_targets.home) / "deploy" / app.key / name / "queue.lock"
+        lock = Path(deploy_targets.home).resolve() / "deploy" / app.name / name / "queue.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:
             with file_lock(lock, timeout=LOCK_WAIT_SECONDS, what=f"the {name} deploy queue of {app.name}"):

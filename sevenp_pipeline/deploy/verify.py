@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.event_api import PartitionKeyFilter
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, RecordError
@@ -41,18 +40,27 @@ def _latest_meta(instance: dg.DagsterInstance, key: dg.AssetKey, sha: str) -> di
 
 
 def failed_checks(instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], sha: str) -> list[str]:
-    """Checks of the commit's pipeline whose latest execution for ``sha`` did not pass (or never ran)."""
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        list(check_keys), partition_filter=PartitionKeyFilter(key=sha))
+    """Checks of the commit's pipeline that did not pass in the run that last materialized their asset for
+    ``sha`` (or never ran there). Checks are recorded per run, so the run of the asset's latest
+    materialization of this partition is where its verdict for the commit is read."""
     problems = []
+    runs: dict[dg.AssetKey, str | None] = {}
     for key in check_keys:
-        record = latest.get(key)
         name = f"{key.asset_key.to_user_string()}:{key.name}"
+        if key.asset_key not in runs:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=[sha]), limit=1).records
+            runs[key.asset_key] = records[0].run_id if records else None
+        run_id = runs[key.asset_key]
+        if run_id is None:
+            problems.append(f"{key.asset_key.to_user_string()} has not run")
+            continue
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=200)
+        record = next((r for r in history if r.run_id == run_id), None)
+        evaluation = record.event.asset_check_evaluation if record is not None and record.event is not None else None
         if record is None:
             problems.append(f"{name} has not run")
-            continue
-        evaluation = record.event.asset_check_evaluation if record.event is not None else None
-        if record.status.value != "SUCCEEDED" or evaluation is None or not evaluation.passed:
+        elif evaluation is None or not evaluation.passed:
             problems.append(f"{name} did not pass")
     return problems
 

@@ -160,7 +160,7 @@ def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_s
 def test_queued_commits_deploy_only_the_newest(deploy_stack: Stack) -> None:
     # Three commits on a branch that does not deploy by itself (staging takes main only).
     shas = [deploy_stack.released(v, f"feature/queue-{v}") for v in ("2", "3", "4")]
-    lock = deploy_stack.home / "deploy" / KEY / "staging" / "queue.lock"
+    lock = deploy_stack.home.resolve() / "deploy" / NAME / "staging" / "queue.lock"
     with file_lock(lock, timeout=10):  # the staging deploy queue is busy while the three are launched
         run_ids = [deploy_stack.launch_deploy("staging", sha) for sha in shas]
         deploy_stack.wait_status(run_ids[0], {dg.DagsterRunStatus.STARTED})

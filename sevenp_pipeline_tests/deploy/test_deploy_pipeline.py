@@ -219,7 +219,8 @@ def test_failed_health_check_rolls_back_and_rollback_redeploys_the_last_healthy(
     broken = deploys.released("feat: unhealthy", version="4", files={"extra/HEALTH_FAILS": "yes\n"})
     result = deploys.deploy(broken, "staging")
     assert not result.success
-    assert "unhealthy after 4/4" in _failures(result)
+    assert "health check failed" in _failures(result) and "HTTP 500" in _failures(result)
+    assert "(after 4 attempt(s))" in _failures(result)
     assert deploys.answer("staging")[1] == good
 
     newer = deploys.released("fix: healthy again", version="5")
