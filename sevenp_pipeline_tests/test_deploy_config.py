@@ -11,6 +11,9 @@ from sevenp_pipeline.config import ConfigError, Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline.deploy.triggers import chain_to, chosen_environment, next_deploys
 
+# build_run_status_sensor_context(repository_def=...) is marked beta; it is how a run status sensor is tested.
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
 BASE = "name: web\nrepository: {url: /srv/web.git}\n"
 IMAGE = "image: {dockerfile: Dockerfile}\n"
 
@@ -111,3 +114,86 @@ def test_who_deploys_next(tmp_path: Path) -> None:
     assert chosen_environment({"resources": {"launch_options": {"config": {"environment": "production"}}}}) \
         == "production"
     assert chosen_environment({}) == ""
+
+
+# --- the deploy sensor and the failure notifier, evaluated on recorded runs -------------------------
+
+SHA = "a" * 40
+
+
+def _sensor_setup(tmp_path: Path):
+    from dagster._core.test_utils import create_run_for_test
+
+    (tmp_path / "web.yaml").write_text(BASE + IMAGE)
+    defs = build_definitions(Settings(home=tmp_path / "home", apps_dir=tmp_path))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def finished(job: str, tags: dict[str, str], run_config: dict | None = None,
+                 status: dg.DagsterRunStatus = dg.DagsterRunStatus.SUCCESS) -> dg.DagsterRun:
+        return create_run_for_test(instance, job_name=job, run_config=run_config or {}, status=status,
+                                   tags={"sevenp/commit": SHA, "dagster/partition": SHA, **tags})
+
+    def evaluate(name: str, run: dg.DagsterRun, **resources):
+        sensor = defs.resolve_sensor_def(name)
+        event = "PIPELINE_SUCCESS" if run.status == dg.DagsterRunStatus.SUCCESS else "PIPELINE_FAILURE"
+        if name.endswith("failure_notifier"):
+            context = dg.build_run_status_sensor_context(
+                sensor_name=name, dagster_event=dg.DagsterEvent(event_type_value=event, job_name=run.job_name),
+                dagster_instance=instance, dagster_run=run, resources=resources).for_run_failure()
+        else:
+            context = dg.build_run_status_sensor_context(
+                sensor_name=name, dagster_event=dg.DagsterEvent(event_type_value=event, job_name=run.job_name),
+                dagster_instance=instance, dagster_run=run, repository_def=defs.get_repository_def())
+        return sensor(context)
+
+    return finished, evaluate
+
+
+def _requested(result) -> list[tuple[str, str, str]]:
+    if isinstance(result, dg.SkipReason):
+        return []
+    return [(r.job_name, r.partition_key, r.tags.get("sevenp/approved", "")) for r in result]
+
+
+def test_deploy_sensor_follows_branches_and_approvals(tmp_path: Path) -> None:
+    finished, evaluate = _sensor_setup(tmp_path)
+    # develop and main deploy staging after their pipeline; a feature branch deploys nowhere.
+    for branch in ("develop", "main"):
+        run = finished("web_ci_job", {"sevenp/branch": branch})
+        assert _requested(evaluate("web_deploy_sensor", run)) == [("web_deploy_staging_job", SHA, "")]
+    assert _requested(evaluate("web_deploy_sensor", finished("web_ci_job", {"sevenp/branch": "feature/x"}))) == []
+    # staging went live from main: production (approval: manual) waits for a person.
+    staged = finished("web_deploy_staging_job", {"sevenp/branch": "main", "sevenp/deploy": "live"})
+    skipped = evaluate("web_deploy_sensor", staged)
+    assert isinstance(skipped, dg.SkipReason) and "production need approval" in skipped.skip_message
+    # A staging deploy that was superseded or rolled back starts nothing.
+    superseded = finished("web_deploy_staging_job", {"sevenp/branch": "main", "sevenp/deploy": "superseded"})
+    assert _requested(evaluate("web_deploy_sensor", superseded)) == []
+    # A person launched the pipeline for production: staging first, then production, branch aside.
+    chosen = {"resources": {"launch_options": {"config": {"environment": "production"}}}}
+    run = finished("web_ci_job", {}, run_config=chosen)
+    assert _requested(evaluate("web_deploy_sensor", run)) == [("web_deploy_staging_job", SHA,
+                                                               "production,staging")]
+    staged = finished("web_deploy_staging_job", {"sevenp/approved": "production,staging", "sevenp/deploy": "live"})
+    assert _requested(evaluate("web_deploy_sensor", staged)) == [("web_deploy_production_job", SHA,
+                                                                  "production,staging")]
+    none = {"resources": {"launch_options": {"config": {"environment": "none"}}}}
+    assert _requested(evaluate("web_deploy_sensor", finished("web_ci_job", {"sevenp/branch": "main"}, none))) == []
+
+
+def test_failure_notifier_posts_once_per_failed_run(tmp_path: Path) -> None:
+    from sevenp_pipeline.resources.notify import SlackNotifier
+    from sevenp_pipeline_tests.httpserver import http_server
+
+    finished, evaluate = _sensor_setup(tmp_path)
+    with http_server() as slack:
+        notifier = SlackNotifier(webhook_url=slack.url + "/hook", ui_url="http://ui.example")
+        failed = finished("web_ci_job", {"sevenp/branch": "develop"}, status=dg.DagsterRunStatus.FAILURE)
+        evaluate("web_failure_notifier", failed, notifier=notifier)
+        assert len(slack.requests) == 1
+        body = slack.requests[0].body.decode()
+        assert "web_ci_job failed" in body and f"http://ui.example/runs/{failed.run_id}" in body
+        # A deploy that already sent its own message is not announced twice.
+        deploy = finished("web_deploy_staging_job", {"sevenp/notified": "true"}, status=dg.DagsterRunStatus.FAILURE)
+        evaluate("web_failure_notifier", deploy, notifier=notifier)
+        assert len(slack.requests) == 1

@@ -152,7 +152,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                 if newer:
                     other = newer[0]
                     message = (f"{name}: superseded by run {other.run_id[:8]} for commit "
-                               f"{(other.partition_key or '?')[:12]}, queued after this one: not deployed")
+                               f"{(history.run_partition(other) or '?')[:12]}, queued after this one: not deployed")
                     context.log.warning(message)
                     instance.add_run_tags(run.run_id, {TAG_DEPLOY: "superseded"})
                     return

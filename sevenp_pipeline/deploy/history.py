@@ -84,6 +84,11 @@ def rollback_candidate(instance: dg.DagsterInstance, app_key: str, environment: 
     return None
 
 
+def run_partition(run: dg.DagsterRun) -> str | None:
+    """The commit partition a run was launched for (Dagster keeps it in a tag)."""
+    return run.tags.get("dagster/partition")
+
+
 def newer_deploy_runs(instance: dg.DagsterInstance, run: dg.DagsterRun, tag_value: str) -> list[dg.DagsterRun]:
     """Deploy runs of the same environment, for another commit, created after ``run`` and not finished:
     when several commits queue for one environment, the newest wins."""
@@ -94,7 +99,7 @@ def newer_deploy_runs(instance: dg.DagsterInstance, run: dg.DagsterRun, tag_valu
                                                             statuses=list(ACTIVE_STATUSES)))
     return [r.dagster_run for r in others
             if r.dagster_run.run_id != run.run_id and r.create_timestamp > mine.create_timestamp
-            and r.dagster_run.partition_key not in (None, run.partition_key)]
+            and run_partition(r.dagster_run) not in (None, run_partition(run))]
 
 
 def deployed_commits(instance: dg.DagsterInstance, app_keys: Iterable[str] | None = None) -> dict[str, set[str]]:

@@ -92,7 +92,7 @@ def build_deploy_triggers(app: AppConfig, ci_job: Any, deploy_jobs: Mapping[str,
                     "approvals, the environment picked at launch).")
     def deploy_sensor(context: dg.RunStatusSensorContext):
         run = context.dagster_run
-        sha = run.partition_key or run.tags.get(TAG_COMMIT)
+        sha = history.run_partition(run) or run.tags.get(TAG_COMMIT)
         if not sha:
             return dg.SkipReason(f"run {run.run_id[:8]} has no commit partition")
         branch = run.tags.get(TAG_BRANCH)
@@ -128,7 +128,7 @@ def build_deploy_triggers(app: AppConfig, ci_job: Any, deploy_jobs: Mapping[str,
         run = context.dagster_run
         if run.tags.get(TAG_NOTIFIED):
             return
-        sha = run.partition_key or run.tags.get(TAG_COMMIT, "")
+        sha = history.run_partition(run) or run.tags.get(TAG_COMMIT, "")
         reason = context.failure_event.message if context.failure_event else "the run failed"
         steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
         notifier.notify(Notification(
