@@ -47,6 +47,7 @@ class Stack:
     instance: dg.DagsterInstance
     home: Path
     app: AppConfig
+    apps: Path
 
     def runs(self, job: str, sha: str) -> list[dg.DagsterRun]:
         return list(self.instance.get_runs(filters=dg.RunsFilter(job_name=job, tags={TAG_COMMIT: sha})))
@@ -128,7 +129,7 @@ environments:
         stack_.start()
         try:
             stack_.wait_for_sensor_tick(f"{KEY}_git_push_sensor")
-            yield Stack(remote, stack_, dg.DagsterInstance.get(), home, app)
+            yield Stack(remote, stack_, dg.DagsterInstance.get(), home, app, apps)
         finally:
             stack_.stop()
             targets = DeployTargets(home=str(home))
@@ -141,7 +142,8 @@ environments:
                 os.environ["DAGSTER_HOME"] = old_home
 
 
-def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_stack: Stack) -> None:
+def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_stack: Stack,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     sha = deploy_stack.released("1", "main")
     (staging,) = deploy_stack.wait(deploy_job_name(deploy_stack.app, "staging"), sha)
     assert staging.status == dg.DagsterRunStatus.SUCCESS and staging.tags[TAG_DEPLOY] == "live"
@@ -151,6 +153,8 @@ def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_s
     assert deploy_stack.runs(deploy_job_name(deploy_stack.app, "production"), sha) == []
 
     # A person approves: `make deploy ENV=production COMMIT=<sha>` launches the deploy job.
+    monkeypatch.setenv("SEVENP_HOME", str(deploy_stack.home))
+    monkeypatch.setenv("SEVENP_APPS_DIR", str(deploy_stack.apps))
     code = deploy_cli.main(["deploy", "--app", NAME, "--env", "production", "--commit", sha,
                             "--url", deploy_stack.stack.url, "--wait"])
     assert code == 0
