@@ -15,7 +15,8 @@ from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov
 
 KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
-        "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry"}
+        "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry",
+        "deploy_targets", "notifier"}
 
 
 def _settings(tmp_path: Path, registry: str = "local", endpoint: str | None = None) -> Settings:
@@ -52,3 +53,18 @@ def test_unset_signing_key_fails_only_the_signing_naming_the_variable(tmp_path: 
     key = build_resources(_settings(tmp_path))["signing_key"]
     with pytest.raises(prov.ProvenanceError, match="SEVENP_SIGNING_KEY is not set"):
         key.public_pem()
+
+
+def test_deploy_credentials_are_env_vars_held_by_the_orchestrator(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Slack webhook and the AWS keys of the deploy targets reach the resources as dg.EnvVar, never as
+    values in the run config; unset, they stay None (no webhook: no message; AWS: boto3's default chain)."""
+    monkeypatch.setenv("SEVENP_SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/abcdefabcdef")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "deploy-secret-" + "x" * 20)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    resources = build_resources(_settings(tmp_path))
+    assert isinstance(resources["notifier"].webhook_url, dg.EnvVar)
+    assert isinstance(resources["deploy_targets"].aws_secret_access_key, dg.EnvVar)
+    assert resources["deploy_targets"].aws_access_key_id is None
+    monkeypatch.delenv("SEVENP_SLACK_WEBHOOK_URL")
+    assert build_resources(_settings(tmp_path))["notifier"].webhook_url is None
