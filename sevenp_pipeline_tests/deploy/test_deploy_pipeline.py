@@ -259,6 +259,9 @@ def test_unsigned_tampered_or_unverifiable_images_are_refused(deploys: Deploys) 
         os.environ["SEVENP_SIGNING_KEY"] = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
         result = deploys.deploy(sha, "staging")
         assert not result.success and "SEVENP_SIGNING_KEY" in _failures(result)
+        del os.environ["SEVENP_SIGNING_KEY"]  # unset: nothing to verify against
+        result = deploys.deploy(sha, "staging")
+        assert not result.success and "SEVENP_SIGNING_KEY is not set" in _failures(result)
     finally:
         os.environ["SEVENP_SIGNING_KEY"] = saved
     assert deploys.answer("staging") == before
