@@ -6,10 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.test_utils import create_run_for_test
 
 from sevenp_pipeline.config import ConfigError, Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline.deploy.triggers import chain_to, chosen_environment, next_deploys
+from sevenp_pipeline.resources.notify import SlackNotifier
+from sevenp_pipeline_tests.httpserver import http_server
 
 # build_run_status_sensor_context(repository_def=...) is marked beta; it is how a run status sensor is tested.
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
@@ -122,8 +125,6 @@ SHA = "a" * 40
 
 
 def _sensor_setup(tmp_path: Path):
-    from dagster._core.test_utils import create_run_for_test
-
     (tmp_path / "web.yaml").write_text(BASE + IMAGE)
     defs = build_definitions(Settings(home=tmp_path / "home", apps_dir=tmp_path))
     instance = dg.DagsterInstance.ephemeral()
@@ -182,9 +183,6 @@ def test_deploy_sensor_follows_branches_and_approvals(tmp_path: Path) -> None:
 
 
 def test_failure_notifier_posts_once_per_failed_run(tmp_path: Path) -> None:
-    from sevenp_pipeline.resources.notify import SlackNotifier
-    from sevenp_pipeline_tests.httpserver import http_server
-
     finished, evaluate = _sensor_setup(tmp_path)
     with http_server() as slack:
         notifier = SlackNotifier(webhook_url=slack.url + "/hook", ui_url="http://ui.example")
