@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import socket
@@ -121,6 +122,23 @@ def test_failed_health_check_keeps_v1_serving(make_target, images: DeployImages)
     assert "health check failed" in outcome.reason and "/health" in outcome.reason and "500" in outcome.reason
     assert outcome.live == first.live and target.current() == first.live
     assert load.failures == [] and set(load.releases) == {V1}
+    assert_clean(target, first.live.slot)
+
+
+def test_green_that_stops_answering_after_the_switch_goes_back_to_blue(make_target, images: DeployImages) -> None:
+    """Blue stays up for keep_previous_seconds while green is re-probed: green's health failing in that window
+    (here: 1.5 s after it started) switches the front door back to blue at once, without a failed request."""
+    target = make_target(env_extra="keep_previous_seconds: 6\n")
+    first = target.deploy(rollout(images.v1, target.environment, V1), smoke=None, log=lambda _: None)
+    assert first.ok, first.reason
+    dying = dataclasses.replace(rollout(images.v2, target.environment, V2), env={"HEALTH_FAILS_AFTER_MS": "1500"})
+    with Load(target.url() + "/") as load:
+        outcome = target.deploy(dying, smoke=None, log=lambda _: None)
+        time.sleep(0.3)
+    assert not outcome.ok and outcome.rolled_back, outcome.reason
+    assert "stopped answering after the switch" in outcome.reason
+    assert load.failures == [] and load.releases[V2] > 0 and load.order[-1] == V1, load.releases
+    assert get(target.url() + "/")[1] == V1 and target.current() == first.live
     assert_clean(target, first.live.slot)
 
 
