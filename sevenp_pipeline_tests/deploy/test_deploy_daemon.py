@@ -191,3 +191,27 @@ def test_two_production_deploys_run_one_after_the_other(deploy_stack: Stack) -> 
     one, two = (deploy_stack.instance.get_run_record_by_id(r) for r in (first, second))
     assert one.end_time is not None and two.start_time is not None and one.end_time <= two.start_time
     assert deploy_stack.release_header("production") == live
+
+
+def test_status_and_rollback_from_the_command_line(deploy_stack: Stack, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`make deploy-status` says what runs where; `make rollback` redeploys the last healthy release
+    before the live one (the previous test left production on the first release, after the newest)."""
+    monkeypatch.setenv("SEVENP_HOME", str(deploy_stack.home))
+    monkeypatch.setenv("SEVENP_APPS_DIR", str(deploy_stack.apps))
+    live = deploy_stack.release_header("production")
+    before = deploy_stack.release_header("staging")  # production's previous healthy release
+    assert deploy_cli.main(["status", "--app", NAME]) == 0
+    out = capsys.readouterr().out
+    assert f"production: {live[:12]}" in out and f"staging: {before[:12]}" in out
+    assert deploy_cli.main(["rollback", "--app", NAME, "--env", "production", "--url", deploy_stack.stack.url,
+                            "--wait"]) == 0
+    assert f"rollback of production from {live[:12]} to {before[:12]}" in capsys.readouterr().out
+    assert deploy_stack.release_header("production") == before
+    (run,) = [r for r in deploy_stack.runs(deploy_job_name(deploy_stack.app, "production"), before)
+              if r.tags.get("sevenp/rollback") == live]
+    assert run.tags[TAG_DEPLOY] == "live"
+    # A commit that never went live there is refused with a message, not launched.
+    assert deploy_cli.main(["rollback", "--app", NAME, "--env", "staging", "--to", "0" * 40,
+                            "--url", deploy_stack.stack.url]) == 2
+    assert "never went live in staging" in capsys.readouterr().err
