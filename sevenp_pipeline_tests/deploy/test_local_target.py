@@ -223,10 +223,11 @@ def test_invalid_nginx_config_leaves_traffic_untouched(make_target, images: Depl
 
 
 def test_wrong_health_path(make_target, images: DeployImages) -> None:
-    target = make_target(env_extra="health: {path: /healthz, attempts: 2, interval_seconds: 0.1}\n")
+    # Enough attempts for the app to be up (~0.3 s): the path, not the start-up, is what fails.
+    target = make_target(env_extra="health: {path: /healthz, attempts: 8, interval_seconds: 0.25}\n")
     outcome = target.deploy(rollout(images.v1, target.environment, V1), smoke=None, log=lambda _: None)
     assert not outcome.ok and outcome.rolled_back
-    assert "/healthz" in outcome.reason
+    assert "/healthz" in outcome.reason and "HTTP 404" in outcome.reason, outcome.reason
     assert target.current() is None
     assert_clean(target, None)
 
