@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.image.records import ImageRecord, RecordError
+from sevenp_pipeline.image.records import ImageRecord, RecordError, partition_metadata
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov
@@ -29,14 +29,6 @@ class VerifiedImage:
     image: ImageRecord
     keyid: str
     builder_id: str
-
-
-def _latest_meta(instance: dg.DagsterInstance, key: dg.AssetKey, sha: str) -> dict | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[sha]), limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def failed_checks(instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], sha: str) -> list[str]:
@@ -69,14 +61,14 @@ def verify_release(instance: dg.DagsterInstance, app: AppConfig, sha: str, *, ch
                    signing_key: SigningKey, artifact_store: ArtifactStore) -> VerifiedImage:
     """Raises :class:`Refused` unless ``sha``'s image may be deployed."""
     short = sha[:12]
-    if _latest_meta(instance, dg.AssetKey([app.key, "promoted_image"]), sha) is None:
+    if partition_metadata(instance, dg.AssetKey([app.key, "promoted_image"]), sha) is None:
         raise Refused(f"commit {short} was never promoted ({app.key}/promoted_image has not run for it): "
                       "only an image whose pipeline passed every gate is deployed")
     unmet = unmet_gates(instance, app, sha)
     problems = [f"{u.stage} {u.reason}" for u in unmet] + failed_checks(instance, check_keys, sha)
     if problems:
         raise Refused(f"commit {short} did not pass its gates: " + "; ".join(problems[:10]))
-    meta = _latest_meta(instance, dg.AssetKey([app.key, ImageRecord.ASSET]), sha)
+    meta = partition_metadata(instance, dg.AssetKey([app.key, ImageRecord.ASSET]), sha)
     if meta is None:
         raise Refused(f"commit {short} has no container_image")
     try:

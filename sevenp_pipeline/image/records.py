@@ -112,16 +112,21 @@ class _Record(Protocol):
 R = TypeVar("R", bound=_Record)
 
 
+def partition_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any] | None:
+    """Metadata of the latest materialization of ``key`` for ``partition`` (None: never materialized)."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
+    mat = result.records[0].asset_materialization if result.records else None
+    return None if mat is None else {k: v.value for k, v in mat.metadata.items()}
+
+
 def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
     """Metadata of the latest materialization of ``key`` for this commit (raises naming the asset)."""
-    result = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1)
-    if not result.records:
+    meta = partition_metadata(context.instance, key, context.partition_key)
+    if meta is None:
         raise failure(f"{context.asset_key.to_user_string()}: {key.to_user_string()} has no materialization "
                       f"for commit {context.partition_key[:12]}: materialize it first")
-    mat = result.records[0].asset_materialization
-    assert mat is not None
-    return {k: v.value for k, v in mat.metadata.items()}
+    return meta
 
 
 def latest_record(context: dg.AssetExecutionContext, record: type[R], key: dg.AssetKey) -> R:
