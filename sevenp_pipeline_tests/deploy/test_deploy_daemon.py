@@ -27,7 +27,7 @@ from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_COMMIT, TAG_DEPLOY, TAG_DEPLOY_ENV
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
-from sevenp_pipeline_tests.deploy.test_deploy_pipeline import NO_DEFAULT_STAGES
+from sevenp_pipeline_tests.deploy.test_deploy_pipeline import deploy_app_config, stop_environments
 from sevenp_pipeline_tests.gitutil import Remote
 
 pytestmark = [
@@ -103,43 +103,20 @@ def deploy_stack(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     remote = Remote(root, FIXTURES / "deploy-pipeline-app", NAME)
     apps = root / "apps"
     apps.mkdir()
-    (apps / f"{NAME}.yaml").write_text(f"""\
-name: {NAME}
-repository: {{url: {remote.url}}}
-branches: {{include: ["*"]}}
-trigger: {{poll_interval_seconds: 1}}
-stages:
-{NO_DEFAULT_STAGES}  check: {{kind: command, script: check, needs: [node_dependencies]}}
-image: {{dockerfile: Dockerfile, base_image: "{stack.base.ref}"}}
-deploy:
-  services: []
-  health: {{attempts: 4, interval_seconds: 0.5, timeout_seconds: 2}}
-  keep_previous_seconds: 0.5
-  stop_timeout_seconds: 2
-environments:
-  staging: {{branches: [main]}}
-  production: {{branches: [main], after: staging, approval: manual}}
-""")
+    (apps / f"{NAME}.yaml").write_text(deploy_app_config(remote.url, stack.base.ref))
     app = load_app_config(apps / f"{NAME}.yaml")
     private, _ = generate_keypair()
-    with reachable_home() as home:
+    with reachable_home() as home, pytest.MonkeyPatch.context() as env:
         stack_ = LocalDagster(home=home, port=free_port(), apps_dir=apps, extra_env={"SEVENP_SIGNING_KEY": private})
-        old_home = os.environ.get("DAGSTER_HOME")
-        os.environ["DAGSTER_HOME"] = str(stack_.dagster_home)
+        env.setenv("DAGSTER_HOME", str(stack_.dagster_home))
         stack_.start()
         try:
             stack_.wait_for_sensor_tick(f"{KEY}_git_push_sensor")
             yield Stack(remote, stack_, dg.DagsterInstance.get(), home, app, apps)
         finally:
             stack_.stop()
-            targets = DeployTargets(home=str(home))
-            for env in app.deploy_environments:
-                targets.target(app, env).stop(log=lambda _line: None)
+            stop_environments(home, app)
             LocalRegistry(runner=ProcessRunner(), home=str(home)).stop()
-            if old_home is None:
-                os.environ.pop("DAGSTER_HOME", None)
-            else:
-                os.environ["DAGSTER_HOME"] = old_home
 
 
 def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_stack: Stack,

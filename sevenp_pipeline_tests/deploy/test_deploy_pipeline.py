@@ -14,6 +14,7 @@ import shutil
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -44,6 +45,35 @@ NO_DEFAULT_STAGES = "".join(f"  {s}: null\n" for s in (
     "lint_report", "security_lint_report", "format_report", "type_check_report", "unit_test_results",
     "integration_test_results", "api_test_results", "build_artifact", "api_docs", "e2e_test_results",
     "performance_report"))
+
+
+def deploy_app_config(url: str, base_image: str) -> str:
+    """The deploy app's pipeline: install, one command stage, the package half, staging then production
+    (a person's), short health checks, no environment servers."""
+    return f"""\
+name: {NAME}
+repository: {{url: {url}}}
+branches: {{include: ["*"]}}
+trigger: {{poll_interval_seconds: 1}}
+stages:
+{NO_DEFAULT_STAGES}  check: {{kind: command, script: check, needs: [node_dependencies]}}
+image: {{dockerfile: Dockerfile, base_image: "{base_image}"}}
+deploy:
+  services: []
+  health: {{attempts: 4, interval_seconds: 0.5, timeout_seconds: 2}}
+  smoke: {{script: "test:smoke", timeout_seconds: 60}}
+  keep_previous_seconds: 0.5
+  stop_timeout_seconds: 2
+environments:
+  staging: {{branches: [main]}}
+  production: {{branches: [main], after: staging, approval: manual}}
+"""
+
+
+def stop_environments(home: Path, app: AppConfig) -> None:
+    targets = DeployTargets(home=str(home))
+    for env in app.deploy_environments:
+        targets.target(app, env).stop(log=lambda _line: None)
 
 
 @dataclass
@@ -117,46 +147,22 @@ def _materialization(result: dg.ExecuteInProcessResult, name: str) -> dict | Non
 def deploys(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploys]:
     root = tmp_path_factory.mktemp("deploys")
     private, public = prov.generate_keypair()
-    saved = {k: os.environ.get(k) for k in ("SEVENP_SIGNING_KEY", "SEVENP_SLACK_WEBHOOK_URL", "AWS_SECRET_ACCESS_KEY")}
-    with reachable_home() as home, http_server() as slack:
-        os.environ["SEVENP_SIGNING_KEY"] = private
-        os.environ["SEVENP_SLACK_WEBHOOK_URL"] = slack.url + "/services/T0/B0/not-a-real-token-4e1c9"
-        os.environ["AWS_SECRET_ACCESS_KEY"] = "deploy-credential-that-no-stage-may-see-7f3a"
+    with reachable_home() as home, http_server() as slack, pytest.MonkeyPatch.context() as env:
+        env.setenv("SEVENP_SIGNING_KEY", private)
+        env.setenv("SEVENP_SLACK_WEBHOOK_URL", slack.url + "/services/T0/B0/not-a-real-token-4e1c9")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "deploy-credential-that-no-stage-may-see-7f3a")
         remote = Remote(root, DEPLOY_APP, NAME)
         apps = root / "apps"
         apps.mkdir()
-        (apps / f"{NAME}.yaml").write_text(f"""\
-name: {NAME}
-repository: {{url: {remote.url}}}
-branches: {{include: ["*"]}}
-stages:
-{NO_DEFAULT_STAGES}  check: {{kind: command, script: check, needs: [node_dependencies]}}
-image: {{dockerfile: Dockerfile, base_image: "{stack.base.ref}"}}
-deploy:
-  services: []
-  health: {{attempts: 4, interval_seconds: 0.5, timeout_seconds: 2}}
-  smoke: {{script: "test:smoke", timeout_seconds: 60}}
-  keep_previous_seconds: 0.5
-  stop_timeout_seconds: 2
-environments:
-  staging: {{branches: [main]}}
-  production: {{branches: [main], after: staging, approval: manual}}
-""")
+        (apps / f"{NAME}.yaml").write_text(deploy_app_config(remote.url, stack.base.ref))
         settings = Settings(home=home, apps_dir=apps)
         instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
         app = load_app_config(apps / f"{NAME}.yaml")
         try:
             yield Deploys(remote, settings, instance, app, slack, public)
         finally:
-            targets = DeployTargets(home=str(home))
-            for env in app.deploy_environments:
-                targets.target(app, env).stop(log=lambda _line: None)
+            stop_environments(home, app)
             build_resources(settings)["registry"].stop()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 def test_staging_then_production_by_a_person(deploys: Deploys) -> None:

@@ -127,18 +127,14 @@ stages:
     }
     declared = {"HOSTILE_NPM_TOKEN": _token(), "GITHUB_PAT": "ghp_" + _token(18)}
     stack = LocalDagster(home=home, port=free_port(), apps_dir=apps, extra_env={**orchestrator, **declared})
-    old_home = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
-    stack.start()
-    try:
-        stack.wait_for_sensor_tick(f"{KEY}_git_push_sensor")
-        yield Stack(remote, stack, dg.DagsterInstance.get(), home, orchestrator, declared)
-    finally:
-        stack.stop()
-        if old_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old_home
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DAGSTER_HOME", str(stack.dagster_home))
+        stack.start()
+        try:
+            stack.wait_for_sensor_tick(f"{KEY}_git_push_sensor")
+            yield Stack(remote, stack, dg.DagsterInstance.get(), home, orchestrator, declared)
+        finally:
+            stack.stop()
 
 
 def _wait_runs(
