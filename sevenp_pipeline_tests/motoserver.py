@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
+from sevenp_pipeline_tests.waiting import wait_until
 
 MOTO = Path(sys.executable).with_name("moto_server")
 needs_moto = pytest.mark.skipif(not MOTO.exists(),
@@ -32,15 +32,17 @@ def moto_server(work: Path, env: Mapping[str, str] | None = None) -> Iterator[st
     server = ProcessRunner().start(ExecuteRequest(
         argv=[str(MOTO), "-H", "127.0.0.1", "-p", str(port)], cwd=work, label="moto_server", env=dict(env or {}),
         log_path=work / "moto.log", die_with_parent=True))
+
+    def listening() -> bool:
+        assert server.alive(), (work / "moto.log").read_text()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert server.alive(), (work / "moto.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until(listening, timeout=60, what=f"moto_server to listen on port {port} (log: {work / 'moto.log'})")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()

@@ -12,25 +12,11 @@ import pytest
 from sevenp_pipeline.devtools.devstack import LocalDagster, reexecute
 from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
+from sevenp_pipeline_tests.waiting import wait_for_run, wait_for_runs
 
 pytestmark = pytest.mark.integration
 
 CANARY = "canary-7f3a9c1e5b2d-do-not-log"
-
-
-def _wait_run(instance: dg.DagsterInstance, *, run_id: str | None = None, sha: str | None = None,
-              timeout: float = 180) -> dg.DagsterRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if run_id:
-            run = instance.get_run_by_id(run_id)
-        else:
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
-            run = runs[0] if runs else None
-        if run is not None and run.is_finished:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"run for {run_id or sha} did not finish in {timeout}s")
 
 
 def _executed_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
@@ -58,7 +44,7 @@ def test_push_runs_pipeline_and_reexecute_from_failure_runs_only_failed_stages(
         instance = dg.DagsterInstance.get()
         sha = pipe.remote.commit("feat: pushed while the daemon runs")
         pushed = time.time()
-        failed = _wait_run(instance, sha=sha)
+        failed = wait_for_runs(instance, tags={TAG_COMMIT: sha}, timeout=180)[-1]
         assert failed.status == dg.DagsterRunStatus.FAILURE
         assert failed.tags["sevenp/branch"] == "develop"
         started = instance.get_run_record_by_id(failed.run_id).start_time
@@ -71,7 +57,7 @@ def test_push_runs_pipeline_and_reexecute_from_failure_runs_only_failed_stages(
 
         flag.unlink()  # "the fix"
         rerun_id = reexecute(stack.url, failed.run_id, "FROM_FAILURE")
-        rerun = _wait_run(instance, run_id=rerun_id)
+        rerun = wait_for_run(instance, rerun_id, timeout=180)
         assert rerun.status == dg.DagsterRunStatus.SUCCESS
         assert _executed_steps(instance, rerun_id) == {"unit_test_results", "build_artifact", "api_docs",
                                                    "e2e_test_results", "performance_report"}

@@ -18,6 +18,7 @@ import pytest
 from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.devtools.devstack import LocalDagster, port_available
 from sevenp_pipeline.resources.services import free_port
+from sevenp_pipeline_tests.waiting import wait_until, wait_while
 
 
 def _processes_with_env(marker: str) -> list[str]:
@@ -34,6 +35,14 @@ def _processes_with_env(marker: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -99,16 +108,10 @@ def test_dev_stops_everything_when_the_webserver_dies(tmp_path: Path) -> None:
     serve = subprocess.Popen([sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(port)],
                              cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"the UI did not answer: {(tmp_path / 'serve.log').read_text()[-3000:]}")
+        try:
+            wait_until(lambda: _answers(port), timeout=120, interval=0.5, what=f"the UI to answer on port {port}")
+        except AssertionError as exc:
+            pytest.fail(f"{exc}: {(tmp_path / 'serve.log').read_text()[-3000:]}")
         webservers = [line for line in _processes_with_env(marker) if "dagster_webserver" in line]
         assert len(webservers) == 1 and any("dagster._daemon" in p for p in _processes_with_env(marker))
         pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
@@ -120,8 +123,8 @@ def test_dev_stops_everything_when_the_webserver_dies(tmp_path: Path) -> None:
         assert code != 0 and time.monotonic() - killed < 20
         output = (tmp_path / "serve.log").read_text()
         assert f"the Dagster webserver (pid {pid}) exited; the UI on port {port} is gone" in output
-        time.sleep(0.5)
-        assert _processes_with_env(marker) == []  # the daemon and code server went with it
+        # the daemon and code server went with it
+        wait_while(lambda: _processes_with_env(marker), timeout=10, what="the stack's processes to exit")
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
@@ -137,11 +140,9 @@ def test_local_dagster_stop_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         assert any("dagster._daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
         # The wrapper polls the UI on its own 0.5 s beat, so its announcement may trail start().
-        deadline = time.monotonic() + 10
-        while "the Dagster UI answers on" not in stack.log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "the Dagster UI answers on" in stack.log_path.read_text()
+        wait_until(lambda: "the Dagster UI answers on" in stack.log_path.read_text(), timeout=30, interval=0.2,
+                   what=f"the wrapper to announce the UI in {stack.log_path}")
     finally:
         stack.stop()  # SIGTERM to the wrapper, which stops dagster dev's whole process group
-    time.sleep(0.5)
-    assert _processes_with_env(f"SEVENP_HOME={stack.home}") == []
+    wait_while(lambda: _processes_with_env(f"SEVENP_HOME={stack.home}"), timeout=10,
+               what="the stack's processes to exit")

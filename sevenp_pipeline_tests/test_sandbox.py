@@ -18,6 +18,7 @@ from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import StageUser, minimal_env
+from sevenp_pipeline_tests.waiting import wait_until, wait_while
 
 SECRET = "orchestrator-signing-key-4f1c9a7e"
 
@@ -151,16 +152,15 @@ def test_sandboxed_command_dies_with_the_process_that_started_it(box, tmp_path: 
     (tmp_path / "request.json").write_text(json.dumps(request))
     worker = subprocess.Popen([sys.executable, str(script), str(tmp_path / "request.json")],
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    deadline = time.monotonic() + 20
-    while subprocess.run(["pgrep", "-f", marker], check=False, capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "the sandboxed command never started"
-        time.sleep(0.1)
+
+    def sandboxed() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", marker], check=False, capture_output=True, text=True)
+        return found.stdout.split()
+
+    wait_until(sandboxed, timeout=60, what="the sandboxed command to start")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    deadline = time.monotonic() + 10
-    while subprocess.run(["pgrep", "-f", marker], check=False).returncode == 0:
-        assert time.monotonic() < deadline, "the sandboxed command outlived its worker"
-        time.sleep(0.1)
+    wait_while(sandboxed, timeout=10, what="the sandboxed command to die with its worker")
 
 
 def test_minimal_env_drops_path_entries_under_private_folders() -> None:

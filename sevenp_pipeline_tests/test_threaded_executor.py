@@ -47,6 +47,7 @@ from sevenp_pipeline.stages.runner import tool_versions
 from sevenp_pipeline.triggers.tags import TAG_COMMIT
 from sevenp_pipeline_tests.conftest import SAMPLE_APP
 from sevenp_pipeline_tests.test_sample_app import SAMPLE_STAGES
+from sevenp_pipeline_tests.waiting import wait_for_run, wait_until
 
 RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous
 RELEASE_DEAF = threading.Event()
@@ -289,10 +290,11 @@ def _sleepers(marker: str) -> list[int]:
 
 def _when_running(marker: str, count: int, then: Callable[[], None]) -> threading.Thread:
     def watch() -> None:
-        deadline = time.monotonic() + 120
-        while len(_sleepers(marker)) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        then()
+        try:
+            wait_until(lambda: len(_sleepers(marker)) >= count, timeout=120, interval=0.05,
+                       what=f"{count} `sleep {marker}` command(s) running")
+        finally:
+            then()  # as before, also after the timeout: the run is not left hanging on its commands
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -331,8 +333,7 @@ def test_a_step_deaf_to_cancellation_is_left_behind_after_the_stop_timeout(
     plan = {"a": {"argv": ["sleep", marker]}, "b": {"deaf": True}}
 
     def terminate() -> None:
-        while not (probe_root / "b.deaf").exists():
-            time.sleep(0.05)
+        wait_until((probe_root / "b.deaf").exists, timeout=120, interval=0.05, what="step b to be deaf")
         (run,) = instance.get_runs()
         instance.report_run_canceling(run)
         os.kill(os.getpid(), signal.SIGINT)
@@ -539,16 +540,11 @@ def test_run_terminated_through_graphql_leaves_no_command_or_server(make_pipelin
         stack.wait_for_sensor_tick(f"{pipe.key}_git_push_sensor")
         instance = dg.DagsterInstance.get()
         sha = pipe.remote.commit("feat: a stage that hangs")
-        deadline = time.monotonic() + 180
-        while not _sleepers(marker) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _sleepers(marker), "the hanging stage never started"
+        wait_until(lambda: _sleepers(marker), timeout=180, interval=0.2, what="the hanging stage to start")
         assert list(services.glob("svc-*")), "the stage's servers should be up"
         (run,) = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
         terminate(stack.url, run.run_id)
-        deadline = time.monotonic() + 120
-        while not (run := instance.get_run_by_id(run.run_id)).is_finished and time.monotonic() < deadline:
-            time.sleep(0.2)
+        run = wait_for_run(instance, run.run_id, timeout=120)
         assert run.status == dg.DagsterRunStatus.CANCELED
         messages = _messages(instance, run.run_id)
         assert any(m.startswith("Executing steps on up to") for m in messages)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,13 @@ from sevenp_pipeline.triggers.tags import TAG_APP, TAG_COMMIT, TAG_DEPLOY, TAG_D
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
 from sevenp_pipeline_tests.deploy.test_deploy_pipeline import deploy_app_config, stop_environments
 from sevenp_pipeline_tests.gitutil import Remote
+from sevenp_pipeline_tests.waiting import (
+    wait_for_message,
+    wait_for_run,
+    wait_for_runs,
+    wait_for_sensor_ticks,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,6 +44,9 @@ pytestmark = [
 
 NAME = "deploy-app"
 KEY = "deploy_app"
+# What Dagster's QueuedRunCoordinatorDaemon logs on each pass while runs are queued (below or at the run limit).
+QUEUE_PASS = ("Priority sorting and checking tag concurrency limits for queued runs", "won't launch more")
+ENDED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
 
 
 @dataclass
@@ -53,32 +62,20 @@ class Stack:
         return list(self.instance.get_runs(filters=dg.RunsFilter(job_name=job, tags={TAG_COMMIT: sha})))
 
     def wait(self, job: str, sha: str, *, count: int = 1, timeout: float = 300) -> list[dg.DagsterRun]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            runs = self.runs(job, sha)
-            if len(runs) >= count and all(r.is_finished for r in runs):
-                return runs
-            time.sleep(0.5)
-        raise AssertionError(f"{count} finished {job} run(s) of {sha[:12]} not seen in {timeout:.0f}s: "
-                             f"{[(r.run_id, r.status) for r in self.runs(job, sha)]}")
+        return wait_for_runs(self.instance, filters=dg.RunsFilter(job_name=job, tags={TAG_COMMIT: sha}), count=count,
+                             timeout=timeout)
 
-    def wait_status(self, run_id: str, statuses: set[dg.DagsterRunStatus], timeout: float = 120) -> dg.DagsterRun:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.instance.get_run_by_id(run_id)
-            if run is not None and run.status in statuses:
-                return run
-            time.sleep(0.2)
-        raise AssertionError(f"run {run_id} not in {statuses} after {timeout:.0f}s")
+    def wait_for_queue_passes(self, since: int, count: int = 3, timeout: float = 60) -> None:
+        """Waits until the daemon's run coordinator has looked at a non-empty queue ``count`` times since byte
+        ``since`` of the dagster dev log (it logs one of QUEUE_PASS each time, every dequeue_interval_seconds)."""
+        def passes() -> int:
+            with self.stack.log_path.open("rb") as log:
+                log.seek(since)
+                lines = log.read().decode(errors="replace").splitlines()
+            return sum("QueuedRunCoordinatorDaemon" in line and any(m in line for m in QUEUE_PASS) for line in lines)
 
-    def wait_for_message(self, run_id: str, text: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = self.instance.get_records_for_run(run_id, limit=100000).records
-            if any(text in r.event_log_entry.user_message for r in records):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"run {run_id}: no log line with {text!r} after {timeout:.0f}s")
+        wait_until(lambda: passes() >= count, timeout=timeout,
+                   what=f"{count} passes of the run queue daemon over the queue (see {self.stack.log_path})")
 
     def released(self, version: str, branch: str) -> str:
         self.remote.write("VERSION", version + "\n")
@@ -126,7 +123,11 @@ def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_s
     assert staging.status == dg.DagsterRunStatus.SUCCESS and staging.tags[TAG_DEPLOY] == "live"
     assert staging.tags["dagster/sensor_name"] == f"{KEY}_deploy_sensor"
     assert deploy_stack.release_header("staging") == sha
-    time.sleep(6)  # a few sensor ticks: production (approval: manual) is never started by itself
+    # Production (approval: manual) is never started by itself: the deploy sensor, which would start it when
+    # staging goes live, has run twice since staging's deploy ended and launched nothing.
+    staging_ended = deploy_stack.instance.get_run_record_by_id(staging.run_id).end_time
+    assert staging_ended is not None
+    wait_for_sensor_ticks(deploy_stack.stack, f"{KEY}_deploy_sensor", after=staging_ended, count=2)
     assert deploy_stack.runs(deploy_job_name(deploy_stack.app, "production"), sha) == []
 
     # A person approves: `make deploy ENV=production COMMIT=<sha>` launches the deploy job.
@@ -144,12 +145,12 @@ def test_queued_commits_deploy_only_the_newest(deploy_stack: Stack) -> None:
     lock = deploy_stack.home.resolve() / "deploy" / NAME / "staging" / "queue.lock"
     with file_lock(lock, timeout=10):  # the staging deploy queue is busy while the three are launched
         run_ids = [deploy_stack.launch_deploy("staging", sha) for sha in shas]
-        deploy_stack.wait_status(run_ids[0], {dg.DagsterRunStatus.STARTED})
-        time.sleep(2)
+        wait_for_run(deploy_stack.instance, run_ids[0], statuses={dg.DagsterRunStatus.STARTED}, timeout=120)
+        deploy_stack.wait_for_queue_passes(since=deploy_stack.stack.log_path.stat().st_size)
         # One deploy of staging at a time (the sevenp/deploy-env tag limit): the others wait in the queue.
         assert [deploy_stack.instance.get_run_by_id(r).status for r in run_ids[1:]] == \
             [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.QUEUED]
-    runs = [deploy_stack.wait_status(r, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}) for r in run_ids]
+    runs = [wait_for_run(deploy_stack.instance, r, statuses=ENDED, timeout=120) for r in run_ids]
     assert [r.tags.get(TAG_DEPLOY) for r in runs] == ["superseded", "superseded", "live"]
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     assert deploy_stack.release_header("staging") == shas[-1]
@@ -160,10 +161,9 @@ def test_two_production_deploys_run_one_after_the_other(deploy_stack: Stack) -> 
     live = deploy_stack.release_header("production")  # the first release (first test)
     assert live and live != newest
     first = deploy_stack.launch_deploy("production", newest)
-    deploy_stack.wait_for_message(first, "no newer deploy of production is queued")
+    wait_for_message(deploy_stack.instance, first, "no newer deploy of production is queued", timeout=120)
     second = deploy_stack.launch_deploy("production", live)
-    runs = [deploy_stack.wait_status(r, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
-            for r in (first, second)]
+    runs = [wait_for_run(deploy_stack.instance, r, statuses=ENDED, timeout=120) for r in (first, second)]
     assert [r.tags.get(TAG_DEPLOY) for r in runs] == ["live", "live"]
     one, two = (deploy_stack.instance.get_run_record_by_id(r) for r in (first, second))
     assert one.end_time is not None and two.start_time is not None and one.end_time <= two.start_time

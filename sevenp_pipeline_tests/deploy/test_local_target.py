@@ -7,7 +7,6 @@ import fcntl
 import json
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -19,6 +18,7 @@ from sevenp_pipeline.deploy.targets.local.target import LocalTarget
 from sevenp_pipeline.deploy.targets.role import DeployError, SmokeReport
 from sevenp_pipeline_tests.containers import DeployImages, TestImage, needs_buildah
 from sevenp_pipeline_tests.deploy.conftest import needs_podman, rollout
+from sevenp_pipeline_tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, needs_buildah, needs_podman]
 V1 = "a1" * 20
@@ -59,6 +59,17 @@ class Load:
             except OSError as exc:
                 with self._lock:
                     self.failures.append(str(exc))
+
+    def answered(self) -> int:
+        """How many requests have been answered (or failed) so far."""
+        with self._lock:
+            return len(self.order) + len(self.failures)
+
+    def wait_for(self, requests: int, *, timeout: float = 30) -> None:
+        """Waits until ``requests`` more requests than now have been answered."""
+        target = self.answered() + requests
+        wait_until(lambda: self.answered() >= target, timeout=timeout,
+                   what=f"{requests} more requests through {self.url}")
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -101,9 +112,9 @@ def test_blue_green_switch_drops_no_request(make_target, images: DeployImages) -
     first = target.deploy(rollout(images.v1, target.environment, V1), smoke=None, log=lambda _: None)
     assert first.ok, first.reason
     with Load(target.url() + "/") as load:
-        time.sleep(0.3)
+        load.wait_for(10)  # v1 serves before the deploy...
         outcome = target.deploy(rollout(images.v2, target.environment, V2), smoke=None, log=lambda _: None)
-        time.sleep(0.3)
+        load.wait_for(10)  # ...and whatever serves after it
     assert outcome.ok, outcome.reason
     assert load.failures == []
     assert load.releases[V1] > 0 and load.releases[V2] > 0, load.releases
@@ -134,7 +145,7 @@ def test_green_that_stops_answering_after_the_switch_goes_back_to_blue(make_targ
     dying = dataclasses.replace(rollout(images.v2, target.environment, V2), env={"HEALTH_FAILS_AFTER_MS": "1500"})
     with Load(target.url() + "/") as load:
         outcome = target.deploy(dying, smoke=None, log=lambda _: None)
-        time.sleep(0.3)
+        load.wait_for(10)  # whatever serves after the deploy
     assert not outcome.ok and outcome.rolled_back, outcome.reason
     assert "stopped answering after the switch" in outcome.reason
     assert load.failures == [] and load.releases[V2] > 0 and load.order[-1] == V1, load.releases

@@ -27,6 +27,7 @@ from sevenp_pipeline_tests.image.conftest import (
     needs_buildah,
     publish_sample,
 )
+from sevenp_pipeline_tests.waiting import wait_while
 
 pytestmark = [pytest.mark.integration, needs_buildah]
 
@@ -138,10 +139,7 @@ def test_registry_outlives_a_run_and_restarts_with_its_data(stack: Stack, sample
     assert later.find(APP_REPOSITORY, "develop") == sample.first.digest
     # the server dies (not through stop()): the next ensure_running restarts it on the same port, data intact
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while later.healthy() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not later.healthy()
+    wait_while(later.healthy, timeout=30, interval=0.05, what="the killed registry to stop answering")
     assert later.ensure_running() == stack.registry.address()
     assert later.running_pid() not in (None, pid)
     assert later.find(APP_REPOSITORY, "develop") == sample.first.digest
