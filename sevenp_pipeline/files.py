@@ -3,12 +3,17 @@
 A log or a report can still hold what the redactor could not recognise, so other local users get
 no access: folders 0700, files 0600. Dagster's own files (compute logs, the SQLite event log) are
 created without a mode, so the processes that write them run with :data:`PRIVATE_UMASK`.
+
+That umask also masks every mode given to ``mkdir``: ``Path.mkdir`` asked for 0o755 creates 0700 in the
+orchestrator. A folder another user must enter (the stage user, a server's user) is made with
+:func:`shared_dir`, which sets its mode explicitly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,8 +40,19 @@ def private_dir(path: Path, *, mode: int = PRIVATE_DIR_MODE) -> Path:
         parent = parent.parent
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):  # made by a concurrent run meanwhile
-            folder.mkdir(mode=mode)
-            folder.chmod(mode)  # mkdir's mode is masked by the umask
+            # Created never wider than ``mode`` whatever the umask, then set to exactly ``mode`` (mkdir's
+            # mode is masked by the umask). The one mkdir with a mode: every other folder comes from here.
+            os.mkdir(folder, mode)  # noqa: PTH102
+            folder.chmod(mode)
+    return path
+
+
+def shared_dir(path: Path, *, mode: int = 0o755) -> Path:
+    """``mkdir -p`` for a folder another user must enter: the folders it creates, and ``path`` itself
+    even when it existed (made by an earlier run under another umask), get ``mode`` explicitly."""
+    private_dir(path, mode=mode)
+    if stat.S_IMODE(path.stat().st_mode) != mode:
+        path.chmod(mode)
     return path
 
 

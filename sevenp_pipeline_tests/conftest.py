@@ -13,12 +13,15 @@ import pytest
 
 from sevenp_pipeline.config import AppConfig, Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
+from sevenp_pipeline.files import shared_dir
 from sevenp_pipeline_tests.containers import Stack, container_stack
 from sevenp_pipeline_tests.gitutil import Remote
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_APP = FIXTURES / "tiny-app"
 SAMPLE_APP = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"
+# Outside /tmp (which the stage sandbox hides); .ci/run removes it first, as a new machine has none.
+STAGE_VISIBLE_ROOT = Path("/run/sevenp-tests")
 
 
 @dataclass
@@ -85,9 +88,10 @@ def reachable_home(prefix: str = "sevenp-test-home-") -> Iterator[Path]:
 def stage_visible_dir() -> Iterator[Path]:
     """A folder a sandboxed stage can read (the sandbox hides /tmp, where pytest's tmp_path is):
     for tests that change what a stage sees between two runs."""
-    root = Path("/run/sevenp-tests")
-    root.mkdir(mode=0o755, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=root))
+    # mkdir's mode is masked by the umask (077 once sevenp_pipeline.definitions is imported), and /run
+    # is a tmpfs: on a new machine this folder does not exist yet, so its mode is set here, every time.
+    root = shared_dir(STAGE_VISIBLE_ROOT)
+    folder = Path(tempfile.mkdtemp(dir=root))  # 0700 whatever the umask
     folder.chmod(0o755)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from sevenp_pipeline.config import ConfigError, Settings, load_app_config
-from sevenp_pipeline.files import private_dir
+from sevenp_pipeline.files import private_dir, shared_dir
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.redaction import MASK, MIN_SECRET_LENGTH, SECRET_NAME, Redactor
@@ -307,6 +307,18 @@ def test_home_is_0711_and_private_dir_0700(tmp_path: Path) -> None:
         deep = private_dir(tmp_path / "b" / "c" / "d")
     assert _mode(home) == _mode(home.parent) == 0o711  # passable to <home>/services, never listable
     assert {_mode(tmp_path / "b"), _mode(tmp_path / "b" / "c"), _mode(deep)} == {0o700}
+
+
+def test_shared_dir_sets_its_mode_under_the_orchestrators_umask(tmp_path: Path) -> None:
+    """A folder another user must enter: 0755 under umask 077, even when an earlier run made it 0700."""
+    made_before = tmp_path / "made-before"
+    with _umask(0o077):
+        os.mkdir(made_before, 0o755)  # what the stage_visible_dir fixture did: masked to 0700
+        assert _mode(made_before) == 0o700
+        shared = shared_dir(made_before)
+        deep = shared_dir(tmp_path / "x" / "y")
+    assert shared == made_before and _mode(made_before) == 0o755
+    assert _mode(tmp_path / "x") == _mode(deep) == 0o755
 
 
 def test_code_location_sets_the_private_umask_for_dagsters_own_files(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -364,6 +365,33 @@ def test_same_tree_on_another_branch_restores_every_cached_stage(make_pipeline) 
     # The build's output was unpacked into the new checkout, byte for byte what was built.
     dist = pipe.settings.workspaces_dir / pipe.key / sha / "src" / "dist" / "math.js"
     assert dist.read_text() == (pipe.remote.clone / "src" / "math.js").read_text()
+
+
+# The build writes out/dist/: restored on another commit, out/ is made again by the orchestrator (umask 077).
+NESTED_BUILD = """
+  build_artifact:
+    kind: build
+    command: [node, -e, "require('fs').cpSync('src', 'out/dist', {recursive: true})"]
+    output_dir: out/dist
+  dist_check:
+    kind: command
+    command: [node, -e, "const m = require('./out/dist/math.js'); if (m.add(2, 3) !== 5) process.exit(3)"]
+    needs: [build_artifact]
+    cache: false
+"""
+
+
+@pytest.mark.integration
+def test_a_restored_nested_build_output_is_readable_by_the_next_stage(make_pipeline) -> None:
+    pipe = make_pipeline("stages:" + NESTED_BUILD)
+    first = pipe.materialize(pipe.remote.push("develop"), f"{QUALITY},build_artifact,dist_check")
+    assert first.success
+    sha = pipe.remote.commit("chore: the same tree again")
+    second = pipe.materialize(sha, f"{QUALITY},build_artifact,dist_check")
+    assert "build_artifact" in _restored(second), "the build was not restored: nothing to check"
+    assert second.success, _warnings(pipe, second)
+    out = pipe.settings.workspaces_dir / pipe.key / sha / "src" / "out"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 
 @pytest.mark.integration

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.sandbox import STAGE_USER, Bind, Overlay, SandboxSpec, StageUser, minimal_env
@@ -94,7 +95,7 @@ class Workspaces(dg.ConfigurableResource):
         room = StageRoom(workspace.root / "stages" / stage)
         shutil.rmtree(room.root, ignore_errors=True)
         for path in (room.home, room.tmp, room.upper, room.work):
-            path.mkdir(parents=True, mode=0o700)
+            private_dir(path)
         room.upper.chmod(0o755)  # the merged node_modules takes the upper layer's owner and mode
         if self.sandbox:
             self.user.own(room.home, room.tmp, room.upper)
@@ -110,7 +111,7 @@ class Workspaces(dg.ConfigurableResource):
         """
         corepack = workspace.root / "corepack"  # pinned pnpm/yarn, downloaded once per commit
         if not corepack.is_dir():
-            corepack.mkdir(mode=0o700, exist_ok=True)  # stages running at once may both create it
+            private_dir(corepack)  # stages running at once may both create it
             if self.sandbox:
                 self.user.own(corepack)
         user = self.user.name if self.sandbox else os.environ.get("USER", "root")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
@@ -85,7 +86,7 @@ def build_install_asset(
                     raise failure(f"{name}: {outcome.describe()}{hint}", outcome, retry=transient)
                 target.mkdir(exist_ok=True)  # an app without dependencies gets an empty tree
                 shutil.rmtree(cached, ignore_errors=True)
-                cached.mkdir(parents=True, mode=0o700)
+                private_dir(cached)  # only root reads it, mounting it under each stage's own layer
                 shutil.move(target, tree_dir)
                 (cached / "complete").write_text(lock_hash)
             # From here the checkout's node_modules is only where each stage's sandbox mounts its own

@@ -28,6 +28,7 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.stage_cache import CachedFile, CachedOutput, CacheError, Manifest, StageResultCache
 from sevenp_pipeline.resources.workspaces import read_inputs
@@ -302,6 +303,10 @@ def _unpack(stage: Stage, tarball: Path, rel: str) -> None:
         if target.is_symlink() or target.is_file():
             target.unlink()
         shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # Folders above it that the build made (``build/`` of ``build/out``) are made again, 0755 as git
+        # or a build would make them, not 0700 as the orchestrator's umask would.
+        created = [p for p in reversed(target.parents) if p.is_relative_to(stage.workspace.app_dir) and not p.exists()]
+        private_dir(target.parent, mode=0o755)
         tar.extractall(target.parent, filter="data")
-    stage.workspaces.hand_over(target)  # later stages run as the stage user, as after a build
+    # later stages run as the stage user, as after a build
+    stage.workspaces.hand_over(created[0] if created else target)

@@ -28,6 +28,7 @@ from sevenp_pipeline.deploy.targets.role import DeployError, LogFn
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 
 RELEASE_HEADER = "X-Sevenp-Release"
+MAX_BODY = "1m"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
 
@@ -99,6 +100,11 @@ class FrontDoor:
             "events { worker_connections 1024; }\n"
             "http {\n"
             f"    access_log {root / 'logs' / 'access.log'};\n"
+            # A request body is kept in memory up to the size nginx accepts at all (its default 1m): the
+            # workers run as nginx's unprivileged user, which cannot enter the temp folder under the
+            # home (0700); a body spilled to it failed with 500. Responses are never spilled either.
+            f"    client_max_body_size {MAX_BODY};\n"
+            f"    client_body_buffer_size {MAX_BODY};\n"
             f"    client_body_temp_path {root / 'temp' / 'client'};\n"
             f"    proxy_temp_path {root / 'temp' / 'proxy'};\n"
             f"    fastcgi_temp_path {root / 'temp' / 'fastcgi'};\n"
