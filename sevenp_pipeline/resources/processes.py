@@ -83,6 +83,7 @@ class Outcome:
     timed_out: bool = False
     log_path: Path | None = None
     output: tuple[str, ...] = ()
+    timeout_seconds: float | None = None  # the limit it was given (it is killed some time after)
     # Processes a sandboxed command left running when it exited ("name: command"); they were killed.
     leftovers: tuple[str, ...] = ()
 
@@ -96,7 +97,8 @@ class Outcome:
 
     def describe(self) -> str:
         if self.timed_out:
-            return f"{self.label}: `{self.command}` timed out after {self.duration:.0f}s and was killed"
+            return (f"{self.label}: `{self.command}` timed out after its {_seconds(self.timeout_seconds)} limit; "
+                    f"killed after {self.duration:.1f} s")
         return f"{self.label}: `{self.command}` exited with code {self.exit_code} after {self.duration:.1f}s"
 
     def tail_text(self, lines: int = 30) -> str:
@@ -253,6 +255,7 @@ class ProcessRunner(dg.ConfigurableResource):
             timed_out=timed_out,
             log_path=request.log_path,
             output=tuple(captured),
+            timeout_seconds=request.timeout_seconds,
             leftovers=_leftovers(request, redact),
         )
         if log and not outcome.ok:
@@ -295,6 +298,10 @@ class ProcessRunner(dg.ConfigurableResource):
             group=_primary_group(request.user),
             extra_groups=[] if request.user else None,
         )
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:g} s"
 
 
 def _leftovers(request: ExecuteRequest, redact: Redactor) -> tuple[str, ...]:
