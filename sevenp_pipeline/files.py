@@ -12,10 +12,13 @@ orchestrator. A folder another user must enter (the stage user, a server's user)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 PRIVATE_UMASK = 0o077
 PRIVATE_DIR_MODE = 0o700
@@ -23,6 +26,7 @@ PRIVATE_FILE_MODE = 0o600
 # The home itself: other users may pass through (the test-database user to <home>/services), never
 # list it; everything in it is 0700/0600.
 HOME_DIR_MODE = 0o711
+ATOMIC_TMP_PREFIX = ".tmp-"  # temp files of write_atomically (a writer that died leaves one behind)
 
 
 def use_private_umask() -> None:
@@ -64,3 +68,35 @@ def open_private(path: Path, *, append: bool = True) -> BinaryIO:
     with contextlib.suppress(PermissionError):  # a file another user owns keeps its mode
         os.fchmod(fd, PRIVATE_FILE_MODE)
     return os.fdopen(fd, "ab" if append else "wb")
+
+
+def write_atomically(dest: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(handle)`` into a private temp file next to ``dest``, then renames it over ``dest``: a reader
+    (or a crash) sees the old file or the new one, never half of one, and concurrent writers cannot mix."""
+    private_dir(dest.parent)
+    fd, name = tempfile.mkstemp(prefix=ATOMIC_TMP_PREFIX, dir=dest.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), PRIVATE_FILE_MODE)
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(dest)  # os.replace: atomic within the folder
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json_state(path: Path) -> dict[str, Any]:
+    """A state file written with :func:`write_json_state`; {} when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json_state(path: Path, state: dict[str, Any]) -> None:
+    data = json.dumps(state, indent=2, sort_keys=True).encode()
+    write_atomically(path, lambda out: out.write(data))

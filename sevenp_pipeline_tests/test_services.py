@@ -3,6 +3,7 @@ line, a long home's socket path, and the janitor that removes the folders of dea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -24,14 +25,18 @@ from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, Outcome, ProcessRunner, RunningProcess
 from sevenp_pipeline.resources.service_dirs import (
     OWNER_FILE,
-    UNOWNED_GRACE_SECONDS,
+    SETUP_GRACE_SECONDS,
+    SETUP_PREFIX,
     Owner,
+    make_service_dir,
     record_owner,
     remove_abandoned,
+    remove_service_dir,
     services_root,
 )
 from sevenp_pipeline.resources.services import TestServices
 from sevenp_pipeline_tests.conftest import reachable_home
+from sevenp_pipeline_tests.waiting import wait_while
 
 AS_ROOT = os.geteuid() == 0
 
@@ -109,7 +114,8 @@ def test_long_home_keeps_data_under_it_and_the_socket_short(home: Path) -> None:
 @pytest.mark.skipif(not AS_ROOT, reason="not root: the servers run as this user, every folder of ours is reachable")
 def test_unreachable_home_falls_back_to_a_per_instance_temp_folder(tmp_path: Path) -> None:
     private = tmp_path / "private"
-    private.mkdir(mode=0o700)
+    private.mkdir()
+    private.chmod(0o700)  # the server user cannot pass, whatever the umask
     configured = private / "home" / "services"
     root = services_root(configured, "postgres")
     other = services_root(tmp_path / "other" / "home" / "services", "postgres")
@@ -149,11 +155,74 @@ def test_janitor_removes_folders_of_dead_owners_only(tmp_path: Path) -> None:
     dead = folder("svc-dead", _dead_owner())
     reused = folder("svc-reused", Owner(pid=me.pid, start_ticks=me.start_ticks - 1, boot_id=me.boot_id))
     rebooted = folder("svc-rebooted", Owner(pid=me.pid, start_ticks=me.start_ticks, boot_id="another-boot"))
-    in_setup = folder("svc-in-setup", None)
-    old_unowned = folder("svc-old", None, age=UNOWNED_GRACE_SECONDS + 60)
-    other = folder("templates", None, age=UNOWNED_GRACE_SECONDS + 60)
-    assert sorted(remove_abandoned(tmp_path)) == sorted([dead, reused, rebooted, old_unowned])
+    # A removal interrupted after the record went: no record, and just modified (the leak of issue 13).
+    interrupted = folder("svc-interrupted", None)
+    in_setup = folder(f"{SETUP_PREFIX}fresh", None)
+    left_in_setup = folder(f"{SETUP_PREFIX}old", None, age=SETUP_GRACE_SECONDS + 60)
+    other = folder("templates", None, age=SETUP_GRACE_SECONDS + 60)
+    removed, failed = remove_abandoned(tmp_path)
+    assert sorted(removed) == sorted([dead, reused, rebooted, interrupted, left_in_setup]) and failed == []
     assert alive.exists() and in_setup.exists() and other.exists()
+    assert not any(p.exists() for p in removed)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing catches it, no cleanup after it runs."""
+
+
+def test_a_service_folder_has_its_owner_from_its_first_moment_to_its_last(tmp_path: Path) -> None:
+    """Made under a setup name and renamed once the owner is recorded; removed with the record last, so
+    a removal killed at any point leaves a folder still owned by its (dead) process, or nothing."""
+    folder = make_service_dir(tmp_path)
+    assert folder.name.startswith("svc-") and (folder / OWNER_FILE).is_file()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and list(tmp_path.glob(f"{SETUP_PREFIX}*")) == []
+    remove_service_dir(folder)
+    assert not folder.exists()
+
+    real_unlink, real_rmdir = os.unlink, os.rmdir
+    for kill_at in range(40):
+        folder = make_service_dir(tmp_path)
+        for n in range(12):
+            (folder / f"redis-{n}.log").write_text("x")
+        (folder / "pgdata" / "base").mkdir(parents=True)
+        for n in range(12):
+            (folder / "pgdata" / "base" / f"{n}").write_text("x")
+        calls = [0]
+
+        def counted(real, calls=calls, kill_at=kill_at):
+            def call(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] > kill_at:
+                    raise _Killed
+                return real(*args, **kwargs)
+            return call
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "unlink", counted(real_unlink))
+            patch.setattr(os, "rmdir", counted(real_rmdir))
+            with contextlib.suppress(_Killed):
+                remove_service_dir(folder)
+        left = folder.exists()
+        owned = left and (folder / OWNER_FILE).exists()
+        # Still owned, or gone, or (killed between the record and the rmdir) an empty folder with no record.
+        assert not left or owned or not any(folder.iterdir()), f"killed after {kill_at} removals"
+        # The janitor keeps a folder whose owner (this process) lives, and removes one with no record.
+        assert remove_abandoned(tmp_path) == ([folder] if left and not owned else [], [])
+        if folder.exists():
+            remove_service_dir(folder)
+
+
+def test_a_folder_that_cannot_be_removed_is_named(tmp_path: Path) -> None:
+    folder = make_service_dir(tmp_path)
+    stuck = folder / "pgdata"
+    stuck.mkdir()
+    (stuck / "f").write_text("x")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shutil, "rmtree", lambda path, onerror=None, **_: onerror(os.rmdir, str(path),
+                                                                              (OSError, OSError(39, "busy"), None)))
+        with pytest.raises(OSError, match=f"service folder {folder} not removed: {stuck}: .*busy"):
+            remove_service_dir(folder, attempts=2)
+    assert (folder / OWNER_FILE).exists()  # still owned: the janitor will try again
 
 
 WORKER = textwrap.dedent("""
@@ -194,10 +263,7 @@ def test_a_killed_workers_service_folder_is_removed_by_the_next_provide(home: Pa
     finally:
         worker.send_signal(signal.SIGKILL)  # as a run worker killed with -9: no finally runs
         worker.wait()
-    deadline = time.monotonic() + 10
-    while _redis_servers_in(root) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _redis_servers_in(root) == []  # the server died with its parent
+    wait_while(lambda: _redis_servers_in(root), timeout=30, what="the server to die with its parent")
     assert left.exists()  # ... but its folder stayed
     messages: list[str] = []
     with TestServices(runner=ProcessRunner(), root_dir=str(root)).provide([], log=messages.append):

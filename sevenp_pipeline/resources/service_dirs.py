@@ -10,6 +10,12 @@ directory), the root falls back to a per-instance folder under the system temp d
 Each ``svc-*`` folder records its owner (pid, the pid's start time, the boot id). A run worker
 killed with SIGKILL takes its servers with it (parent-death signal) but leaves its folder; the next
 ``provide()`` removes folders whose owner is gone, and a reused pid does not keep one alive.
+
+The record is there for the folder's whole life, so a folder without one is a folder whose removal
+was interrupted: a folder is set up under a hidden name (``.svc-new-*``) and renamed to ``svc-*``
+once its record is written, and it is removed with its record last. (Removing it in directory order,
+a worker killed mid-removal could leave ``pgdata`` without the record, and the janitor took such a
+folder for one still being set up: the leak after a killed run worker.)
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sevenp_pipeline.files import private_dir
+
 OWNER_FILE = "owner.json"
+PREFIX = "svc-"
+SETUP_PREFIX = ".svc-new-"  # a folder being set up: renamed to svc-* once its owner is recorded
 # sun_path is 108 bytes with its NUL: PostgreSQL refuses a longer socket path.
 MAX_SOCKET_PATH = 107
 PG_SOCKET_NAME = ".s.PGSQL.65535"  # the longest name PostgreSQL gives its socket
-# A folder with no owner record is one being set up (the record follows mkdtemp at once) or one
-# left by an older version: only the second is this old.
-UNOWNED_GRACE_SECONDS = 600
+# A folder still under its setup name this long was left by a process killed while setting it up.
+SETUP_GRACE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -81,25 +90,81 @@ def read_owner(folder: Path) -> Owner | None:
         return None
 
 
-def remove_abandoned(root: Path, *, now: float | None = None) -> list[Path]:
-    """Removes the ``svc-*`` folders under ``root`` whose owner process is gone; returns them."""
+def make_service_dir(root: Path) -> Path:
+    """A new 0700 ``svc-*`` folder under ``root``, owned by this process from the moment it has that name."""
+    staging = Path(tempfile.mkdtemp(prefix=SETUP_PREFIX, dir=root))
+    record_owner(staging)
+    folder = root / (PREFIX + staging.name.removeprefix(SETUP_PREFIX))
+    staging.rename(folder)
+    return folder
+
+
+def remove_service_dir(folder: Path, *, attempts: int = 3) -> None:
+    """Removes an ``svc-*`` folder, its owner record last. Raises OSError naming what is left when it
+    cannot (a process still writing into it: tried ``attempts`` times, 0.2 s apart)."""
+    errors: list[str] = []
+
+    def note(_function: object, path: str, exc_info: tuple) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):  # removed by a concurrent janitor meanwhile
+            errors.append(f"{path}: {exc_info[1]}")
+
+    for attempt in range(attempts):
+        errors.clear()
+        try:
+            entries = [e for e in folder.iterdir() if e.name != OWNER_FILE]
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, onerror=note)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+        if not errors:
+            (folder / OWNER_FILE).unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:  # something was created meanwhile
+                errors.append(f"{folder}: {exc}")
+        if attempt + 1 < attempts:
+            time.sleep(0.2)
+    raise OSError(f"service folder {folder} not removed: {'; '.join(errors[:3])}")
+
+
+def remove_abandoned(root: Path, *, now: float | None = None) -> tuple[list[Path], list[str]]:
+    """Removes the ``svc-*`` folders under ``root`` whose owner process is gone or whose removal was
+    interrupted (no owner record), and setup folders left by a process killed while making one.
+    Returns the folders removed and, for each that could not be, why."""
     now = time.time() if now is None else now
-    removed = []
-    for folder in sorted(root.glob("svc-*")):
+    removed: list[Path] = []
+    failed: list[str] = []
+    for folder in sorted(root.glob(PREFIX + "*")):
         if not folder.is_dir():
             continue
         owner = read_owner(folder)
         if owner is not None and owner.alive():
             continue
-        if owner is None:
-            try:
-                if now - folder.stat().st_mtime < UNOWNED_GRACE_SECONDS:
-                    continue
-            except OSError:
-                continue
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            remove_service_dir(folder)
+        except OSError as exc:
+            failed.append(str(exc))
+            continue
         removed.append(folder)
-    return removed
+    for staging in sorted(root.glob(SETUP_PREFIX + "*")):
+        try:
+            if now - staging.stat().st_mtime < SETUP_GRACE_SECONDS:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():
+            failed.append(f"setup folder {staging} not removed")
+        else:
+            removed.append(staging)
+    return removed, failed
 
 
 def _traversable_by(path: Path, user: pwd.struct_passwd) -> bool:
@@ -134,7 +199,7 @@ def _open_for_traversal(folder: Path) -> None:
 def services_root(configured: Path, user: str | None) -> Path:
     """The folder for the ``svc-*`` folders: ``configured`` (created 0711, its parent opened for
     traversal) when ``user`` can reach it, else a per-instance folder under the system temp dir."""
-    configured.mkdir(parents=True, exist_ok=True)
+    private_dir(configured)
     with contextlib.suppress(OSError):
         configured.chmod(0o711)  # the folder names (svc-*, templates) are nobody else's business
     if user is None:  # the servers run as this process: nothing to open
@@ -145,12 +210,12 @@ def services_root(configured: Path, user: str | None) -> Path:
         return configured
     digest = hashlib.sha256(str(configured).encode()).hexdigest()[:12]
     fallback = Path(tempfile.gettempdir()) / f"sevenp-services-{digest}"
-    fallback.mkdir(mode=0o711, exist_ok=True)
+    private_dir(fallback)
     info = fallback.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():  # a name others could have taken
         raise PermissionError(f"{fallback}: not a folder owned by this user; remove it ({user} cannot reach "
                               f"{configured}, so the test servers' folders go there)")
-    _open_for_traversal(fallback)
+    fallback.chmod(0o711)
     return fallback
 
 

@@ -40,8 +40,9 @@ from sevenp_pipeline.resources.processes import (
     RunningProcess,
 )
 from sevenp_pipeline.resources.service_dirs import (
-    record_owner,
+    make_service_dir,
     remove_abandoned,
+    remove_service_dir,
     services_root,
     socket_dir_fits,
 )
@@ -91,6 +92,16 @@ def free_port() -> int:
     raise OSError("no free loopback port that was not handed out recently")
 
 
+def port_free(port: int) -> bool:
+    """Nothing is bound to loopback ``port`` now (a remembered port may be taken back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _find_pg_bin() -> Path | None:
     """The newest Debian PostgreSQL, else the folder initdb resolves to on PATH."""
     roots = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True)
@@ -122,14 +133,15 @@ class TestServices(dg.ConfigurableResource):
         hidden: list[str] = []
         with contextlib.ExitStack() as stack:
             root = self.root()
-            removed = remove_abandoned(root)  # left by run workers killed mid-stage
+            removed, failed = remove_abandoned(root)  # left by run workers killed mid-stage
             if removed and log:
                 log(f"removed {len(removed)} service folder(s) left by dead runs: "
                     f"{', '.join(p.name for p in removed)}")
-            workdir = Path(tempfile.mkdtemp(prefix="svc-", dir=root))  # 0700
-            stack.callback(shutil.rmtree, workdir, True)
-            record_owner(workdir)
-            self._chown(workdir)
+            if failed and log:
+                log(f"WARNING: {'; '.join(failed)}")
+            workdir = make_service_dir(root)  # 0700
+            stack.callback(self._remove, workdir, log)  # last: after the servers have stopped
+            self.chown(workdir)
             if "postgresql" in names:
                 password = secrets.token_urlsafe(18)
                 hidden.append(password)
@@ -144,22 +156,30 @@ class TestServices(dg.ConfigurableResource):
             if log:
                 log(f"tearing down services: {', '.join(names)}")
 
+    @staticmethod
+    def _remove(workdir: Path, log: LogFn | None) -> None:
+        try:
+            remove_service_dir(workdir)
+        except OSError as exc:  # the next provide()'s janitor tries again; the stage's result stands
+            if log:
+                log(f"WARNING: {exc}")
+
     def root(self) -> Path:
         """Where the ``svc-*`` folders go: ``root_dir``, or a per-instance temp folder when the
         server user cannot reach it (see service_dirs)."""
-        return services_root(Path(self.root_dir), self._user())
+        return services_root(Path(self.root_dir), self.server_user())
 
     # -- PostgreSQL ------------------------------------------------------------------------
-    def _user(self) -> str | None:
+    def server_user(self) -> str | None:
         return self.run_as_user if os.geteuid() == 0 else None
 
-    def _chown(self, path: Path) -> None:
-        user = self._user()
+    def chown(self, path: Path) -> None:
+        user = self.server_user()
         if user:
             entry = pwd.getpwnam(user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def _pg_bin(self) -> Path:
+    def pg_bin(self) -> Path:
         pg_bin = Path(self.pg_bin_dir) if self.pg_bin_dir else _find_pg_bin()
         if pg_bin is None or not (pg_bin / "initdb").exists():
             raise ServiceError(
@@ -167,7 +187,7 @@ class TestServices(dg.ConfigurableResource):
             )
         return pg_bin
 
-    def _template(self, root: Path, pg_bin: Path, pg_user: str, log: LogFn | None) -> Path:
+    def initdb_template(self, root: Path, pg_bin: Path, pg_user: str, log: LogFn | None) -> Path:
         """initdb once per (version, user) and copy the result: copying is ~10x faster than initdb."""
         template = root / "templates" / f"pg-{pg_bin.parent.name}-{pg_user}"
         with file_lock(template.with_suffix(".lock"), what=f"postgres template {template}"):
@@ -177,13 +197,13 @@ class TestServices(dg.ConfigurableResource):
             template.parent.mkdir(parents=True, exist_ok=True)
             template.parent.chmod(0o755)  # the unprivileged server user must traverse it
             staging = Path(tempfile.mkdtemp(prefix="initdb-", dir=template.parent))
-            self._chown(staging)
+            self.chown(staging)
             self.runner.check(
                 _server_request(
                     argv=[str(pg_bin / "initdb"), "-D", str(staging / "data"), "-U", pg_user,
                           "--auth=scram-sha-256", "--auth-local=trust", "--no-sync", "-E", "UTF8",
                           "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C"],
-                    cwd=staging, label="postgresql initdb", user=self._user(), timeout_seconds=120,
+                    cwd=staging, label="postgresql initdb", user=self.server_user(), timeout_seconds=120,
                 ),
                 log=log,
             )
@@ -195,12 +215,12 @@ class TestServices(dg.ConfigurableResource):
     def _postgres(
         self, root: Path, workdir: Path, pg_user: str, database: str, password: str, log: LogFn | None
     ) -> Iterator[int]:
-        pg_bin = self._pg_bin()
-        template = self._template(root, pg_bin, pg_user, log)
+        pg_bin = self.pg_bin()
+        template = self.initdb_template(root, pg_bin, pg_user, log)
         data = workdir / "pgdata"
         self.runner.check(
             _server_request(argv=["cp", "-a", str(template), str(data)], cwd=workdir,
-                           label="postgresql data dir", user=self._user(), timeout_seconds=120)
+                           label="postgresql data dir", user=self.server_user(), timeout_seconds=120)
         )
         with (self._socket_dir(workdir) as sockets,
               self._serve_postgres(pg_bin, workdir, sockets, pg_user, database, password, log) as port):
@@ -217,7 +237,7 @@ class TestServices(dg.ConfigurableResource):
         short = Path(tempfile.mkdtemp(prefix="sevenp-pg-", dir=base if socket_dir_fits(base / "sevenp-pg-xxxxxxxx")
                                       else "/tmp"))
         try:
-            self._chown(short)
+            self.chown(short)
             yield short
         finally:
             shutil.rmtree(short, ignore_errors=True)
@@ -227,38 +247,50 @@ class TestServices(dg.ConfigurableResource):
         self, pg_bin: Path, workdir: Path, sockets: Path, pg_user: str, database: str, password: str,
         log: LogFn | None,
     ) -> Iterator[int]:
-        data = workdir / "pgdata"
+        server, port = self.start_postgres(
+            pg_bin, workdir / "pgdata", workdir, sockets, pg_user=pg_user, die_with_parent=True,
+            settings=("fsync=off", "synchronous_commit=off", "full_page_writes=off"),
+            setup=[f"ALTER ROLE \"{pg_user}\" PASSWORD '{password}'",
+                   f"CREATE DATABASE \"{database}\" OWNER \"{pg_user}\""], secrets=(password,))
+        if log:
+            log(f"postgresql {pg_bin.parent.name} ready on 127.0.0.1:{port} (pid {server.pid})")
+        try:
+            yield port
+        finally:
+            server.stop()
+
+    def start_postgres(
+        self, pg_bin: Path, data: Path, workdir: Path, sockets: Path, *, pg_user: str, preferred_port: int = 0,
+        die_with_parent: bool = False, settings: Sequence[str] = (), setup: Sequence[str] = (),
+        secrets: Sequence[str] = (),
+    ) -> tuple[RunningProcess, int]:
+        """Starts ``postgres`` on ``data`` (loopback only, sockets in ``sockets``, log in ``workdir``), waits
+        until it answers, runs the ``setup`` statements; returns the server and its port. A port taken
+        between probe and bind is retried on another; ``preferred_port`` is tried first when it is free.
+        ``die_with_parent``: a stage's throwaway server; False for one that outlives the run."""
         last_error = ""
-        for _ in range(3):  # a free port can be taken between probe and bind: try another
-            port = free_port()
+        for attempt in range(3):
+            port = preferred_port if attempt == 0 and preferred_port and port_free(preferred_port) else free_port()
             server = self.runner.start(
                 _server_request(
                     argv=[str(pg_bin / "postgres"), "-D", str(data), "-p", str(port),
                           "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}",
-                          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-                    cwd=workdir, label="postgresql", user=self._user(), die_with_parent=True,
+                          *[arg for setting in settings for arg in ("-c", setting)]],
+                    cwd=workdir, label="postgresql", user=self.server_user(), die_with_parent=die_with_parent,
                     log_path=workdir / "postgresql.log",
                 )
             )
             try:
                 self._wait_pg(pg_bin, server, workdir, sockets, port, pg_user)
-                self._psql(pg_bin, workdir, sockets, port, pg_user, [
-                    f"ALTER ROLE \"{pg_user}\" PASSWORD '{password}'",
-                    f"CREATE DATABASE \"{database}\" OWNER \"{pg_user}\"",
-                ], secrets=(password,))
+                if setup:
+                    self._psql(pg_bin, workdir, sockets, port, pg_user, list(setup), secrets=secrets)
             except ServiceError as exc:
                 server.stop()
                 last_error = str(exc)
                 if "could not bind" in last_error or "already in use" in last_error:
                     continue
                 raise
-            if log:
-                log(f"postgresql {pg_bin.parent.name} ready on 127.0.0.1:{port} (pid {server.pid})")
-            try:
-                yield port
-            finally:
-                server.stop()
-            return
+            return server, port
         raise ServiceError(f"postgresql: could not bind a loopback port: {last_error}")
 
     def _wait_pg(self, pg_bin: Path, server: RunningProcess, workdir: Path, sockets: Path, port: int,
@@ -269,7 +301,7 @@ class TestServices(dg.ConfigurableResource):
                 raise ServiceError(f"postgresql exited at startup: {_tail(workdir / 'postgresql.log')}")
             ready = self.runner.run(_server_request(
                 argv=[str(pg_bin / "pg_isready"), "-q", "-h", str(sockets), "-p", str(port), "-U", user],
-                cwd=workdir, label="pg_isready", timeout_seconds=10, user=self._user()))
+                cwd=workdir, label="pg_isready", timeout_seconds=10, user=self.server_user()))
             if ready.ok:
                 return
             time.sleep(0.1)
@@ -286,11 +318,11 @@ class TestServices(dg.ConfigurableResource):
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write("".join(f"{statement};\n" for statement in statements))
-            self._chown(script)
+            self.chown(script)
             self.runner.check(_server_request(
                 argv=[str(pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets),
                       "-p", str(port), "-U", user, "-d", "postgres", "-f", str(script)],
-                cwd=workdir, label="postgresql setup", secrets=secrets, user=self._user(), timeout_seconds=30))
+                cwd=workdir, label="postgresql setup", secrets=secrets, user=self.server_user(), timeout_seconds=30))
         except ProcessError as exc:
             raise ServiceError(str(exc)) from exc
         finally:
@@ -311,7 +343,7 @@ class TestServices(dg.ConfigurableResource):
                     argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
                           "--protected-mode", "yes"],
-                    cwd=workdir, label="redis", user=self._user(), log_path=logfile, die_with_parent=True,
+                    cwd=workdir, label="redis", user=self.server_user(), log_path=logfile, die_with_parent=True,
                 )
             )
             try:

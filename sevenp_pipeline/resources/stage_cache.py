@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +29,13 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from sevenp_pipeline.files import PRIVATE_FILE_MODE, private_dir
+from sevenp_pipeline.files import ATOMIC_TMP_PREFIX, write_atomically
 from sevenp_pipeline.resources.artifacts import sha256_file
 
 MANIFEST_FORMAT = 1
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
-_TMP_PREFIX = ".tmp-"
 
 
 class CacheError(Exception):
@@ -150,7 +148,7 @@ class StageResultCache(dg.ConfigurableResource):
         if dest.is_file() and sha256_file(dest) == digest:
             return digest
         with path.open("rb") as source:
-            _write_atomically(dest, lambda out: shutil.copyfileobj(source, out))
+            write_atomically(dest, lambda out: shutil.copyfileobj(source, out))
         return digest
 
     def save(self, manifest: Manifest) -> Path:
@@ -160,7 +158,7 @@ class StageResultCache(dg.ConfigurableResource):
             raise CacheError(f"blobs of {missing} are not stored; the manifest would point at nothing")
         dest = self.manifest_path(app=manifest.app, stage=manifest.stage, key=manifest.input_key)
         text = manifest.to_json().encode()
-        _write_atomically(dest, lambda out: out.write(text))
+        write_atomically(dest, lambda out: out.write(text))
         return dest
 
     # -- reading -----------------------------------------------------------------------------------
@@ -225,7 +223,7 @@ class StageResultCache(dg.ConfigurableResource):
             freed += info.st_size
             if not dry_run:
                 path.unlink(missing_ok=True)
-        leftovers = (root / "manifests").glob(f"*/*/{_TMP_PREFIX}*")  # a writer that died mid-write
+        leftovers = (root / "manifests").glob(f"*/*/{ATOMIC_TMP_PREFIX}*")  # a writer that died mid-write
         for path in sorted([*(root / "blobs" / "sha256").glob("*"), *leftovers]):
             try:
                 info = path.stat()
@@ -239,20 +237,3 @@ class StageResultCache(dg.ConfigurableResource):
                 path.unlink(missing_ok=True)
         return CachePruneReport(manifests_removed=removed_manifests, blobs_removed=removed_blobs,
                                 bytes_freed=freed, manifests_kept=kept)
-
-
-def _write_atomically(dest: Path, write: Any) -> None:
-    """``write(handle)`` into a private temp file next to ``dest``, then rename it over ``dest``."""
-    private_dir(dest.parent)
-    fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=dest.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), PRIVATE_FILE_MODE)
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(dest)  # os.replace: atomic within the folder
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -36,6 +36,7 @@ from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_COMMIT
 from sevenp_pipeline_tests.conftest import TINY_APP, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote, git
+from sevenp_pipeline_tests.waiting import wait_for_runs, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -137,19 +138,6 @@ stages:
             stack.stop()
 
 
-def _wait_runs(
-    instance: dg.DagsterInstance, sha: str, *, count: int = 1, timeout: float = 300
-) -> list[dg.DagsterRun]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
-        if len(runs) >= count and all(r.is_finished for r in runs):
-            return sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
-        time.sleep(0.5)
-    seen = [(r.run_id, r.status) for r in instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))]
-    raise AssertionError(f"{count} finished run(s) of {sha[:12]} not seen in {timeout:.0f}s: {seen}")
-
-
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return [r.event_log_entry.user_message for r in instance.get_records_for_run(run_id, limit=100000).records]
 
@@ -212,13 +200,13 @@ def _encoded_forms(name: str, secret: str) -> dict[str, str]:
 def test_hostile_stage_reads_no_orchestrator_secret_and_leaves_nothing(hostile_stack: Stack) -> None:
     stack = hostile_stack
     develop = _push_develop(stack, "chore: develop before the attack")
-    (first,) = _wait_runs(stack.instance, develop)
+    (first,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: develop})
     assert first.status == dg.DagsterRunStatus.SUCCESS, first.run_id
     clean = _tagged(_messages(stack.instance, first.run_id), "VICTIM-SHA256")
 
     sha = _push_hostile(stack, "feature/attack", {
         "lint": "node scripts/hostile.js steal poison daemon encode && node scripts/lint.js"})
-    (run,) = _wait_runs(stack.instance, sha)
+    (run,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: sha})
     messages = _messages(stack.instance, run.run_id)
     assert run.tags[TAG_BRANCH] == "feature/attack"
     assert run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(messages[-40:])
@@ -241,7 +229,7 @@ def test_hostile_stage_reads_no_orchestrator_secret_and_leaves_nothing(hostile_s
     assert not (cached / ".cache").exists()
     # A new tree: the lint stage (which reads the victim package) must run again, not be restored.
     after = _push_develop(stack, "chore: develop after the attack", note="after the attack\n")
-    (second,) = _wait_runs(stack.instance, after)
+    (second,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: after})
     assert second.status == dg.DagsterRunStatus.SUCCESS
     assert _tagged(_messages(stack.instance, second.run_id), "VICTIM-SHA256") == clean
 
@@ -269,27 +257,25 @@ def test_killed_run_worker_is_retried_with_nothing_left(hostile_stack: Stack) ->
         "test:integration": "node scripts/hostile.js hang && node scripts/test.js integration"})
     services = stack.home / "services"
     marker = stack.home / "workspaces" / KEY / sha / "src" / ".hostile-attempt"
-    deadline = time.monotonic() + 180
-    worker = None
-    while time.monotonic() < deadline and worker is None:
+
+    def hanging() -> tuple[list[dg.DagsterRun], int] | None:
         runs = stack.instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}))
-        if runs and marker.exists():
-            worker = next((int(found.group(1)) for m in _messages(stack.instance, runs[0].run_id)
-                           if (found := WORKER_PID.match(m))), None)
-        time.sleep(0.2)
-    assert worker is not None, "the hanging stage never started"
+        if not (runs and marker.exists()):
+            return None
+        worker = next((int(found.group(1)) for m in _messages(stack.instance, runs[0].run_id)
+                       if (found := WORKER_PID.match(m))), None)
+        return None if worker is None else (runs, worker)
+
+    runs, worker = wait_until(hanging, timeout=180, interval=0.2,
+                              what="the hanging stage to start (its marker, and its run worker's pid in the log)")
     (killed_run,) = runs
     assert list(services.glob("svc-*")), "the integration stage's services should be running"
     os.kill(worker, signal.SIGKILL)
     killed_at = time.time()
 
-    deadline = time.monotonic() + 120
-    retries: list[dg.DagsterRun] = []
-    while time.monotonic() < deadline and not retries:
-        retries = stack.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": killed_run.run_id}))
-        time.sleep(0.5)
-    assert retries, "run_retries made no retry"
-    first, retry = _wait_runs(stack.instance, sha, count=2, timeout=420)
+    # run_retries makes a retry (a run whose parent is the killed one).
+    wait_for_runs(stack.instance, tags={"dagster/parent_run_id": killed_run.run_id}, timeout=120, finished=False)
+    first, retry = wait_for_runs(stack.instance, tags={TAG_COMMIT: sha}, count=2, timeout=420)
     assert (first.run_id, first.status) == (killed_run.run_id, dg.DagsterRunStatus.FAILURE)
     assert retry.status == dg.DagsterRunStatus.SUCCESS
     # Not stuck behind the dead run's pool slot (it sat 5.5 minutes before free_slots_after_run_end_seconds).
@@ -298,18 +284,25 @@ def test_killed_run_worker_is_retried_with_nothing_left(hostile_stack: Stack) ->
     # Nothing of the killed attempt is left: its stage command, its servers, its service folder.
     assert subprocess.run(["pgrep", "-f", "hostile.js hang"], check=False).returncode == 1
     assert subprocess.run(["pgrep", "-f", str(services)], check=False).returncode == 1
-    assert list(services.glob("svc-*")) == []
+    assert _service_folders(services) == []
+
+
+def _service_folders(services: Path) -> list[str]:
+    """Each ``svc-*`` or ``.svc-new-*`` folder left, with its owner record (or none) and what it holds."""
+    left = []
+    for folder in sorted([*services.glob("svc-*"), *services.glob(".svc-new-*")]):
+        owner = folder / "owner.json"
+        record = owner.read_text() if owner.exists() else "no owner record"
+        left.append(f"{folder.name}: {record}; holds {sorted(p.name for p in folder.iterdir())}")
+    return left
 
 
 def test_broken_app_config_is_visible_and_breaks_only_itself(hostile_stack: Stack) -> None:
     """The hostile app ran on every push above beside broken.yaml; the file's error is on its own
     sensor, naming the file and the key."""
-    deadline = time.monotonic() + 120
-    ticks: list[dict] = []
-    while time.monotonic() < deadline and not ticks:
-        ticks = [t for t in hostile_stack.stack.sensor_ticks("broken_config_error") if t["status"] == "FAILURE"]
-        time.sleep(0.5)
-    assert ticks, "the error sensor never failed a tick"
+    ticks = wait_until(
+        lambda: [t for t in hostile_stack.stack.sensor_ticks("broken_config_error") if t["status"] == "FAILURE"],
+        timeout=120, interval=0.5, what="the error sensor to fail a tick")
     error = ticks[0]["error"]
     text = " ".join([error["message"], *(c["message"] for c in error["causes"])])
     assert "broken.yaml: stages.audit" in text and "nope" in text

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import signal
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sevenp_pipeline.deploy.targets.role import DeployError, LogFn
-from sevenp_pipeline.files import open_private
+from sevenp_pipeline.files import open_private, private_dir, read_json_state, write_json_state
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessError, ProcessRunner, RunningProcess
 from sevenp_pipeline.resources.service_dirs import services_root, socket_dir_fits
 from sevenp_pipeline.resources.services import (
@@ -33,6 +32,7 @@ from sevenp_pipeline.resources.services import (
     ServiceError,
     TestServices,
     free_port,
+    port_free,
 )
 
 PG_USER = "app"
@@ -76,18 +76,13 @@ class EnvironmentServices:
         return self.root / "postgres-password"
 
     def _user(self) -> str | None:
-        return self._helpers._user()
+        return self._helpers.server_user()
 
     def _read_state(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_json_state(self.state_path)
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_path)
+        write_json_state(self.state_path, state)
 
     def _password(self) -> str:
         try:
@@ -173,53 +168,32 @@ class EnvironmentServices:
         if self._alive("postgresql", entry):
             return int(entry["port"])
         helpers = self._helpers
-        pg_bin = helpers._pg_bin()
+        pg_bin = helpers.pg_bin()
         folder = self._own_folder(base / "postgres")
         data = folder / "data"
         entry["data"] = str(data)
         fresh = not (data / "PG_VERSION").exists()
         if fresh:
-            template = helpers._template(helpers.root(), pg_bin, PG_USER, log)
+            template = helpers.initdb_template(helpers.root(), pg_bin, PG_USER, log)
             self.runner.check(ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=folder,
                                              label="postgresql data dir", user=self._user(), inherit_env=False,
                                              env=SERVER_ENV, timeout_seconds=120))
         (data / "postmaster.pid").unlink(missing_ok=True)  # left by a server killed with SIGKILL
-        sockets = self._socket_dir(folder)
-        last_error = ""
-        for attempt in range(3):
-            port = int(entry.get("port") or 0) if attempt == 0 else 0
-            if not port or not _port_free(port):
-                port = free_port()
-            server = self.runner.start(ExecuteRequest(
-                argv=[str(pg_bin / "postgres"), "-D", str(data), "-p", str(port),
-                      "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}"],
-                cwd=folder, label="postgresql", user=self._user(), inherit_env=False, env=SERVER_ENV,
-                log_path=folder / "postgresql.log", timeout_seconds=float("inf"),
-            ))
-            try:
-                helpers._wait_pg(pg_bin, server, folder, sockets, port, PG_USER)
-                if fresh:
-                    helpers._psql(pg_bin, folder, sockets, port, PG_USER, [
-                        f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
-                        f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\"",
-                    ], secrets=(password,))
-            except ServiceError as exc:
-                server.stop()
-                last_error = str(exc)
-                if "could not bind" in last_error or "already in use" in last_error:
-                    continue
-                raise
-            _STARTED[server.pid] = server
-            entry.update(pid=server.pid, port=port)
-            if log:
-                log(f"postgresql for {self.root.name} on 127.0.0.1:{port} (pid {server.pid}, data {data})")
-            return port
-        raise ServiceError(f"postgresql: could not bind a loopback port: {last_error}")
+        setup = [f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
+                 f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""] if fresh else []
+        server, port = helpers.start_postgres(pg_bin, data, folder, self._socket_dir(folder), pg_user=PG_USER,
+                                              preferred_port=int(entry.get("port") or 0), setup=setup,
+                                              secrets=(password,))
+        _STARTED[server.pid] = server
+        entry.update(pid=server.pid, port=port)
+        if log:
+            log(f"postgresql for {self.root.name} on 127.0.0.1:{port} (pid {server.pid}, data {data})")
+        return port
 
     def _own_folder(self, folder: Path) -> Path:
         """A 0700 folder owned by the server user."""
-        folder.mkdir(mode=0o700, exist_ok=True)
-        self._helpers._chown(folder)
+        private_dir(folder)
+        self._helpers.chown(folder)
         return folder
 
     def _socket_dir(self, base: Path) -> Path:
@@ -227,8 +201,8 @@ class EnvironmentServices:
         if not socket_dir_fits(folder):
             digest = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
             folder = Path(tempfile.gettempdir()) / f"sevenp-pg-{digest}"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        self._helpers._chown(folder)
+        private_dir(folder)
+        self._helpers.chown(folder)
         return folder
 
     # -- Redis -----------------------------------------------------------------------------------
@@ -240,9 +214,8 @@ class EnvironmentServices:
         binary = self.redis_server
         last_error = ""
         for attempt in range(3):
-            port = int(entry.get("port") or 0) if attempt == 0 else 0
-            if not port or not _port_free(port):
-                port = free_port()
+            preferred = int(entry.get("port") or 0) if attempt == 0 else 0
+            port = preferred if preferred and port_free(preferred) else free_port()
             server = self.runner.start(ExecuteRequest(
                 argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
                       "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes"],
@@ -289,15 +262,6 @@ def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _redis_ping(port: int) -> bool:

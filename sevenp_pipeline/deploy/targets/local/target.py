@@ -13,7 +13,6 @@ config restored.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import time
@@ -35,6 +34,7 @@ from sevenp_pipeline.deploy.targets.role import (
     Rollout,
     SmokeFn,
 )
+from sevenp_pipeline.files import read_json_state, write_json_state
 from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import free_port
@@ -95,16 +95,10 @@ class LocalTarget(DeployTarget):
         return self.root / ".deploy.lock"
 
     def _read_state(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_json_state(self.state_path)
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(self.state_path)
+        write_json_state(self.state_path, state)
 
     def current(self) -> Release | None:
         live = self._read_state().get("live")
