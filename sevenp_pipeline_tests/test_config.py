@@ -103,6 +103,26 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
         load_app_config(path)
 
 
+@pytest.mark.parametrize(("stage", "key", "value"), [
+    ("lint_report", "report", "../../../etc/passwd"),
+    ("unit_test_results", "junit", "/etc/passwd"),
+    ("unit_test_results", "coverage", "coverage/../../x.json"),
+    ("build_artifact", "output_dir", ".."),
+    ("e2e_test_results", "artifacts", "../.."),
+    ("build_artifact", "output_dir", "."),
+])
+def test_stage_paths_stay_inside_the_app_folder(tmp_path: Path, stage: str, key: str, value: str) -> None:
+    path = _write(tmp_path, f"name: web\nrepository: {{url: x}}\nstages:\n  {stage}: {{{key}: '{value}'}}\n")
+    with pytest.raises(ConfigError, match=rf"app\.yaml: stages\.{stage}\.{key}: .*'{re.escape(value)}'"):
+        load_app_config(path)
+
+
+def test_repository_subdirectory_stays_inside_the_repository(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: web\nrepository: {url: x, subdirectory: ../other}\nstages: {}\n")
+    with pytest.raises(ConfigError, match=r"repository\.subdirectory: .*leaves the app folder"):
+        load_app_config(path)
+
+
 def test_script_and_command_are_exclusive(tmp_path: Path) -> None:
     path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n"
                             "  build_artifact: {script: b, command: [make]}\n")

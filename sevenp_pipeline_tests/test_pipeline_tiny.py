@@ -128,6 +128,22 @@ def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
     assert _server_pids() == before
 
 
+def test_a_reports_link_out_of_the_checkout_removes_nothing_there(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A branch commits ``reports`` as a link to a host folder: the stale-report removal (as root) must
+    not follow it, and the stage's report is refused rather than read from there."""
+    outside = tmp_path / "host-folder"
+    (outside / "junit").mkdir(parents=True)
+    victim = outside / "junit" / "unit.xml"
+    victim.write_text("the host's own file\n")
+    (pipeline.remote.clone / "reports").symlink_to(outside)
+    sha = pipeline.remote.commit("chore: reports is a link")
+    assert pipeline.materialize(sha, "source_checkout,node_dependencies").success
+    result = pipeline.materialize(sha, "unit_test_results")
+    assert victim.read_text() == "the host's own file\n"
+    assert not result.success
+    assert "outside the checkout" in _failure_text(result)
+
+
 def test_skip_tests_launch_option_is_recorded_not_passed(pipeline: Pipeline) -> None:
     sha = pipeline.remote.push("develop")
     result = pipeline.materialize(

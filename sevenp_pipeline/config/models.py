@@ -46,6 +46,23 @@ def _input_pattern(value: str) -> str:
 InputPattern = Annotated[str, AfterValidator(_input_pattern)]
 
 
+def _app_path(value: str) -> str:
+    """A file or folder the pipeline reads, writes or removes in the checkout: it stays inside the app
+    folder by its spelling (a link in the commit is refused where it is used, see stages/confined.py)."""
+    path = PurePosixPath(value)
+    if not value.strip() or path == PurePosixPath("."):
+        raise ValueError(f"'{value}' names no file or folder inside the app folder")
+    if path.is_absolute() or value.startswith("~"):
+        raise ValueError(f"'{value}' is absolute; paths are relative to the app folder")
+    if ".." in path.parts or "\\" in value or "\0" in value:
+        raise ValueError(f"'{value}' leaves the app folder ('..') or uses a backslash")
+    return value
+
+
+# report, junit, coverage, output_dir, artifacts: validated like inputs (relative, no '..').
+AppPath = Annotated[str, AfterValidator(_app_path)]
+
+
 class StageGates(BaseModel):
     """A stage's gates, enforced as blocking asset checks. Which keys apply depends on the kind."""
 
@@ -76,11 +93,11 @@ class StageSpec(BaseModel):
     optional: bool = Field(default=False, description="not applicable, not failed, when the script is missing")
     enabled: bool = True
     env: dict[str, str] = Field(default_factory=dict)
-    report: str | None = Field(default=None, description="report file the command writes")
-    junit: str | None = Field(default=None, description="JUnit XML the tests write")
-    coverage: str | None = Field(default=None, description="istanbul json-summary (istanbul, v8/c8, vitest)")
-    output_dir: str | None = Field(default=None, description="directory the stage produces")
-    artifacts: str | None = Field(default=None, description="folder of failure artifacts (screenshots, traces)")
+    report: AppPath | None = Field(default=None, description="report file the command writes")
+    junit: AppPath | None = Field(default=None, description="JUnit XML the tests write")
+    coverage: AppPath | None = Field(default=None, description="istanbul json-summary (istanbul, v8/c8, vitest)")
+    output_dir: AppPath | None = Field(default=None, description="directory the stage produces")
+    artifacts: AppPath | None = Field(default=None, description="folder of failure artifacts (screenshots, traces)")
     services: list[ServiceName] = Field(default_factory=list)
     retries: int = Field(default=0, ge=0, le=5, description="retries with backoff (network stages)")
     gates: StageGates = Field(default_factory=StageGates)
@@ -138,6 +155,11 @@ class Repository(BaseModel):
 
     url: str = Field(description="git remote URL or path; ${VAR} is expanded")
     subdirectory: str = Field(default="", description="the app's folder inside the repository")
+
+    @field_validator("subdirectory")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        return _app_path(value) if value else value
 
 
 class Branches(BaseModel):

@@ -33,6 +33,7 @@ from sevenp_pipeline.resources.services import ServiceError, TestServices, free_
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inputs
 from sevenp_pipeline.sandbox import SandboxError
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
+from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
@@ -233,11 +234,12 @@ class Stage:
         spec = self.spec
         log_path = self.workspace.logs / f"{self.name}.log"
         log_path.unlink(missing_ok=True)
-        for rel in (spec.report, spec.junit, spec.coverage):  # never read a stale report
+        for rel in (spec.report, spec.junit, spec.coverage, spec.artifacts):  # never read a stale report
             if rel:
-                (self.workspace.app_dir / rel).unlink(missing_ok=True)
-        if spec.artifacts:
-            shutil.rmtree(self.workspace.app_dir / spec.artifacts, ignore_errors=True)
+                try:
+                    remove_beneath(self.workspace.app_dir, rel)
+                except LinkInTheWay as exc:  # left alone: report_path() refuses to read through it
+                    self.context.log.warning(f"{self.name}: stale {rel} not removed: {exc}")
         outcome = self.runner.run(self.request(argv, log_path=log_path, node_modules=node_modules), log=self.log)
         shutil.rmtree(self.room.root, ignore_errors=True)  # HOME, TMPDIR, the node_modules layer
         if outcome.leftovers:
