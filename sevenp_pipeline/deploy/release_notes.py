@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sevenp_pipeline.stages.commits import parse_header
+from sevenp_pipeline.text import md_text
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("feat", "Features"), ("fix", "Bug Fixes"), ("perf", "Performance"), ("revert", "Reverts"),
@@ -36,8 +37,9 @@ def _short(sha: str | None) -> str:
 
 
 def _line(scope: str | None, text: str, sha: str) -> str:
-    prefix = f"**{scope}:** " if scope else ""
-    return f"- {prefix}{text.strip()} (`{_short(sha)}`)"
+    """One entry; the commit's words are escaped (its HTML is shown, never rendered)."""
+    prefix = f"**{md_text(scope)}:** " if scope else ""
+    return f"- {prefix}{md_text(text.strip())} (`{_short(sha)}`)"
 
 
 def render_release_notes(app_name: str, environment: str, previous_commit: str | None, new_commit: str,

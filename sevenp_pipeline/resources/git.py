@@ -12,6 +12,7 @@ from pydantic import Field
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import CommitInfo, Workspace
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, ProcessRunner
+from sevenp_pipeline.text import printable
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # Never let git prompt for credentials or use a pager in a pipeline.
@@ -114,7 +115,8 @@ class GitClient(dg.ConfigurableResource):
             label="git show",
         )
         full, author, email, ts, parents, subject = out.splitlines()[-1].split("\x1f", 5)
-        return CommitInfo(full, author, email, subject, int(ts), tuple(parents.split()))
+        return CommitInfo(full, printable(author), printable(email), printable(subject), int(ts),
+                          tuple(parents.split()))
 
     def tree_hash(self, app_key: str, sha: str, subdir: str = "") -> str:
         """The git tree id of the app folder: equal trees mean equal sources."""
@@ -184,8 +186,8 @@ class GitClient(dg.ConfigurableResource):
         for entry in out.split("\x1e"):
             if entry.count("\x1f") >= 6:
                 full, author, email, ts, parents, subject, body = entry.lstrip("\n").split("\x1f", 6)
-                commits.append(CommitInfo(full, author, email, subject, int(ts), tuple(parents.split()),
-                                          body.strip("\n")))
+                commits.append(CommitInfo(full, printable(author), printable(email), printable(subject), int(ts),
+                                          tuple(parents.split()), printable(body.strip("\n"), multiline=True)))
         return commits
 
     def changed_files(self, app_key: str, sha: str) -> list[str]:

@@ -34,6 +34,7 @@ from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inp
 from sevenp_pipeline.sandbox import SandboxError
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
+from sevenp_pipeline.text import md_text, printable
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
@@ -421,7 +422,7 @@ def stage_asset_args(
 
 def md_table(header: list[str], rows: list[list[Any]], limit: int = 50) -> str:
     def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")[:300]
+        return md_text(printable(str(v))).replace("|", "\\|")[:300]
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows[:limit]]

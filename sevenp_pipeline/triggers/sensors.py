@@ -24,6 +24,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.redaction import Redactor
+from sevenp_pipeline.text import printable
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
     TAG_AUTHOR,
@@ -116,7 +117,7 @@ def build_push_sensor(
         requests = []
         for branch, sha in moved.items():
             info = git.commit_info(app.key, sha)
-            context.log.info("push on %s: %s by %s", branch, sha[:12], info.author)
+            context.log.info("push on %s: %s by %s", printable(branch), sha[:12], info.author)
             requests.append(dg.RunRequest(
                 run_key=sha,
                 partition_key=sha,

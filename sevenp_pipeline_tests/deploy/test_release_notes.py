@@ -127,3 +127,20 @@ def test_render_without_git() -> None:
     assert "## Chores\n\n- require node 20 (`ccccccc`)" in notes
     empty = render_release_notes("api", "staging", "d" * 40, "d" * 40, [])
     assert empty == "# api → staging\n\n`ddddddd`..`ddddddd` (0 commits)\n\nNo changes.\n"
+
+
+def test_commit_text_is_shown_never_rendered_or_interpreted(repo: tuple[Remote, GitClient]) -> None:
+    """A branch's commit text: terminal escapes and bidi overrides are stripped where it is read (logs,
+    tags, notes), its HTML is escaped in the markdown notes."""
+    remote, git = repo
+    previous = remote.commit("chore: release 1.0", push_to="main")
+    subject = "feat: <iframe src=javascript:alert(1)></iframe> \x1b[2J\x1b[31mred\u202e\x9bdone"
+    new = remote.commit(subject + "\n\nbody \x1b]0;title\x07line\nsecond line", push_to="main")
+    git.fetch("app", remote.url)
+    (commit,) = git.commits_between("app", new, previous=previous)
+    assert commit.subject == "feat: <iframe src=javascript:alert(1)></iframe> [2J[31mreddone"
+    assert commit.body == "body ]0;titleline\nsecond line"
+    assert git.commit_info("app", new).subject == commit.subject
+    notes = render_release_notes("app", "staging", previous, new, [commit])
+    assert "&lt;iframe src=javascript:alert(1)&gt;&lt;/iframe&gt;" in notes and "<iframe" not in notes
+    assert "\x1b" not in notes
