@@ -20,6 +20,13 @@ but not ``{{major}}.{{minor}}`` (metadata-action's rule). Every tag is a valid D
 lowercase, ``[a-z0-9._-]`` only (runs of anything else become one ``-``), at most 128 characters,
 no leading ``.`` or ``-``. A branch that sanitizes to nothing becomes ``branch-<hash>``. Tags are
 data, never shell: ``$(touch pwned)`` becomes ``touch-pwned-``.
+
+Protected tags belong to one branch each, or to none: ``main``, ``master`` and ``develop`` only to the
+branch of exactly that name, ``release-X`` only to ``release-X`` or ``release/X``; ``latest``, semver
+(``1.4``, ``1.4.2``), ``pr-N``, ``sha-*``, ``inputs-*`` (the orchestrator's build-input tags),
+``branch-*`` and a protected branch's commit tags (``main-<sha7>``) to no branch. Any other branch
+whose tag would be one of them (``Main``, ``-main``, ``inputs-<hash>``) gets
+``<tag>-branch-<hash of its name>`` instead, so it cannot overwrite it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ import hashlib
 import re
 
 MAX_TAG = 128
+_PROTECTED = re.compile(r"^(main|master|develop|release-.+)$")  # one branch each
+# No branch's: also a protected branch's commit tag (main-<sha7>), which a branch named so would overwrite.
+_RESERVED = re.compile(r"^(latest|\d+\.\d+.*|pr-\d+|sha-.*|inputs-.*|branch-.*"
+                       r"|(main|master|develop|release-.+)-[0-9a-f]{7})$")
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
 _SEMVER = re.compile(
@@ -45,9 +56,27 @@ def sanitize_tag(value: str, *, max_length: int = MAX_TAG) -> str:
 
 def _branch_tag(branch: str, max_length: int = MAX_TAG) -> str:
     tag = sanitize_tag(branch, max_length=max_length)
-    if tag:
-        return tag
-    return f"branch-{hashlib.sha256(branch.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(branch.encode()).hexdigest()
+    if not tag:
+        return f"branch-{digest[:12]}"
+    if is_protected_tag(tag) and not _owns(branch, tag):
+        suffix = f"-branch-{digest[:8]}"
+        return tag[: max_length - len(suffix)].rstrip(".-") + suffix
+    return tag
+
+
+def is_protected_tag(tag: str) -> bool:
+    """A tag no branch may take by a name that merely sanitizes to it (see the module docstring)."""
+    return bool(_PROTECTED.match(tag) or _RESERVED.match(tag))
+
+
+def _owns(branch: str, tag: str) -> bool:
+    """Whether ``branch`` is the one branch a protected ``tag`` belongs to."""
+    if _RESERVED.match(tag) or not _PROTECTED.match(tag):
+        return False  # reserved: nobody's
+    if tag.startswith("release-"):
+        return branch in (tag, "release/" + tag.removeprefix("release-"))
+    return branch == tag
 
 
 def semver_tags(version: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -79,6 +80,26 @@ def test_bad_sha_and_pr_number_are_refused() -> None:
 
 
 def test_no_duplicates() -> None:
-    tags = image_tags(branch="1.2", sha=SHA, version="1.2.0")
+    tags = image_tags(branch="release/1.2", sha=SHA, version="1.2.0", git_tag="v1.2.0")
     assert len(tags) == len(set(tags))
-    assert tags == ["1.2", "1.2.0", "1.2-0123456"]
+    assert tags == ["1.2.0", "1.2", "release-1.2-0123456"]
+    own = "1.2-branch-" + hashlib.sha256(b"1.2").hexdigest()[:8]  # a branch named 1.2 does not get the semver tag
+    assert image_tags(branch="1.2", sha=SHA, version="1.2.0") == [own, "1.2.0", "1.2", f"{own}-0123456"]
+
+
+@pytest.mark.parametrize("branch", ["Main", "-main", "MAIN", "Develop", "Release/1.2",
+                                    "latest", "1.4", "1.4.2", "pr-7", "sha-0123456", "inputs-" + "ab" * 20,
+                                    "branch-0123456789ab", "main-0123456", "release-1.2-0123456"])
+def test_a_branch_never_takes_a_protected_tag_it_does_not_own(branch: str) -> None:
+    protected = {"main", "develop", "release-1.2", "latest", "1.4", "1.4.2", "pr-7", "sha-0123456",
+                 "inputs-" + "ab" * 20, "branch-0123456789ab", "main-0123456", "release-1.2-0123456"}
+    tags = image_tags(branch=branch, sha=SHA)
+    assert not protected & set(tags), tags
+    assert tags[0].endswith(f"-branch-{hashlib.sha256(branch.encode()).hexdigest()[:8]}")
+    assert all(VALID_TAG.match(t) for t in tags)
+
+
+def test_protected_tags_stay_with_their_own_branch() -> None:
+    assert image_tags(branch="main", sha=SHA)[0] == "main"
+    assert image_tags(branch="release/1.2", sha=SHA)[0] == image_tags(branch="release-1.2", sha=SHA)[0] == "release-1.2"
+    assert image_tags(branch="feature/main", sha=SHA)[0] == "feature-main"  # not protected: as before
