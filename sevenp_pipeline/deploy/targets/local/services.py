@@ -3,8 +3,10 @@
 Unlike the test stages' throwaway servers (resources/services.py, whose initdb template, readiness
 check and password setup are reused here), these keep their data under
 ``<home>/deploy/<app>/<env>/{postgres,redis}`` and outlive the run that started them: no parent-death
-signal, ports chosen once and remembered in ``services.json``, the password generated once and kept
-in a 0600 file. ``ensure()`` reuses live servers and restarts dead ones on the same data.
+signal, ports chosen once and remembered in ``services.json``, each server's password generated once
+and kept in a 0600 file. Both require it: any stage shares the host's loopback, and a Redis without
+``requirepass`` answered every one of them. The Redis password reaches the server through a 0600 config
+file its user owns, never a command line. ``ensure()`` reuses live servers and restarts dead ones on the same data.
 As root the servers run as an unprivileged user (``postgres``), like the test servers.
 """
 
@@ -75,6 +77,10 @@ class EnvironmentServices:
     def password_path(self) -> Path:
         return self.root / "postgres-password"
 
+    @property
+    def redis_password_path(self) -> Path:
+        return self.root / "redis-password"
+
     def _user(self) -> str | None:
         return self._helpers.server_user()
 
@@ -84,13 +90,15 @@ class EnvironmentServices:
     def _write_state(self, state: dict[str, Any]) -> None:
         write_json_state(self.state_path, state)
 
-    def _password(self) -> str:
+    def _password(self, path: Path | None = None) -> str:
+        """The password kept in ``path`` (the PostgreSQL one by default), made on first use."""
+        path = path or self.password_path
         try:
-            return self.password_path.read_text().strip()
+            return path.read_text().strip()
         except FileNotFoundError:
             pass
         password = secrets.token_urlsafe(18)
-        with open_private(self.password_path) as handle:
+        with open_private(path) as handle:
             handle.write(password.encode())
         return password
 
@@ -124,8 +132,10 @@ class EnvironmentServices:
                 env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=PG_USER, PGDATABASE=PG_DATABASE,
                            PGPASSWORD=password)
             if "redis" in self.names:
-                port = self._ensure_redis(base, state, log)
-                env["REDIS_URI"] = f"redis://127.0.0.1:{port}/0"
+                password = self._password(self.redis_password_path)
+                hidden.append(password)
+                port = self._ensure_redis(base, state, password, log)
+                env["REDIS_URI"] = f"redis://:{password}@127.0.0.1:{port}/0"
         except (ServiceError, ProcessError, OSError) as exc:
             raise DeployError(f"environment services under {self.root}: {exc}") from exc
         finally:
@@ -160,7 +170,7 @@ class EnvironmentServices:
             except OSError:
                 return False
             return str(entry.get("data", "")).encode() in cmdline and _listening(int(port))
-        return _redis_ping(int(port))
+        return _redis_ping(int(port), self._password(self.redis_password_path))
 
     # -- PostgreSQL ------------------------------------------------------------------------------
     def _ensure_postgres(self, base: Path, state: dict[str, Any], password: str, log: LogFn | None) -> int:
@@ -206,26 +216,33 @@ class EnvironmentServices:
         return folder
 
     # -- Redis -----------------------------------------------------------------------------------
-    def _ensure_redis(self, base: Path, state: dict[str, Any], log: LogFn | None) -> int:
+    def _ensure_redis(self, base: Path, state: dict[str, Any], password: str, log: LogFn | None) -> int:
         entry = state.setdefault("redis", {})
         if self._alive("redis", entry):
             return int(entry["port"])
+        pid = entry.get("pid")
+        if pid and _pid_alive(int(pid)) and _comm(int(pid)) == "redis-server":  # up, but not with this password
+            _terminate(int(pid), signal.SIGTERM)  # (started before servers had one): restarted on its data
         data = self._own_folder(base / "redis")
+        config = data / "redis.conf"
+        with open_private(config, append=False) as handle:
+            handle.write(f"requirepass {password}\n".encode())
+        self._helpers.chown(config)
         binary = self.redis_server
         last_error = ""
         for attempt in range(3):
             preferred = int(entry.get("port") or 0) if attempt == 0 else 0
             port = preferred if preferred and port_free(preferred) else free_port()
             server = self.runner.start(ExecuteRequest(
-                argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                argv=[binary, str(config), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
                       "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes"],
                 cwd=data, label="redis", user=self._user(), inherit_env=False, env=SERVER_ENV,
                 log_path=data / "redis.log", timeout_seconds=float("inf"),
             ))
             deadline = time.monotonic() + self.startup_timeout_seconds
-            while time.monotonic() < deadline and server.alive() and not _redis_ping(port):
+            while time.monotonic() < deadline and server.alive() and not _redis_ping(port, password):
                 time.sleep(0.05)
-            if server.alive() and _redis_ping(port):
+            if server.alive() and _redis_ping(port, password):
                 _STARTED[server.pid] = server
                 entry.update(pid=server.pid, port=port)
                 if log:
@@ -264,15 +281,29 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_ping(port: int, password: str) -> bool:
+    """Whether the Redis on ``port`` answers PING after AUTH with ``password``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         try:
             sock.connect(("127.0.0.1", port))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            answer = b""
+            while answer.count(b"\r\n") < 2:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.startswith(b"+OK\r\n+PONG")
         except OSError:
             return False
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 8) -> str:
