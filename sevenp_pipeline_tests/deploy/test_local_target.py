@@ -103,7 +103,7 @@ def test_first_deploy_serves_through_the_front_door(make_target, images: DeployI
     assert (status, release, body["version"]) == (200, V1, "v1")
     assert body["database"] and body["redis"] and body["commit"] == V1  # the services' env reached the app
     assert target.current() == outcome.live
-    assert outcome.switch_seconds is not None and outcome.switch_seconds < 5
+    assert outcome.switch_seconds is not None  # its figure is benchmarks/deploy_switch.py's
     assert_clean(target, outcome.live.slot)
 
 

@@ -91,7 +91,7 @@ def test_unchanged_inputs_are_detected_and_not_rebuilt(stack: Stack, sample: Sam
     assert again.digest == sample.first.digest and again.input_hash == sample.first.input_hash
     assert not any("STEP" in line or "$ buildah" in line for line in log)  # no build, no push
     assert stack.registry.find(APP_REPOSITORY, "develop-2222222") == sample.first.digest  # only the new tag added
-    assert seconds <= 0.1 * sample.seconds, (seconds, sample.seconds)
+    # How much faster that is, is benchmarks/package_stages.py's to measure: a timed assert fails on a busy machine.
 
 
 def test_changed_input_is_rebuilt(stack: Stack, sample: SampleBuild, tmp_path: Path) -> None:
