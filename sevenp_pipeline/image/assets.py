@@ -7,14 +7,14 @@ digest, and tagged with the spec's tags only after every security gate passed.
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.image.records import ImageRecord, latest_record
+from sevenp_pipeline.image.records import ImageRecord, latest_record, recorded_digests
 from sevenp_pipeline.image.tags import image_tags
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
@@ -88,6 +88,8 @@ def build_package_assets(
                 labels={"org.opencontainers.image.source": app.repository.url,
                         "org.opencontainers.image.title": app.name},
                 log=log,
+                trusted=lambda input_hash, digest: digest in recorded_digests(
+                    context.instance, image_key(app), input_hash),
             )
         except ImageBuildError as exc:
             tail = getattr(exc, "log_tail", "") or ""
@@ -189,14 +191,17 @@ class PublishedImage:
 def publish_image(
     *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
     tags: Sequence[str], build_args: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
-    log: LogFn | None = None,
+    log: LogFn | None = None, trusted: Callable[[str, str], bool] | None = None,
 ) -> PublishedImage:
     """Builds and pushes unless the registry already holds an image built from the same inputs.
 
     The inputs hash covers the Dockerfile, the context (after .dockerignore), build args, labels
     and the digests of base images named in ``*IMAGE`` build args (resolved in their registry, so
     a moved base tag means a rebuild). The image carries it as label ``org.sevenp.inputs-hash``
-    and tag ``inputs-<hash[:40]>``; finding that tag means: add ``tags``, nothing else.
+    and tag ``inputs-<hash[:40]>``; finding that tag means: add ``tags``, nothing else, as long as
+    ``trusted(input_hash, digest)`` says the orchestrator itself recorded that digest for those inputs.
+    The tag is mutable (anyone who can push to the registry can move it): a digest it did not record
+    is built again, and the push moves the tag back.
     """
     build_args = dict(build_args or {})
     labels = dict(labels or {})
@@ -217,6 +222,11 @@ def publish_image(
     input_tag = f"inputs-{input_hash[:40]}"
     all_tags = [*dict.fromkeys([*tags, input_tag])]
     found = registry.find(repository, input_tag)
+    if found and trusted is not None and not trusted(input_hash, found):
+        if log:
+            log(f"WARNING: {registry.repository_ref(repository)}:{input_tag} points at {found}, which no build of "
+                f"the pipeline recorded for these inputs: the tag was moved; building again")
+        found = None
     if found:
         if log:
             log(f"{registry.repository_ref(repository)}:{input_tag} exists ({found}): same inputs, not rebuilt")

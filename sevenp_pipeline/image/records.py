@@ -120,6 +120,20 @@ def partition_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition
     return None if mat is None else {k: v.value for k, v in mat.metadata.items()}
 
 
+def recorded_digests(instance: dg.DagsterInstance, key: dg.AssetKey, input_hash: str, *,
+                     limit: int = 1000) -> set[str]:
+    """The image digests ``key`` (a ``container_image``) recorded for ``input_hash`` in its last ``limit``
+    materializations, on any commit: the images the pipeline itself built (or reused) from those inputs."""
+    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=limit)
+    digests = set()
+    for record in result.records:
+        mat = record.asset_materialization
+        meta = mat.metadata if mat is not None else {}
+        if "input_hash" in meta and "digest" in meta and meta["input_hash"].value == input_hash:
+            digests.add(str(meta["digest"].value))
+    return digests
+
+
 def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
     """Metadata of the latest materialization of ``key`` for this commit (raises naming the asset)."""
     meta = partition_metadata(context.instance, key, context.partition_key)

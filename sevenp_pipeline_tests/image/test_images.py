@@ -108,6 +108,39 @@ def test_changed_input_is_rebuilt(stack: Stack, sample: SampleBuild, tmp_path: P
     assert stack.registry.find("sevenp/small", "two") == two.digest
 
 
+def test_a_moved_inputs_tag_is_built_again_not_trusted(stack: Stack, tmp_path: Path) -> None:
+    """Registry poisoning: another branch's image pushed over the inputs-<hash> tag. Reuse trusts only a
+    digest the pipeline recorded for those inputs, so the commit is built again and the tag moved back."""
+    dockerfile = tmp_path / "Dockerfile.small"
+    dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY healthcheck.js /app/\n")
+    evil = tmp_path / "Dockerfile.evil"
+    evil.write_text(dockerfile.read_text() + "LABEL evil=yes\n")
+    args = {"BASE_IMAGE": stack.base.ref or ""}
+    recorded: dict[str, set[str]] = {}
+
+    def publish(path: Path, tags: list[str], log: list[str] | None = None):
+        made = publish_image(builder=stack.builder, registry=stack.registry, context_dir=SAMPLE_APP,
+                             dockerfile=path, repository="sevenp/guarded", tags=tags, build_args=args,
+                             trusted=lambda h, d: d in recorded.get(h, set()),
+                             log=log.append if log is not None else None)
+        recorded.setdefault(made.input_hash, set()).add(made.digest)
+        return made
+
+    first = publish(dockerfile, ["main"])
+    input_tag = f"inputs-{first.input_hash[:40]}"
+    other = publish_image(builder=stack.builder, registry=stack.registry, context_dir=SAMPLE_APP, dockerfile=evil,
+                          repository="sevenp/guarded", tags=["evil"], build_args=args)
+    stack.registry.tag(repository="sevenp/guarded", digest=other.digest, tags=[input_tag])
+    assert stack.registry.find("sevenp/guarded", input_tag) == other.digest
+    log: list[str] = []
+    again = publish(dockerfile, ["main"], log)
+    assert not again.reused and again.digest != other.digest
+    assert any("which no build of the pipeline recorded" in line for line in log), log
+    assert stack.registry.find("sevenp/guarded", input_tag) == again.digest
+    assert stack.registry.find("sevenp/guarded", "main") == again.digest
+    assert publish(dockerfile, ["main"]).reused  # a recorded digest is reused as before
+
+
 def test_missing_dockerfile_names_it(stack: Stack, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "Dockerfile"
     with pytest.raises(ImageBuildError, match=re.escape(f"Dockerfile not found: {missing}")):
