@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.deploy import history
 from sevenp_pipeline.deploy.release_notes import render_release_notes
 from sevenp_pipeline.deploy.smoke import smoke_runner
@@ -37,6 +38,7 @@ from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages.runner import failure, fingerprint, md_table
+from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_DEPLOY_ENV, TAG_NOTIFIED, TAG_ROLLBACK, TAG_TRIGGER
 
 DEPLOY_CODE_VERSION = "1"
@@ -105,7 +107,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
               code_version=DEPLOY_CODE_VERSION, output_required=False)
     def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,
                    artifact_store: ArtifactStore, workspaces: Workspaces, process_runner: ProcessRunner,
-                   notifier: SlackNotifier) -> Iterator[dg.MaterializeResult]:
+                   notifier: SlackNotifier, git: GitClient) -> Iterator[dg.MaterializeResult]:
         instance = context.instance
         sha = context.partition_key
         run = context.run
@@ -125,7 +127,19 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
             notify("deploy_failed", f"{app.name}: deploy of {sha[:12]} to {name} refused", reason)
             return failure(f"{key.to_user_string()}: refused: {reason}", environment=name, reason=reason)
 
-        # 1. Refusals: nothing is touched before these pass.
+        # 1. Refusals: nothing is touched before these pass. First the branch rule, on every route (sensor,
+        # Launchpad, asset graph, CLI, GraphQL): checked against the remote's heads, not the run's tags.
+        if env.branches:
+            rules = Branches(include=env.branches)
+            try:
+                on = git.branches_containing(app.key, app.repository.url, sha,
+                                             allowed=lambda b: branch_matches(b, rules))
+            except GitError as exc:
+                raise refuse(f"cannot check which branches hold {sha[:12]}: {exc}") from exc
+            if not on:
+                raise refuse(f"commit {sha[:12]} is on no branch that environments.{name}.branches allows "
+                             f"({', '.join(env.branches)}) in {app.repository.url} now")
+            context.log.info(f"{name}: {sha[:12]} is on {', '.join(on)} (environments.{name}.branches)")
         if env.after:
             prior = history.latest_for_commit(instance, app.key, env.after, sha)
             if prior is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -144,6 +145,30 @@ class GitClient(dg.ConfigurableResource):
                 raise GitError(f"unexpected output of git diff-tree for {sha[:12]}: {meta!r} {path!r}")
             files.append((path[len(prefix):], parts[1], parts[3]))
         return sorted(files)
+
+    def branches_containing(self, app_key: str, url: str, sha: str, *, allowed: Callable[[str], bool]) -> list[str]:
+        """The remote's branches, among those ``allowed`` accepts, whose head contains ``sha`` now.
+
+        Asked of the remote itself (``ls-remote``, then a fetch for the objects), never of run tags or
+        launch options, which anyone who launches a run sets.
+        """
+        heads = {b: h for b, h in self.ls_remote_heads(url).items() if allowed(b)}
+        if not heads:
+            return []
+        self.fetch(app_key, url)
+        found = []
+        for branch, head in sorted(heads.items()):
+            if head == sha or (self.has_commit(app_key, head) and self._is_ancestor(app_key, sha, head)):
+                found.append(branch)
+        return found
+
+    def _is_ancestor(self, app_key: str, ancestor: str, descendant: str) -> bool:
+        outcome = self.runner.run(ExecuteRequest(
+            argv=["git", "merge-base", "--is-ancestor", ancestor, descendant], cwd=self.mirror_path(app_key),
+            label="git merge-base", env=GIT_ENV, timeout_seconds=self.timeout_seconds, capture=True))
+        if outcome.exit_code not in (0, 1):
+            raise GitError(f"{outcome.describe()}: {outcome.tail_text(8)}")
+        return outcome.exit_code == 0
 
     def tags_at(self, app_key: str, sha: str) -> list[str]:
         """Tags of the remote that point at ``sha`` (the mirror keeps every tag)."""

@@ -140,8 +140,11 @@ def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_s
 
 
 def test_queued_commits_deploy_only_the_newest(deploy_stack: Stack) -> None:
-    # Three commits on a branch that does not deploy by itself (staging takes main only).
+    # Three commits built on branches that do not deploy by themselves (staging takes main only), then main
+    # fast-forwarded to the last: a deploy needs its commit on an allowed branch of the remote, and the push
+    # starts no run (its commit has run already), so only the deploys launched below go to staging.
     shas = [deploy_stack.released(v, f"feature/queue-{v}") for v in ("2", "3", "4")]
+    deploy_stack.remote.push("main")
     lock = deploy_stack.home.resolve() / "deploy" / NAME / "staging" / "queue.lock"
     with file_lock(lock, timeout=10):  # the staging deploy queue is busy while the three are launched
         run_ids = [deploy_stack.launch_deploy("staging", sha) for sha in shas]

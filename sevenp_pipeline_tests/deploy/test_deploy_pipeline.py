@@ -27,7 +27,7 @@ from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_ROLLBACK
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
-from sevenp_pipeline_tests.gitutil import Remote
+from sevenp_pipeline_tests.gitutil import Remote, git
 from sevenp_pipeline_tests.httpserver import Server, http_server
 
 pytestmark = [
@@ -276,3 +276,21 @@ def test_unsigned_tampered_or_unverifiable_images_are_refused(deploys: Deploys) 
     result = deploys.deploy(never, "staging")
     assert not result.success and "was never promoted" in _failures(result)
     assert deploys.answer("staging") == before
+
+
+def test_a_commit_off_the_allowed_branches_is_refused_from_the_graph(deploys: Deploys) -> None:
+    """Materializing staging_deployment and production_deployment from the asset graph (or the Launchpad)
+    for a feature branch's commit: refused by the branch rule, checked against the remote, nothing touched."""
+    before = {env: deploys.answer(env) for env in ("staging", "production")}
+    git("checkout", "--quiet", "-b", "feature/evil", cwd=deploys.remote.clone)
+    try:
+        deploys.remote.write("VERSION", "EVIL\n")
+        sha = deploys.remote.commit("feat: evil", push_to="feature/evil")
+        assert deploys.pipeline(sha).success  # it passed every gate: only the branch rule stands in the way
+        for env in ("staging", "production"):
+            result = deploys.deploy(sha, env, tags={"sevenp/branch": "main"})  # a tag proves nothing
+            text = _failures(result)
+            assert not result.success and f"is on no branch that environments.{env}.branches allows (main)" in text
+            assert deploys.answer(env) == before[env]
+    finally:
+        git("checkout", "--quiet", "main", cwd=deploys.remote.clone)
