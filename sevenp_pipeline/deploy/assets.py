@@ -25,6 +25,7 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.deploy import history
+from sevenp_pipeline.deploy.approvals import find_approval
 from sevenp_pipeline.deploy.release_notes import render_release_notes
 from sevenp_pipeline.deploy.smoke import smoke_runner
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
@@ -147,6 +148,14 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                              f"deploy it there first and let its smoke tests pass")
             if app.deploy.smoke is not None and prior.metadata.get("smoke_passed") is not True:
                 raise refuse(f"the smoke tests of {sha[:12]} did not pass in {env.after}")
+        approval = None
+        if env.approval == "manual":
+            approval = find_approval(Path(deploy_targets.home).resolve(), app.key, name, sha)
+            if approval is None:
+                raise refuse(f"{name} is approval: manual and nobody approved {sha[:12]}: a person approves with "
+                             f"`make deploy ENV={name} COMMIT={sha}` (recorded with APPROVER or their user "
+                             f"name); a launch, a tag or a launch option is not an approval")
+            context.log.info(f"{name}: {sha[:12]} approved by {approval.approver} ({approval.via})")
         try:
             verified = verify_release(instance, app, sha, check_keys=gate_checks, signing_key=signing_key,
                                       artifact_store=artifact_store)
@@ -202,6 +211,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                 "image_ref": image.ref, "image_digest": image.digest,
                 "since": dg.MetadataValue.timestamp(started), "launched_by": launched_by(run),
                 "rollback": bool(run.tags.get(TAG_ROLLBACK)), "provenance_keyid": verified.keyid,
+                **({"approved_by": approval.approver, "approved_via": approval.via} if approval else {}),
                 **meta,
             },
         )

@@ -5,9 +5,11 @@
     python -m sevenp_pipeline.devtools.deploy rollback --env ENV [--to SHA] [--app APP]
     python -m sevenp_pipeline.devtools.deploy stop     [--env ENV] [--app APP]
 
-``deploy`` launches ``<app>_deploy_<env>_job`` for the commit (a manual environment's approval).
-``rollback`` launches it for the last healthy commit before the one live now (or ``--to``): rollback is
-a redeploy of a healthy partition, with the same checks. ``stop`` stops a local environment's
+``deploy`` launches ``<app>_deploy_<env>_job`` for the commit. For an ``approval: manual`` environment it
+first records the person's approval (``--approver``, else ``APPROVER``, else the user name; see
+deploy/approvals.py): only such a record lets that deploy through. ``rollback`` launches it for the last
+healthy commit before the one live now (or ``--to``), approved the same way: rollback is a redeploy of a
+healthy partition, with the same checks. ``stop`` stops a local environment's
 containers, nginx and servers (its data stays). ``--app`` may be left out when one app deploys.
 """
 
@@ -22,6 +24,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
 from sevenp_pipeline.deploy import history
+from sevenp_pipeline.deploy.approvals import approver_name, record_approval
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.targets.role import DeployError
 from sevenp_pipeline.deploy.triggers import deploy_job_name
@@ -60,6 +63,13 @@ def _launch(url: str, app: AppConfig, env: str, sha: str, tags: dict[str, str]) 
                             **tags})
 
 
+def _approve(settings: Settings, app: AppConfig, env: str, sha: str, approver: str | None, *, via: str) -> None:
+    if app.deploy_environments[env].approval != "manual":
+        return
+    made = record_approval(settings.home, app.key, env, sha, approver=approver or approver_name(), via=via)
+    print(f"{env}: {sha[:12]} approved by {made.approver}")
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -84,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", help="deploy: the commit (full SHA) to deploy")
     parser.add_argument("--to", help="rollback: the commit to go back to (default: the last healthy one)")
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver")
+    parser.add_argument("--approver", help="deploy/rollback of a manual environment: who approves "
+                                           "(default: APPROVER, else your user name)")
     parser.add_argument("--wait", action="store_true", help="deploy/rollback: wait for the run and print its outcome")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "deploy":
             if not args.commit or not is_sha(args.commit):
                 raise UsageError("deploy needs --commit <full 40-character SHA>")
+            _approve(settings, app, env, args.commit, args.approver, via="make deploy")
             run_id = _launch(args.url, app, env, args.commit, {"dagster/user": "make deploy"})
             print(f"deploy of {args.commit[:12]} to {env}: run {run_id} ({args.url}/runs/{run_id})")
         else:
@@ -128,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise UsageError(f"{env} has no earlier healthy release than {(live or 'nothing')[:12]} "
                                      "to roll back to")
                 to = candidate.commit
+            _approve(settings, app, env, to, args.approver, via="make rollback")
             run_id = _launch(args.url, app, env, to, {TAG_ROLLBACK: live or "none",
                                                       "dagster/user": "make rollback"})
             print(f"rollback of {env} from {(live or 'nothing')[:12]} to {to[:12]}: run {run_id} "

@@ -15,6 +15,8 @@ import dagster as dg
 import pytest
 
 from sevenp_pipeline.config import AppConfig, load_app_config
+from sevenp_pipeline.deploy import history
+from sevenp_pipeline.deploy.approvals import record_approval
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools import deploy as deploy_cli
@@ -130,13 +132,23 @@ def test_push_to_main_deploys_staging_and_production_waits_for_a_person(deploy_s
     wait_for_sensor_ticks(deploy_stack.stack, f"{KEY}_deploy_sensor", after=staging_ended, count=2)
     assert deploy_stack.runs(deploy_job_name(deploy_stack.app, "production"), sha) == []
 
-    # A person approves: `make deploy ENV=production COMMIT=<sha>` launches the deploy job.
+    # Launched through GraphQL (what a stage on loopback did) without a person's approval: refused.
+    forged = wait_for_run(deploy_stack.instance, deploy_stack.launch_deploy("production", sha), statuses=ENDED)
+    assert forged.status == dg.DagsterRunStatus.FAILURE and forged.tags[TAG_DEPLOY] == "refused"
+    wait_for_message(deploy_stack.instance, forged.run_id, "nobody approved")
+    assert history.latest_for_commit(deploy_stack.instance, KEY, "production", sha) is None
+
+    # A person approves: `make deploy ENV=production COMMIT=<sha>` records who, then launches the deploy job.
     monkeypatch.setenv("SEVENP_HOME", str(deploy_stack.home))
     monkeypatch.setenv("SEVENP_APPS_DIR", str(deploy_stack.apps))
+    monkeypatch.setenv("APPROVER", "Grace Hopper")
     code = deploy_cli.main(["deploy", "--app", NAME, "--env", "production", "--commit", sha,
                             "--url", deploy_stack.stack.url, "--wait"])
     assert code == 0
     assert deploy_stack.release_header("production") == sha
+    release = history.latest_for_commit(deploy_stack.instance, KEY, "production", sha)
+    assert release is not None and release.metadata["approved_by"] == "Grace Hopper"
+    assert release.metadata["approved_via"] == "make deploy"
 
 
 def test_queued_commits_deploy_only_the_newest(deploy_stack: Stack) -> None:
@@ -163,6 +175,8 @@ def test_two_production_deploys_run_one_after_the_other(deploy_stack: Stack) -> 
     newest = deploy_stack.release_header("staging")  # passed staging's smoke tests (previous test)
     live = deploy_stack.release_header("production")  # the first release (first test)
     assert live and live != newest
+    for sha in (newest, live):  # a person approved both (what `make deploy` records before it launches)
+        record_approval(deploy_stack.home.resolve(), KEY, "production", sha, approver="Ada Lovelace", via="test")
     first = deploy_stack.launch_deploy("production", newest)
     wait_for_message(deploy_stack.instance, first, "no newer deploy of production is queued", timeout=120)
     second = deploy_stack.launch_deploy("production", live)

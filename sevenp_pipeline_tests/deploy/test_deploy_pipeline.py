@@ -22,6 +22,7 @@ import pytest
 from sevenp_pipeline.config import AppConfig, Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline.deploy import history
+from sevenp_pipeline.deploy.approvals import record_approval
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
@@ -113,6 +114,10 @@ class Deploys:
         assert result.success, _failures(result)
         return sha
 
+    def approve(self, sha: str, env: str) -> None:
+        """What `make deploy` records for a manual environment before it launches the deploy."""
+        record_approval(self.settings.home, KEY, env, sha, approver="Ada Lovelace", via="test")
+
     def url(self, env: str) -> str:
         return DeployTargets(home=str(self.settings.home)).target(self.app, env).url()
 
@@ -184,9 +189,17 @@ def test_staging_then_production_by_a_person(deploys: Deploys) -> None:
     message = deploys.slack_messages()[-1]
     assert "is live in staging" in json.dumps(message) and result.run_id in json.dumps(message)
 
+    # production is approval: manual: launching its deploy (as the graph, the Launchpad or a stage through
+    # GraphQL does) is not an approval; a person's record is.
+    unapproved = deploys.deploy(sha, "production")
+    assert not unapproved.success and "nobody approved" in _failures(unapproved)
+    assert f"make deploy ENV=production COMMIT={sha}" in _failures(unapproved)
+    deploys.approve(sha, "production")
     prod = deploys.deploy(sha, "production", extra=("release_notes",))
     assert prod.success, _failures(prod)
     assert deploys.answer("production")[1] == sha
+    prod_meta = _materialization(prod, "production_deployment")
+    assert prod_meta is not None and (prod_meta["approved_by"], prod_meta["approved_via"]) == ("Ada Lovelace", "test")
     notes = _materialization(prod, "release_notes")
     assert notes is not None and notes["previous_commit"] == "(first release)"
     assert "first release" in notes["notes"] and "Features" in notes["notes"]
@@ -195,6 +208,7 @@ def test_staging_then_production_by_a_person(deploys: Deploys) -> None:
 def test_production_refused_until_staging_smoke_passed(deploys: Deploys) -> None:
     before = deploys.answer("production")
     sha = deploys.released("fix: not yet in staging", version="2")
+    deploys.approve(sha, "production")  # approved, but not yet through staging
     result = deploys.deploy(sha, "production")
     assert not result.success
     assert "refused" in _failures(result) and "has not been deployed to staging" in _failures(result)
@@ -208,6 +222,7 @@ def test_failed_smoke_keeps_production_on_the_old_version(deploys: Deploys) -> N
     sha = deploys.released("feat: breaks production only", version="3", files={"SMOKE_FAILS": "production\n"})
     staged = deploys.deploy(sha, "staging")
     assert staged.success, _failures(staged)
+    deploys.approve(sha, "production")
     result = deploys.deploy(sha, "production")
     assert not result.success
     text = _failures(result)
