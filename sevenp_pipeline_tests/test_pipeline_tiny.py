@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.stages.gates import unmet_gates
 from sevenp_pipeline_tests.conftest import Pipeline
@@ -217,16 +218,27 @@ def test_one_failed_partition_can_be_materialized_alone(make_pipeline, stage_vis
     assert _meta(again, "unit_test_results")["failed"] == 0
 
 
-def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline) -> None:
+def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remote is away for the first fetch and back before the retry: the step is retried, not failed.
+    It comes back when that fetch has failed, not after a fixed delay a loaded machine may outlast."""
     sha = pipeline.remote.push("develop")
     away = Path(pipeline.remote.url + ".away")
     shutil.move(pipeline.remote.url, away)
-    back = threading.Timer(0.5, shutil.move, args=(away, pipeline.remote.url))
-    back.start()
-    try:
-        result = pipeline.materialize(sha, "source_checkout")
-    finally:
-        back.join()
+    fetch = GitClient.fetch
+    failed: list[str] = []
+
+    def fetch_then_come_back(self: GitClient, *args, **kwargs) -> Path:
+        try:
+            return fetch(self, *args, **kwargs)
+        except GitError as exc:
+            if not failed:
+                failed.append(str(exc))
+                shutil.move(away, pipeline.remote.url)
+            raise
+
+    monkeypatch.setattr(GitClient, "fetch", fetch_then_come_back)
+    result = pipeline.materialize(sha, "source_checkout")
+    assert failed, "the first fetch did not fail: the remote was not away"
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert _meta(result, "source_checkout")["commit"] == sha
