@@ -373,6 +373,7 @@ NESTED_BUILD = """
     kind: build
     command: [node, -e, "require('fs').cpSync('src', 'out/dist', {recursive: true})"]
     output_dir: out/dist
+    needs: [node_dependencies]
   dist_check:
     kind: command
     command: [node, -e, "const m = require('./out/dist/math.js'); if (m.add(2, 3) !== 5) process.exit(3)"]
