@@ -47,9 +47,12 @@ def test_a_link_as_the_last_component_is_removed_itself(checkout: Path, tmp_path
     (outside / "keep").write_text("x")
     (checkout / "artifacts-link").symlink_to(outside)
     (checkout / "report-link").symlink_to(outside / "keep")
+    (checkout / "artifacts" / "shots" / "host").symlink_to(outside)  # a link inside a folder being removed
     remove_beneath(checkout, "artifacts-link")
     remove_beneath(checkout, "report-link")
+    remove_beneath(checkout, "artifacts")
     assert not os.path.lexists(checkout / "artifacts-link") and not os.path.lexists(checkout / "report-link")
+    assert not (checkout / "artifacts").exists()
     assert (outside / "keep").read_text() == "x"
 
 

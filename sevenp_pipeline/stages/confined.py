@@ -4,14 +4,13 @@ A checkout is a branch's tree: ``reports`` may be a symlink to a folder outside 
 ``reports/junit.xml`` by path would then remove a file there, as root. Here each folder on the way is
 opened with ``O_NOFOLLOW`` relative to the one before it (directory file descriptors), so a link in
 the way stops the walk instead of being followed, and the last component is removed through its
-folder's descriptor (``unlink`` and ``rmtree(dir_fd=...)`` never follow it either).
+folder's descriptor (``unlink`` and the descriptor-based removal of a folder never follow it either).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -57,8 +56,24 @@ def remove_beneath(root: Path, rel: str) -> None:
             except FileNotFoundError:
                 return
             if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(name, dir_fd=fd)
+                _remove_folder(name, fd)
             else:
                 os.unlink(name, dir_fd=fd)
     except FileNotFoundError:  # a folder on the way is not there: nothing to remove
         return
+
+
+def _remove_folder(name: str, parent_fd: int) -> None:
+    """``rm -r`` of ``name`` in the open folder ``parent_fd``, descending only through descriptors opened
+    with ``O_NOFOLLOW`` (what ``shutil.rmtree(dir_fd=)`` does from Python 3.11 on)."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        with os.scandir(fd) as entries:
+            for entry in list(entries):
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_folder(entry.name, fd)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
