@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sevenp_pipeline.deploy.targets.local.services import EnvironmentServices
-from sevenp_pipeline.files import use_private_umask
+from sevenp_pipeline.files import HOME_DIR_MODE, use_private_umask
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline_tests.conftest import reachable_home
 
@@ -37,12 +37,14 @@ def _redis(port: int, *commands: str) -> list[bytes]:
 def services() -> Iterator[EnvironmentServices]:
     use_private_umask()  # as the orchestrator runs
     with reachable_home() as home:
+        home.chmod(HOME_DIR_MODE)  # as Settings.ensure_home makes it: the data stays under it, removed with it
         made = EnvironmentServices(home=home, root=home / "deploy" / "app" / "staging", runner=ProcessRunner(),
                                    names=["redis"])
         try:
             yield made
         finally:
             made.stop()
+        assert (made.root / "redis").is_dir(), "the data went elsewhere (a folder the server user cannot reach)"
 
 
 def test_environment_redis_refuses_a_client_without_its_password(services: EnvironmentServices) -> None:
