@@ -75,3 +75,8 @@ def test_a_redis_left_without_a_password_is_restarted_with_one(services: Environ
     again = services.ensure()
     new_port = urllib.parse.urlsplit(again.env["REDIS_URI"]).port
     assert _redis(new_port, "PING")[0].startswith(b"-NOAUTH")
+    # make deploy-stop ends such a server too, though it does not answer with the password.
+    assert _redis(new_port, f"AUTH {password}", "CONFIG SET requirepass ''") == [b"+OK", b"+OK"]
+    services.stop()
+    with pytest.raises(OSError):
+        _redis(new_port, "PING")

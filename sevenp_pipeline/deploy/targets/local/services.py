@@ -148,7 +148,7 @@ class EnvironmentServices:
         for name in ("postgresql", "redis"):
             entry = state.get(name) or {}
             pid = entry.get("pid")
-            if pid and self._alive(name, entry):
+            if pid and self._running(name, entry):
                 # postgres: SIGINT is its "fast shutdown"; redis saves the append-only file on SIGTERM
                 _terminate(int(pid), signal.SIGINT if name == "postgresql" else signal.SIGTERM)
                 if log:
@@ -160,7 +160,16 @@ class EnvironmentServices:
         if state:
             self._write_state(state)
 
+    def _running(self, name: str, entry: dict[str, Any]) -> bool:
+        """The recorded server process runs, serving with our password or not (a Redis started before
+        servers had one): what stop() ends and what ensure() replaces."""
+        pid = entry.get("pid")
+        if name == "redis":
+            return bool(pid) and _pid_alive(int(pid)) and _comm(int(pid)) == "redis-server"
+        return self._alive(name, entry)
+
     def _alive(self, name: str, entry: dict[str, Any]) -> bool:
+        """The recorded server runs and serves: what ensure() reuses."""
         pid, port = entry.get("pid"), entry.get("port")
         if not pid or not port or not _pid_alive(int(pid)):
             return False
@@ -220,9 +229,8 @@ class EnvironmentServices:
         entry = state.setdefault("redis", {})
         if self._alive("redis", entry):
             return int(entry["port"])
-        pid = entry.get("pid")
-        if pid and _pid_alive(int(pid)) and _comm(int(pid)) == "redis-server":  # up, but not with this password
-            _terminate(int(pid), signal.SIGTERM)  # (started before servers had one): restarted on its data
+        if self._running("redis", entry):  # up, but not with this password (started before servers had one)
+            _terminate(int(entry["pid"]), signal.SIGTERM)  # restarted on its data below
         data = self._own_folder(base / "redis")
         config = data / "redis.conf"
         with open_private(config, append=False) as handle:
