@@ -6,19 +6,25 @@ Interleaved in one process, on a checkout of the sample app with its dependencie
 - ``true`` bare vs sandboxed: the fixed cost of unshare + pid 1 + mounts + the user switch;
 - ``node -e 0`` and ``npm run --silent lint`` (the sample app's ESLint) bare vs sandboxed: what a
   real stage pays, as a ratio;
+- the network namespace: ``true`` with one forwarded port (a stage with a test service) and with a
+  route out (slirp4netns, the install stage), and the relay's cost per request/response round trip
+  (a node client doing 2000 small round trips to an echo server on host loopback, bare vs from inside);
 - preparing a stage's room (fresh HOME/TMPDIR/layer, chowned) and handing a checkout to the stage
   user (chown -R of the tree).
-Prints ``RESULT sandbox_overhead_ms=...``, ``RESULT sandboxed_lint_ratio=...`` and the others.
+Prints ``RESULT sandbox_overhead_ms=...`` (network namespace included), ``RESULT sandboxed_lint_ratio=...``,
+``RESULT forwarded_overhead_ms``, ``RESULT outbound_overhead_ms``, ``RESULT relay_roundtrip_ratio`` and the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,8 +33,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
+from sevenp_pipeline.sandbox import Network
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "7p-education-api"
+ROUND_TRIPS = 2000
+CLIENT = """
+const net = require("net");
+const [port, trips] = process.argv.slice(1).map(Number);
+const sock = net.connect(port, "127.0.0.1", () => {
+  sock.setNoDelay(true);
+  let left = trips;
+  const started = process.hrtime.bigint();
+  sock.on("data", () => {
+    if (--left === 0) {
+      console.log(Number(process.hrtime.bigint() - started) / 1000 / trips);
+      sock.end();
+    } else sock.write("ping");
+  });
+  sock.write("ping");
+});
+"""
+
+
+def echo_server() -> int:
+    """An echo server on host loopback (a stand-in for a test database): returns its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def accept() -> None:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(server.getsockname()[1])
 
 
 def main() -> None:
@@ -90,6 +135,33 @@ def run(home: Path, rounds: int) -> None:
                                      + outcome.tail_text())
                 times[(name, sandboxed)].append(outcome.duration * 1000)
 
+    # The network namespace's variants, interleaved with the plain sandboxed `true` (no port, no route).
+    port = echo_server()
+    networks = {"none": Network(), "forward": Network(forwards=(port,)), "outbound": Network(outbound=True)}
+    net_ms: dict[str, list[float]] = {name: [] for name in networks}
+    trip_us: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for name, network in networks.items():
+            room = workspaces.stage_room(workspace, f"net-{name}")
+            spec, env = workspaces.stage_sandbox(workspace, room, cwd=workspace.src, node_modules=tree,
+                                                 network=network)
+            outcome = runner.run(ExecuteRequest(argv=["true"], cwd=workspace.src, label=name, env=env,
+                                                inherit_env=False, sandbox=spec, capture=True))
+            if not outcome.ok:
+                raise SystemExit(f"true with network {name} failed:\n" + outcome.tail_text())
+            net_ms[name].append(outcome.duration * 1000)
+    for _ in range(max(3, rounds // 4)):
+        for sandboxed in (False, True):
+            room = workspaces.stage_room(workspace, "relay")
+            spec, env = workspaces.stage_sandbox(workspace, room, cwd=workspace.src, node_modules=tree,
+                                                 network=Network(forwards=(port,)))
+            outcome = runner.run(ExecuteRequest(
+                argv=["node", "-e", CLIENT, str(port), str(ROUND_TRIPS)], cwd=workspace.src, label="relay",
+                env=env, inherit_env=False, sandbox=spec if sandboxed else None, capture=True))
+            if not outcome.ok:
+                raise SystemExit("round-trip client failed:\n" + outcome.tail_text())
+            trip_us[sandboxed].append(float(outcome.tail_text(1).strip()))
+
     def median(name: str, sandboxed: bool) -> float:
         return statistics.median(times[(name, sandboxed)])
 
@@ -98,11 +170,22 @@ def run(home: Path, rounds: int) -> None:
     for name, argv in commands.items():
         bare, boxed = median(name, False), median(name, True)
         print(f"{' '.join(argv):<28}{bare:>10.1f}{boxed:>14.1f}{boxed / bare:>8.2f}")
+    base = statistics.median(net_ms["none"])
+    print(f"true, own network namespace only: {base:.1f} ms; with one forwarded port: "
+          f"{statistics.median(net_ms['forward']):.1f} ms; outbound (slirp4netns): "
+          f"{statistics.median(net_ms['outbound']):.1f} ms")
+    bare_trip, relayed_trip = statistics.median(trip_us[False]), statistics.median(trip_us[True])
+    print(f"request/response round trip to a host loopback server: bare {bare_trip:.1f} us, "
+          f"relayed into the namespace {relayed_trip:.1f} us")
     print(f"stage room (HOME, TMPDIR, layer; chowned): {statistics.median(room_ms):.1f} ms")
     print(f"checkout handed to the stage user: {hand_over_ms:.1f} ms for {files} files")
     print(f"RESULT sandbox_overhead_ms={median('true', True) - median('true', False):.1f}")
     print(f"RESULT sandboxed_node_ratio={median('node', True) / median('node', False):.3f}")
     print(f"RESULT sandboxed_lint_ratio={median('lint', True) / median('lint', False):.3f}")
+    print(f"RESULT forwarded_overhead_ms={statistics.median(net_ms['forward']) - median('true', False):.1f}")
+    print(f"RESULT outbound_overhead_ms={statistics.median(net_ms['outbound']) - median('true', False):.1f}")
+    print(f"RESULT relay_roundtrip_us={relayed_trip:.1f}")
+    print(f"RESULT relay_roundtrip_ratio={relayed_trip / bare_trip:.2f}")
     print(f"RESULT stage_room_ms={statistics.median(room_ms):.1f}")
     print(f"RESULT checkout_hand_over_ms={hand_over_ms:.1f}")
 

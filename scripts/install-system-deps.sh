@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
 # podman and nginx (the local deploy target), PostgreSQL (server binaries for test databases), Redis,
-# Python venv support, headless Chromium for the sample app's Playwright e2e tests (`playwright install`
+# slirp4netns (the install stage's route out of its network namespace), Python venv support, headless Chromium for the sample app's Playwright e2e tests (`playwright install`
 # cannot download here); then,
 # from the npm registry, the Node package managers: corepack, pnpm 9 and yarn 1.
 # Idempotent: checks first, installs only what is missing. Needs root (or sudo) to install.
@@ -13,6 +13,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v setpriv >/dev/null && command -v unshare >/dev/null || missing+=(util-linux)
+# The install stage's route out of its network namespace (stages reach nothing of this machine's loopback).
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 # Debian's chromium: the e2e stage drives it (CHROMIUM_PATH, default /usr/bin/chromium;
 # on Ubuntu the package installs a snap, point CHROMIUM_PATH at its binary).
 command -v chromium >/dev/null || missing+=(chromium)

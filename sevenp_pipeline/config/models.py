@@ -106,6 +106,14 @@ class StageSpec(BaseModel):
                                   "default: the whole app folder. package.json and the lockfile always count")
     cache: bool = Field(default=True, description="restore the stored result of a run with the same input key "
                                                   "instead of running again")
+    network: Literal["none", "outbound"] | None = Field(
+        default=None, description="none: only the stage's own test services (and its own loopback); outbound: "
+                                  "also a route out to the internet and the package registry, never to this "
+                                  "machine's loopback. Default: outbound for the install stage, none otherwise")
+
+    @property
+    def outbound(self) -> bool:
+        return (self.network or ("outbound" if self.kind == "install" else "none")) == "outbound"
 
     @field_validator("kind")
     @classmethod

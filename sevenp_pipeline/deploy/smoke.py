@@ -2,11 +2,13 @@
 
 They are the commit's own code, so they run like any stage: from the commit's checkout, through its
 package manager, in the stage sandbox with a minimal environment — the URL under test is all they get
-besides the app's declared env. Deploy credentials (AWS, Slack, the signing key) stay in the
-orchestrator.
+besides the app's declared env, and all they reach on the network. Deploy credentials (AWS, Slack, the
+signing key) stay in the orchestrator.
 """
 
 from __future__ import annotations
+
+import urllib.parse
 
 import dagster as dg
 
@@ -15,7 +17,7 @@ from sevenp_pipeline.deploy.targets.role import SmokeFn, SmokeReport
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages.runner import Stage
+from sevenp_pipeline.stages.runner import LOOPBACK_HOSTS, Stage
 
 
 def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment: str, *, runner: ProcessRunner,
@@ -40,6 +42,13 @@ def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment:
     def run(url: str) -> SmokeReport:
         # The URL under test and the environment's name (the spec's `test:smoke -- --env=<env>`).
         stage.extra_env = {spec.url_env: url, "SEVENP_ENVIRONMENT": environment}
+        # The URL under test is all the smoke tests reach: its port when it is on this machine's
+        # loopback (the local target's front door), else a route out (no host loopback) to it.
+        target = urllib.parse.urlsplit(url)
+        if target.hostname in LOOPBACK_HOSTS:
+            stage.forwards, stage.outbound = (target.port or (443 if target.scheme == "https" else 80),), False
+        else:
+            stage.forwards, stage.outbound = (), True
         context.log.info(f"smoke tests: `{' '.join(argv)}` with {spec.url_env}={url}")
         outcome = stage.run(argv)
         if outcome.log_path and outcome.log_path.exists():

@@ -65,6 +65,7 @@ class ServiceError(Exception):
 class ServiceEndpoints:
     env: dict[str, str]
     secrets: tuple[str, ...]
+    ports: tuple[int, ...] = ()  # loopback ports the stage's network namespace must reach
 
 
 # Ports handed out by free_port(), kept out of its answers for a while: stages running at once
@@ -131,6 +132,7 @@ class TestServices(dg.ConfigurableResource):
     ) -> Iterator[ServiceEndpoints]:
         env: dict[str, str] = {}
         hidden: list[str] = []
+        ports: list[int] = []
         with contextlib.ExitStack() as stack:
             root = self.root()
             removed, failed = remove_abandoned(root)  # left by run workers killed mid-stage
@@ -146,13 +148,15 @@ class TestServices(dg.ConfigurableResource):
                 password = secrets.token_urlsafe(18)
                 hidden.append(password)
                 port = stack.enter_context(self._postgres(root, workdir, pg_user, pg_database, password, log))
+                ports.append(port)
                 env["POSTGRESQL_URI"] = f"postgresql://{pg_user}:{password}@127.0.0.1:{port}/{pg_database}"
                 env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=pg_user, PGDATABASE=pg_database,
                            PGPASSWORD=password)
             if "redis" in names:
                 port = stack.enter_context(self._redis(workdir, log))
+                ports.append(port)
                 env["REDIS_URI"] = f"redis://127.0.0.1:{port}/0"
-            yield ServiceEndpoints(env=env, secrets=tuple(hidden))
+            yield ServiceEndpoints(env=env, secrets=tuple(hidden), ports=tuple(ports))
             if log:
                 log(f"tearing down services: {', '.join(names)}")
 

@@ -3,6 +3,7 @@ sandbox sees of them (sevenp_pipeline/sandbox)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -18,7 +19,16 @@ from pydantic import Field
 from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import Workspace
-from sevenp_pipeline.sandbox import STAGE_USER, Bind, Overlay, SandboxSpec, StageUser, minimal_env
+from sevenp_pipeline.sandbox import (
+    SLIRP_RESOLV_CONF,
+    STAGE_USER,
+    Bind,
+    Network,
+    Overlay,
+    SandboxSpec,
+    StageUser,
+    minimal_env,
+)
 
 # Hidden from every stage besides the workspace and cache roots: tmp folders shared by the machine.
 ALWAYS_PRIVATE = ("/tmp", "/var/tmp", "/dev/shm")
@@ -102,12 +112,14 @@ class Workspaces(dg.ConfigurableResource):
         return room
 
     def stage_sandbox(
-        self, workspace: Workspace, room: StageRoom, *, cwd: Path, node_modules: Path | None
+        self, workspace: Workspace, room: StageRoom, *, cwd: Path, node_modules: Path | None,
+        network: Network | None = None,
     ) -> tuple[SandboxSpec | None, dict[str, str]]:
         """What a stage command sees, and its base environment (see sandbox.minimal_env).
 
         ``node_modules``: the cached tree the stage reads through its own layer (None for the
-        install stage, which writes the checkout's node_modules itself).
+        install stage, which writes the checkout's node_modules itself). ``network``: the stage's own
+        namespace (default: no forwarded port, no route out).
         """
         corepack = workspace.root / "corepack"  # pinned pnpm/yarn, downloaded once per commit
         if not corepack.is_dir():
@@ -130,9 +142,15 @@ class Workspaces(dg.ConfigurableResource):
         binds = [Bind(room.tmp, Path("/tmp")), Bind(workspace.src), Bind(room.home), Bind(corepack)]
         # `git clone --shared` reads objects from the app's mirror: readable, not writable.
         binds += [Bind(p, readonly=True) for p in _alternates(workspace.src)]
+        network = network or Network()
+        if network.outbound:
+            resolv = room.root / "resolv.conf"
+            resolv.write_text(SLIRP_RESOLV_CONF, encoding="utf-8")
+            resolv.chmod(0o644)
+            network = dataclasses.replace(network, resolv_conf=resolv)
         spec = SandboxSpec(cwd=cwd, report=room.report, binds=tuple(binds), overlays=overlays,
                            hide=tuple(self.private()), uid=self.user.uid, gid=self.user.gid,
-                           user_namespace=not self.user.switches)
+                           user_namespace=not self.user.switches, network=network)
         return spec, env
 
 

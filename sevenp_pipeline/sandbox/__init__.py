@@ -15,7 +15,14 @@ runs in its own mount and PID namespace (``unshare``, util-linux), with :mod:`.i
 - and ended with every process it started: when the command exits, the processes it left (a
   detached daemon) are reported by name and killed; when the run worker dies, all of it dies.
 
-Not covered: the network (stages reach the registry and their services), CPU and memory limits.
+- in a network namespace of its own (:class:`Network`): the host's loopback (Dagster's webserver
+  and code server, the image registry, the environments' databases and front doors) and other
+  stages' servers are unreachable; the ports it is given (its own test services, a smoke test's
+  URL) are relayed, and only a stage that goes ``outbound`` (the install stage) gets a route out,
+  through slirp4netns with host loopback disabled;
+- and ended with every process it started (see above).
+
+Not covered: CPU and memory limits.
 """
 
 from __future__ import annotations
@@ -61,6 +68,19 @@ class Overlay:
 
 
 @dataclass(frozen=True)
+class Network:
+    """The stage's own network namespace: ``forwards`` are host loopback ports reachable at the same
+    port inside; ``outbound``: a route out (slirp4netns, no host loopback) with its own resolver."""
+
+    forwards: tuple[int, ...] = ()
+    outbound: bool = False
+    resolv_conf: Path | None = None  # "nameserver 10.0.2.3", bound over /etc/resolv.conf when outbound
+
+
+SLIRP_RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's resolver, which forwards to the host's
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """What one sandboxed command sees. ``uid``/``gid`` None: stay who we are (not root: a user
     namespace maps us to root inside, and the view is the same)."""
@@ -73,6 +93,7 @@ class SandboxSpec:
     uid: int | None = None
     gid: int | None = None
     user_namespace: bool = False
+    network: Network | None = None  # None: the host's network (only with the sandbox's network off)
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as run inside the sandbox: ``unshare ... python init.py SPEC -- argv``."""
@@ -84,6 +105,18 @@ class SandboxSpec:
                 if any(c in str(path) for c in _OVERLAY_UNSAFE):
                     raise SandboxError(f"overlay path {path} contains one of {_OVERLAY_UNSAFE!r}: move the "
                                        f"project home (SEVENP_HOME) to a plainer path")
+        network = None
+        files: list[list[str]] = []
+        if self.network is not None:
+            slirp = shutil.which("slirp4netns") if self.network.outbound else None
+            if self.network.outbound and slirp is None:
+                raise SandboxError("slirp4netns not found: an outbound stage (the install stage, or one with "
+                                   "network: outbound) needs it; install the Debian package slirp4netns "
+                                   "(scripts/install-system-deps.sh)")
+            network = {"forwards": list(self.network.forwards), "outbound": self.network.outbound,
+                       "slirp4netns": slirp}
+            if self.network.outbound and self.network.resolv_conf is not None:
+                files.append([str(self.network.resolv_conf), "/etc/resolv.conf"])
         payload = {
             "cwd": str(self.cwd),
             "report": str(self.report),
@@ -92,6 +125,8 @@ class SandboxSpec:
             "hide": [str(p) for p in self.hide],
             "uid": self.uid,
             "gid": self.gid,
+            "network": network,
+            "files": files,
         }
         launcher = [unshare, *(["--user", "--map-root-user"] if self.user_namespace else []),
                     "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]

@@ -4,8 +4,16 @@ the unprivileged stage user, and ends every process the command left behind.
 Started by ``unshare --mount --pid --fork --kill-child --mount-proc`` (see sandbox/__init__.py), as
 ``python -I -S init.py SPEC -- argv...``; standard library only, so it starts in ~20 ms. SPEC is
 JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, ``gid``, ``cwd``,
-``report``. In order:
+``report``, ``network``, ``files``. In order:
 
+0. network (unless ``network`` is null): the command gets a network namespace of its own with only
+   ``lo`` up, so the host's loopback (the Dagster webserver, the image registry, the environments'
+   databases and front doors) and other stages' servers are out of reach. What it may reach is
+   relayed by a helper process that stays in the host's namespace: each port in ``forwards`` is
+   listened on at 127.0.0.1 inside and connected to the same port on the host's loopback (the
+   stage's own test services, a smoke test's front door); with ``outbound``, slirp4netns gives the
+   namespace a route out with host loopback disabled (the package registry for an install stage).
+   The helper runs as root, not dumpable, so the stage user can neither signal nor trace it;
 1. overlays: a copy-on-write layer over a read-only tree (the dependency cache) at a target inside
    a folder bound in step 3, so the stage writes into its own upper layer and never into the cache;
 2. the folders to keep (the checkout, the stage's HOME and TMPDIR) are opened (O_PATH) before
@@ -22,15 +30,24 @@ built, 127 when the command could not be started.
 """
 
 import ctypes
+import fcntl
 import json
 import os
+import select
 import signal
+import socket
+import struct
 import sys
+import threading
 import warnings  # noqa: F401  (os.get_exec_path imports it lazily; the interpreter's own files may be hidden)
 
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+SLIRP_READY_SECONDS = 10
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -59,6 +76,12 @@ def build_view(spec):
             kept.append((os.open(src, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), dst, readonly))
         except OSError as exc:
             raise SandboxError(f"cannot open {src}: {exc.strerror}") from exc
+    files = []
+    for src, dst in spec.get("files", ()):
+        try:
+            files.append((os.open(src, os.O_PATH | os.O_CLOEXEC), dst))
+        except OSError as exc:
+            raise SandboxError(f"cannot open {src}: {exc.strerror}") from exc
     hidden = []
     for path in sorted(spec["hide"], key=lambda p: (p.count("/"), p)):
         if any(path == h or path.startswith(h.rstrip("/") + "/") for h in hidden) or not os.path.isdir(path):
@@ -71,13 +94,156 @@ def build_view(spec):
         if readonly:
             _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         os.close(fd)
+    for fd, dst in files:  # read-only files over the host's (resolv.conf for an outbound namespace)
+        _mount(f"/proc/self/fd/{fd}", dst, None, MS_BIND)
+        _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
 
 
-def leftovers():
-    """Processes of the namespace other than this one (zombies excluded): what the command left."""
+# -- network ---------------------------------------------------------------------------------
+def _loopback_up():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def isolate_network(net):
+    """Moves this process (and so the command) into a new network namespace with ``lo`` up; starts
+    the relay helper first when ports are forwarded or the namespace goes outbound. Returns the
+    helper's processes (pids), which are not the command's leftovers."""
+    if not net["forwards"] and not net["outbound"]:
+        _enter_new_netns()
+        return set()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    helper = os.fork()
+    if helper == 0:  # stays in the host's network namespace
+        ours.close()
+        quiet = os.open(os.devnull, os.O_WRONLY)  # the stage's output is the command's alone
+        os.dup2(quiet, 1)
+        os.dup2(quiet, 2)
+        code = 1
+        try:
+            code = relay(theirs, net)
+        except BaseException as exc:  # reported to pid 1, which fails the sandbox
+            try:
+                theirs.sendall(f"error: {exc}".encode()[:500])
+            except OSError:
+                pass
+        os._exit(code)
+    theirs.close()
+    _enter_new_netns()
+    listeners = []
+    for port in net["forwards"]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        listeners.append(sock)
+    socket.send_fds(ours, [b"go"], [sock.fileno() for sock in listeners])
+    for sock in listeners:
+        sock.close()
+    answer = ours.recv(600).decode(errors="replace")
+    ours.close()
+    if not answer.startswith("ok"):
+        raise SandboxError(f"network: {answer or 'the relay helper exited'}")
+    return {helper, *(int(pid) for pid in answer.split()[1:])}
+
+
+def _enter_new_netns():
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        raise SandboxError(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}")
+    _loopback_up()
+
+
+def relay(channel, net):
+    """The helper: starts slirp4netns when asked, then relays each connection accepted inside the
+    namespace to the same port on the host's loopback, until the sandbox ends (pid 1 kills it)."""
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _, fds, _, _ = socket.recv_fds(channel, 16, 64)
+    listeners = {socket.socket(fileno=fd): port for fd, port in zip(fds, net["forwards"], strict=True)}
+    pids = []
+    if net["outbound"]:
+        pids.append(_start_slirp(net["slirp4netns"]))
+    channel.sendall(" ".join(["ok", *map(str, pids)]).encode())
+    channel.close()
+    if not listeners:
+        while True:
+            signal.pause()
+    while True:
+        ready, _, _ = select.select(list(listeners), [], [])
+        for listener in ready:
+            try:
+                inside, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=_pump_connection, args=(inside, listeners[listener]), daemon=True).start()
+
+
+def _pump_connection(inside, port):
+    with inside:
+        outside = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with outside:
+            try:  # numeric, no resolver: the interpreter's own files are hidden by now (codecs, idna)
+                outside.connect((b"127.0.0.1", port))
+            except OSError:
+                return  # the service is gone: the stage sees its connection closed
+            for sock in (inside, outside):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sockets = [inside, outside]
+            open_ends = 2
+            while open_ends:
+                ready, _, _ = select.select(sockets, [], [])
+                for sock in ready:
+                    other = outside if sock is inside else inside
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        sockets.remove(sock)
+                        open_ends -= 1
+                        try:
+                            other.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+                        continue
+                    try:
+                        other.sendall(data)
+                    except OSError:
+                        return
+
+
+def _start_slirp(binary):
+    """slirp4netns for pid 1's namespace (10.0.2.0/24, DNS 10.0.2.3), host loopback disabled."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            os.set_inheritable(write_end, True)
+            quiet = os.open(os.devnull, os.O_WRONLY)  # its "sent tapfd" chatter is not the stage's output
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            os.execv(binary, [binary, "--configure", "--mtu=65520", "--disable-host-loopback",
+                              f"--ready-fd={write_end}", "1", "tap0"])
+        finally:
+            os._exit(127)
+    os.close(write_end)
+    ready, _, _ = select.select([read_end], [], [], SLIRP_READY_SECONDS)
+    answer = os.read(read_end, 1) if ready else b""
+    os.close(read_end)
+    if answer != b"1":
+        raise SandboxError(f"slirp4netns did not become ready within {SLIRP_READY_SECONDS}s")
+    return child
+
+
+def leftovers(exclude=()):
+    """Processes of the namespace other than this one and the network helpers (zombies excluded):
+    what the command left."""
     found = []
     for name in os.listdir("/proc"):
-        if not name.isdigit() or name == "1":
+        if not name.isdigit() or name == "1" or int(name) in exclude:
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as handle:
@@ -159,13 +325,16 @@ def main():
     # The folders made for mount points must be traversable by the stage user (the orchestrator's
     # umask is 077), and so must what the stage creates: see run().
     os.umask(0o022)
+    helpers = set()
     try:
+        if spec.get("network") is not None:
+            helpers = isolate_network(spec["network"])
         build_view(spec)
-    except SandboxError as exc:
+    except (SandboxError, OSError) as exc:
         sys.stderr.write(f"sandbox: {exc}\n")
         return 125
     status = run(spec, argv)
-    left = leftovers()
+    left = leftovers(helpers)
     if left:
         os.write(report, "".join(json.dumps(p) + "\n" for p in left).encode())
     os.close(report)

@@ -93,6 +93,14 @@ def build_install_asset(
             # copy-on-write layer over the cached tree: no stage writes into the cache.
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir()
+        if reused and pm.uses_corepack:
+            # The pinned pnpm/yarn goes into this commit's corepack folder now, from the one stage with a
+            # route out: the later stages have no network (a reused tree installed nothing here).
+            primed = stage.runner.run(stage.request(pm.version_argv(), capture=True), log=stage.log)
+            shutil.rmtree(stage.room.root, ignore_errors=True)
+            if not primed.ok:
+                raise failure(f"{name}: corepack could not fetch the pinned {pm.name}: {primed.describe()}\n"
+                              f"{primed.tail_text(10)}", primed, retry=is_transient(primed))
         record_inputs(stage.workspace, lock=lock_hash, node_modules=str(tree_dir))
         if lifecycle:
             context.log.info("the app's own %s script(s) run at install: the cached tree is keyed by the "

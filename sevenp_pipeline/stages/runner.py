@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,13 @@ from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, Process
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inputs
-from sevenp_pipeline.sandbox import SandboxError
+from sevenp_pipeline.sandbox import Network, SandboxError
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
 from sevenp_pipeline.text import md_text, printable
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
 
 # Bumped when the meaning of a stage's output changes; part of every data version.
@@ -131,6 +133,10 @@ class Stage:
     store: ArtifactStore
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[str, ...] = ()
+    # Host loopback ports the stage reaches from its own network namespace (its test services, the
+    # URL a smoke test checks); outbound: also a route out (see sandbox.Network).
+    forwards: tuple[int, ...] = ()
+    outbound: bool | None = None  # None: the stage spec's (StageSpec.outbound)
     room: StageRoom | None = None
     kept: dict[str, str] = field(default_factory=dict)  # artifact name -> URI, what the stage cache stores
 
@@ -263,7 +269,8 @@ class Stage:
         cached = read_inputs(self.workspace).get("node_modules") if node_modules else None
         try:
             sandbox, base = self.workspaces.stage_sandbox(self.workspace, self.room, cwd=self.workspace.app_dir,
-                                                          node_modules=Path(cached) if cached else None)
+                                                          node_modules=Path(cached) if cached else None,
+                                                          network=self.network())
         except SandboxError as exc:
             raise failure(f"{self.name}: cannot sandbox the stage: {exc}") from exc
         return ExecuteRequest(
@@ -279,6 +286,17 @@ class Stage:
             log_path=log_path,
             capture=capture,
         )
+
+    def network(self) -> Network:
+        """The stage's network namespace: its forwarded ports and whether it goes outbound. An install
+        stage whose registry is on this machine's loopback (a local mirror) gets that port too."""
+        outbound = self.spec.outbound if self.outbound is None else self.outbound
+        forwards = set(self.forwards)
+        if outbound:
+            registry = urllib.parse.urlsplit(npm_registry(self.runner) or "")
+            if registry.hostname in LOOPBACK_HOSTS:
+                forwards.add(registry.port or (443 if registry.scheme == "https" else 80))
+        return Network(forwards=tuple(sorted(forwards)), outbound=outbound)
 
     def declared_secrets(self) -> dict[str, str]:
         """The app's ``secrets:``: the only variables of the orchestrator's environment a stage gets."""
@@ -355,6 +373,7 @@ class Stage:
             with services.provide(names, pg_user=pg.user if pg else "testuser",
                                   pg_database=pg.database if pg else "test_db", log=self.log) as endpoints:
                 self.extra_env = {**self.extra_env, **endpoints.env}
+                self.forwards = (*self.forwards, *endpoints.ports)
                 self.extra_secrets = (*self.extra_secrets, *endpoints.secrets)
                 yield self
         except ServiceError as exc:

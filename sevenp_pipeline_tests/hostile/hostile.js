@@ -4,6 +4,8 @@
 const fs = require('fs');
 const path = require('path');
 const crypto = require('crypto');
+const net = require('net');
+const http = require('http');
 const { spawn } = require('child_process');
 
 const say = (tag, value) => console.log(`HOSTILE-${tag}: ${JSON.stringify(value)}`);
@@ -21,7 +23,64 @@ function walk(dir, found, depth = 0) {
   }
 }
 
+// Connects to host:port; resolves to 'open' or the error code (ECONNREFUSED, ENETUNREACH, TIMEOUT).
+function probe(host, port, timeout = 1500) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host, port });
+    const done = (result) => { sock.destroy(); resolve(result); };
+    sock.setTimeout(timeout, () => done('TIMEOUT'));
+    // A connect to a free port can pick that very port as its own source and "connect" to itself
+    // (TCP simultaneous open): that is no listener.
+    sock.on('connect', () => done(sock.localPort === sock.remotePort ? 'self' : 'open'));
+    sock.on('error', (e) => done(e.code || String(e)));
+  });
+}
+
+// Every TCP port of host:ports that accepts a connection, 400 at a time.
+async function scan(host, ports) {
+  const open = [];
+  for (let i = 0; i < ports.length; i += 400) {
+    const batch = ports.slice(i, i + 400);
+    const results = await Promise.all(batch.map((p) => probe(host, p, 1000)));
+    batch.forEach((p, j) => { if (results[j] === 'open') open.push(p); });
+  }
+  return open;
+}
+
+// The Dagster webserver's GraphQL: launch a run, the way the round-one attack deployed itself.
+function graphql(host, port) {
+  return new Promise((resolve) => {
+    const body = JSON.stringify({ query: 'mutation { terminateRun(runId: "x") { __typename } }' });
+    const req = http.request({ host, port, path: '/graphql', method: 'POST', timeout: 3000,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.on('data', (chunk) => { text += chunk; });
+      res.on('end', () => resolve(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`));
+    });
+    req.on('timeout', () => { req.destroy(); resolve('TIMEOUT'); });
+    req.on('error', (e) => resolve(e.code || String(e)));
+    req.end(body);
+  });
+}
+
 const attacks = {
+  // The stage's own test services, as its environment names them.
+  services() {
+    const ports = [process.env.PGPORT, (process.env.REDIS_URI || '').split(':').pop().split('/')[0]];
+    say('SERVICE-PORTS', ports.filter(Boolean).map(Number).sort((a, b) => a - b));
+  },
+  // The host's loopback (and the host's own addresses) from inside a stage: a scan of every port,
+  // GraphQL on the webserver's port, and that port through slirp's gateway and the host's address.
+  async network(webPort, hostAddress) {
+    const all = Array.from({ length: 65535 }, (_, i) => i + 1);
+    say('OPEN-PORTS', await scan('127.0.0.1', all));
+    const port = Number(webPort);
+    say('GRAPHQL', {
+      loopback: await graphql('127.0.0.1', port),
+      gateway: await probe('10.0.2.2', port),
+      host: hostAddress ? await probe(hostAddress, port) : 'not given',
+    });
+  },
   // The orchestrator's secrets: from the environment, /proc, and files of the project home.
   steal() {
     say('ENV-KEYS', Object.keys(process.env).sort());
@@ -99,7 +158,11 @@ const attacks = {
   },
 };
 
-for (const name of process.argv.slice(2)) {
-  if (!attacks[name]) throw new Error(`unknown attack ${name}`);
-  attacks[name]();
-}
+// `attack` or `attack:arg1:arg2`, run one after the other.
+(async () => {
+  for (const word of process.argv.slice(2)) {
+    const [name, ...args] = word.split(':');
+    if (!attacks[name]) throw new Error(`unknown attack ${name}`);
+    await attacks[name](...args);
+  }
+})().catch((e) => { console.error(e); process.exit(1); });

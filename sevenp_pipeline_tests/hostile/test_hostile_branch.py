@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import time
@@ -149,6 +150,28 @@ def _tagged(messages: list[str], tag: str) -> list[object]:
     return [json.loads(line[len(prefix):]) for line in lines if line.startswith(prefix)]
 
 
+def _by_stage(messages: list[str], tag: str) -> dict[str, list[object]]:
+    """Like _tagged, per stage (the ``[stage] `` prefix of each line)."""
+    prefix = f"HOSTILE-{tag}: "
+    found: dict[str, list[object]] = {}
+    for line in (line for m in messages for line in m.splitlines()):
+        stage = STAGE_PREFIX.match(line)
+        rest = line[stage.end():] if stage else line
+        if stage and rest.startswith(prefix):
+            found.setdefault(stage.group(0)[1:-2], []).append(json.loads(rest[len(prefix):]))
+    return found
+
+
+def _host_address() -> str:
+    """This machine's own (non-loopback) IPv4 address, the one its default route leaves from."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.255", 9))  # UDP: picks the route, sends nothing
+        except OSError:
+            return ""
+        return str(sock.getsockname()[0])
+
+
 def _push_hostile(stack: Stack, branch: str, scripts: dict[str, str]) -> str:
     git("checkout", "--quiet", "-B", branch, "main", cwd=stack.remote.clone)
     manifest = json.loads((stack.remote.clone / "package.json").read_text())
@@ -247,6 +270,38 @@ def test_hostile_stage_reads_no_orchestrator_secret_and_leaves_nothing(hostile_s
         needles[f"{name} first half"] = value[:half]
     assert any("HOSTILE_NPM_TOKEN base64=***" in m for m in messages)  # it really printed them
     assert _grep_home(stack.home, needles) == []
+
+
+def test_stages_reach_neither_the_host_loopback_nor_anything_but_their_own_services(hostile_stack: Stack) -> None:
+    """Round one's way to production: a stage calling the webserver's GraphQL on 127.0.0.1. Each stage
+    of a hostile branch scans all 65535 ports of its loopback and calls GraphQL on the webserver's
+    port (on loopback, slirp's host gateway and the machine's own address): the install stage (which
+    goes outbound, for the registry), lint (no network) and the integration tests (their services)."""
+    stack = hostile_stack
+    attack = f"network:{stack.stack.port}:{_host_address()}"
+    sha = _push_hostile(stack, "feature/network", {
+        "preinstall": f"node scripts/hostile.js {attack}",
+        "lint": f"node scripts/hostile.js {attack} && node scripts/lint.js",
+        "test:integration": f"node scripts/hostile.js services {attack} && node scripts/test.js integration",
+    })
+    (run,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: sha}, timeout=600)
+    messages = _messages(stack.instance, run.run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(messages[-40:])  # the services worked
+
+    open_ports = _by_stage(messages, "OPEN-PORTS")
+    ((service_ports,),) = _by_stage(messages, "SERVICE-PORTS").values()
+    assert len(service_ports) == 2
+    assert open_ports == {"node_dependencies": [[]], "lint_report": [[]],
+                          "integration_test_results": [service_ports]}
+    calls = _by_stage(messages, "GRAPHQL")
+    assert set(calls) == set(open_ports)
+    for stage, (call,) in calls.items():
+        assert call["loopback"] == "ECONNREFUSED", (stage, call)  # nothing listens on the stage's own loopback
+        for route in ("gateway", "host"):
+            assert call[route] != "open" and not str(call[route]).startswith("HTTP"), (stage, route, call)
+    assert calls["lint_report"][0]["gateway"] == "ENETUNREACH"  # no route out at all
+    # The webserver is there, and answers from the host.
+    assert stack.stack.graphql("{ version }")["version"]
 
 
 def test_killed_run_worker_is_retried_with_nothing_left(hostile_stack: Stack) -> None:
