@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
 # podman and nginx (the local deploy target), PostgreSQL (server binaries for test databases), Redis,
-# slirp4netns (the install stage's route out of its network namespace), Python venv support, headless Chromium for the sample app's Playwright e2e tests (`playwright install`
-# cannot download here); then,
+# slirp4netns (the install stage's route out of its network namespace), Python venv support, headless
+# Chromium for the sample app's Playwright e2e tests (`playwright install` cannot download here); then,
 # from the npm registry, the Node package managers: corepack, pnpm 9 and yarn 1.
 # Idempotent: checks first, installs only what is missing. Needs root (or sudo) to install.
 set -euo pipefail

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -245,3 +246,36 @@ def test_mirror_mapping_serves_a_docker_hub_name_from_the_local_registry(stack: 
     assert "mirrored 42" in text
     assert image.layer_count == 2  # the base layer + the RUN step
     stack.builder.config()  # re-render the settings without the mirror for the other tests
+
+
+PROBE_JS = """
+const net = require("net");
+for (const [what, port] of [["REGISTRY", +process.argv[2]], ["WEBSERVER", +process.argv[3]]]) {
+  const sock = net.connect(port, "127.0.0.1");
+  sock.on("connect", () => { console.log(`PROBE-${what}: connected`); sock.destroy(); });
+  sock.on("error", (e) => console.log(`PROBE-${what}: ${e.code}`));
+}
+"""
+
+
+def test_a_run_step_reaches_nothing_on_the_host_loopback(stack: Stack, tmp_path: Path) -> None:
+    """A hostile Dockerfile's RUN step (round one overwrote the registry's tags from a stage): in the
+    build's own network namespace neither the registry nor a webserver on loopback answers, while the
+    same ports answer from the host."""
+    web = socket.socket()
+    web.bind(("127.0.0.1", 0))
+    web.listen()
+    registry_port = int(stack.registry.address().rsplit(":", 1)[1])
+    (tmp_path / "probe.js").write_text(PROBE_JS)
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY probe.js /probe.js\n"
+        f'RUN ["node", "/probe.js", "{registry_port}", "{web.getsockname()[1]}"]\n')
+    lines: list[str] = []
+    with web:
+        stack.builder.build(context_dir=tmp_path, dockerfile=tmp_path / "Dockerfile", image_name="localhost/probe:1",
+                            build_args={"BASE_IMAGE": stack.base.ref or ""}, labels={}, log=lines.append)
+        for port in (registry_port, web.getsockname()[1]):  # both answer outside the build
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    output = "\n".join(lines).splitlines()
+    said = dict(line.split("PROBE-", 1)[1].split(": ", 1) for line in output if "PROBE-" in line)
+    assert said == {"REGISTRY": "ECONNREFUSED", "WEBSERVER": "ECONNREFUSED"}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from sevenp_pipeline.resources.builders.context import base_image_refs
 from sevenp_pipeline.resources.builders.role import (
     BuiltImage,
     ImageBuilder,
@@ -18,13 +19,28 @@ from sevenp_pipeline.resources.builders.role import (
 )
 from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
+from sevenp_pipeline.sandbox import SLIRP_RESOLV_CONF, Network, SandboxSpec
 
 
 class BuildahBuilder(ImageBuilder):
-    """Daemonless builds with buildah (chroot isolation, overlay storage, layer cache, docker format)."""
+    """Daemonless builds with buildah (chroot isolation, overlay storage, layer cache, docker format), in a
+    network namespace of their own.
+
+    A RUN step is still root on the host (buildah 1.28's ``--userns-uid-map`` leaves COPY'd files owned
+    by the unmapped root, so a mapped RUN step cannot write them): one that leaves the chroot can read
+    and write the host's files. The README lists this under what is not covered."""
 
     buildah: str = Field(default="buildah", description="buildah binary")
     jobs: int = Field(default=2, description="build stages run in parallel (buildah bud --jobs)")
+
+    def build_sandbox(self, tmp: Path) -> SandboxSpec:
+        """The build's own network namespace with a route out (a RUN step's ``npm ci``), never to this
+        machine's loopback: not Dagster's webserver, the registry or an environment's database."""
+        resolv = tmp / "resolv.conf"
+        resolv.write_text(SLIRP_RESOLV_CONF, encoding="utf-8")
+        resolv.chmod(0o644)
+        return SandboxSpec(cwd=self.config().root, report=tmp / "leftovers.jsonl",
+                           network=Network(outbound=True, resolv_conf=resolv))
 
     def buildah_argv(self) -> list[str]:
         """``buildah`` with the global options every call uses."""
@@ -39,6 +55,15 @@ class BuildahBuilder(ImageBuilder):
             raise ImageBuildError(f"build context {context_dir} for {dockerfile} is not a directory",
                                   dockerfile=dockerfile)
         cfg = self.config()
+        # The base images come first, pulled here on the host's network: the build itself runs in a
+        # namespace that reaches no registry on this machine's loopback (nor anything else there).
+        for ref in base_image_refs(dockerfile, build_args):
+            # --tls-verify only to turn it off: an explicit true would override registries.conf's
+            # insecure mirrors (a Docker Hub name served by a loopback registry).
+            tls = [] if self.tls_verify(ref) else ["--tls-verify=false"]
+            self.check_tool([*self.buildah_argv(), "pull", "--policy", "missing", "--signature-policy",
+                             str(cfg.policy), *tls, ref],
+                            label=f"pull {ref}", log=log, timeout=self.push_timeout_seconds)
         with tempfile.TemporaryDirectory(dir=cfg.root / "tmp") as tmp:
             iidfile = Path(tmp) / "iid"
             argv = [*self.buildah_argv(), "bud", "--isolation", "chroot", "--layers", "--format", "docker",
@@ -48,7 +73,8 @@ class BuildahBuilder(ImageBuilder):
                 argv.append("--tls-verify=false")
             argv += self.arg_and_label_flags(build_args, labels)
             argv += ["-f", str(dockerfile), "-t", image_name, str(context_dir)]
-            outcome = self.run_tool(argv, label=f"build {image_name}", log=log, timeout=self.build_timeout_seconds)
+            outcome = self.run_tool(argv, label=f"build {image_name}", log=log, timeout=self.build_timeout_seconds,
+                                    sandbox=self.build_sandbox(Path(tmp)))
             if not outcome.ok:
                 raise ImageBuildError(
                     f"building {dockerfile} failed: {outcome.describe()}", dockerfile=dockerfile,

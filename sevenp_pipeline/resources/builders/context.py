@@ -100,3 +100,37 @@ def build_input_hash(
         for key in sorted(mapping):
             feed(kind, key, mapping[key])
     return digest.hexdigest()
+
+
+_ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", re.I)
+_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.I)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def base_image_refs(dockerfile: Path, build_args: Mapping[str, str]) -> list[str]:
+    """The images a Dockerfile's FROM lines pull, with build args (and the ARG defaults before the
+    first FROM) substituted; earlier stages' names and ``scratch`` are not images. A reference still
+    holding an unknown variable is left out: the build itself reports it."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    refs: list[str] = []
+    seen_from = False
+    text = dockerfile.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+    for line in text.splitlines():
+        if not seen_from and (arg := _ARG.match(line)):
+            args[arg.group(1)] = build_args.get(arg.group(1), arg.group(2) or "")
+            continue
+        found = _FROM.match(line)
+        if not found:
+            continue
+        seen_from = True
+        ref = _substitute(found.group(1), {**args, **build_args})
+        if ref and "$" not in ref and ref.lower() != "scratch" and ref not in stages and ref not in refs:
+            refs.append(ref)
+        if found.group(2):
+            stages.add(found.group(2))
+    return refs
+
+
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    return _VAR.sub(lambda m: values.get(m.group(1) or m.group(3) or "", m.group(2) or ""), text)

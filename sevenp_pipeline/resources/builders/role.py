@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from pydantic import Field
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.builders.container_config import ContainerConfig, is_insecure, render_container_config
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, Outcome, ProcessError, ProcessRunner
+from sevenp_pipeline.sandbox import SandboxSpec
 
 DOCKER_V2S2 = "application/vnd.docker.distribution.manifest.v2+json"
 INPUT_HASH_LABEL = "org.sevenp.inputs-hash"
@@ -192,12 +194,17 @@ class ImageBuilder(dg.ConfigurableResource, ABC):
                              manifest=manifest, media_type=media_type, path=dest)
 
     def run_tool(self, argv: Sequence[str], *, label: str, log: LogFn | None, timeout: float,
-                 capture: bool = False, env: Mapping[str, str] | None = None) -> Outcome:
-        """Runs a container tool with the project's settings in its env; never raises for an exit code."""
+                 capture: bool = False, env: Mapping[str, str] | None = None,
+                 sandbox: SandboxSpec | None = None) -> Outcome:
+        """Runs a container tool with the project's settings in its env; never raises for an exit code.
+        With ``sandbox`` (a build running a branch's Dockerfile), it gets none of the orchestrator's
+        environment, only PATH, the locale and the container settings."""
         cfg = self.config()
+        base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8",
+                "TMPDIR": str(cfg.root / "tmp")} if sandbox else {}
         request = ExecuteRequest(argv=argv, cwd=cfg.root, label=label, timeout_seconds=timeout,
-                                 env={**cfg.env(), **(env or {})}, capture=capture,
-                                 log_path=cfg.root / "logs" / f"{_slug(label)}.log")
+                                 env={**base, **cfg.env(), **(env or {})}, capture=capture, sandbox=sandbox,
+                                 inherit_env=sandbox is None, log_path=cfg.root / "logs" / f"{_slug(label)}.log")
         try:
             return self.runner.run(request, log=log)
         except ProcessError as exc:  # could not even start (binary missing)
