@@ -9,8 +9,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from pydantic import ValidationError
 
-from sevenp_pipeline.config import ConfigError, Settings, load_app_config, load_app_configs, load_app_directory
+from sevenp_pipeline.config import (
+    ConfigError,
+    Settings,
+    StageSpec,
+    load_app_config,
+    load_app_configs,
+    load_app_directory,
+)
 from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.definitions import build_definitions
 
@@ -248,3 +256,12 @@ def test_shipped_app_configs_load_and_describe_their_job(tmp_path: Path) -> None
     defs = build_definitions(Settings(home=tmp_path, apps_dir=PROJECT_ROOT / "apps"))
     for app in apps:
         assert app.description and app.description in defs.resolve_job_def(f"{app.key}_ci_job").description
+
+
+def test_only_the_install_stage_goes_outbound_unless_a_stage_asks() -> None:
+    assert StageSpec(kind="install").outbound
+    assert not StageSpec(kind="lint", script="lint", report="r.json").outbound
+    assert StageSpec(kind="command", command=["npx", "x"], network="outbound").outbound
+    assert not StageSpec(kind="install", network="none").outbound
+    with pytest.raises(ValidationError, match="network"):
+        StageSpec(kind="command", command=["x"], network="host")
