@@ -113,7 +113,7 @@ class StageSpec(BaseModel):
 
     @property
     def outbound(self) -> bool:
-        return (self.network or ("outbound" if self.kind == "install" else "none")) == "outbound"
+        return self.network == "outbound" if self.network else self.kind == "install"
 
     @field_validator("kind")
     @classmethod

@@ -8,8 +8,6 @@ signing key) stay in the orchestrator.
 
 from __future__ import annotations
 
-import urllib.parse
-
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, StageSpec
@@ -17,7 +15,8 @@ from sevenp_pipeline.deploy.targets.role import SmokeFn, SmokeReport
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages.runner import LOOPBACK_HOSTS, Stage
+from sevenp_pipeline.sandbox import loopback_port
+from sevenp_pipeline.stages.runner import Stage
 
 
 def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment: str, *, runner: ProcessRunner,
@@ -44,11 +43,8 @@ def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment:
         stage.extra_env = {spec.url_env: url, "SEVENP_ENVIRONMENT": environment}
         # The URL under test is all the smoke tests reach: its port when it is on this machine's
         # loopback (the local target's front door), else a route out (no host loopback) to it.
-        target = urllib.parse.urlsplit(url)
-        if target.hostname in LOOPBACK_HOSTS:
-            stage.forwards, stage.outbound = (target.port or (443 if target.scheme == "https" else 80),), False
-        else:
-            stage.forwards, stage.outbound = (), True
+        port = loopback_port(url)
+        stage.forwards, stage.outbound = ((port,), False) if port else ((), True)
         context.log.info(f"smoke tests: `{' '.join(argv)}` with {spec.url_env}={url}")
         outcome = stage.run(argv)
         if outcome.log_path and outcome.log_path.exists():

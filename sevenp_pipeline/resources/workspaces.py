@@ -3,7 +3,6 @@ sandbox sees of them (sevenp_pipeline/sandbox)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -20,7 +19,6 @@ from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.sandbox import (
-    SLIRP_RESOLV_CONF,
     STAGE_USER,
     Bind,
     Network,
@@ -28,6 +26,7 @@ from sevenp_pipeline.sandbox import (
     SandboxSpec,
     StageUser,
     minimal_env,
+    with_resolver,
 )
 
 # Hidden from every stage besides the workspace and cache roots: tmp folders shared by the machine.
@@ -142,12 +141,7 @@ class Workspaces(dg.ConfigurableResource):
         binds = [Bind(room.tmp, Path("/tmp")), Bind(workspace.src), Bind(room.home), Bind(corepack)]
         # `git clone --shared` reads objects from the app's mirror: readable, not writable.
         binds += [Bind(p, readonly=True) for p in _alternates(workspace.src)]
-        network = network or Network()
-        if network.outbound:
-            resolv = room.root / "resolv.conf"
-            resolv.write_text(SLIRP_RESOLV_CONF, encoding="utf-8")
-            resolv.chmod(0o644)
-            network = dataclasses.replace(network, resolv_conf=resolv)
+        network = with_resolver(network or Network(), room.root)
         spec = SandboxSpec(cwd=cwd, report=room.report, binds=tuple(binds), overlays=overlays,
                            hide=tuple(self.private()), uid=self.user.uid, gid=self.user.gid,
                            user_namespace=not self.user.switches, network=network)

@@ -27,11 +27,13 @@ Not covered: CPU and memory limits.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
 import shutil
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +79,30 @@ class Network:
     resolv_conf: Path | None = None  # "nameserver 10.0.2.3", bound over /etc/resolv.conf when outbound
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def loopback_port(url: str) -> int | None:
+    """The port of ``url`` when it points at this machine's loopback (a stage's network namespace
+    reaches it only forwarded), else None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname not in LOOPBACK_HOSTS:
+        return None
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 SLIRP_RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's resolver, which forwards to the host's
+
+
+def with_resolver(network: Network, folder: Path) -> Network:
+    """``network``, with slirp4netns's resolver written to ``folder`` when it goes outbound (the host's
+    /etc/resolv.conf may name a resolver on loopback, which the namespace cannot reach)."""
+    if not network.outbound:
+        return network
+    resolv = folder / "resolv.conf"
+    resolv.write_text(SLIRP_RESOLV_CONF, encoding="utf-8")
+    resolv.chmod(0o644)
+    return dataclasses.replace(network, resolv_conf=resolv)
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 from packageurl import PackageURL
 
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessError, ProcessRunner
+from sevenp_pipeline.sandbox import LOOPBACK_HOSTS
 from sevenp_pipeline.scanners.models import Component, SbomResult
 
 TARGET_SCHEMES = ("dir:", "file:", "oci-archive:", "oci-dir:", "docker-archive:", "registry:")
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 class SbomError(Exception):

@@ -96,8 +96,7 @@ def build_install_asset(
         if reused and pm.uses_corepack:
             # The pinned pnpm/yarn goes into this commit's corepack folder now, from the one stage with a
             # route out: the later stages have no network (a reused tree installed nothing here).
-            primed = stage.runner.run(stage.request(pm.version_argv(), capture=True), log=stage.log)
-            shutil.rmtree(stage.room.root, ignore_errors=True)
+            primed = stage.run(pm.version_argv(), node_modules=False)
             if not primed.ok:
                 raise failure(f"{name}: corepack could not fetch the pinned {pm.name}: {primed.describe()}\n"
                               f"{primed.tail_text(10)}", primed, retry=is_transient(primed))

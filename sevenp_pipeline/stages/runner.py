@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +31,12 @@ from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, Process
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inputs
-from sevenp_pipeline.sandbox import Network, SandboxError
+from sevenp_pipeline.sandbox import Network, SandboxError, loopback_port
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
 from sevenp_pipeline.text import md_text, printable
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
 
 # Bumped when the meaning of a stage's output changes; part of every data version.
@@ -292,10 +290,8 @@ class Stage:
         stage whose registry is on this machine's loopback (a local mirror) gets that port too."""
         outbound = self.spec.outbound if self.outbound is None else self.outbound
         forwards = set(self.forwards)
-        if outbound:
-            registry = urllib.parse.urlsplit(npm_registry(self.runner) or "")
-            if registry.hostname in LOOPBACK_HOSTS:
-                forwards.add(registry.port or (443 if registry.scheme == "https" else 80))
+        if outbound and (registry := loopback_port(npm_registry(self.runner) or "")):
+            forwards.add(registry)
         return Network(forwards=tuple(sorted(forwards)), outbound=outbound)
 
     def declared_secrets(self) -> dict[str, str]:

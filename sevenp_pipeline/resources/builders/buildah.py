@@ -19,7 +19,7 @@ from sevenp_pipeline.resources.builders.role import (
 )
 from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
-from sevenp_pipeline.sandbox import SLIRP_RESOLV_CONF, Network, SandboxSpec
+from sevenp_pipeline.sandbox import Network, SandboxSpec, with_resolver
 
 
 class BuildahBuilder(ImageBuilder):
@@ -36,11 +36,8 @@ class BuildahBuilder(ImageBuilder):
     def build_sandbox(self, tmp: Path) -> SandboxSpec:
         """The build's own network namespace with a route out (a RUN step's ``npm ci``), never to this
         machine's loopback: not Dagster's webserver, the registry or an environment's database."""
-        resolv = tmp / "resolv.conf"
-        resolv.write_text(SLIRP_RESOLV_CONF, encoding="utf-8")
-        resolv.chmod(0o644)
         return SandboxSpec(cwd=self.config().root, report=tmp / "leftovers.jsonl",
-                           network=Network(outbound=True, resolv_conf=resolv))
+                           network=with_resolver(Network(outbound=True), tmp))
 
     def buildah_argv(self) -> list[str]:
         """``buildah`` with the global options every call uses."""

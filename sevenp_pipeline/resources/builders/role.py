@@ -200,8 +200,7 @@ class ImageBuilder(dg.ConfigurableResource, ABC):
         With ``sandbox`` (a build running a branch's Dockerfile), it gets none of the orchestrator's
         environment, only PATH, the locale and the container settings."""
         cfg = self.config()
-        base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8",
-                "TMPDIR": str(cfg.root / "tmp")} if sandbox else {}
+        base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"} if sandbox else {}
         request = ExecuteRequest(argv=argv, cwd=cfg.root, label=label, timeout_seconds=timeout,
                                  env={**base, **cfg.env(), **(env or {})}, capture=capture, sandbox=sandbox,
                                  inherit_env=sandbox is None, log_path=cfg.root / "logs" / f"{_slug(label)}.log")
