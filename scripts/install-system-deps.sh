@@ -25,6 +25,9 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 command -v runc >/dev/null || missing+=(runc)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# The hostile tests compile a static chroot-escape probe (a Dockerfile RUN step that leaves buildah's chroot).
+command -v gcc >/dev/null || missing+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
 # The local deploy target: podman runs the app's containers (runc, cgroupfs, from the project's
 # containers.conf); nginx is each environment's front door. The pipeline starts its own nginx master
 # per environment on a loopback port: the system nginx service (if the package starts one) is not used.

@@ -100,3 +100,15 @@ def read_json_state(path: Path) -> dict[str, Any]:
 def write_json_state(path: Path, state: dict[str, Any]) -> None:
     data = json.dumps(state, indent=2, sort_keys=True).encode()
     write_atomically(path, lambda out: out.write(data))
+
+
+def read_untrusted_text(path: Path, *, limit: int = 4096) -> str:
+    """A small file written by a process we do not trust (a build's store root): never through a
+    link, only a regular file, at most ``limit`` bytes. Raises OSError (ELOOP for a link) otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit).decode("utf-8", "replace")
+    finally:
+        os.close(fd)

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.image.records import ImageRecord, latest_record, recorded_digests
 from sevenp_pipeline.image.tags import image_tags
 from sevenp_pipeline.resources.base_image import NodeBaseImage
@@ -33,6 +34,7 @@ from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
 from sevenp_pipeline.stages.gates import unmet_gates
+from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_PROMOTION
 
 
@@ -64,6 +66,7 @@ def build_package_assets(
         registry: Registry,
         node_base_image: NodeBaseImage,
         workspaces: Workspaces,
+        git: GitClient,
     ) -> dg.MaterializeResult:
         workspace = checked_out(workspaces, app, context.partition_key, stage="container_image")
         context_dir = (workspace.app_dir / settings.context).resolve()
@@ -81,6 +84,9 @@ def build_package_assets(
                 bootstrapped = node_base_image.ensure(builder=image_builder, registry=registry, log=log)
                 assert bootstrapped.ref is not None
                 base = bootstrapped.ref
+            deploys = deploy_branches_holding(git, app, context.partition_key)
+            log(f"build store: {'trusted, on ' + ', '.join(deploys) if deploys else 'untrusted'} "
+                f"(branches that deploy: {', '.join(deploy_branch_patterns(app))})")
             published = publish_image(
                 builder=image_builder, registry=registry, context_dir=context_dir, dockerfile=dockerfile,
                 repository=app.image_repository, tags=[],
@@ -90,6 +96,7 @@ def build_package_assets(
                 log=log,
                 trusted=lambda input_hash, digest: digest in recorded_digests(
                     context.instance, image_key(app), input_hash),
+                deploy_branch=bool(deploys),
             )
         except ImageBuildError as exc:
             tail = getattr(exc, "log_tail", "") or ""
@@ -159,6 +166,25 @@ def build_promotion_asset(
     return promoted_image
 
 
+def deploy_branch_patterns(app: AppConfig) -> list[str]:
+    """The branches whose commits deploy: every environment's ``branches`` (an environment without
+    any takes every branch), and main/master."""
+    patterns = ["main", "master"]
+    for env in (app.environments or {}).values():
+        patterns += env.branches or ["*"]
+    return [*dict.fromkeys(patterns)]
+
+
+def deploy_branches_holding(git: GitClient, app: AppConfig, sha: str) -> list[str]:
+    """The remote's branches that deploy and hold ``sha`` now (asked of the remote, not of run tags).
+    An error reaching the remote counts as none: the build is then untrusted, never the reverse."""
+    rules = Branches(include=deploy_branch_patterns(app))
+    try:
+        return git.branches_containing(app.key, app.repository.url, sha, allowed=lambda b: branch_matches(b, rules))
+    except GitError:
+        return []
+
+
 def _release_tag(git: GitClient, app: AppConfig, sha: str) -> str | None:
     """A `vX.Y.Z` git tag pointing at the commit, if the remote has one."""
     try:
@@ -191,7 +217,7 @@ class PublishedImage:
 def publish_image(
     *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
     tags: Sequence[str], build_args: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
-    log: LogFn | None = None, trusted: Callable[[str, str], bool] | None = None,
+    log: LogFn | None = None, trusted: Callable[[str, str], bool] | None = None, deploy_branch: bool = False,
 ) -> PublishedImage:
     """Builds and pushes unless the registry already holds an image built from the same inputs.
 
@@ -201,7 +227,8 @@ def publish_image(
     and tag ``inputs-<hash[:40]>``; finding that tag means: add ``tags``, nothing else, as long as
     ``trusted(input_hash, digest)`` says the orchestrator itself recorded that digest for those inputs.
     The tag is mutable (anyone who can push to the registry can move it): a digest it did not record
-    is built again, and the push moves the tag back.
+    is built again, and the push moves the tag back. ``deploy_branch``: a branch that deploys holds the
+    commit (its build never shares a store with a feature branch's, see builders/stores.py).
     """
     build_args = dict(build_args or {})
     labels = dict(labels or {})
@@ -236,6 +263,6 @@ def publish_image(
                               input_hash=input_hash, reused=True, image=None)
     image = builder.build(context_dir=context_dir, dockerfile=dockerfile,
                           image_name=f"localhost/{repository}:{input_tag}", build_args=build_args,
-                          labels={**labels, INPUT_HASH_LABEL: input_hash}, log=log)
+                          labels={**labels, INPUT_HASH_LABEL: input_hash}, log=log, trusted=deploy_branch)
     result = registry.push(builder=builder, image=image, repository=repository, tags=all_tags, log=log)
     return PublishedImage(digest=result.digest, refs=result.refs, input_hash=input_hash, reused=False, image=image)

@@ -119,6 +119,7 @@ class SandboxSpec:
     gid: int | None = None
     user_namespace: bool = False
     network: Network | None = None  # None: the host's network (only with the sandbox's network off)
+    userns: tuple[int, int] | None = None  # (host uid/gid base, count): root inside a user namespace of its own
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as run inside the sandbox: ``unshare ... python init.py SPEC -- argv``."""
@@ -152,6 +153,7 @@ class SandboxSpec:
             "gid": self.gid,
             "network": network,
             "files": files,
+            "userns": list(self.userns) if self.userns else None,
         }
         launcher = [unshare, *(["--user", "--map-root-user"] if self.user_namespace else []),
                     "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]

@@ -4,7 +4,7 @@ the unprivileged stage user, and ends every process the command left behind.
 Started by ``unshare --mount --pid --fork --kill-child --mount-proc`` (see sandbox/__init__.py), as
 ``python -I -S init.py SPEC -- argv...``; standard library only, so it starts in ~20 ms. SPEC is
 JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, ``gid``, ``cwd``,
-``report``, ``network``, ``files``. In order:
+``report``, ``network``, ``files``, ``userns``. In order:
 
 0. network (unless ``network`` is null): the command gets a network namespace of its own with only
    ``lo`` up, so the host's loopback (the Dagster webserver, the image registry, the environments'
@@ -21,7 +21,10 @@ JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, `
    and the kept folders are bound back at their own paths from those descriptors;
 4. the command runs as ``uid:gid`` with no supplementary groups and ``no_new_privs``, and a
    developer's umask (022, not the orchestrator's 077: a build's files end up in images whose
-   non-root user must read them; the stage's view is private anyway);
+   non-root user must read them; the stage's view is private anyway). With ``userns`` (``[base,
+   count]``, an image build) it first enters a user namespace of its own, and a mount namespace that
+   namespace owns, as its root, which the host sees as uid ``base``: buildah works as root there, and
+   a RUN step that leaves buildah's chroot is a stranger to every host file that is not world-readable;
 5. when it exits, every process still alive in the namespace is written to ``report`` (one JSON
    line each) and killed: nothing a stage starts outlives it, detached (``setsid``) or not.
 
@@ -46,6 +49,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SLIRP_READY_SECONDS = 10
 
@@ -274,12 +278,46 @@ def _exec(argv):
     raise error
 
 
+def _map_ids(pid, userns):
+    """Writes ``0 base count`` as the uid and gid map of ``pid``'s new user namespace (we are root in
+    the host's, so any range may be mapped; no newuidmap or /etc/subuid involved)."""
+    base, count = userns
+    for name in ("uid_map", "gid_map"):
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, f"0 {base} {count}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def _enter_userns(ready, mapped):
+    """In the command's process: a user namespace (and a mount namespace it owns) in which it is root,
+    root being host uid ``base``; pid 1 writes the maps between the two pipe messages."""
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+    os.write(ready, b"u")
+    os.close(ready)
+    if os.read(mapped, 1) != b"m":
+        raise OSError(1, "the user namespace's id maps were not written")
+    os.close(mapped)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
 def run(spec, argv):
+    userns = spec.get("userns")
+    pipes = (os.pipe(), os.pipe()) if userns else None
     child = os.fork()
     if child == 0:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            if pipes:
+                (r_ready, w_ready), (r_mapped, w_mapped) = pipes
+                os.close(r_ready)
+                os.close(w_mapped)
+                _enter_userns(w_ready, r_mapped)
             if spec["gid"] is not None:
                 os.setgroups([])
                 os.setgid(spec["gid"])
@@ -293,6 +331,19 @@ def run(spec, argv):
             sys.stderr.write(f"sandbox: cannot run {argv[0]}: {exc.strerror or exc}\n")
             sys.stderr.flush()
         os._exit(127)
+
+    if pipes:
+        (r_ready, w_ready), (r_mapped, w_mapped) = pipes
+        os.close(w_ready)
+        os.close(r_mapped)
+        try:
+            if os.read(r_ready, 1) == b"u":
+                _map_ids(child, userns)
+                os.write(w_mapped, b"m")
+        except OSError as exc:
+            sys.stderr.write(f"sandbox: cannot map the user namespace of the command: {exc}\n")
+        os.close(r_ready)
+        os.close(w_mapped)
 
     def forward(signum, _frame):
         try:

@@ -6,9 +6,11 @@ rebuilt (``publish_image`` in the image stage looks it up in the registry).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -134,3 +136,82 @@ def base_image_refs(dockerfile: Path, build_args: Mapping[str, str]) -> list[str
 
 def _substitute(text: str, values: Mapping[str, str]) -> str:
     return _VAR.sub(lambda m: values.get(m.group(1) or m.group(3) or "", m.group(2) or ""), text)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def copy_context(context_dir: Path, dest: Path, *, owner: int) -> int:
+    """Copies the build context (after .dockerignore) to the new folder ``dest``, owned by ``owner``:
+    what a build in a user namespace reads (the checkout itself may be private to the stage user).
+
+    The checkout is a branch's tree that a concurrent stage may still change: every folder is opened
+    with ``O_NOFOLLOW`` through its parent's descriptor and every file is opened with ``O_NOFOLLOW``, so
+    a link planted (or swapped in) there is copied as a link, never followed to a host file. Pipes,
+    sockets and devices are left out. Returns the number of files copied."""
+    rules = dockerignore_filter(context_dir)
+    prune = not any(not exclude for exclude, _ in rules)
+    dest.mkdir(mode=0o755)
+    os.chown(dest, owner, owner)
+    count = 0
+
+    def walk(src_fd: int, dst_fd: int, rel: str) -> None:
+        nonlocal count
+        with os.scandir(src_fd) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                if prune and _ignored(child, rules):
+                    continue
+                os.mkdir(entry.name, 0o755, dir_fd=dst_fd)
+                os.chown(entry.name, owner, owner, dir_fd=dst_fd, follow_symlinks=False)
+                sub_src = os.open(entry.name, _DIR_FLAGS, dir_fd=src_fd)  # a link swapped in: ELOOP, no copy
+                sub_dst = os.open(entry.name, _DIR_FLAGS, dir_fd=dst_fd)
+                try:
+                    walk(sub_src, sub_dst, child)
+                finally:
+                    os.close(sub_src)
+                    os.close(sub_dst)
+            elif _ignored(child, rules):
+                continue
+            elif stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(entry.name, dir_fd=src_fd), entry.name, dir_fd=dst_fd)
+                os.chown(entry.name, owner, owner, dir_fd=dst_fd, follow_symlinks=False)
+            elif stat.S_ISREG(info.st_mode):
+                _copy_file(entry.name, src_fd, dst_fd, owner)
+                count += 1
+
+    src = os.open(context_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dst = os.open(dest, _DIR_FLAGS)
+    try:
+        walk(src, dst, "")
+    finally:
+        os.close(src)
+        os.close(dst)
+    return count
+
+
+def _copy_file(name: str, src_fd: int, dst_fd: int, owner: int) -> None:
+    try:
+        fin = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a link since it was listed: never followed
+            return
+        raise
+    try:
+        info = os.fstat(fin)
+        if not stat.S_ISREG(info.st_mode):
+            return
+        mode = 0o755 if info.st_mode & 0o111 else 0o644
+        fout = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dst_fd)
+        try:
+            while os.sendfile(fout, fin, None, 1 << 24):
+                pass
+            os.fchmod(fout, mode)
+            os.fchown(fout, owner, owner)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)

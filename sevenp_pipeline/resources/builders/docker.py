@@ -43,8 +43,9 @@ class DockerBuilder(ImageBuilder):
 
     def build(
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
-        labels: Mapping[str, str], log: LogFn | None = None,
+        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False,
     ) -> BuiltImage:
+        # One daemon, one store: ``trusted`` changes nothing here (the daemon's own isolation applies).
         dockerfile = self.checked_dockerfile(context_dir, dockerfile)
         cfg = self.config()
         with tempfile.TemporaryDirectory(dir=cfg.root / "tmp") as tmp:

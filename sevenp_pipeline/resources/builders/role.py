@@ -29,6 +29,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.files import read_untrusted_text
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.builders.container_config import ContainerConfig, is_insecure, render_container_config
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, Outcome, ProcessError, ProcessRunner
@@ -65,6 +66,7 @@ class BuiltImage:
     size_bytes: int  # uncompressed layers + config
     layer_count: int
     local_name: str  # e.g. localhost/sevenp/7p-education-api:build-<hash>
+    store: str = ""  # the build store's key (see builders/stores.py); "" = the builder's own store
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,12 @@ class ImageBuilder(dg.ConfigurableResource, ABC):
     @abstractmethod
     def build(
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
-        labels: Mapping[str, str], log: LogFn | None = None,
+        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False,
     ) -> BuiltImage:
-        """Builds ``dockerfile`` with ``context_dir`` as context into the local store as ``image_name``."""
+        """Builds ``dockerfile`` with ``context_dir`` as context into the local store as ``image_name``.
+
+        ``trusted``: a branch that deploys holds the commit; a builder that keeps stores per trust
+        domain never builds it beside untrusted code (see builders/stores.py)."""
 
     @abstractmethod
     def _push_tagged(self, *, image: BuiltImage, destination_ref: str, log: LogFn | None) -> str:
@@ -229,9 +234,9 @@ def _slug(text: str) -> str:
 
 def read_digest_file(path: Path, what: str) -> str:
     try:
-        digest = path.read_text().strip()
+        digest = read_untrusted_text(path, limit=256).strip()  # a build store's root may have written it
     except OSError as exc:
         raise ImagePushError(f"{what}: no digest file written at {path}") from exc
     if not _DIGEST_RE.match(digest):
-        raise ImagePushError(f"{what}: unexpected digest {digest!r} in {path}")
+        raise ImagePushError(f"{what}: unexpected digest {digest[:80]!r} in {path}")
     return digest
