@@ -193,7 +193,7 @@ def build_security_assets(
             return restored_sbom(context, ws, artifact_store, stage_cache, img, *cached)
         registry.prepare(log=context.log.info)
         try:
-            result = generate_sbom(process_runner, f"registry:{img.ref}", ws.root / "sbom")
+            result = generate_sbom(process_runner, f"registry:{img.ref}", ws.root / "sbom", env=registry.client_env())
         except SbomError as exc:
             raise failure(f"sbom: {exc}") from exc
         uris = {p.name: artifact_store.put_file(app=app.key, sha=context.partition_key, name=f"sbom/{p.name}", path=p)

@@ -83,8 +83,14 @@ class Stack:
         self.remote.write("VERSION", version + "\n")
         sha = self.remote.commit(f"feat: version {version}", push_to=branch)
         (ci,) = self.wait(f"{KEY}_ci_job", sha)
-        assert ci.status == dg.DagsterRunStatus.SUCCESS, ci.run_id
+        assert ci.status == dg.DagsterRunStatus.SUCCESS, (ci.run_id, self.failures(ci.run_id))
         return sha
+
+    def failures(self, run_id: str) -> list[str]:
+        """The run's step failures (what a red run is asserted with, to read in the test's output)."""
+        return [f"{e.step_key}: {e.dagster_event.event_specific_data.error.message[:2000]}"
+                for e in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+                if e.dagster_event and e.dagster_event.event_specific_data]
 
     def launch_deploy(self, env: str, sha: str) -> str:
         return launch_run(self.stack.url, deploy_job_name(self.app, env), partition=sha,
@@ -106,6 +112,7 @@ def deploy_stack(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     app = load_app_config(apps / f"{NAME}.yaml")
     private, _ = generate_keypair()
     with reachable_home() as home, pytest.MonkeyPatch.context() as env:
+        stack.registry.grant(home)  # the app's base image is in the session's registry
         stack_ = LocalDagster(home=home, port=free_port(), apps_dir=apps, extra_env={"SEVENP_SIGNING_KEY": private})
         env.setenv("DAGSTER_HOME", str(stack_.dagster_home))
         stack_.start()

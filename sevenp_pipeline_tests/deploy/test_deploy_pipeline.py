@@ -161,6 +161,7 @@ def deploys(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploys
         apps.mkdir()
         (apps / f"{NAME}.yaml").write_text(deploy_app_config(remote.url, stack.base.ref))
         settings = Settings(home=home, apps_dir=apps)
+        stack.registry.grant(home)  # the app's base image is in the session's registry
         instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
         app = load_app_config(apps / f"{NAME}.yaml")
         try:

@@ -180,7 +180,8 @@ def test_registry_outlives_a_run_and_restarts_with_its_data(stack: Stack, sample
 
 
 def _second_registry(stack: Stack, tmp_path: Path) -> LocalRegistry:
-    registry = LocalRegistry(runner=stack.runner, home=str(tmp_path / "other"), max_attempts=3, backoff_seconds=0.1)
+    registry = LocalRegistry(runner=stack.runner, home=str(tmp_path / "other"), max_attempts=3, backoff_seconds=0.1,
+                             clients_home=str(stack.home))  # the stack's builder gets its credentials
     registry.ensure_running()
     return registry
 

@@ -85,16 +85,19 @@ class BuildahBuilder(ImageBuilder):
 
     def _in_store(self, store: BuildStore, argv: list[str], *, label: str, log: LogFn | None, timeout: float,
                   network: Network | None = None, readonly: tuple[Path, ...] = (), capture: bool = False) -> Outcome:
-        """Runs ``buildah ARGV`` in ``store``'s sandbox (host network unless ``network``)."""
+        """Runs ``buildah ARGV`` in ``store``'s sandbox, in a network namespace of its own: nothing
+        but ``lo`` unless ``network`` says more. A store never reaches a registry itself: base images
+        come in through :meth:`_pull_into`, images go out through :meth:`export`."""
         with tempfile.TemporaryDirectory(dir=self.config().root / "tmp") as tmp:
-            net = with_resolver(network, Path(tmp)) if network else None  # root writes only in its own folder
+            net = with_resolver(network or Network(), Path(tmp))  # root writes only in its own folder
             return self.run_tool([*self.buildah_argv(), *argv], label=label, log=log, timeout=timeout,
-                                 capture=capture, env=store.env(),
+                                 capture=capture, settings=store.env(),
                                  sandbox=self.store_sandbox(store, Path(tmp), network=net, readonly=readonly))
 
     def _check_in_store(self, store: BuildStore, argv: list[str], *, label: str, log: LogFn | None,
-                        timeout: float, capture: bool = False) -> Outcome:
-        outcome = self._in_store(store, argv, label=label, log=log, timeout=timeout, capture=capture)
+                        timeout: float, capture: bool = False, readonly: tuple[Path, ...] = ()) -> Outcome:
+        outcome = self._in_store(store, argv, label=label, log=log, timeout=timeout, capture=capture,
+                                 readonly=readonly)
         if not outcome.ok:
             raise ImagePushError(f"{outcome.describe()}\n{outcome.tail_text()}", outcome=outcome)
         return outcome
@@ -123,11 +126,14 @@ class BuildahBuilder(ImageBuilder):
         # The base images come first, pulled on the host's network: the build itself runs in a
         # namespace that reaches no registry on this machine's loopback (nor anything else there).
         for ref in base_image_refs(dockerfile, build_args):
+            if store is not None:
+                self._pull_into(store, ref, log=log)
+                continue
             # --tls-verify only to turn it off: an explicit true would override registries.conf's
             # insecure mirrors (a Docker Hub name served by a loopback registry).
             tls = [] if self.tls_verify(ref) else ["--tls-verify=false"]
-            self._buildah(store, ["pull", "--policy", "missing", "--signature-policy", policy, *tls, ref],
-                          label=f"pull {ref}", log=log, timeout=self.push_timeout_seconds)
+            self.check_tool([*self.buildah_argv(), "pull", "--policy", "missing", "--signature-policy", policy, *tls,
+                             ref], label=f"pull {ref}", log=log, timeout=self.push_timeout_seconds)
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=(store.config if store else cfg).root / "tmp"))
             if store is not None:
@@ -169,6 +175,34 @@ class BuildahBuilder(ImageBuilder):
             if not re.fullmatch(r"[0-9a-f]{64}", image_id):
                 raise ImageBuildError(f"building {dockerfile}: {iidfile} holds no image id", dockerfile=dockerfile)
         return self.local_image(image_id, store=store)
+
+    def _pull_into(self, store: BuildStore, ref: str, *, log: LogFn | None) -> None:
+        """Base image ``ref`` into ``store``: pulled into the builder's own store by the orchestrator
+        (registries.conf's mirrors, the registry's credentials, which a store never holds), then
+        handed over as a ``dir:`` layout its root reads. Not handed over when the store already has
+        that image id."""
+        cfg = self.config()
+        tls = [] if self.tls_verify(ref) else ["--tls-verify=false"]  # see build(): never an explicit true
+        self.check_tool([*self.buildah_argv(), "pull", "--policy", "missing", "--signature-policy", str(cfg.policy),
+                         *tls, ref], label=f"pull {ref}", log=log, timeout=self.push_timeout_seconds)
+        fmt = ["inspect", "--type", "image", "--format", "{{.FromImageID}}", ref]
+        image_id = self.check_tool([*self.buildah_argv(), *fmt], label=f"inspect {ref}", log=None, timeout=120,
+                                   capture=True).output[-1].strip()
+        have = self._in_store(store, fmt, label=f"inspect {ref}", log=None, timeout=120, capture=True)
+        if have.ok and have.output and have.output[-1].strip() == image_id:
+            return
+        with tempfile.TemporaryDirectory(dir=cfg.root / "tmp") as tmp:
+            layout = Path(tmp) / "image"
+            Path(tmp).chmod(0o755)
+            self.check_tool([*self.buildah_argv(), "push", "--disable-compression", "--signature-policy",
+                             str(cfg.policy), image_id, f"dir:{layout}"], label=f"hand over {ref}", log=log,
+                            timeout=self.push_timeout_seconds)
+            for path in (layout, *layout.iterdir()):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            self._check_in_store(store, ["pull", "--policy", "always", "--signature-policy", str(store.config.policy),
+                                         "--quiet", f"dir:{layout}"], label=f"load {ref}", log=log,
+                                 timeout=self.push_timeout_seconds, readonly=(Path(tmp),))
+        self._check_in_store(store, ["tag", image_id, ref], label=f"tag {ref}", log=None, timeout=120)
 
     @staticmethod
     def _copied_inputs(context_dir: Path, dockerfile: Path, folder: Path, store: BuildStore) -> tuple[Path, Path]:
@@ -247,18 +281,19 @@ class BuildahBuilder(ImageBuilder):
         os.chown(dest, 0, 0)
 
     def _push_tagged(self, *, image: BuiltImage, destination_ref: str, log: LogFn | None) -> str:
-        store = self._store_of(image)
-        root = (store.config if store else self.config()).root
-        policy = str((store.config if store else self.config()).policy)
-        with tempfile.TemporaryDirectory(dir=root / "tmp") as tmp:
-            if store is not None:
-                os.chown(tmp, store.uid, store.uid)
+        cfg = self.config()
+        with tempfile.TemporaryDirectory(dir=cfg.root / "tmp") as tmp:
             digestfile = Path(tmp) / "digest"
-            self._buildah(store, ["push", "--format", "v2s2", "--retry", "0",
-                                  f"--tls-verify={str(self.tls_verify(destination_ref)).lower()}",
-                                  "--signature-policy", policy, "--digestfile", str(digestfile),
-                                  image.image_id, f"docker://{destination_ref}"],
-                          label=f"push {destination_ref}", log=log, timeout=self.push_timeout_seconds)
+            if image.store:  # out of the store as its export; uploaded by the orchestrator
+                exported = self.export(image=image, log=log)
+                SkopeoTransport(self).copy(source=f"dir:{exported.path}", dest=f"docker://{destination_ref}", log=log,
+                                           label=f"push {destination_ref}", extra=["--digestfile", str(digestfile)])
+            else:
+                self.check_tool([*self.buildah_argv(), "push", "--format", "v2s2", "--retry", "0",
+                                 f"--tls-verify={str(self.tls_verify(destination_ref)).lower()}",
+                                 "--signature-policy", str(cfg.policy), "--digestfile", str(digestfile),
+                                 image.image_id, f"docker://{destination_ref}"],
+                                label=f"push {destination_ref}", log=log, timeout=self.push_timeout_seconds)
             return read_digest_file(digestfile, f"push {destination_ref}")
 
     def inspect_remote(self, ref: str) -> RemoteImage | None:

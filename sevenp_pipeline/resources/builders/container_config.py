@@ -30,7 +30,10 @@ class ContainerConfig:
     policy: Path
 
     def env(self) -> dict[str, str]:
-        return {
+        # The local registry's credentials, once LocalRegistry wrote them (buildah refuses an auth file
+        # that is not there); never in a build store, whose root must not hold them.
+        auth = self.root / "auth" / "config.json"
+        return {**({"REGISTRY_AUTH_FILE": str(auth)} if auth.is_file() else {}), **{
             "CONTAINERS_CONF": str(self.containers_conf),
             "CONTAINERS_STORAGE_CONF": str(self.storage_conf),
             "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf),
@@ -38,7 +41,7 @@ class ContainerConfig:
             "BUILDAH_ISOLATION": "chroot",
             "BUILDAH_FORMAT": "docker",
             "TMPDIR": str(self.root / "tmp"),  # layer staging during build/push, not /var/tmp
-        }
+        }}
 
 
 def render_container_config(

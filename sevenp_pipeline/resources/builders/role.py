@@ -200,14 +200,16 @@ class ImageBuilder(dg.ConfigurableResource, ABC):
 
     def run_tool(self, argv: Sequence[str], *, label: str, log: LogFn | None, timeout: float,
                  capture: bool = False, env: Mapping[str, str] | None = None,
-                 sandbox: SandboxSpec | None = None) -> Outcome:
+                 sandbox: SandboxSpec | None = None, settings: Mapping[str, str] | None = None) -> Outcome:
         """Runs a container tool with the project's settings in its env; never raises for an exit code.
         With ``sandbox`` (a build running a branch's Dockerfile), it gets none of the orchestrator's
-        environment, only PATH, the locale and the container settings."""
+        environment, only PATH, the locale and the container settings: ``settings`` when given (a
+        build store's, instead of the builder's own)."""
         cfg = self.config()
         base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"} if sandbox else {}
         request = ExecuteRequest(argv=argv, cwd=cfg.root, label=label, timeout_seconds=timeout,
-                                 env={**base, **cfg.env(), **(env or {})}, capture=capture, sandbox=sandbox,
+                                 env={**base, **(cfg.env() if settings is None else settings), **(env or {})},
+                                 capture=capture, sandbox=sandbox,
                                  inherit_env=sandbox is None, log_path=cfg.root / "logs" / f"{_slug(label)}.log")
         try:
             return self.runner.run(request, log=log)

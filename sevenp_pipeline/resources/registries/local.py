@@ -1,14 +1,23 @@
-"""The local registry: Debian's ``docker-registry`` (distribution 2.8) on loopback.
+"""The local registry: Debian's ``docker-registry`` (distribution 2.8) on loopback, with authentication.
 
 Long-lived shared state under the pipeline home: it outlives a run, so later runs find the images
 of earlier ones.
+
+Only the orchestrator can read or write it: the registry checks ``auth.htpasswd`` (a bcrypt entry for
+a password made on first start, ``<home>/registry/credentials.json``, 0600), and the orchestrator's
+container tools find the credentials in ``<home>/containers/auth/config.json`` (``REGISTRY_AUTH_FILE``,
+and ``DOCKER_CONFIG`` for syft). Stages and image builds reach no loopback port in the first place,
+and a build store never holds the file (see builders/stores.py); any other process of this machine
+gets 401.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import time
@@ -19,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 from pydantic import Field
 
+from sevenp_pipeline.files import write_atomically
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.builders.role import BuiltImage, ImageBuilder
 from sevenp_pipeline.resources.processes import ExecuteRequest, LogFn, ProcessRunner, RunningProcess
@@ -60,6 +71,8 @@ class LocalRegistry(Registry):
     binary: str = Field(default="docker-registry", description="distribution 2.x registry binary")
     startup_timeout_seconds: float = Field(default=20, description="how long to wait for GET /v2/ after start")
     http_timeout_seconds: float = Field(default=10, description="timeout of one registry API request")
+    clients_home: str = Field(default="", description="pipeline home whose container tools get the credentials "
+                              "(<clients_home>/containers/auth/config.json); empty: home")
 
     # -- where things are ------------------------------------------------------------------------
     @property
@@ -77,6 +90,66 @@ class LocalRegistry(Registry):
     @property
     def log_path(self) -> Path:
         return self.root / "registry.log"
+
+    @property
+    def auth_dir(self) -> Path:
+        """The clients' credentials: ``config.json`` here is both containers' auth file and docker's config."""
+        return Path(self.clients_home or self.home).resolve() / "containers" / "auth"
+
+    # -- credentials -------------------------------------------------------------------------------
+    def _credentials(self) -> tuple[str, str]:
+        """The orchestrator's user and password, made on first use (0600, never logged)."""
+        path = self.root / "credentials.json"
+        try:
+            data = json.loads(path.read_text())
+            return str(data["username"]), str(data["password"])
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError) as exc:
+            raise RegistryError(f"{path}: unreadable credentials ({exc}); remove it to make new ones") from exc
+        user, password = "sevenp", secrets.token_urlsafe(32)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda out: out.write(json.dumps({"username": user, "password": password}).encode()))
+        return user, password
+
+    def _write_auth(self, port: int) -> Path:
+        """The htpasswd the registry checks, and the clients' auth file for ``host:port``."""
+        user, password = self._credentials()
+        htpasswd = self.root / "htpasswd"
+        try:
+            current = htpasswd.read_text().strip()
+            valid = current.startswith(f"{user}:") and bcrypt.checkpw(password.encode(),
+                                                                       current.split(":", 1)[1].encode())
+        except (OSError, ValueError):
+            valid = False
+        if not valid:
+            entry = f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()}\n"
+            write_atomically(htpasswd, lambda out: out.write(entry.encode()))
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        entry = {"auth": token}
+        self.auth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config = self.auth_dir / "config.json"
+        with file_lock(self.auth_dir / ".lock", what=f"registry credentials in {self.auth_dir}"):
+            try:
+                current = json.loads(config.read_text())
+            except (OSError, ValueError):
+                current = {}
+            auths = dict(current.get("auths") or {}) if isinstance(current, dict) else {}
+            if auths.get(f"{self.host}:{port}") != entry:  # other registries' entries stay
+                auths[f"{self.host}:{port}"] = entry
+                data = json.dumps({"auths": auths}, indent=2).encode()
+                write_atomically(config, lambda out: out.write(data))
+        return htpasswd
+
+    def grant(self, home: Path) -> Path:
+        """Writes this registry's credentials into another pipeline home's auth file (a second pipeline
+        on this machine whose base image lives here: what ``podman login`` would do); returns the file."""
+        other = self.model_copy(update={"clients_home": str(home)})
+        other._write_auth(int(self.address().rsplit(":", 1)[1]))
+        return other.auth_dir / "config.json"
+
+    def client_env(self) -> dict[str, str]:
+        return {"DOCKER_CONFIG": str(self.auth_dir)}
 
     def read_state(self) -> RegistryState | None:
         try:
@@ -124,12 +197,14 @@ class LocalRegistry(Registry):
         """Starts the registry unless it already answers; returns ``host:port``. Idempotent."""
         with file_lock(self.root / ".lock", what=f"local registry under {self.root}", timeout=120):
             state = self.read_state()
-            if state and _pid_serves(state.pid, state.config) and self.healthy():
+            if state:
+                self._write_auth(state.port)
+            if state and _pid_serves(state.pid, state.config) and self.healthy() and not self._open_to_anyone():
                 return self.address()
-            if state and _pid_serves(state.pid, state.config):  # alive but not answering: replace it
+            if state and _pid_serves(state.pid, state.config):  # alive but not answering (or open): replace it
                 _terminate(state.pid)
             port = (state.port if state else 0) or self.port or _free_port(self.host)
-            self._write_config(port)
+            self._write_config(port, self._write_auth(port))
             server = self.runner.start(ExecuteRequest(
                 argv=[self.binary, "serve", str(self.config_path)], cwd=self.root, label="docker-registry",
                 log_path=self.log_path, timeout_seconds=float("inf"),
@@ -170,7 +245,18 @@ class LocalRegistry(Registry):
                 return True
             return False
 
-    def _write_config(self, port: int) -> None:
+    def _open_to_anyone(self) -> bool:
+        """Whether it answers without credentials (one started before the registry had them)."""
+        try:
+            request = urllib.request.Request(f"http://{self.address()}/v2/", method="GET")
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310
+                return True
+        except urllib.error.HTTPError as exc:
+            return exc.code != 401
+        except OSError:
+            return False
+
+    def _write_config(self, port: int, htpasswd: Path) -> None:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = {
@@ -182,6 +268,7 @@ class LocalRegistry(Registry):
                 "cache": {"blobdescriptor": "inmemory"},
             },
             "http": {"addr": f"{self.host}:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+            "auth": {"htpasswd": {"realm": "sevenp-registry", "path": str(htpasswd)}},
             "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
         }
         tmp = self.config_path.with_suffix(".tmp")
@@ -197,7 +284,10 @@ class LocalRegistry(Registry):
     def _request(self, method: str, path: str, *, data: bytes | None = None,
                  headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Any:
         url = f"http://{self.address()}{path}"
-        request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+        user, password = self._credentials()
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={**(headers or {}), "Authorization": f"Basic {token}"})
         return urllib.request.urlopen(request, timeout=timeout or self.http_timeout_seconds)  # noqa: S310
 
     def find(self, repository: str, tag: str) -> str | None:

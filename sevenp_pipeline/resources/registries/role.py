@@ -103,6 +103,10 @@ class Registry(dg.ConfigurableResource, ABC):
     def prepare(self, *, log: LogFn | None = None) -> None:
         """Makes the registry usable before a stage talks to it; a hosted registry needs nothing."""
 
+    def client_env(self) -> dict[str, str]:
+        """Env a registry client other than the container tools needs (syft: ``DOCKER_CONFIG``)."""
+        return {}
+
     @abstractmethod
     def describe(self) -> str:
         """Names the registry in messages, e.g. ``local registry 127.0.0.1:5000``."""

@@ -44,10 +44,12 @@ class SkopeoTransport:
             ImagePushError: skopeo failed; the message carries the command and the output tail.
         """
         argv = [*self._base(), "copy", "--retry-times", "0"]
-        if source.startswith("docker://"):
-            argv.append(f"--src-tls-verify={str(self.builder.tls_verify(source[9:])).lower()}")
-        if dest.startswith("docker://"):
-            argv.append(f"--dest-tls-verify={str(self.builder.tls_verify(dest[9:])).lower()}")
+        # TLS flags only to turn it off: an explicit true would override registries.conf's insecure
+        # mirrors (a Docker Hub name served by a loopback registry).
+        if source.startswith("docker://") and not self.builder.tls_verify(source[9:]):
+            argv.append("--src-tls-verify=false")
+        if dest.startswith("docker://") and not self.builder.tls_verify(dest[9:]):
+            argv.append("--dest-tls-verify=false")
         argv += [*extra, source, dest]
         return self.builder.check_tool(argv, label=label, log=log, timeout=self.builder.push_timeout_seconds)
 
@@ -73,8 +75,8 @@ class SkopeoTransport:
 
     def inspect(self, ref: str) -> RemoteImage | None:
         """The image at ``ref`` as its registry serves it, or None when the registry does not have it."""
-        tls = f"--tls-verify={str(self.builder.tls_verify(ref)).lower()}"
-        argv = [*self._base(), "inspect", "--no-tags", "--retry-times", "0", tls, f"docker://{ref}"]
+        tls = [] if self.builder.tls_verify(ref) else ["--tls-verify=false"]  # see copy()
+        argv = [*self._base(), "inspect", "--no-tags", "--retry-times", "0", *tls, f"docker://{ref}"]
         outcome = self.builder.run_tool(argv, label=f"inspect {ref}", log=None, timeout=120, capture=True)
         text = "\n".join(outcome.output)
         if not outcome.ok:
@@ -82,7 +84,7 @@ class SkopeoTransport:
                 return None
             raise ImagePushError(f"{outcome.describe()}\n{outcome.tail_text()}", outcome=outcome)
         data = json.loads(text[text.index("{"):])
-        raw = self.builder.run_tool([*self._base(), "inspect", "--raw", "--retry-times", "0", tls, f"docker://{ref}"],
+        raw = self.builder.run_tool([*self._base(), "inspect", "--raw", "--retry-times", "0", *tls, f"docker://{ref}"],
                                     label=f"inspect {ref}", log=None, timeout=120, capture=True)
         media_type = json.loads("\n".join(raw.output)).get("mediaType", "") if raw.ok else ""
         return RemoteImage(ref=ref, digest=data["Digest"], media_type=media_type,
