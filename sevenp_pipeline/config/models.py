@@ -391,6 +391,9 @@ class EnvironmentSpec(BaseModel):
     after: str | None = Field(default=None, description="environment whose smoke tests must pass first")
     approval: Literal["auto", "manual"] = Field(
         default="auto", description="manual: only a person launches it (the spec's protected environment)")
+    allow_override: bool = Field(
+        default=True, description="an operator may deploy here a commit that `branches` refuses (make deploy "
+        "OVERRIDE='why'), named and recorded on the deployment; false: the branch rule has no exception")
     port: int | None = Field(default=None, ge=1024, le=65535,
                              description="local target: the front door's port (default: chosen once, kept)")
     health: HealthCheckSettings | None = Field(default=None, description="default: deploy.health")

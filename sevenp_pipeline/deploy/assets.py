@@ -130,6 +130,8 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
 
         # 1. Refusals: nothing is touched before these pass. First the branch rule, on every route (sensor,
         # Launchpad, asset graph, CLI, GraphQL): checked against the remote's heads, not the run's tags.
+        record = find_approval(Path(deploy_targets.home).resolve(), app.key, name, sha)
+        override = record if record is not None and record.override else None
         if env.branches:
             rules = Branches(include=env.branches)
             try:
@@ -137,10 +139,20 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                                              allowed=lambda b: branch_matches(b, rules))
             except GitError as exc:
                 raise refuse(f"cannot check which branches hold {sha[:12]}: {exc}") from exc
-            if not on:
+            if not on and override is not None and env.allow_override:
+                context.log.warning(f"{name}: {sha[:12]} is on no branch that environments.{name}.branches allows "
+                                    f"({', '.join(env.branches)}); deployed on {override.approver}'s override "
+                                    f"({override.via}): {override.override}")
+            elif not on:
+                closed = (f"; an override was recorded by {override.approver}, but environments.{name}."
+                          f"allow_override is false") if override is not None else ""
                 raise refuse(f"commit {sha[:12]} is on no branch that environments.{name}.branches allows "
-                             f"({', '.join(env.branches)}) in {app.repository.url} now")
-            context.log.info(f"{name}: {sha[:12]} is on {', '.join(on)} (environments.{name}.branches)")
+                             f"({', '.join(env.branches)}) in {app.repository.url} now{closed}")
+            else:
+                override = None  # nothing was overridden
+                context.log.info(f"{name}: {sha[:12]} is on {', '.join(on)} (environments.{name}.branches)")
+        else:
+            override = None
         if env.after:
             prior = history.latest_for_commit(instance, app.key, env.after, sha)
             if prior is None:
@@ -150,7 +162,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                 raise refuse(f"the smoke tests of {sha[:12]} did not pass in {env.after}")
         approval = None
         if env.approval == "manual":
-            approval = find_approval(Path(deploy_targets.home).resolve(), app.key, name, sha)
+            approval = record
             if approval is None:
                 raise refuse(f"{name} is approval: manual and nobody approved {sha[:12]}: a person approves with "
                              f"`make deploy ENV={name} COMMIT={sha}` (recorded with APPROVER or their user "
@@ -212,6 +224,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                 "since": dg.MetadataValue.timestamp(started), "launched_by": launched_by(run),
                 "rollback": bool(run.tags.get(TAG_ROLLBACK)), "provenance_keyid": verified.keyid,
                 **({"approved_by": approval.approver, "approved_via": approval.via} if approval else {}),
+                **({"override_by": override.approver, "override_reason": override.override} if override else {}),
                 **meta,
             },
         )

@@ -24,7 +24,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, Settings, load_app_configs
 from sevenp_pipeline.deploy import history
-from sevenp_pipeline.deploy.approvals import approver_name, record_approval
+from sevenp_pipeline.deploy.approvals import approver_name, override_reason, record_approval
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.targets.role import DeployError
 from sevenp_pipeline.deploy.triggers import deploy_job_name
@@ -63,11 +63,18 @@ def _launch(url: str, app: AppConfig, env: str, sha: str, tags: dict[str, str]) 
                             **tags})
 
 
-def _approve(settings: Settings, app: AppConfig, env: str, sha: str, approver: str | None, *, via: str) -> None:
-    if app.deploy_environments[env].approval != "manual":
+def _approve(settings: Settings, app: AppConfig, env: str, sha: str, approver: str | None, *, via: str,
+             override: str = "") -> None:
+    spec = app.deploy_environments[env]
+    if override and not spec.allow_override:
+        raise UsageError(f"{env} does not take overrides (environments.{env}.allow_override: false in the "
+                         f"config of {app.name})")
+    if spec.approval != "manual" and not override:
         return
-    made = record_approval(settings.home, app.key, env, sha, approver=approver or approver_name(), via=via)
-    print(f"{env}: {sha[:12]} approved by {made.approver}")
+    made = record_approval(settings.home, app.key, env, sha, approver=approver or approver_name(), via=via,
+                           override=override)
+    print(f"{env}: {sha[:12]} approved by {made.approver}" + (f", overriding the branch rule: {made.override}"
+                                                              if made.override else ""))
 
 
 def _when(ts: float) -> str:
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver")
     parser.add_argument("--approver", help="deploy/rollback of a manual environment: who approves "
                                            "(default: APPROVER, else your user name)")
+    parser.add_argument("--override", help="deploy: why this commit goes out although the environment's branch "
+                                           "rule refuses it (default: OVERRIDE); recorded with the approver")
     parser.add_argument("--wait", action="store_true", help="deploy/rollback: wait for the run and print its outcome")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "deploy":
             if not args.commit or not is_sha(args.commit):
                 raise UsageError("deploy needs --commit <full 40-character SHA>")
-            _approve(settings, app, env, args.commit, args.approver, via="make deploy")
+            _approve(settings, app, env, args.commit, args.approver, via="make deploy",
+                     override=args.override or override_reason())
             run_id = _launch(args.url, app, env, args.commit, {"dagster/user": "make deploy"})
             print(f"deploy of {args.commit[:12]} to {env}: run {run_id} ({args.url}/runs/{run_id})")
         else:

@@ -310,3 +310,42 @@ def test_a_commit_off_the_allowed_branches_is_refused_from_the_graph(deploys: De
             assert deploys.answer(env) == before[env]
     finally:
         git("checkout", "--quiet", "main", cwd=deploys.remote.clone)
+
+
+def test_an_operators_override_deploys_off_branch_named_and_recorded_unless_the_environment_refuses(
+    deploys: Deploys,
+) -> None:
+    """``make deploy OVERRIDE='why'`` (recorded like an approval, by a person, outside any run) lets a
+    commit the branch rule refuses go out, with who and why on the deployment; an environment with
+    ``allow_override: false`` refuses it all the same, naming the key."""
+    git("checkout", "--quiet", "-b", "hotfix-from-laptop", cwd=deploys.remote.clone)
+    try:
+        deploys.remote.write("VERSION", "HOTFIX\n")
+        sha = deploys.remote.commit("fix: urgent", push_to="hotfix-from-laptop")
+        assert deploys.pipeline(sha).success
+    finally:
+        git("checkout", "--quiet", "main", cwd=deploys.remote.clone)
+    record_approval(deploys.settings.home, KEY, "staging", sha, approver="Grace Hopper", via="make deploy",
+                    override="payments down, main is frozen")
+    config = deploys.settings.apps_dir / f"{NAME}.yaml"
+    original = config.read_text()
+    try:
+        config.write_text(original.replace("staging: {branches: [main]}",
+                                           "staging: {branches: [main], allow_override: false}"))
+        before = deploys.answer("staging")
+        result = deploys.deploy(sha, "staging")
+        text = _failures(result)
+        assert not result.success and "environments.staging.allow_override is false" in text
+        assert "an override was recorded by Grace Hopper" in text
+        assert deploys.answer("staging") == before
+    finally:
+        config.write_text(original)
+    result = deploys.deploy(sha, "staging")
+    assert result.success, _failures(result)
+    meta = deploys.instance.get_latest_materialization_event(
+        dg.AssetKey([KEY, "staging_deployment"])).asset_materialization.metadata
+    assert meta["override_by"].value == "Grace Hopper"
+    assert meta["override_reason"].value == "payments down, main is frozen"
+    assert deploys.answer("staging")[0]["version"] == "HOTFIX"
+    # No record for production: the branch rule there stands (and its manual approval is missing too).
+    assert not deploys.deploy(sha, "production").success
