@@ -186,12 +186,16 @@ def deploy_branches_holding(git: GitClient, app: AppConfig, sha: str) -> list[st
 
 
 def _release_tag(git: GitClient, app: AppConfig, sha: str) -> str | None:
-    """A `vX.Y.Z` git tag pointing at the commit, if the remote has one."""
+    """A `vX.Y.Z` git tag pointing at the commit, if the remote has one and a release branch (main,
+    master, release/*) holds the commit: anyone who can push a feature branch can push a tag too, and
+    a semver image tag is what deploys and users pull."""
     try:
-        tags = git.tags_at(app.key, sha)
+        tags = [t for t in git.tags_at(app.key, sha) if t.lstrip("v")[:1].isdigit()]
+        if not tags or not git.branches_containing(app.key, app.repository.url, sha, allowed=is_release_branch):
+            return None
     except GitError:
         return None
-    return next((t for t in tags if t.lstrip("v")[:1].isdigit()), None)
+    return tags[0]
 
 
 def _package_version(workspaces: Workspaces, app: AppConfig, sha: str) -> str | None:
