@@ -112,3 +112,24 @@ def read_untrusted_text(path: Path, *, limit: int = 4096) -> str:
         return os.read(fd, limit).decode("utf-8", "replace")
     finally:
         os.close(fd)
+
+
+def read_text_inside(path: Path, root: Path, *, limit: int = 64 << 20) -> str:
+    """A checkout's file, read as root without leaving ``root``: a link (anywhere on the way) may point
+    only inside it, and the file is opened by its resolved path with ``O_NOFOLLOW``. Raises OSError
+    naming the link otherwise (a branch's ``package.json -> /etc/...``)."""
+    resolved = path.resolve()
+    base = root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise OSError(f"{path} leads out of {root} (to {resolved})")
+    fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit >> 20} MiB")
+    return data.decode("utf-8")

@@ -37,6 +37,8 @@ from typing import Literal
 
 import yaml
 
+from sevenp_pipeline.files import read_text_inside
+
 ManagerName = Literal["npm", "pnpm", "yarn"]
 YarnFlavor = Literal["classic", "berry"]
 
@@ -260,7 +262,7 @@ def detect(app_dir: Path, *, which: Callable[[str], str | None] = shutil.which) 
 
 def _read_pin(manifest: Path) -> tuple[str, str] | None:
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = json.loads(read_text_inside(manifest, manifest.parent))
     except FileNotFoundError:
         raise PackageManagerError(f"{manifest} is missing") from None
     except (OSError, ValueError) as exc:
@@ -286,7 +288,7 @@ def _read_pin(manifest: Path) -> tuple[str, str] | None:
 
 def _yarn_flavor(app_dir: Path, lockfile: str, version: str | None) -> YarnFlavor:
     try:
-        text = (app_dir / lockfile).read_text(encoding="utf-8")
+        text = read_text_inside(app_dir / lockfile, app_dir)
     except (OSError, UnicodeDecodeError) as exc:
         raise PackageManagerError(f"cannot read {app_dir / lockfile}: {exc}") from exc
     lock_flavor: YarnFlavor = "berry" if _BERRY_LOCK.search(text) else "classic"
@@ -310,7 +312,7 @@ def _read_yarnrc_yml(app_dir: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text_inside(path, app_dir)) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise PackageManagerError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):

@@ -407,3 +407,31 @@ def test_yarn_berry_installs_node_modules_and_runs_scripts(tmp_path, corepack_ho
     done = run(pm.install_argv(), tmp_path, env)
     assert done.returncode != 0 and "lockfile would have been modified" in done.stdout
     assert (tmp_path / "yarn.lock").read_text() == lock
+
+
+def test_a_branch_cannot_have_host_files_read_through_linked_manifests(tmp_path):
+    """A branch commits package.json, yarn.lock or .yarnrc.yml as links to host files: detection (run as
+    root) refuses them, naming the link, instead of reading (and quoting) the host file."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.json").write_text(json.dumps({"packageManager": "pnpm@HOST-SECRET-1"}))
+    (host / "secret.yml").write_text("yarnPath: HOST-SECRET-2\n")
+    app = make_app(tmp_path / "a", {"yarn.lock": CLASSIC_LOCK})
+    (app / "package.json").unlink()
+    (app / "package.json").symlink_to(host / "secret.json")
+    with pytest.raises(PackageManagerError) as err:
+        detect(app, which=everything)
+    assert "leads out of" in str(err.value) and "HOST-SECRET" not in str(err.value)
+    app = make_app(tmp_path / "b", {}, package_manager="yarn@4.5.0")
+    (app / "yarn.lock").symlink_to(host / "secret.json")
+    with pytest.raises(PackageManagerError, match="leads out of"):
+        detect(app, which=everything)
+    app = make_app(tmp_path / "c", {"yarn.lock": BERRY_LOCK}, package_manager="yarn@4.5.0")
+    (app / ".yarnrc.yml").symlink_to(host / "secret.yml")
+    with pytest.raises(PackageManagerError) as err:
+        detect(app, which=everything)
+    assert "HOST-SECRET" not in str(err.value)
+    # A link inside the checkout is fine.
+    app = make_app(tmp_path / "d", {"locks/yarn.lock": CLASSIC_LOCK})
+    (app / "yarn.lock").symlink_to(app / "locks" / "yarn.lock")
+    assert detect(app, which=everything).flavor == "classic"
