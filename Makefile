@@ -74,6 +74,7 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/package_stages.py
 	$(BIN)/python benchmarks/sandbox_cost.py
+	$(BIN)/python benchmarks/build_isolation.py
 
 ## Blue-green on the local deploy target under load (podman, nginx): failed requests, switch and rollback times.
 bench-deploy: install
