@@ -83,14 +83,8 @@ class Stack:
         self.remote.write("VERSION", version + "\n")
         sha = self.remote.commit(f"feat: version {version}", push_to=branch)
         (ci,) = self.wait(f"{KEY}_ci_job", sha)
-        assert ci.status == dg.DagsterRunStatus.SUCCESS, (ci.run_id, self.failures(ci.run_id))
+        assert ci.status == dg.DagsterRunStatus.SUCCESS, (ci.run_id, _failure(self.instance, ci.run_id))
         return sha
-
-    def failures(self, run_id: str) -> list[str]:
-        """The run's step failures (what a red run is asserted with, to read in the test's output)."""
-        return [f"{e.step_key}: {e.dagster_event.event_specific_data.error.message[:2000]}"
-                for e in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-                if e.dagster_event and e.dagster_event.event_specific_data]
 
     def launch_deploy(self, env: str, sha: str) -> str:
         return launch_run(self.stack.url, deploy_job_name(self.app, env), partition=sha,
@@ -226,3 +220,32 @@ def test_status_and_rollback_from_the_command_line(deploy_stack: Stack, monkeypa
     assert deploy_cli.main(["rollback", "--app", NAME, "--env", "staging", "--to", "0" * 40,
                             "--url", deploy_stack.stack.url]) == 2
     assert "never went live in staging" in capsys.readouterr().err
+
+
+def test_a_feature_commit_is_refused_through_graphql_and_the_command_line(deploy_stack: Stack,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round one's route to production: a feature branch's commit (every gate green) launched through
+    the webserver's GraphQL (what a stage on loopback did; the Launchpad sends the same mutation), and
+    through `make deploy` with a person's approval. Every one is refused by the branch rule, checked
+    against the remote, and neither environment changes."""
+    live = {env: deploy_stack.release_header(env) for env in ("staging", "production")}
+    sha = deploy_stack.released("EVIL", "feature/evil")
+    record_approval(deploy_stack.home.resolve(), KEY, "production", sha, approver="Ada Lovelace", via="test")
+    for env in ("staging", "production"):
+        forged = wait_for_run(deploy_stack.instance, deploy_stack.launch_deploy(env, sha), statuses=ENDED)
+        assert forged.status == dg.DagsterRunStatus.FAILURE and forged.tags[TAG_DEPLOY] == "refused"
+        assert f"is on no branch that environments.{env}.branches allows (main)" in \
+            _failure(deploy_stack.instance, forged.run_id)
+    monkeypatch.setenv("SEVENP_HOME", str(deploy_stack.home))
+    monkeypatch.setenv("SEVENP_APPS_DIR", str(deploy_stack.apps))
+    monkeypatch.setenv("APPROVER", "Grace Hopper")
+    for env in ("staging", "production"):
+        assert deploy_cli.main(["deploy", "--app", NAME, "--env", env, "--commit", sha,
+                                "--url", deploy_stack.stack.url, "--wait"]) == 1
+        (*_, last) = sorted(deploy_stack.runs(deploy_job_name(deploy_stack.app, env), sha),
+                            key=lambda r: deploy_stack.instance.get_run_record_by_id(r.run_id).create_timestamp)
+        assert last.tags[TAG_DEPLOY] == "refused"
+        assert "environments." + env + ".branches" in _failure(deploy_stack.instance, last.run_id)
+    for env in ("staging", "production"):
+        assert deploy_stack.release_header(env) == live[env]
+        assert history.latest_for_commit(deploy_stack.instance, KEY, env, sha) is None
