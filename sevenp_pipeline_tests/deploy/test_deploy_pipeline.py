@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.request
 from collections.abc import Iterator
@@ -86,8 +87,8 @@ class Deploys:
     slack: Server
     public_key: str
 
-    def pipeline(self, sha: str) -> dg.ExecuteInProcessResult:
-        return self._run(sha, PIPELINE)
+    def pipeline(self, sha: str, *, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+        return self._run(sha, PIPELINE, tags=tags)
 
     def deploy(self, sha: str, env: str, *, tags: dict[str, str] | None = None,
                extra: tuple[str, ...] = ()) -> dg.ExecuteInProcessResult:
@@ -349,3 +350,26 @@ def test_an_operators_override_deploys_off_branch_named_and_recorded_unless_the_
     assert deploys.answer("staging")[0]["version"] == "HOTFIX"
     # No record for production: the branch rule there stands (and its manual approval is missing too).
     assert not deploys.deploy(sha, "production").success
+
+
+def test_a_branch_named_Main_leaves_the_main_tag_where_main_put_it(deploys: Deploys) -> None:
+    """Round one: branches `Main` and `-main` moved the registry's `:main` through the orchestrator's own
+    tagging (both sanitize to `main`). A `Main` branch's image gets a suffixed tag of its own."""
+    sha = deploys.commit("chore: main's own", version="main-1")
+    result = deploys.pipeline(sha, tags={"sevenp/branch": "main"})
+    assert result.success, _failures(result)
+    registry = build_resources(deploys.settings)["registry"]
+    repository = deploys.app.image_repository
+    main_digest = registry.find(repository, "main")
+    assert main_digest is not None
+    git("checkout", "--quiet", "-b", "Main", cwd=deploys.remote.clone)
+    try:
+        deploys.remote.write("VERSION", "IMPOSTOR\n")
+        impostor = deploys.remote.commit("feat: looks like main", push_to="Main")
+        result = deploys.pipeline(impostor, tags={"sevenp/branch": "Main"})
+        assert result.success, _failures(result)
+    finally:
+        git("checkout", "--quiet", "main", cwd=deploys.remote.clone)
+    assert registry.find(repository, "main") == main_digest
+    own = [t for t in registry.tags(repository) if re.fullmatch(r"main-branch-[0-9a-f]{8}", t)]
+    assert len(own) == 1 and registry.find(repository, own[0]) not in (None, main_digest)
