@@ -142,8 +142,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def copy_context(context_dir: Path, dest: Path, *, owner: int) -> int:
-    """Copies the build context (after .dockerignore) to the new folder ``dest``, owned by ``owner``:
-    what a build in a user namespace reads (the checkout itself may be private to the stage user).
+    """Copies the build context (after .dockerignore) to the new folder ``dest``, owned by ``owner``
+    with the checkout's modes (``COPY`` keeps them): what a build in a user namespace reads (the
+    checkout itself may be private to the stage user).
 
     The checkout is a branch's tree that a concurrent stage may still change: every folder is opened
     with ``O_NOFOLLOW`` through its parent's descriptor and every file is opened with ``O_NOFOLLOW``, so
@@ -151,8 +152,9 @@ def copy_context(context_dir: Path, dest: Path, *, owner: int) -> int:
     sockets and devices are left out. Returns the number of files copied."""
     rules = dockerignore_filter(context_dir)
     prune = not any(not exclude for exclude, _ in rules)
-    dest.mkdir(mode=0o755)
+    dest.mkdir()
     os.chown(dest, owner, owner)
+    dest.chmod(stat.S_IMODE(context_dir.stat().st_mode) & 0o777)  # COPY keeps modes: the checkout's, not our umask's
     count = 0
 
     def walk(src_fd: int, dst_fd: int, rel: str) -> None:
@@ -165,10 +167,15 @@ def copy_context(context_dir: Path, dest: Path, *, owner: int) -> int:
             if stat.S_ISDIR(info.st_mode):
                 if prune and _ignored(child, rules):
                     continue
-                os.mkdir(entry.name, 0o755, dir_fd=dst_fd)
-                os.chown(entry.name, owner, owner, dir_fd=dst_fd, follow_symlinks=False)
-                sub_src = os.open(entry.name, _DIR_FLAGS, dir_fd=src_fd)  # a link swapped in: ELOOP, no copy
+                os.mkdir(entry.name, 0o700, dir_fd=dst_fd)
                 sub_dst = os.open(entry.name, _DIR_FLAGS, dir_fd=dst_fd)
+                try:
+                    os.fchown(sub_dst, owner, owner)
+                    os.fchmod(sub_dst, info.st_mode & 0o777)
+                    sub_src = os.open(entry.name, _DIR_FLAGS, dir_fd=src_fd)  # a link swapped in: ELOOP, no copy
+                except OSError:
+                    os.close(sub_dst)
+                    raise
                 try:
                     walk(sub_src, sub_dst, child)
                 finally:
@@ -204,8 +211,9 @@ def _copy_file(name: str, src_fd: int, dst_fd: int, owner: int) -> None:
         info = os.fstat(fin)
         if not stat.S_ISREG(info.st_mode):
             return
-        mode = 0o755 if info.st_mode & 0o111 else 0o644
-        fout = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dst_fd)
+        mode = info.st_mode & 0o777  # as in the checkout (fchmod below: not masked by the umask)
+        fout = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                       dir_fd=dst_fd)
         try:
             while os.sendfile(fout, fin, None, 1 << 24):
                 pass
