@@ -225,11 +225,23 @@ def test_status_and_rollback_from_the_command_line(deploy_stack: Stack, monkeypa
 def test_a_feature_commit_is_refused_through_graphql_and_the_command_line(deploy_stack: Stack,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Round one's route to production: a feature branch's commit (every gate green) launched through
-    the webserver's GraphQL (what a stage on loopback did; the Launchpad sends the same mutation), and
-    through `make deploy` with a person's approval. Every one is refused by the branch rule, checked
-    against the remote, and neither environment changes."""
+    the webserver's GraphQL (what a stage on loopback did; the Launchpad sends the same mutation): the
+    pipeline with launch_options.environment, and each deploy job directly; and through `make deploy`
+    with a person's approval. Every one is refused by the branch rule, checked against the remote,
+    and neither environment changes."""
     live = {env: deploy_stack.release_header(env) for env in ("staging", "production")}
     sha = deploy_stack.released("EVIL", "feature/evil")
+    # Round one's exact attack: the pipeline launched again through GraphQL with the Launchpad's
+    # launch_options.environment: production (and a branch tag claiming main). The deploy sensor takes
+    # it as the person's choice and starts staging; the deploy itself refuses the commit.
+    ci = launch_run(deploy_stack.stack.url, f"{KEY}_ci_job", partition=sha,
+                    run_config={"resources": {"launch_options": {"config": {"environment": "production"}}}},
+                    tags={TAG_APP: NAME, TAG_COMMIT: sha, "sevenp/branch": "main"})
+    assert wait_for_run(deploy_stack.instance, ci, statuses=ENDED).status == dg.DagsterRunStatus.SUCCESS
+    (chosen,) = deploy_stack.wait(deploy_job_name(deploy_stack.app, "staging"), sha)
+    assert chosen.tags[TAG_DEPLOY] == "refused"
+    assert "is on no branch that environments.staging.branches allows (main)" in \
+        _failure(deploy_stack.instance, chosen.run_id)
     record_approval(deploy_stack.home.resolve(), KEY, "production", sha, approver="Ada Lovelace", via="test")
     for env in ("staging", "production"):
         forged = wait_for_run(deploy_stack.instance, deploy_stack.launch_deploy(env, sha), statuses=ENDED)
