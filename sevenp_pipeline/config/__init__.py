@@ -8,7 +8,7 @@ from sevenp_pipeline.config.loader import (
     load_app_configs,
     load_app_directory,
 )
-from sevenp_pipeline.config.models import STAGE_KINDS, AppConfig, StageSpec
+from sevenp_pipeline.config.models import STAGE_KINDS, AppConfig, Limits, StageLimits, StageSpec
 from sevenp_pipeline.config.settings import Settings
 
 __all__ = [
@@ -17,7 +17,9 @@ __all__ = [
     "AppConfigs",
     "BrokenConfig",
     "ConfigError",
+    "Limits",
     "Settings",
+    "StageLimits",
     "StageSpec",
     "load_app_config",
     "load_app_configs",

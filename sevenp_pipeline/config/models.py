@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 import re
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
@@ -78,6 +80,52 @@ class StageGates(BaseModel):
     max_header_length: int = Field(default=100, gt=0, description="commitlint: longest allowed header")
 
 
+class StageLimits(BaseModel):
+    """What one stage command may use. At the app's top level (``limits:``) the defaults of every stage
+    and image build; under ``stages.<name>.limits`` a stage's overrides (keys left out inherit the app's).
+    A stage over a limit fails with one line naming the key and the value (wall time is
+    ``stages.<name>.timeout_seconds``)."""
+
+    model_config = _STRICT
+
+    memory_mb: int | None = Field(default=None, ge=64, description="memory of all its processes (cgroup), MB")
+    pids: int | None = Field(default=None, ge=16, le=32768, description="processes and threads at once (cgroup)")
+    cpu_shares: int | None = Field(
+        default=None, ge=2, le=262144,
+        description="CPU weight under contention (cgroup cpu.shares); the orchestrator and environments have 1024")
+    disk_mb: int | None = Field(default=None, ge=1, description="size of the commit's checkout after the stage, MB; "
+                                                                  "also the largest file the stage may write")
+    output_mb: int | None = Field(default=None, ge=1, description="output (stdout+stderr) kept in the full log, MB; "
+                                                                    "more fails the stage")
+    log_mb: float | None = Field(default=None, gt=0, description="output shown in the run's event log, MB; "
+                                                                  "the rest only in the full log")
+    report_mb: int | None = Field(default=None, ge=1, description="largest report file the pipeline parses, MB")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A stage's limits with every value resolved (``StageSpec``'s over the app's over these defaults)."""
+
+    memory_mb: int = 2048
+    pids: int = 1024
+    cpu_shares: int = 512
+    disk_mb: int = 4096
+    output_mb: int = 256
+    log_mb: float = 4
+    report_mb: int = 50
+
+    def over(self, *layers: StageLimits | None) -> Limits:
+        """These values with each layer's set keys on top, in order."""
+        values = dataclasses.asdict(self)
+        for layer in layers:
+            if layer is not None:
+                values.update(layer.model_dump(exclude_none=True))
+        return Limits(**values)
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class StageSpec(BaseModel):
     """One declared stage: its kind, how it runs (a package script or an argv) and what it needs."""
 
@@ -106,6 +154,7 @@ class StageSpec(BaseModel):
                                   "default: the whole app folder. package.json and the lockfile always count")
     cache: bool = Field(default=True, description="restore the stored result of a run with the same input key "
                                                   "instead of running again")
+    limits: StageLimits | None = Field(default=None, description="this stage's limits over the app's `limits:`")
     network: Literal["none", "outbound"] | None = Field(
         default=None, description="none: only the stage's own test services (and its own loopback); outbound: "
                                   "also a route out to the internet and the package registry, never to this "
@@ -435,6 +484,8 @@ class AppConfig(BaseModel):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    limits: StageLimits = Field(default_factory=StageLimits,
+                                description="defaults of every stage's and the image build's limits")
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     environments: dict[str, EnvironmentSpec] | None = Field(
         default=None, description="deployment environments; default (with an image): staging and production "
@@ -476,6 +527,10 @@ class AppConfig(BaseModel):
 
     def stage(self, name: str) -> StageSpec:
         return self.stages[name]
+
+    def limits_of(self, stage: str | None = None) -> Limits:
+        """The limits of ``stage`` (None: the app's own, for its image build), every value resolved."""
+        return DEFAULT_LIMITS.over(self.limits, self.stages[stage].limits if stage else None)
 
     @model_validator(mode="after")
     def _environments(self) -> AppConfig:
