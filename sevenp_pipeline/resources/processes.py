@@ -3,7 +3,14 @@
 A request goes in (argument list, working dir, env, timeout), an outcome comes out. Commands are
 always argument lists, never shell strings, so a branch named ``$(touch pwned)`` stays data.
 Output is read line by line, redacted, appended to a log file, kept as a tail for failure
-metadata and forwarded live to the run's log. On timeout the whole process group is killed; so it
+metadata and forwarded live to the run's log.
+
+Everything held is bounded, whatever a command prints: a line longer than ``MAX_LINE_BYTES`` is cut
+(its rest is counted, never held); at most ``log_limit_bytes`` reach the run's log (the event log
+the UI reads), then one line says where the full log is; the log file stops at
+``output_limit_bytes``, where the command is killed; ``capture`` keeps at most ``capture_limit_mb``.
+
+On timeout the whole process group is killed; so it
 is when the run is terminated while a step of the threaded executor waits on the command
 (execution/cancellation.py): ``run`` then raises ``DagsterExecutionInterruptedError``.
 """
@@ -35,6 +42,11 @@ from sevenp_pipeline.sandbox import SandboxError, SandboxSpec
 
 LogFn = Callable[[str], None]
 
+MB = 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024  # a longer line is cut here, in the run log and in the log file
+QUEUED_LINES = 256  # lines read ahead of the consumer: the reader waits (and so does the command) beyond
+EVENT_BYTES = 256 * 1024  # at most this much output in one run-log message
+
 
 class ProcessError(Exception):
     """A command could not be started, exited non-zero or timed out."""
@@ -63,6 +75,14 @@ class ExecuteRequest:
     inherit_env: bool = True
     # A pushed branch's code: run in the stage sandbox (sevenp_pipeline/sandbox), dying with us
     sandbox: SandboxSpec | None = None
+    # Output (bytes read) forwarded to ``log``; None: the runner's ``log_limit_mb``. Past it one line
+    # names ``full_log`` (a link or name; default: the log file) and the rest goes to the log file only.
+    log_limit_bytes: int | None = None
+    full_log: str = ""
+    # Output (bytes read) the command may print; past it the command is killed and the outcome says
+    # so with ``output_limit_note`` (how to change it). None: no limit (the log file grows with it).
+    output_limit_bytes: int | None = None
+    output_limit_note: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str) or not self.argv:
@@ -86,16 +106,27 @@ class Outcome:
     timeout_seconds: float | None = None  # the limit it was given (it is killed some time after)
     # Processes a sandboxed command left running when it exited ("name: command"); they were killed.
     leftovers: tuple[str, ...] = ()
+    output_bytes: int = 0  # what the command printed, cut lines counted whole
+    log_truncated: bool = False  # the run's log got only the first log_limit_bytes of it
+    # Killed for printing more than ``output_limit_bytes`` (request.output_limit_bytes)
+    output_exceeded: bool = False
+    output_limit_bytes: int | None = None
+    output_limit_note: str = ""
+    capture_truncated: bool = False  # ``output`` holds only the first capture_limit_mb
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.output_exceeded
 
     @property
     def duration(self) -> float:
         return self.ended - self.started
 
     def describe(self) -> str:
+        if self.output_exceeded:
+            note = f" ({self.output_limit_note})" if self.output_limit_note else ""
+            return (f"{self.label}: `{self.command}` was killed: its output passed the "
+                    f"{_megabytes(self.output_limit_bytes)} limit{note}")
         if self.timed_out:
             return (f"{self.label}: `{self.command}` timed out after its {_seconds(self.timeout_seconds)} limit; "
                     f"killed after {self.duration:.1f} s")
@@ -155,6 +186,10 @@ class ProcessRunner(dg.ConfigurableResource):
     log_flush_seconds: float = Field(
         default=0.5, description="Output lines are forwarded to the run log in batches this often."
     )
+    log_limit_mb: float = Field(
+        default=4, gt=0, description="Output of one command forwarded to the run log when the request sets none.")
+    capture_limit_mb: float = Field(
+        default=64, gt=0, description="Output kept in Outcome.output of a capture=True command.")
 
     def build_env(self, request: ExecuteRequest) -> tuple[dict[str, str], Redactor]:
         env = dict(os.environ) if request.inherit_env and request.sandbox is None else {}
@@ -175,7 +210,8 @@ class ProcessRunner(dg.ConfigurableResource):
         raise_if_cancelled(f"{request.label}: `{command}` not started", cancel)
         tail: deque[str] = deque(maxlen=self.tail_lines)
         captured: list[str] = []
-        lines: queue.Queue[str | None] = queue.Queue()
+        lines: queue.Queue[_Chunk | None] = queue.Queue(maxsize=QUEUED_LINES)
+        stop_reading = threading.Event()
         started = time.time()
         logfile = _open_log(request.log_path)
         try:
@@ -187,45 +223,59 @@ class ProcessRunner(dg.ConfigurableResource):
             raise ProcessError(msg) from exc
         if log:
             log(f"[{request.label}] $ {command}")
-        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+        reader = threading.Thread(target=_pump, args=(proc, lines, stop_reading), daemon=True)
         reader.start()
         deadline = started + request.timeout_seconds
         timed_out = False
         interrupted = False
         killed_at = 0.0
-        pending: list[str] = []
-        last_flush = time.monotonic()
+        prefix = f"[{request.label}] "
+        events = _EventLog(log, prefix, self._log_limit(request), self.log_flush_seconds,
+                           full_log=request.full_log or (str(request.log_path) if request.log_path else ""))
+        capture_limit = int(self.capture_limit_mb * MB)
+        state = {"output": 0, "captured": 0, "exceeded": False, "capture_truncated": False}
         # A line that could end in the first half of a secret waits for the next one.
         stream = redact.stream()
 
         def keep(cleaned: list[str]) -> None:
             for clean in cleaned:
                 tail.append(clean)
-                if request.capture:
-                    captured.append(clean)
-                pending.append(clean)
-                _write(logfile, clean + "\n")
+                if request.capture and not state["capture_truncated"]:
+                    state["captured"] += len(clean) + 1
+                    if state["captured"] > capture_limit:
+                        state["capture_truncated"] = True
+                    else:
+                        captured.append(clean)
+                events.add(clean)
+                if not state["exceeded"]:
+                    _write(logfile, clean + "\n")
 
         try:
             while True:
                 try:
-                    line = lines.get(timeout=0.1)
+                    chunk = lines.get(timeout=0.1)
                 except queue.Empty:
-                    line = ""
-                if line is None:
+                    chunk = _Chunk(None, 0)
+                if chunk is None:
                     break
-                if line:
-                    keep(stream.feed(line.rstrip("\n")))
-                now = time.monotonic()
-                if pending and log and now - last_flush >= self.log_flush_seconds:
-                    log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
-                    pending.clear()
-                    last_flush = now
-                if not timed_out and time.time() > deadline:
+                state["output"] += chunk.size
+                if chunk.text is not None and not state["exceeded"]:
+                    keep(stream.feed(chunk.text))
+                limit = request.output_limit_bytes
+                if limit is not None and not state["exceeded"] and state["output"] > limit:
+                    keep(stream.flush())
+                    state["exceeded"] = True
+                    note = f"output passed the {_megabytes(limit)} limit: the command is killed"
+                    _write(logfile, f"[{note}]\n")
+                    events.add(note)
+                    _kill_group(proc, 0)
+                    killed_at = time.monotonic()
+                events.flush_if_due()
+                if not timed_out and not state["exceeded"] and time.time() > deadline:
                     timed_out = True
                     _kill_group(proc, self.kill_grace_seconds)
                     killed_at = time.monotonic()
-                if timed_out and time.monotonic() - killed_at > 10:
+                if killed_at and time.monotonic() - killed_at > 10:
                     break  # a grandchild that left the group still holds the pipe: stop reading
                 if cancelled(cancel):
                     interrupted = True
@@ -235,10 +285,11 @@ class ProcessRunner(dg.ConfigurableResource):
         finally:
             if proc.poll() is None:  # interrupted (run terminated): leave nothing behind
                 _kill_group(proc, self.kill_grace_seconds)
+            stop_reading.set()  # a reader waiting on a full queue gives up
             reader.join(timeout=5)
-            keep(stream.flush())
-            if pending and log:
-                log(f"[{request.label}] " + f"\n[{request.label}] ".join(pending))
+            if not state["exceeded"]:
+                keep(stream.flush())
+            events.flush()
             _close(logfile)
         if interrupted:
             message = f"{request.label}: `{command}` was killed: the run was terminated"
@@ -257,10 +308,19 @@ class ProcessRunner(dg.ConfigurableResource):
             output=tuple(captured),
             timeout_seconds=request.timeout_seconds,
             leftovers=_leftovers(request, redact),
+            output_bytes=state["output"],
+            log_truncated=events.truncated,
+            output_exceeded=state["exceeded"],
+            output_limit_bytes=request.output_limit_bytes,
+            output_limit_note=request.output_limit_note,
+            capture_truncated=state["capture_truncated"],
         )
         if log and not outcome.ok:
             log(f"[{request.label}] {outcome.describe()}")
         return outcome
+
+    def _log_limit(self, request: ExecuteRequest) -> int:
+        return request.log_limit_bytes if request.log_limit_bytes is not None else int(self.log_limit_mb * MB)
 
     def check(self, request: ExecuteRequest, *, log: LogFn | None = None) -> Outcome:
         """Like :meth:`run`, but raises :class:`ProcessError` (with the output tail) on failure."""
@@ -316,12 +376,91 @@ def _primary_group(user: str | None) -> int | None:
     return pwd.getpwnam(user).pw_gid
 
 
-def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None:
+@dataclass(frozen=True)
+class _Chunk:
+    """What the reader hands on: a line (without its newline; None for the rest of a cut line, only
+    counted) and the bytes it took on the pipe."""
+
+    text: str | None
+    size: int
+
+
+def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[_Chunk | None], stop: threading.Event) -> None:
+    """Reads lines of at most MAX_LINE_BYTES; the rest of a longer line is counted, not kept."""
     assert proc.stdout is not None
-    for raw in iter(proc.stdout.readline, b""):
-        lines.put(raw.decode("utf-8", errors="replace"))
-    proc.stdout.close()
-    lines.put(None)
+
+    def put(item: _Chunk | None) -> bool:
+        while not stop.is_set():
+            try:
+                lines.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    cutting = False  # inside a line already cut
+    try:
+        while raw := proc.stdout.readline(MAX_LINE_BYTES):
+            whole = raw.endswith(b"\n")
+            if cutting:
+                item = _Chunk(None, len(raw))
+            elif whole:
+                item = _Chunk(raw[:-1].decode("utf-8", errors="replace"), len(raw))
+            else:  # the first MAX_LINE_BYTES of a longer line (or a last line without a newline)
+                text = raw.decode("utf-8", errors="replace")
+                if len(raw) == MAX_LINE_BYTES:
+                    text += f" [line cut at {MAX_LINE_BYTES // 1024} KB]"
+                item = _Chunk(text, len(raw))
+            cutting = not whole
+            if not put(item):
+                return
+    finally:
+        proc.stdout.close()
+        put(None)
+
+
+class _EventLog:
+    """Forwards output lines to the run's log in batches, up to ``limit`` bytes of output; then one
+    line naming the full log, and nothing more."""
+
+    def __init__(self, log: LogFn | None, prefix: str, limit: int, every: float, *, full_log: str) -> None:
+        self.log, self.prefix, self.limit, self.every, self.full_log = log, prefix, limit, every, full_log
+        self.pending: list[str] = []
+        self.pending_bytes = 0
+        self.sent = 0
+        self.truncated = False
+        self.last = time.monotonic()
+
+    def add(self, line: str) -> None:
+        if self.log is None or self.truncated:
+            return
+        size = len(line.encode("utf-8", errors="replace")) + len(self.prefix) + 1
+        if self.sent + self.pending_bytes + size > self.limit:
+            self.truncated = True
+            where = f"; full log: {self.full_log}" if self.full_log else ""
+            self.pending.append(f"output truncated at {_megabytes(self.limit)} in the run log{where}")
+            self.flush()
+            return
+        self.pending.append(line)
+        self.pending_bytes += size
+        if self.pending_bytes >= EVENT_BYTES:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        if self.pending and time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending and self.log is not None:
+            self.log(self.prefix + ("\n" + self.prefix).join(self.pending))
+        self.sent += self.pending_bytes
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.last = time.monotonic()
+
+
+def _megabytes(value: int | None) -> str:
+    return "?" if value is None else f"{value / MB:g} MB"
 
 
 def _open_log(path: Path | None):
