@@ -48,7 +48,7 @@ def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment:
         context.log.info(f"smoke tests: `{' '.join(argv)}` with {spec.url_env}={url}")
         outcome = stage.run(argv)
         if outcome.log_path and outcome.log_path.exists():
-            stage.keep(outcome.log_path, f"logs/{name}.log")
+            stage.keep(outcome.log_path, f"logs/{name}.log", redacted=True)
         return SmokeReport(url=url, ok=outcome.ok, seconds=round(outcome.duration, 2), command=outcome.command,
                            exit_code=outcome.exit_code, tail=outcome.tail_text(20))
 

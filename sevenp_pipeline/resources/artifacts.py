@@ -6,9 +6,11 @@ pipeline home. An S3 implementation (same interface, dagster-aws) comes with the
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
+import os
 import shutil
 import tarfile
 from abc import ABC, abstractmethod
@@ -52,12 +54,29 @@ def deterministic_tarball(source: Path, dest: Path, *, arcname: str) -> str:
     return sha256_file(dest)
 
 
+def _hard_link(source: Path, dest: Path) -> bool:
+    """Links ``dest`` to ``source``'s bytes; False when they cannot share them (another filesystem)."""
+    try:
+        os.link(source, dest, follow_symlinks=False)
+    except OSError:
+        with contextlib.suppress(OSError):
+            dest.unlink()
+        return False
+    return True
+
+
 class ArtifactStore(dg.ConfigurableResource, ABC):
     """Keeps a commit's artifacts under ``<app>/<sha>/<name>`` and returns a URI for each."""
 
     @abstractmethod
-    def put_file(self, *, app: str, sha: str, name: str, path: Path) -> str:
-        """Stores ``path`` as ``name`` for the commit and returns its URI."""
+    def put_file(self, *, app: str, sha: str, name: str, path: Path, link: bool = False) -> str:
+        """Stores ``path`` as ``name`` for the commit and returns its URI. ``link``: ``path`` is a file
+        only the orchestrator writes and never changes in place (a log, a tarball, a stage cache blob):
+        the store may keep it as is (a hard link) instead of a second copy of its bytes."""
+
+    def uri(self, *, app: str, sha: str, name: str) -> str:
+        """The URI ``put_file`` returns for ``name`` (the artifact need not be stored yet)."""
+        return f"{app}/{sha}/{name}"
 
     @abstractmethod
     def local_path(self, *, app: str, sha: str, name: str) -> Path | None:
@@ -75,18 +94,27 @@ class LocalArtifactStore(ArtifactStore):
             raise ValueError(f"artifact name {name!r} escapes the store")
         return path
 
-    def put_file(self, *, app: str, sha: str, name: str, path: Path) -> str:
-        """Copies ``path`` into the store, 0600 in folders 0700 (a report can quote a secret)."""
+    def put_file(self, *, app: str, sha: str, name: str, path: Path, link: bool = False) -> str:
+        """Copies ``path`` into the store, 0600 in folders 0700 (a report can quote a secret); with
+        ``link``, a hard link to it when both are on one filesystem (one copy of the bytes on disk).
+        The stored name is always replaced by a rename, never written in place: a file linked from
+        elsewhere (the stage cache) keeps its bytes."""
         dest = self._path(app, sha, name)
         private_dir(dest.parent)
         if path.resolve() != dest:
             tmp = dest.with_name(dest.name + ".tmp")
-            with path.open("rb") as source, open_private(tmp, append=False) as copy:
-                shutil.copyfileobj(source, copy)
+            tmp.unlink(missing_ok=True)
+            if not (link and _hard_link(path, tmp)):
+                with path.open("rb") as source, open_private(tmp, append=False) as copy:
+                    shutil.copyfileobj(source, copy)
+            tmp.chmod(PRIVATE_FILE_MODE)
             tmp.replace(dest)
         else:
             dest.chmod(PRIVATE_FILE_MODE)
         return dest.as_uri()
+
+    def uri(self, *, app: str, sha: str, name: str) -> str:
+        return self._path(app, sha, name).as_uri()
 
     def local_path(self, *, app: str, sha: str, name: str) -> Path | None:
         path = self._path(app, sha, name)

@@ -6,7 +6,9 @@ workspace retention. Layout under ``root``::
     manifests/<app key>/<stage>/<input key>.json   one per key: where the result came from (commit,
                                                    run), its data version, metadata, check results,
                                                    the kept files and the output folders
-    blobs/sha256/<digest>                          each kept file once, by the sha256 of its bytes
+    blobs/sha256/<digest>                          each kept file once, by the sha256 of its bytes: a
+                                                   hard link to the artifact store's file (no second
+                                                   copy of its bytes), a copy across filesystems
 
 Every file is written to a temporary name in its folder and renamed over the target (``os.replace``),
 so two runs storing the same key at once leave one whole manifest, never a mix. A manifest's mtime
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from sevenp_pipeline.files import ATOMIC_TMP_PREFIX, write_atomically
+from sevenp_pipeline.files import ATOMIC_TMP_PREFIX, private_dir, write_atomically
 from sevenp_pipeline.resources.artifacts import sha256_file
 
 MANIFEST_FORMAT = 1
@@ -142,13 +145,24 @@ class StageResultCache(dg.ConfigurableResource):
     # -- writing -----------------------------------------------------------------------------------
     def put_blob(self, path: Path) -> str:
         """Stores ``path``'s bytes once, by digest, and returns the digest. An existing blob whose
-        content no longer matches its name (a disk error) is replaced."""
+        content no longer matches its name (a disk error) is replaced.
+
+        ``path`` is a file of the artifact store (written once, replaced only by a rename): the blob
+        is a hard link to it, so a kept file's bytes are on disk once however many commits and
+        cache entries name them; a copy only where a link cannot be made (another filesystem)."""
         digest = sha256_file(path)
         dest = self.blob_path(digest)
         if dest.is_file() and sha256_file(dest) == digest:
             return digest
-        with path.open("rb") as source:
-            write_atomically(dest, lambda out: shutil.copyfileobj(source, out))
+        private_dir(dest.parent)
+        tmp = dest.with_name(f"{ATOMIC_TMP_PREFIX}{digest}-{os.getpid()}-{threading.get_ident()}")
+        try:
+            os.link(path, tmp, follow_symlinks=False)
+        except OSError:
+            with path.open("rb") as source:
+                write_atomically(dest, lambda out: shutil.copyfileobj(source, out))
+            return digest
+        tmp.replace(dest)
         return digest
 
     def save(self, manifest: Manifest) -> Path:

@@ -121,6 +121,8 @@ def _stage_asset(
             context.log.info("%s: use_stage_cache is off for this run: running it", name)
         with stage.with_services(test_services, app_port=kind.app_port):
             outcome = stage.run(argv)
+            if outcome.output_exceeded:  # one line naming the limit, not a parse of a cut-off report
+                raise failure(outcome.describe(), outcome, **stage.base_metadata(outcome))
             evaluation = kind.evaluate(stage, outcome)
         passed = all(r.passed for r in evaluation.results)
         data_version = (evaluation.data_version or key

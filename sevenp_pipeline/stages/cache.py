@@ -274,7 +274,7 @@ def restore(stage: Stage, cache: StageResultCache, key: str, *, checks: list[str
     try:
         results = [decode_check(c, note=f"restored from {manifest.commit[:12]}") for c in manifest.checks]
         uris = {cached.uri: stage.store.put_file(app=stage.app.key, sha=stage.sha, name=cached.name,
-                                                 path=blobs[cached.name])
+                                                 path=blobs[cached.name], link=True)
                 for cached in manifest.files}
         for output in manifest.outputs:
             _unpack(stage, blobs[output.file], output.path)

@@ -7,7 +7,7 @@ at all (crashed, timed out, wrote no report) raises a step failure naming the co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from sevenp_pipeline.stages import gates
 from sevenp_pipeline.stages.runner import Stage, failure, md_table
 
 MAX_KEPT_ARTIFACTS = 40
+MAX_SHOWN_ROWS = 1000  # problem lines held for the metadata table (which shows 50 and counts the rest)
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,14 @@ class Kind:
     app_port: bool = False  # gets APP_HOST/APP_PORT to start the built app on
 
 
-def _log_lines(outcome: Outcome) -> list[str]:
+def _log_lines(outcome: Outcome) -> Iterator[str]:
+    """The command's output, a line at a time from its log (up to limits.output_mb, never read whole)."""
     if outcome.log_path and outcome.log_path.exists():
-        return outcome.log_path.read_text(errors="replace").splitlines()
-    return list(outcome.tail)
+        with outcome.log_path.open(errors="replace") as lines:
+            for line in lines:
+                yield line.rstrip("\n")
+    else:
+        yield from outcome.tail
 
 
 def _problems(stage: Stage, outcome: Outcome, count: int, figures: dict[str, int],
@@ -71,7 +76,7 @@ def _problems(stage: Stage, outcome: Outcome, count: int, figures: dict[str, int
 
 
 def _lint(stage: Stage, outcome: Outcome) -> Evaluation:
-    report = stage.report_path(stage.spec.report)
+    report = stage.report_file(stage.spec.report)
     try:
         errors, warnings, problems = eslint_counts(report, include_warnings=stage.spec.gates.count_warnings)
     except ReportError as exc:
@@ -89,10 +94,13 @@ def _format(stage: Stage, outcome: Outcome) -> Evaluation:
 
 
 def _typecheck(stage: Stage, outcome: Outcome) -> Evaluation:
-    lines = _log_lines(outcome)
-    errors = tsc_error_count(lines)
-    return _problems(stage, outcome, errors, {"errors": errors}, ["error"],
-                     [[line] for line in lines if "error TS" in line])
+    errors, shown = 0, []
+    for line in _log_lines(outcome):
+        if tsc_error_count([line]):
+            errors += 1
+        if "error TS" in line and len(shown) <= MAX_SHOWN_ROWS:  # md_table shows 50, then "…and N more"
+            shown.append([line])
+    return _problems(stage, outcome, errors, {"errors": errors}, ["error"], shown)
 
 
 def _test(stage: Stage, outcome: Outcome) -> Evaluation:
@@ -100,7 +108,7 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
     if outcome.timed_out:
         raise failure(f"{stage.name}: {outcome.describe()}; test services were torn down", outcome)
     try:
-        summary = junit_summary(stage.report_path(spec.junit))
+        summary = junit_summary(stage.report_file(spec.junit))
     except ReportError as exc:
         if not outcome.ok:
             raise failure(f"{stage.name}: {outcome.describe()}; {exc}", outcome) from exc
@@ -111,7 +119,7 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
         "failed": summary.failed + summary.errors,
         "skipped": summary.skipped,
         "test_duration_s": summary.duration,
-        "junit": dg.MetadataValue.url(stage.keep(stage.report_path(spec.junit), f"reports/{stage.name}.xml")),
+        "junit": dg.MetadataValue.url(stage.keep(stage.report_file(spec.junit), f"reports/{stage.name}.xml")),
     }
     if summary.failures:
         meta["failures"] = dg.MetadataValue.md(stage.redact(
@@ -119,7 +127,7 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
     results = [gates.tests_result(summary, outcome.ok, outcome.describe())]
     coverage_note = ""
     if spec.coverage:
-        path = stage.report_path(spec.coverage)
+        path = stage.report_file(spec.coverage)
         if not path.exists() and not results[0].passed:
             # Some runners (vitest) write no coverage when a test failed: the test gate says why.
             if spec.gates.min_coverage is not None:
@@ -161,7 +169,7 @@ def _artifacts(stage: Stage, folder: Path) -> dict[str, Any]:
 
 
 def _performance(stage: Stage, outcome: Outcome) -> Evaluation:
-    report = stage.report_path(stage.spec.report)
+    report = stage.report_file(stage.spec.report)
     try:
         perf = performance_summary(report)
     except ReportError as exc:

@@ -10,6 +10,7 @@ everything it read.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,9 +26,11 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig, StageSpec
+from sevenp_pipeline.config.models import Limits
+from sevenp_pipeline.files import open_private
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.artifacts import ArtifactStore
-from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
+from sevenp_pipeline.resources.processes import MB, ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inputs
@@ -245,8 +248,12 @@ class Stage:
                     remove_beneath(self.workspace.app_dir, rel)
                 except LinkInTheWay as exc:  # left alone: report_path() refuses to read through it
                     self.context.log.warning(f"{self.name}: stale {rel} not removed: {exc}")
-        outcome = self.runner.run(self.request(argv, log_path=log_path, node_modules=node_modules), log=self.log)
+        request = self.bounded(self.request(argv, log_path=log_path, node_modules=node_modules))
+        outcome = self.runner.run(request, log=self.log)
         shutil.rmtree(self.room.root, ignore_errors=True)  # HOME, TMPDIR, the node_modules layer
+        if outcome.output_exceeded:
+            self.context.log.error(f"{self.name}: output passed limits.output_mb = {self.limits.output_mb} MB; "
+                                   f"the command was killed (stages.{self.name}.limits.output_mb to change)")
         if outcome.leftovers:
             self.context.log.warning(
                 f"{self.name}: exited leaving {len(outcome.leftovers)} process(es) running, now killed: "
@@ -255,6 +262,24 @@ class Stage:
             self.context.log.error(f"{self.name}: killed after its timeout of {spec.timeout_seconds:.0f}s "
                                    f"(stages.{self.name}.timeout_seconds)")
         return outcome
+
+    @property
+    def limits(self) -> Limits:
+        """The stage's limits (``limits:`` of the app, ``stages.<name>.limits``, the defaults)."""
+        return self.app.limits_of(self.name)
+
+    def bounded(self, request: ExecuteRequest) -> ExecuteRequest:
+        """``request`` with the stage's output limits: ``log_mb`` of output in the run's log, then a
+        line naming the full log (kept as ``logs/<stage>.log``); ``output_mb`` in all, then killed."""
+        limits = self.limits
+        return dataclasses.replace(
+            request,
+            log_limit_bytes=int(limits.log_mb * MB),
+            full_log=self.store.uri(app=self.app.key, sha=self.sha, name=f"logs/{self.name}.log"),
+            output_limit_bytes=limits.output_mb * MB,
+            output_limit_note=f"limits.output_mb = {limits.output_mb}; set stages.{self.name}.limits.output_mb "
+                              f"to change it",
+        )
 
     def request(self, argv: list[str], *, log_path: Path | None = None, capture: bool = False,
                 node_modules: bool = True) -> ExecuteRequest:
@@ -305,22 +330,72 @@ class Stage:
         redactor.add_from_env({**self.env(), **self.declared_secrets()}, self.app.secrets)
         return redactor
 
-    def keep(self, path: Path, name: str | None = None) -> str:
-        """Stores a file of this commit; text files are redacted first (a test report can echo a secret)."""
+    def keep(self, path: Path, name: str | None = None, *, redacted: bool = False) -> str:
+        """Stores a file of this commit once; text files are redacted first (a test report can echo a
+        secret), line by line into the store, never read whole. ``redacted``: the runner's log, already
+        redacted with the same secrets, stored as is (a hard link: one copy of its bytes).
+
+        A text file above ``limits.report_mb`` is refused (a failure naming it): its lines are read."""
         name = name or path.name
-        if path.is_relative_to(self.workspace.src):  # the stage's output, not our log or tarball
+        inside = path.is_relative_to(self.workspace.src)  # the stage's output, not our log or tarball
+        if inside:
             self.confine(path)
-        if path.suffix in TEXT_SUFFIXES:
-            clean = path.with_name(path.name + ".redacted")
-            clean.write_text(self.redact(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+        if path.suffix in TEXT_SUFFIXES and not redacted:
+            self.check_size(path)
+            clean = self.workspace.logs / f".keep-{os.getpid()}-{threading.get_ident()}"
             try:
-                uri = self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=clean)
+                self.redact_into(path, clean)
+                uri = self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=clean, link=True)
             finally:
                 clean.unlink(missing_ok=True)
         else:
-            uri = self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=path)
+            # The stage's own files are copied: a later stage of this checkout (its user) could change
+            # them in place. Ours (the log, a tarball) are linked.
+            uri = self.store.put_file(app=self.app.key, sha=self.sha, name=name, path=path, link=not inside)
         self.kept[name] = uri
         return uri
+
+    def redact_into(self, source: Path, dest: Path) -> None:
+        """``self.redact`` of ``source``'s text written to ``dest`` a line at a time (as ``Redactor(text)``
+        would: universal newlines, undecodable bytes replaced)."""
+        stream = self.redact.stream()
+        first = True
+        with source.open(encoding="utf-8", errors="replace") as text, open_private(dest, append=False) as out:
+            def write(lines: list[str]) -> None:
+                nonlocal first
+                for line in lines:
+                    out.write((("" if first else "\n") + line).encode("utf-8", errors="replace"))
+                    first = False
+
+            last = ""
+            for line in text:
+                if line.endswith("\n"):
+                    write(stream.feed(line[:-1]))
+                    last = ""
+                else:
+                    last = line
+            write(stream.feed(last))
+            write(stream.flush())
+
+    def check_size(self, path: Path, rel: str | None = None) -> None:
+        """Refuses a report above ``limits.report_mb`` before anything reads it: a step failure naming
+        the file (relative to the app folder), its size and the limit's key."""
+        limit = self.limits.report_mb
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return  # the parser says it was not written
+        if size > limit * MB:
+            shown = rel or (path.relative_to(self.workspace.app_dir).as_posix()
+                            if path.is_relative_to(self.workspace.app_dir) else path.name)
+            raise failure(f"{self.name}: {shown} is {size / MB:.1f} MB, over limits.report_mb = {limit} MB: "
+                          f"not read (stages.{self.name}.limits.report_mb to change)")
+
+    def report_file(self, rel: str | None) -> Path:
+        """:meth:`report_path` of a file the pipeline parses, refused above ``limits.report_mb``."""
+        path = self.report_path(rel)
+        self.check_size(path, rel)
+        return path
 
     def base_metadata(self, outcome: Outcome) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -332,7 +407,7 @@ class Stage:
             meta["leftover_processes"] = dg.MetadataValue.md(md_table(["killed after the stage"],
                                                                       [[p] for p in outcome.leftovers]))
         if outcome.log_path and outcome.log_path.exists():
-            meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name}.log"))
+            meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name}.log", redacted=True))
         if not outcome.ok:
             meta["output_tail"] = dg.MetadataValue.md("```\n" + outcome.tail_text(30) + "\n```")
         return meta
