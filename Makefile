@@ -55,10 +55,12 @@ deploy-stop: install
 	$(BIN)/python -m sevenp_pipeline.devtools.deploy stop $(if $(APP),--app $(APP),) $(if $(ENV),--env $(ENV),)
 
 ## Remove per-commit workspaces nothing needs and stage results unused for a while (also daily,
-## workspace_retention_schedule): make prune [KEEP=<commits per branch, default 5>] [CACHE_DAYS=14] [DRY_RUN=1]
+## workspace_retention_schedule): make prune [KEEP=<commits per branch, default 5>] [CACHE_DAYS=14]
+## [BUDGET_GB=<home budget, default 20; 0: none>] [DRY_RUN=1]
 prune: install
 	$(BIN)/python -m sevenp_pipeline.housekeeping.retention $(if $(KEEP),--keep $(KEEP),) \
-		$(if $(CACHE_DAYS),--cache-days $(CACHE_DAYS),) $(if $(DRY_RUN),--dry-run,)
+		$(if $(CACHE_DAYS),--cache-days $(CACHE_DAYS),) $(if $(BUDGET_GB),--budget-gb $(BUDGET_GB),) \
+		$(if $(DRY_RUN),--dry-run,)
 
 test: install
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks

@@ -12,6 +12,15 @@ Kept, per app, from the Dagster instance's runs (tags ``sevenp/app``, ``sevenp/b
 Only folders named like a commit SHA are touched. Artifacts (``<home>/artifacts``) and the run
 records are never removed.
 
+**The home budget** (``budget_gb``, env ``SEVENP_HOME_BUDGET_GB``, default 20; ``make prune
+BUDGET_GB=``; 0: none) counts the bytes of the workspaces and of the stage result cache (only what
+deleting them would free: files linked from elsewhere are not counted). When the rules above leave
+the home over it, workspaces kept only as one of a branch's last commits or for a failed run go too,
+oldest push first, until it is under the budget, if their commit is on no protected branch: main,
+master and every environment's ``branches`` (from the app configs in ``apps_dir``; an environment
+that takes every branch protects none by this rule). Deployed commits, commits a run is using, recent
+and locked workspaces are never removed for the budget either.
+
 The stage result cache (``<home>/cache/stages``, resources/stage_cache.py) is pruned by age alone:
 a manifest not stored or restored for ``stage_cache_days`` goes, then every blob no remaining
 manifest names (blobs younger than an hour stay: a run may be storing its manifest).
@@ -23,6 +32,7 @@ manifest names (blobs younger than an hour stay: a run may be storing its manife
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import shutil
 import stat
@@ -44,6 +54,12 @@ from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
 PARTITION_TAG = "dagster/partition"
 DEFAULT_KEEP_PER_BRANCH = 5
 DEFAULT_STAGE_CACHE_DAYS = 14.0
+DEFAULT_HOME_BUDGET_GB = 20.0
+ALWAYS_PROTECTED = ("main", "master")
+GB = 1024**3
+# Reasons a workspace may still go when the home is over its budget (see the module docstring).
+_BUDGET_MAY_REMOVE = ("one of the last ", "its latest run failed")
+OVER_BUDGET = "the home was over its budget"
 
 
 def deployed_commits(instance: dg.DagsterInstance) -> dict[str, set[str]]:
@@ -137,14 +153,37 @@ class Removed:
     app_key: str
     sha: str
     bytes_freed: int
+    why: str = "no rule keeps it"
+
+
+@dataclass(frozen=True)
+class Kept:
+    why: str
+    bytes: int = 0
 
 
 @dataclass
 class PruneReport:
     removed: list[Removed] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # "<app>/<sha>" -> why
+    kept_bytes: dict[str, int] = field(default_factory=dict)  # "<app>/<sha>" -> bytes on disk
     dry_run: bool = False
     stage_cache: CachePruneReport | None = None  # None: no stage cache configured
+    stage_cache_bytes: int = 0  # what the stage cache holds after pruning
+    budget_bytes: int = 0  # 0: no budget
+
+    @property
+    def home_bytes(self) -> int:
+        """The workspaces kept and the stage cache: what counts against the budget."""
+        return sum(self.kept_bytes.values()) + self.stage_cache_bytes
+
+    def budget_line(self) -> str:
+        budget = f" of a budget of {_size(self.budget_bytes)}" if self.budget_bytes else " (no budget)"
+        over = " (still over: the rest is protected)" if self.budget_bytes and self.home_bytes > self.budget_bytes \
+            else ""
+        return (f"home: {_size(self.home_bytes)} kept{budget}{over}: workspaces {_size(sum(self.kept_bytes.values()))}"
+                f" in {len(self.kept_bytes)}, stage cache {_size(self.stage_cache_bytes)}; "
+                f"{_size(self.bytes_freed)} {'to free' if self.dry_run else 'freed'}")
 
     @property
     def bytes_freed(self) -> int:
@@ -162,7 +201,25 @@ class PruneReport:
 
 
 def _size(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
+
+
+def protected_branches(apps_dir: str) -> dict[str, list[str]]:
+    """``{app key: branch patterns}`` whose commits the home budget never removes: main, master and
+    every environment's ``branches`` (not ``*``). An app whose config is broken keeps the defaults."""
+    from sevenp_pipeline.config.loader import load_app_directory  # noqa: PLC0415 (the loader is heavy)
+
+    if not apps_dir or not Path(apps_dir).is_dir():
+        return {}
+    found = {}
+    for app in load_app_directory(Path(apps_dir)).apps:
+        patterns = list(ALWAYS_PROTECTED)
+        for env in (app.environments or {}).values():
+            patterns += [b for b in env.branches if b != "*"]
+        found[app.key] = [*dict.fromkeys(patterns)]
+    return found
 
 
 class WorkspaceRetention(dg.ConfigurableResource):
@@ -176,6 +233,11 @@ class WorkspaceRetention(dg.ConfigurableResource):
     stage_cache_days: float = Field(default=DEFAULT_STAGE_CACHE_DAYS, gt=0,
                                     description="stage results not stored or restored for this long are "
                                                 "removed (env SEVENP_STAGE_CACHE_DAYS)")
+    budget_gb: float = Field(default=DEFAULT_HOME_BUDGET_GB, ge=0,
+                             description="bytes of workspaces and stage cache the home may hold, GB; over it "
+                                         "the oldest workspaces of unprotected branches go (env "
+                                         "SEVENP_HOME_BUDGET_GB; 0: no budget)")
+    apps_dir: str = Field(default="", description="the app configs: their environments' branches are protected")
 
     def prune(self, instance: dg.DagsterInstance, *, dry_run: bool = False,
               log: Callable[[str], None] | None = None) -> PruneReport:
@@ -196,6 +258,7 @@ class WorkspaceRetention(dg.ConfigurableResource):
                     "nothing removed")
             return report
         kept = protected_commits(facts, self.keep_per_branch, deployed_commits(instance))
+        held: list[tuple[str, Path, str]] = []  # (app key, workspace, why kept)
         for app_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for workspace in sorted(p for p in app_dir.iterdir() if p.is_dir() and is_sha(p.name)):
                 name = f"{app_dir.name}/{workspace.name}"
@@ -203,22 +266,72 @@ class WorkspaceRetention(dg.ConfigurableResource):
                 if why is None and now - workspace.stat().st_mtime < self.min_age_seconds:
                     why = f"changed in the last {self.min_age_seconds / 60:.0f} min"
                 if why is not None:
-                    report.kept[name] = why
+                    held.append((app_dir.name, workspace, why))
                     continue
                 removed = self._remove(app_dir.name, workspace, dry_run=dry_run)
                 if removed is None:
-                    report.kept[name] = "locked by a run"
+                    held.append((app_dir.name, workspace, "locked by a run"))
                     continue
                 report.removed.append(removed)
                 if log:
                     log(f"{'would remove' if dry_run else 'removed'} workspace {name} "
                         f"({_size(removed.bytes_freed)})")
+        self._within_budget(report, held, facts, dry_run=dry_run, log=log)
         if log:
+            for name, why in report.kept.items():
+                log(f"kept workspace {name} ({_size(report.kept_bytes[name])}): {why}")
+            log(report.budget_line())
             log(report.summary())
         return report
 
+    def _within_budget(self, report: PruneReport, held: list[tuple[str, Path, str]], facts: list[RunFacts], *,
+                       dry_run: bool, log: Callable[[str], None] | None) -> None:
+        """Records the kept workspaces with their bytes; over the budget, removes the oldest ones of
+        unprotected branches that only the keep-N or failed-run rules kept (module docstring)."""
+        sizes = {(app, ws.name): disk_usage(ws) for app, ws, _ in held}
+        report.budget_bytes = int(self.budget_gb * GB)
+        if self.stage_cache_dir and Path(self.stage_cache_dir).is_dir():
+            report.stage_cache_bytes = disk_usage(Path(self.stage_cache_dir))
+        total = sum(sizes.values()) + report.stage_cache_bytes
+        gone: set[tuple[str, str]] = set()
+        if report.budget_bytes and total > report.budget_bytes:
+            protected = protected_branches(self.apps_dir)
+            pushed: dict[tuple[str, str], float] = {}
+            branches: dict[tuple[str, str], set[str]] = defaultdict(set)
+            for fact in facts:
+                key = (fact.app_key, fact.sha)
+                pushed[key] = min(pushed.get(key, fact.created), fact.created)
+                if fact.branch:
+                    branches[key].add(fact.branch)
+
+            def unprotected(app: str, sha: str) -> bool:
+                patterns = protected.get(app, list(ALWAYS_PROTECTED))
+                return not any(fnmatch.fnmatchcase(b, p) for b in branches[(app, sha)] for p in patterns)
+
+            candidates = sorted(
+                ((app, ws) for app, ws, why in held
+                 if why.startswith(_BUDGET_MAY_REMOVE) and unprotected(app, ws.name)),
+                key=lambda item: (pushed.get((item[0], item[1].name), item[1].stat().st_mtime), item[1].name))
+            for app, workspace in candidates:
+                if total <= report.budget_bytes:
+                    break
+                removed = self._remove(app, workspace, dry_run=dry_run, why=OVER_BUDGET)
+                if removed is None:
+                    continue  # a run took it meanwhile: stays, as "locked by a run" would
+                report.removed.append(removed)
+                total -= sizes[(app, workspace.name)]
+                gone.add((app, workspace.name))
+                if log:
+                    log(f"{'would remove' if dry_run else 'removed'} workspace {app}/{workspace.name} "
+                        f"({_size(removed.bytes_freed)}): {OVER_BUDGET} ({_size(report.budget_bytes)})")
+        for app, workspace, why in held:
+            if (app, workspace.name) not in gone:
+                name = f"{app}/{workspace.name}"
+                report.kept[name] = why
+                report.kept_bytes[name] = sizes[(app, workspace.name)]
+
     @staticmethod
-    def _remove(app_key: str, workspace: Path, *, dry_run: bool) -> Removed | None:
+    def _remove(app_key: str, workspace: Path, *, dry_run: bool, why: str = "no rule keeps it") -> Removed | None:
         """Deletes ``workspace`` under the lock a checkout takes; None when a run holds it."""
         lock = workspace.with_suffix(".lock")
         had_lock_file = lock.exists()
@@ -231,7 +344,7 @@ class WorkspaceRetention(dg.ConfigurableResource):
             return None
         if not dry_run or not had_lock_file:
             lock.unlink(missing_ok=True)
-        return Removed(app_key=app_key, sha=workspace.name, bytes_freed=freed)
+        return Removed(app_key=app_key, sha=workspace.name, bytes_freed=freed, why=why)
 
 
 def keep_per_branch_from_env() -> int:
@@ -253,6 +366,17 @@ def stage_cache_days_from_env() -> float:
     return days
 
 
+def budget_gb_from_env() -> float:
+    raw = os.environ.get("SEVENP_HOME_BUDGET_GB", "")
+    try:
+        budget = float(raw) if raw else DEFAULT_HOME_BUDGET_GB
+    except ValueError:
+        raise ValueError(f"SEVENP_HOME_BUDGET_GB={raw!r}: expected a number of GB (0: no budget)") from None
+    if budget < 0:
+        raise ValueError(f"SEVENP_HOME_BUDGET_GB={raw!r}: expected 0 (no budget) or more")
+    return budget
+
+
 def main(argv: list[str] | None = None) -> int:
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
 
@@ -265,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-days", type=float, default=None,
                         help=f"stage results unused for this many days are removed (default: "
                              f"$SEVENP_STAGE_CACHE_DAYS or {DEFAULT_STAGE_CACHE_DAYS:g})")
+    parser.add_argument("--budget-gb", type=float, default=None,
+                        help=f"bytes of workspaces and stage cache the home may hold (default: "
+                             f"$SEVENP_HOME_BUDGET_GB or {DEFAULT_HOME_BUDGET_GB:g}; 0: no budget)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -277,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
                                    keep_per_branch=args.keep or keep_per_branch_from_env(),
                                    min_age_seconds=args.min_age_seconds,
                                    stage_cache_dir=str(settings.stage_cache_dir),
-                                   stage_cache_days=args.cache_days or stage_cache_days_from_env())
+                                   stage_cache_days=args.cache_days or stage_cache_days_from_env(),
+                                   budget_gb=budget_gb_from_env() if args.budget_gb is None else args.budget_gb,
+                                   apps_dir=str(settings.apps_dir))
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME: the instance whose runs say what is in use
         retention.prune(instance, dry_run=args.dry_run, log=print)
     return 0

@@ -17,6 +17,7 @@ from sevenp_pipeline.config import Settings
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.housekeeping.retention import (
     WorkspaceRetention,
+    budget_gb_from_env,
     keep_per_branch_from_env,
     stage_cache_days_from_env,
 )
@@ -70,7 +71,8 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         "workspace_retention": WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
                                                   keep_per_branch=keep_per_branch_from_env(),
                                                   stage_cache_dir=str(settings.stage_cache_dir),
-                                                  stage_cache_days=stage_cache_days_from_env()),
+                                                  stage_cache_days=stage_cache_days_from_env(),
+                                                  budget_gb=budget_gb_from_env(), apps_dir=str(settings.apps_dir)),
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
         # Deploy credentials stay in the orchestrator: the targets (AWS for ECS) and the Slack webhook.
