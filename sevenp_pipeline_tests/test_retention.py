@@ -183,3 +183,80 @@ def test_make_prune_reports_what_it_removed(tmp_path: Path, monkeypatch: pytest.
     assert f"removed workspace web/{sha('p1')}" in out and "removed 1 workspace(s)" in out and "freed" in out
     assert sorted(p.name for p in (tmp_path / "home" / "workspaces" / "web").iterdir()) == sorted(
         [sha("p2"), sha("p3")])
+
+
+def test_over_the_home_budget_the_oldest_unprotected_workspaces_go_first(home: Home) -> None:
+    """keep_per_branch keeps every commit here; the budget then removes feature branches' oldest
+    pushes first, never main, an environment's branch (develop), a running commit or a fresh one."""
+    (home.settings.apps_dir / "web.yaml").write_text(
+        "name: web\nrepository: {url: /srv/web.git}\nimage: {dockerfile: Dockerfile}\n"
+        "environments: {staging: {branches: [develop]}}\n")
+    runs = [("m1", "main"), ("d1", "develop"), ("f1", "feature/a"), ("x1", None), ("f2", "feature/b"),
+            ("r1", "feature/a"), ("f3", "feature/a"), ("m2", "main")]
+    for label, branch in runs:
+        home.run(label, {"r1": STARTED, "x1": F}.get(label, S), branch=branch)  # x1: by hand, failed
+        home.workspace(label, size=100_000)
+    home.workspace("new", size=100_000, age=time.time())  # being set up: no run yet
+    sizes = {label: retention.disk_usage(home.settings.workspaces_dir / "web" / sha(label))
+             for label, _ in [*runs, ("new", None)]}
+    total = sum(sizes.values())
+    # Room for everything but two workspaces: f1 (oldest unprotected), then x1 (launched by hand, kept
+    # for its failed run).
+    budget = total - sizes["f1"] - sizes["x1"] + 10
+    lines: list[str] = []
+    report = WorkspaceRetention(workspaces_dir=str(home.settings.workspaces_dir), keep_per_branch=5,
+                                budget_gb=budget / retention.GB, apps_dir=str(home.settings.apps_dir)).prune(
+        home.instance, log=lines.append)
+    assert [(r.sha, r.why) for r in report.removed] == [(sha("f1"), retention.OVER_BUDGET),
+                                                        (sha("x1"), retention.OVER_BUDGET)]
+    assert [r.bytes_freed for r in report.removed] == [sizes["f1"], sizes["x1"]]
+    assert home.names() == {sha(x) for x in ("m1", "d1", "f2", "r1", "f3", "m2", "new")}
+    assert report.home_bytes == total - sizes["f1"] - sizes["x1"] <= budget
+    assert report.kept_bytes[f"web/{sha('f2')}"] == sizes["f2"]
+    text = "\n".join(lines)
+    assert f"removed workspace web/{sha('f1')} ({sizes['f1'] / 1e6:.1f} MB): the home was over its budget" in text
+    assert f"kept workspace web/{sha('m1')} ({sizes['m1'] / 1e6:.1f} MB): one of the last 5 commits of main" in text
+    assert f"home: {report.home_bytes / 1e6:.1f} MB kept of a budget of {budget / 1e6:.1f} MB" in text
+
+    # A budget nothing fits: every unprotected workspace goes, oldest first; main's, develop's (an
+    # environment's branch), the running one and the fresh one stay, and the report says so.
+    lines.clear()
+    again = WorkspaceRetention(workspaces_dir=str(home.settings.workspaces_dir), keep_per_branch=5,
+                               budget_gb=1e-9, apps_dir=str(home.settings.apps_dir)).prune(
+        home.instance, log=lines.append)
+    assert [r.sha for r in again.removed] == [sha("f2"), sha("f3")]
+    assert home.names() == {sha(x) for x in ("m1", "d1", "r1", "m2", "new")}
+    assert again.kept[f"web/{sha('r1')}"] == "a run is queued or running"
+    assert "(still over: the rest is protected)" in "\n".join(lines)
+    # Without a budget the keep-N rule alone decides, as before.
+    assert WorkspaceRetention(workspaces_dir=str(home.settings.workspaces_dir), keep_per_branch=5, budget_gb=0,
+                              apps_dir=str(home.settings.apps_dir)).prune(home.instance).removed == []
+
+
+def test_make_prune_takes_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    dagster_home = tmp_path / "dagster-home"
+    dagster_home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.setenv("SEVENP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEVENP_APPS_DIR", str(tmp_path / "apps"))
+    monkeypatch.setenv("SEVENP_HOME_BUDGET_GB", "0")
+    with dg.DagsterInstance.get() as instance:
+        for label in ("b1", "b2"):
+            instance.add_run(dg.DagsterRun(job_name="web_ci_job", run_id=str(uuid.uuid4()), status=S,
+                                           tags={TAG_APP: "web", TAG_BRANCH: "feature/x", TAG_COMMIT: sha(label)}))
+            time.sleep(0.002)
+    for label in ("b1", "b2"):
+        root = tmp_path / "home" / "workspaces" / "web" / sha(label)
+        root.mkdir(parents=True)
+        (root / "f").write_bytes(b"x" * 200_000)
+        os.utime(root, (OLD, OLD))
+    assert retention.main([]) == 0  # $SEVENP_HOME_BUDGET_GB=0: no budget, both kept by keep-N
+    assert "removed 0 workspace(s)" in capsys.readouterr().out
+    assert retention.main(["--budget-gb", "0.0002"]) == 0  # ~215 KB: room for one
+    out = capsys.readouterr().out
+    assert f"removed workspace web/{sha('b1')}" in out and "the home was over its budget" in out
+    assert f"kept workspace web/{sha('b2')} (0.2 MB): one of the last 5 commits of feature/x" in out
+    monkeypatch.setenv("SEVENP_HOME_BUDGET_GB", "lots")
+    with pytest.raises(ValueError, match="SEVENP_HOME_BUDGET_GB='lots': expected a number of GB"):
+        retention.main([])

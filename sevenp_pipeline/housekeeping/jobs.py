@@ -17,8 +17,12 @@ def prune_workspaces(context: dg.OpExecutionContext, workspace_retention: Worksp
         "bytes_freed": report.bytes_freed,
         "kept": len(report.kept),
         "removed_workspaces": dg.MetadataValue.json(
-            [{"workspace": f"{r.app_key}/{r.sha}", "bytes_freed": r.bytes_freed} for r in report.removed]),
+            [{"workspace": f"{r.app_key}/{r.sha}", "bytes_freed": r.bytes_freed, "why": r.why}
+             for r in report.removed]),
         "kept_because": dg.MetadataValue.json(report.kept),
+        "kept_bytes": dg.MetadataValue.json(report.kept_bytes),
+        "home_bytes": report.home_bytes,
+        "home_budget_bytes": report.budget_bytes,
         **({"stage_cache_results_removed": cache.manifests_removed,
             "stage_cache_files_removed": cache.blobs_removed,
             "stage_cache_bytes_freed": cache.bytes_freed,
