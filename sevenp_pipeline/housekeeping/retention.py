@@ -56,7 +56,7 @@ DEFAULT_KEEP_PER_BRANCH = 5
 DEFAULT_STAGE_CACHE_DAYS = 14.0
 DEFAULT_HOME_BUDGET_GB = 20.0
 ALWAYS_PROTECTED = ("main", "master")
-GB = 1024**3
+GB = 10**9  # decimal, as the report prints sizes
 # Reasons a workspace may still go when the home is over its budget (see the module docstring).
 _BUDGET_MAY_REMOVE = ("one of the last ", "its latest run failed")
 OVER_BUDGET = "the home was over its budget"
