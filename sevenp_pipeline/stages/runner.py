@@ -251,6 +251,8 @@ class Stage:
         request = self.bounded(self.request(argv, log_path=log_path, node_modules=node_modules))
         outcome = self.runner.run(request, log=self.log)
         shutil.rmtree(self.room.root, ignore_errors=True)  # HOME, TMPDIR, the node_modules layer
+        if log_path.exists():  # stored now, whatever follows: the run log's truncation line links to it
+            self.keep(log_path, f"logs/{self.name}.log", redacted=True)
         if outcome.output_exceeded:
             self.context.log.error(f"{self.name}: output passed limits.output_mb = {self.limits.output_mb} MB; "
                                    f"the command was killed (stages.{self.name}.limits.output_mb to change)")
@@ -407,7 +409,8 @@ class Stage:
             meta["leftover_processes"] = dg.MetadataValue.md(md_table(["killed after the stage"],
                                                                       [[p] for p in outcome.leftovers]))
         if outcome.log_path and outcome.log_path.exists():
-            meta["log"] = dg.MetadataValue.url(self.keep(outcome.log_path, f"logs/{self.name}.log", redacted=True))
+            name = f"logs/{self.name}.log"
+            meta["log"] = dg.MetadataValue.url(self.kept.get(name) or self.keep(outcome.log_path, name, redacted=True))
         if not outcome.ok:
             meta["output_tail"] = dg.MetadataValue.md("```\n" + outcome.tail_text(30) + "\n```")
         return meta
