@@ -49,6 +49,7 @@ def deterministic_tarball(source: Path, dest: Path, *, arcname: str) -> str:
                     tar.addfile(info, handle)
             else:
                 tar.addfile(info)
+    dest.unlink(missing_ok=True)  # a new file: the last one may be linked from the store and the stage cache
     with dest.open("wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw.getvalue())
     return sha256_file(dest)
