@@ -29,7 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.devtools.supervisor import (
+    RegistryWatch,
+    Service,
+    Supervisor,
+    SupervisorGaveUp,
+    become_subreaper,
+    service_pids,
+)
 from sevenp_pipeline.files import private_dir, use_private_umask
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner, RunningProcess
 
@@ -157,11 +167,26 @@ class LocalDagster:
             self.process.stop()
             self.process = None
 
+    def answers(self) -> bool:
+        """Whether the UI answers ``/server_info`` now."""
+        return _answers(self.url)
+
     def _log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def service_pids(self) -> dict[str, int]:
+        """``{"code server" | "webserver" | "daemon": pid}`` of the supervised processes now."""
+        return service_pids(self.process.pid) if self.process is not None else {}
+
+    def location_entry(self) -> dict[str, Any] | None:
+        """The webserver's view of the code location: ``loadStatus``, ``updatedTimestamp``, error."""
+        data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
+            name loadStatus updatedTimestamp
+            locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+        return next((e for e in data["workspaceOrError"]["locationEntries"] if e["name"] == LOCATION), None)
 
     def _location_loaded(self) -> bool:
         data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
@@ -319,10 +344,59 @@ def _stdout_path(fallback: Path) -> Path:
         return fallback
 
 
+WORKSPACE_FILE = "workspace-supervised.yaml"
+
+
+def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
+    """The workspace the webserver and the daemon load: the code server on ``host:grpc_port``,
+    under the fixed location name (run history and sensor cursors are keyed on it)."""
+    path = dagster_home / WORKSPACE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `python -m sevenp_pipeline.devtools.devstack serve` (make dev / make demo) at each start.\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        f"      host: {host}\n"
+        f"      port: {grpc_port}\n"
+        f"      location_name: {LOCATION}\n")
+    return path
+
+
+def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env: dict[str, str],
+                   log_path: Path) -> list[Service]:
+    """The code server, the webserver and the daemon, as the supervisor starts them."""
+    bindir = Path(sys.executable).parent
+
+    def service(name: str, argv: list[str]) -> Service:
+        # A 3 s grace: whoever stops serve (LocalDagster: SIGTERM, SIGKILL after 5 s) waits for it to have
+        # stopped these; die_with_parent covers serve killed outright.
+        return Service(name=name, request=ExecuteRequest(
+            argv=argv, cwd=PROJECT_ROOT, label=name, env=env, die_with_parent=True, log_path=log_path,
+            timeout_seconds=float("inf")))
+
+    return [
+        service("code server", [str(bindir / "dagster"), "code-server", "start", "-m", "sevenp_pipeline.definitions",
+                                "--location-name", LOCATION, "-h", host, "-p", str(grpc_port)]),
+        service("webserver", [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]),
+        service("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)]),
+    ]
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
           say: Callable[[str], None] | None = None) -> int:
-    """Runs ``dagster dev`` until interrupted; returns the exit status (non-zero if it failed)."""
+    """Runs the supervised stack (sevenp_pipeline/devtools/supervisor.py) until interrupted;
+    returns the exit status (non-zero if it failed)."""
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
+    from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415
+    from sevenp_pipeline.resources.services import free_port  # noqa: PLC0415
 
     def tell(message: str) -> None:
         (say or (lambda m: print(f"sevenp dev: {m}", file=sys.stderr, flush=True)))(message)
@@ -336,12 +410,13 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
             signal.signal(sig, signal.SIG_IGN)
         raise _StopRequested
 
-    # Handlers, not SIG_IGN, before the child starts: it then gets both at their defaults.
+    # Handlers, not SIG_IGN, before the children start: they then get both at their defaults (a
+    # process started in the background by a shell inherits SIGINT ignored).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
-    dev: RunningProcess | None = None
     url = f"http://{host}:{port}"
-    webserver: int | None = None
+    supervisor: Supervisor | None = None
+    watch: RegistryWatch | None = None
     answered = False
     failure = ""
     try:
@@ -349,40 +424,58 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         # make dev builds images like make demo: it needs the same local key, or every pushed run
         # would fail at its first stage asking for SEVENP_SIGNING_KEY.
         env = demo_signing_key(settings.home, log=tell)
-        dagster = Path(sys.executable).with_name("dagster")
-        # A 3 s grace: whoever stops this wrapper (LocalDagster: SIGTERM, SIGKILL after 5 s) waits
-        # for it to have stopped dagster dev; die_with_parent covers a wrapper killed outright.
-        dev = ProcessRunner(kill_grace_seconds=3).start(ExecuteRequest(
-            argv=[str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)],
-            cwd=PROJECT_ROOT, label="dagster dev", env=env, die_with_parent=True,
-            log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log"),
-        ))
+        dagster_home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+        env["DAGSTER_HOME"] = os.environ["DAGSTER_HOME"] = str(dagster_home)  # dagster.yaml reads it
+        if not (dagster_home / "dagster.yaml").exists():
+            private_dir(dagster_home)
+            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        # The storage's tables made once here: the webserver and the daemon making them at the same time
+        # on a new home race in alembic ("more than one head present").
+        with dg.DagsterInstance.from_config(str(dagster_home)):
+            pass
+        grpc_port = free_port()
+        workspace = write_workspace(dagster_home, host=host, grpc_port=grpc_port)
+        runner = ProcessRunner(kill_grace_seconds=3)
+        become_subreaper()
+        supervisor = Supervisor(
+            stack_services(host=host, port=port, grpc_port=grpc_port, workspace=workspace, env=env,
+                           log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log")),
+            runner=runner, say=tell)
         deadline = time.monotonic() + startup_timeout
+        code_server, *others = supervisor.services.values()
+        supervisor.start(code_server)  # first: the others find the location at once
+        while not _listening(host, grpc_port) and time.monotonic() < deadline:
+            supervisor.check()
+            time.sleep(0.2)
+        for service in others:
+            supervisor.start(service)
+        if settings.registry == "local":
+            watch = RegistryWatch(LocalRegistry(runner=runner, home=str(settings.home)), say=tell,
+                                  protect=supervisor.protect)
+            watch.start()
         while True:
-            if not dev.alive():
-                failure = f"dagster dev exited with code {dev.proc.returncode}"
-                break
-            if webserver is None:
-                webserver = next((pid for pid, cmd in _children(dev.pid) if "dagster_webserver" in cmd), None)
-            elif not _running(webserver):
-                failure = f"the Dagster webserver (pid {webserver}) exited; the UI on port {port} is gone"
-                break
+            supervisor.check()
             if not answered:
                 answered = _answers(url)
                 if answered:
-                    tell(f"the Dagster UI answers on {url}")
+                    tell(f"the Dagster UI answers on {url} (code server on {host}:{grpc_port}; each process is "
+                         f"restarted when it dies)")
                 elif time.monotonic() > deadline:
                     failure = (f"the Dagster UI did not answer on {url} within {startup_timeout:.0f}s "
                                f"(is port {port} taken? see the log above)")
                     break
-            time.sleep(0.5)
+            time.sleep(0.2)
     except _StopRequested:
-        pass  # Ctrl-C or SIGTERM (LocalDagster.stop): stop dagster dev at once
+        pass  # Ctrl-C or SIGTERM (LocalDagster.stop): stop everything at once
+    except SupervisorGaveUp as exc:
+        failure = str(exc)
     finally:
         if failure:
-            tell(f"{failure}; stopping dagster dev and its daemon")
-        if dev is not None:
-            dev.stop()  # SIGTERM to its process group (webserver, daemon, code server), then SIGKILL
+            tell(f"{failure}; stopping the webserver, the daemon and the code server")
+        if watch is not None:
+            watch.stop()
+        if supervisor is not None:
+            supervisor.stop()  # SIGTERM to each process group, then SIGKILL; the registry outlives it
     return 1 if failure else 0
 
 
