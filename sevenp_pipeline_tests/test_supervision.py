@@ -151,7 +151,7 @@ def test_kill_9_of_each_stack_process_is_repaired_and_the_run_in_flight_finishes
         instance = dg.DagsterInstance.get()
         sha = pipe.remote.commit("feat: pushed before the kills")
         run = wait_for_runs(instance, tags={TAG_COMMIT: sha}, finished=False, timeout=120)[0]
-        wait_for_message(instance, run.run_id, "slow stage done')", timeout=180)  # the slow stage runs
+        wait_for_message(instance, run.run_id, "setTimeout(", timeout=180)  # the slow stage has started
         pids = stack.service_pids()
         assert pids.keys() == {"code server", "webserver", "daemon"}
 

@@ -1,15 +1,18 @@
-"""A local Dagster deployment (webserver + daemon via ``dagster dev``) for the demo, the
-integration tests and the benchmarks, plus the GraphQL calls they need.
+"""A local Dagster deployment (code server, webserver, daemon) for the demo, the integration tests
+and the benchmarks, plus the GraphQL calls they need.
 
-``python -m sevenp_pipeline.devtools.devstack serve --port P`` (``make dev``) is the wrapper that
-starts ``dagster dev`` and stays its parent:
+``python -m sevenp_pipeline.devtools.devstack serve --port P`` (``make dev``, and ``make demo``
+through :class:`LocalDagster`) runs the stack under its supervisor (devtools/supervisor.py):
 
-- it refuses to start, naming the port, when the UI port cannot be bound (``dagster dev`` whose
-  webserver port is taken logs the bind error and keeps the daemon running with no UI);
-- it watches the webserver: if it exits, or the UI does not answer within ``--startup-timeout``,
-  it stops ``dagster dev`` (its whole process group) and exits non-zero;
-- ``dagster dev`` starts with SIGINT/SIGTERM at their defaults: a process started in the
-  background by a shell inherits SIGINT ignored, and ``dagster dev`` then ignores SIGTERM too.
+- it refuses to start, naming the port, when the UI port cannot be bound;
+- it starts the code server (``dagster code-server start``, location ``sevenp_pipeline`` on a free
+  loopback port), then the webserver and the daemon on a workspace file pointing at it
+  (``$DAGSTER_HOME/workspace-supervised.yaml``), and restarts each one when it dies; it keeps the
+  local image registry up;
+- it exits non-zero when the UI does not answer within ``--startup-timeout``, or a process keeps
+  dying right after its start; SIGINT/SIGTERM stop everything (the registry outlives it by design);
+- its children start with SIGINT/SIGTERM at their defaults (a process started in the background by a
+  shell inherits SIGINT ignored) and die with it (``setpriv --pdeathsig``).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class _StopRequested(Exception):
 
 @dataclass
 class LocalDagster:
-    """``dagster dev`` on a DAGSTER_HOME under the pipeline home, bound to 127.0.0.1."""
+    """The supervised stack (``devstack serve``) on a DAGSTER_HOME under the pipeline home, bound to 127.0.0.1."""
 
     home: Path
     port: int
@@ -140,7 +143,7 @@ class LocalDagster:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = self.runner.start(ExecuteRequest(
             argv=[sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(self.port)],
-            cwd=PROJECT_ROOT, label="dagster dev", env=self.env(), log_path=self.log_path,
+            cwd=PROJECT_ROOT, label="devstack serve", env=self.env(), log_path=self.log_path,
         ))
         try:
             self._wait_ready(timeout)
@@ -153,14 +156,15 @@ class LocalDagster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive():
-                raise DevStackError(f"dagster dev exited at startup; see {self.log_path}:\n{self._log_tail()}")
+                raise DevStackError(f"the Dagster stack exited at startup; see {self.log_path}:\n{self._log_tail()}")
             try:
                 if _answers(self.url) and self._location_loaded():
                     return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
-        raise DevStackError(f"dagster dev did not answer on {self.url} within {timeout:.0f}s:\n{self._log_tail()}")
+        raise DevStackError(f"the Dagster stack did not answer on {self.url} within {timeout:.0f}s:\n"
+                            f"{self._log_tail()}")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -335,7 +339,7 @@ def _answers(url: str) -> bool:
 
 
 def _stdout_path(fallback: Path) -> Path:
-    """Where ``dagster dev`` writes: this process's own stdout (the terminal of ``make dev``, or
+    """Where the stack's processes write: this process's own stdout (the terminal of ``make dev``, or
     LocalDagster's log file), reopened through /dev/stdout; else a log file under the home."""
     try:
         with Path("/dev/stdout").open("ab"):
@@ -482,7 +486,8 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.devtools.devstack")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = sub.add_parser("serve", help="run `dagster dev`; exit non-zero if its UI port is taken or it dies")
+    serve_cmd = sub.add_parser("serve", help="run the supervised Dagster stack; exit non-zero if its UI port "
+                                             "is taken or it never comes up")
     serve_cmd.add_argument("--port", type=int, default=3000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--startup-timeout", type=float, default=180,
@@ -494,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "ALL_STEPS"])
     sub.add_parser("stop-registry", help="stop the local image registry (it outlives runs by design)")
     args = parser.parse_args(argv)
-    use_private_umask()  # inherited by `dagster dev`, its daemon, code servers and run workers
+    use_private_umask()  # inherited by the webserver, daemon, code server and run workers
     if args.command == "serve":
         return serve(args.port, host=args.host, startup_timeout=args.startup_timeout)
     if args.command == "stop-registry":
