@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.devtools.devstack import LocalDagster
 from sevenp_pipeline.devtools.supervisor import RegistryWatch, Service, Supervisor, SupervisorGaveUp
 from sevenp_pipeline.oom import OOM_SCORE_ADJ, can_lower, oom_score_adj
@@ -203,3 +205,17 @@ def _loaded_after(stack: LocalDagster, after: float) -> dict | None:
     if entry and entry["loadStatus"] == "LOADED" and float(entry["updatedTimestamp"]) > after:
         return entry
     return None
+
+
+@pytest.mark.skipif(not can_lower(), reason="setting a negative oom_score_adj needs CAP_SYS_RESOURCE, missing here")
+def test_a_child_of_a_protected_process_puts_itself_back_to_zero(tmp_path: Path) -> None:
+    """A run worker inherits the code server's -900; reset_own_oom_priority (the threaded executor
+    calls it as the run starts) gives the run's memory the default priority again."""
+    code = ("import os, pathlib\n"
+            "from sevenp_pipeline.oom import oom_score_adj, reset_own_oom_priority, set_oom_score_adj\n"
+            "set_oom_score_adj(os.getpid(), -900); before = oom_score_adj(); reset_own_oom_priority();"
+            "pathlib.Path(os.environ['OUT']).write_text(f'{before} {oom_score_adj()}')")
+    out = tmp_path / "adj"
+    ProcessRunner().check(ExecuteRequest(argv=[sys.executable, "-c", code], cwd=PROJECT_ROOT, label="child",
+                                         env={"OUT": str(out)}))
+    assert out.read_text() == "-900 0"

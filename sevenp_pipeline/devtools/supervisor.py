@@ -87,6 +87,7 @@ class Supervisor:
         self.max_backoff = max_backoff
         self.max_quick_deaths = max_quick_deaths
         self._oom_warned = False
+        self._reaped_at = 0.0
 
     def start_all(self) -> None:
         for service in self.services.values():
@@ -135,7 +136,9 @@ class Supervisor:
                 self.start(service)
                 service.restarts += 1
                 self.say(f"restarted the {service.name}: pid {service.pid} (restart {service.restarts})")
-        reap_orphans({s.pid for s in self.services.values() if s.pid is not None})
+        if now - self._reaped_at >= 1.0:  # a walk over /proc: once a second is enough
+            self._reaped_at = now
+            reap_orphans({s.pid for s in self.services.values() if s.pid is not None})
 
     def stop(self, *, grace: float = 3.0) -> None:
         """Stops every service at once (SIGTERM to each process group, SIGKILL after ``grace``
