@@ -306,30 +306,6 @@ def port_taken_message(port: int, host: str, target: str) -> str:
             f"listens on it (e.g. `ss -ltnp 'sport = :{port}'`) or run `make {target} PORT=<a free port>`")
 
 
-def _children(pid: int) -> list[tuple[int, str]]:
-    """``[(pid, command line)]`` of the live children of ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found.append((int(entry.name), cmdline))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:  # noqa: S310
