@@ -1,5 +1,5 @@
 """make dev / make demo start-up: a taken UI port fails fast naming the port; a webserver that dies
-takes dagster dev and its daemon with it; nothing is left running either way."""
+is restarted while the daemon stays; SIGTERM stops everything and nothing is left running."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.devtools.devstack import LocalDagster, port_available
+from sevenp_pipeline.devtools.supervisor import service_pids
 from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline_tests.waiting import wait_until, wait_while
 
@@ -94,10 +95,8 @@ def test_taken_ui_port_exits_non_zero_naming_the_port(argv: list[str], held_port
 
 
 @pytest.mark.integration
-def test_dev_stops_everything_when_the_webserver_dies(tmp_path: Path) -> None:
+def test_dev_restarts_a_dead_webserver_and_sigterm_stops_everything(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    (home / "dagster").mkdir(parents=True)
-    (home / "dagster" / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
     apps = tmp_path / "apps"
     apps.mkdir()
     port = free_port()
@@ -112,18 +111,20 @@ def test_dev_stops_everything_when_the_webserver_dies(tmp_path: Path) -> None:
             wait_until(lambda: _answers(port), timeout=120, interval=0.5, what=f"the UI to answer on port {port}")
         except AssertionError as exc:
             pytest.fail(f"{exc}: {(tmp_path / 'serve.log').read_text()[-3000:]}")
-        webservers = [line for line in _processes_with_env(marker) if "dagster_webserver" in line]
-        assert len(webservers) == 1 and any("dagster._daemon" in p for p in _processes_with_env(marker))
-        pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and
-                   b"dagster_webserver" in (p / "cmdline").read_bytes() and
-                   f"{port}".encode() in (p / "cmdline").read_bytes())
-        os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        code = serve.wait(timeout=30)
-        assert code != 0 and time.monotonic() - killed < 20
+        pids = service_pids(serve.pid)
+        assert pids.keys() == {"code server", "webserver", "daemon"}
+        assert [line for line in _processes_with_env(marker) if "dagster-webserver" in line]
+        os.kill(pids["webserver"], signal.SIGKILL)
+        wait_until(lambda: service_pids(serve.pid).get("webserver") not in (None, pids["webserver"]) and _answers(port),
+                   timeout=60, interval=0.2, what="a restarted webserver to answer")
+        assert serve.poll() is None
+        assert service_pids(serve.pid)["daemon"] == pids["daemon"]  # the daemon was never stopped
         output = (tmp_path / "serve.log").read_text()
-        assert f"the Dagster webserver (pid {pid}) exited; the UI on port {port} is gone" in output
-        # the daemon and code server went with it
+        assert f"the webserver (pid {pids['webserver']}) exited (killed by signal 9); restarting it" in output
+        serve.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert serve.wait(timeout=30) == 0 and time.monotonic() - stopped < 10
+        # the webserver, daemon and code server went with it
         wait_while(lambda: _processes_with_env(marker), timeout=10, what="the stack's processes to exit")
     finally:
         if serve.poll() is None:
@@ -138,11 +139,11 @@ def test_local_dagster_stop_leaves_nothing_running(tmp_path: Path) -> None:
     stack = LocalDagster(home=tmp_path / "home", port=free_port(), apps_dir=apps)
     stack.start()
     try:
-        assert any("dagster._daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
+        assert any("dagster-daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
         # The wrapper polls the UI on its own 0.5 s beat, so its announcement may trail start().
         wait_until(lambda: "the Dagster UI answers on" in stack.log_path.read_text(), timeout=30, interval=0.2,
                    what=f"the wrapper to announce the UI in {stack.log_path}")
     finally:
-        stack.stop()  # SIGTERM to the wrapper, which stops dagster dev's whole process group
+        stack.stop()  # SIGTERM to serve, which stops each supervised process's group
     wait_while(lambda: _processes_with_env(f"SEVENP_HOME={stack.home}"), timeout=10,
                what="the stack's processes to exit")

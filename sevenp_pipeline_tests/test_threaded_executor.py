@@ -519,7 +519,7 @@ def test_stages_of_one_commit_prepare_their_sandboxes_at_once(tmp_path: Path) ->
 # -- (5) through a real deployment: the UI's Terminate ------------------------------------------------------
 @pytest.mark.integration
 def test_run_terminated_through_graphql_leaves_no_command_or_server(make_pipeline, monkeypatch) -> None:
-    """``dagster dev`` (daemon, queued run, run worker launched by the code server) runs an app whose
+    """The local stack (daemon, queued run, run worker launched by the code server) runs an app whose
     stage hangs with its PostgreSQL and Redis up; terminateRun ends the run CANCELED, and the stage's
     command, its servers and their folder are gone."""
     marker = f"300.{secrets.randbelow(10**6):06d}"

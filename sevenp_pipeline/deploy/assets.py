@@ -35,7 +35,8 @@ from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
-from sevenp_pipeline.resources.processes import ProcessRunner
+from sevenp_pipeline.resources.processes import ProcessError, ProcessRunner
+from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages.runner import failure, fingerprint, md_table
@@ -108,7 +109,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
               code_version=DEPLOY_CODE_VERSION, output_required=False)
     def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,
                    artifact_store: ArtifactStore, workspaces: Workspaces, process_runner: ProcessRunner,
-                   notifier: SlackNotifier, git: GitClient) -> Iterator[dg.MaterializeResult]:
+                   notifier: SlackNotifier, git: GitClient, registry: Registry) -> Iterator[dg.MaterializeResult]:
         instance = context.instance
         sha = context.partition_key
         run = context.run
@@ -193,6 +194,10 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                     return
                 context.log.info(f"{name}: deploying {sha[:12]}: no newer deploy of {name} is queued")
                 target = deploy_targets.target(app, name)
+                try:  # the image is pulled from it: a killed local registry is started again, not a failed deploy
+                    registry.prepare(log=context.log.info)
+                except (RegistryError, ProcessError) as exc:
+                    raise DeployError(f"the image registry is down and could not be started: {exc}") from exc
                 rollout = Rollout(app=app.name, environment=name, commit=sha, image_ref=image.ref,
                                   image_digest=image.digest, run_id=run.run_id, env=dict(app.deploy.env))
                 started = time.time()

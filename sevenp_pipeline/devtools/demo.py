@@ -110,7 +110,7 @@ def wait_for_run(instance: dg.DagsterInstance, sha: str, timeout: float,
     last_status = None
     while time.monotonic() < deadline:
         if not alive():
-            raise DevStackError("dagster dev exited while the pipeline ran (see its log)")
+            raise DevStackError("the Dagster stack exited while the pipeline ran (see its log)")
         runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_COMMIT: sha}, job_name=job), limit=1)
         if runs:
             run = runs[0]
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
         except KeyboardInterrupt:
             return 0
-        say("dagster dev exited")
+        say("the Dagster stack exited")
         return 1
     except KeyboardInterrupt:
         say("interrupted")

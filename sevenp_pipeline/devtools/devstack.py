@@ -1,15 +1,18 @@
-"""A local Dagster deployment (webserver + daemon via ``dagster dev``) for the demo, the
-integration tests and the benchmarks, plus the GraphQL calls they need.
+"""A local Dagster deployment (code server, webserver, daemon) for the demo, the integration tests
+and the benchmarks, plus the GraphQL calls they need.
 
-``python -m sevenp_pipeline.devtools.devstack serve --port P`` (``make dev``) is the wrapper that
-starts ``dagster dev`` and stays its parent:
+``python -m sevenp_pipeline.devtools.devstack serve --port P`` (``make dev``, and ``make demo``
+through :class:`LocalDagster`) runs the stack under its supervisor (devtools/supervisor.py):
 
-- it refuses to start, naming the port, when the UI port cannot be bound (``dagster dev`` whose
-  webserver port is taken logs the bind error and keeps the daemon running with no UI);
-- it watches the webserver: if it exits, or the UI does not answer within ``--startup-timeout``,
-  it stops ``dagster dev`` (its whole process group) and exits non-zero;
-- ``dagster dev`` starts with SIGINT/SIGTERM at their defaults: a process started in the
-  background by a shell inherits SIGINT ignored, and ``dagster dev`` then ignores SIGTERM too.
+- it refuses to start, naming the port, when the UI port cannot be bound;
+- it starts the code server (``dagster code-server start``, location ``sevenp_pipeline`` on a free
+  loopback port), then the webserver and the daemon on a workspace file pointing at it
+  (``$DAGSTER_HOME/workspace-supervised.yaml``), and restarts each one when it dies; it keeps the
+  local image registry up;
+- it exits non-zero when the UI does not answer within ``--startup-timeout``, or a process keeps
+  dying right after its start; SIGINT/SIGTERM stop everything (the registry outlives it by design);
+- its children start with SIGINT/SIGTERM at their defaults (a process started in the background by a
+  shell inherits SIGINT ignored) and die with it (``setpriv --pdeathsig``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.devtools.supervisor import (
+    RegistryWatch,
+    Service,
+    Supervisor,
+    SupervisorGaveUp,
+    become_subreaper,
+    service_pids,
+)
 from sevenp_pipeline.files import private_dir, use_private_umask
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner, RunningProcess
 
@@ -94,7 +107,7 @@ class _StopRequested(Exception):
 
 @dataclass
 class LocalDagster:
-    """``dagster dev`` on a DAGSTER_HOME under the pipeline home, bound to 127.0.0.1."""
+    """The supervised stack (``devstack serve``) on a DAGSTER_HOME under the pipeline home, bound to 127.0.0.1."""
 
     home: Path
     port: int
@@ -130,7 +143,7 @@ class LocalDagster:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = self.runner.start(ExecuteRequest(
             argv=[sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(self.port)],
-            cwd=PROJECT_ROOT, label="dagster dev", env=self.env(), log_path=self.log_path,
+            cwd=PROJECT_ROOT, label="devstack serve", env=self.env(), log_path=self.log_path,
         ))
         try:
             self._wait_ready(timeout)
@@ -143,25 +156,41 @@ class LocalDagster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive():
-                raise DevStackError(f"dagster dev exited at startup; see {self.log_path}:\n{self._log_tail()}")
+                raise DevStackError(f"the Dagster stack exited at startup; see {self.log_path}:\n{self._log_tail()}")
             try:
                 if _answers(self.url) and self._location_loaded():
                     return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
-        raise DevStackError(f"dagster dev did not answer on {self.url} within {timeout:.0f}s:\n{self._log_tail()}")
+        raise DevStackError(f"the Dagster stack did not answer on {self.url} within {timeout:.0f}s:\n"
+                            f"{self._log_tail()}")
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
             self.process = None
 
+    def answers(self) -> bool:
+        """Whether the UI answers ``/server_info`` now."""
+        return _answers(self.url)
+
     def _log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def service_pids(self) -> dict[str, int]:
+        """``{"code server" | "webserver" | "daemon": pid}`` of the supervised processes now."""
+        return service_pids(self.process.pid) if self.process is not None else {}
+
+    def location_entry(self) -> dict[str, Any] | None:
+        """The webserver's view of the code location: ``loadStatus``, ``updatedTimestamp``, error."""
+        data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
+            name loadStatus updatedTimestamp
+            locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+        return next((e for e in data["workspaceOrError"]["locationEntries"] if e["name"] == LOCATION), None)
 
     def _location_loaded(self) -> bool:
         data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
@@ -277,30 +306,6 @@ def port_taken_message(port: int, host: str, target: str) -> str:
             f"listens on it (e.g. `ss -ltnp 'sport = :{port}'`) or run `make {target} PORT=<a free port>`")
 
 
-def _children(pid: int) -> list[tuple[int, str]]:
-    """``[(pid, command line)]`` of the live children of ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found.append((int(entry.name), cmdline))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:  # noqa: S310
@@ -310,7 +315,7 @@ def _answers(url: str) -> bool:
 
 
 def _stdout_path(fallback: Path) -> Path:
-    """Where ``dagster dev`` writes: this process's own stdout (the terminal of ``make dev``, or
+    """Where the stack's processes write: this process's own stdout (the terminal of ``make dev``, or
     LocalDagster's log file), reopened through /dev/stdout; else a log file under the home."""
     try:
         with Path("/dev/stdout").open("ab"):
@@ -319,10 +324,59 @@ def _stdout_path(fallback: Path) -> Path:
         return fallback
 
 
+WORKSPACE_FILE = "workspace-supervised.yaml"
+
+
+def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
+    """The workspace the webserver and the daemon load: the code server on ``host:grpc_port``,
+    under the fixed location name (run history and sensor cursors are keyed on it)."""
+    path = dagster_home / WORKSPACE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `python -m sevenp_pipeline.devtools.devstack serve` (make dev / make demo) at each start.\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        f"      host: {host}\n"
+        f"      port: {grpc_port}\n"
+        f"      location_name: {LOCATION}\n")
+    return path
+
+
+def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env: dict[str, str],
+                   log_path: Path) -> list[Service]:
+    """The code server, the webserver and the daemon, as the supervisor starts them."""
+    bindir = Path(sys.executable).parent
+
+    def service(name: str, argv: list[str]) -> Service:
+        # A 3 s grace: whoever stops serve (LocalDagster: SIGTERM, SIGKILL after 5 s) waits for it to have
+        # stopped these; die_with_parent covers serve killed outright.
+        return Service(name=name, request=ExecuteRequest(
+            argv=argv, cwd=PROJECT_ROOT, label=name, env=env, die_with_parent=True, log_path=log_path,
+            timeout_seconds=float("inf")))
+
+    return [
+        service("code server", [str(bindir / "dagster"), "code-server", "start", "-m", "sevenp_pipeline.definitions",
+                                "--location-name", LOCATION, "-h", host, "-p", str(grpc_port)]),
+        service("webserver", [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]),
+        service("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)]),
+    ]
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
           say: Callable[[str], None] | None = None) -> int:
-    """Runs ``dagster dev`` until interrupted; returns the exit status (non-zero if it failed)."""
+    """Runs the supervised stack (sevenp_pipeline/devtools/supervisor.py) until interrupted;
+    returns the exit status (non-zero if it failed)."""
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
+    from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415
+    from sevenp_pipeline.resources.services import free_port  # noqa: PLC0415
 
     def tell(message: str) -> None:
         (say or (lambda m: print(f"sevenp dev: {m}", file=sys.stderr, flush=True)))(message)
@@ -336,12 +390,13 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
             signal.signal(sig, signal.SIG_IGN)
         raise _StopRequested
 
-    # Handlers, not SIG_IGN, before the child starts: it then gets both at their defaults.
+    # Handlers, not SIG_IGN, before the children start: they then get both at their defaults (a
+    # process started in the background by a shell inherits SIGINT ignored).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
-    dev: RunningProcess | None = None
     url = f"http://{host}:{port}"
-    webserver: int | None = None
+    supervisor: Supervisor | None = None
+    watch: RegistryWatch | None = None
     answered = False
     failure = ""
     try:
@@ -349,47 +404,66 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         # make dev builds images like make demo: it needs the same local key, or every pushed run
         # would fail at its first stage asking for SEVENP_SIGNING_KEY.
         env = demo_signing_key(settings.home, log=tell)
-        dagster = Path(sys.executable).with_name("dagster")
-        # A 3 s grace: whoever stops this wrapper (LocalDagster: SIGTERM, SIGKILL after 5 s) waits
-        # for it to have stopped dagster dev; die_with_parent covers a wrapper killed outright.
-        dev = ProcessRunner(kill_grace_seconds=3).start(ExecuteRequest(
-            argv=[str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)],
-            cwd=PROJECT_ROOT, label="dagster dev", env=env, die_with_parent=True,
-            log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log"),
-        ))
+        dagster_home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+        env["DAGSTER_HOME"] = os.environ["DAGSTER_HOME"] = str(dagster_home)  # dagster.yaml reads it
+        if not (dagster_home / "dagster.yaml").exists():
+            private_dir(dagster_home)
+            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        # The storage's tables made once here: the webserver and the daemon making them at the same time
+        # on a new home race in alembic ("more than one head present").
+        with dg.DagsterInstance.from_config(str(dagster_home)):
+            pass
+        grpc_port = free_port()
+        workspace = write_workspace(dagster_home, host=host, grpc_port=grpc_port)
+        runner = ProcessRunner(kill_grace_seconds=3)
+        become_subreaper()
+        supervisor = Supervisor(
+            stack_services(host=host, port=port, grpc_port=grpc_port, workspace=workspace, env=env,
+                           log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log")),
+            runner=runner, say=tell)
         deadline = time.monotonic() + startup_timeout
+        code_server, *others = supervisor.services.values()
+        supervisor.start(code_server)  # first: the others find the location at once
+        while not _listening(host, grpc_port) and time.monotonic() < deadline:
+            supervisor.check()
+            time.sleep(0.2)
+        for service in others:
+            supervisor.start(service)
+        if settings.registry == "local":
+            watch = RegistryWatch(LocalRegistry(runner=runner, home=str(settings.home)), say=tell,
+                                  protect=supervisor.protect)
+            watch.start()
         while True:
-            if not dev.alive():
-                failure = f"dagster dev exited with code {dev.proc.returncode}"
-                break
-            if webserver is None:
-                webserver = next((pid for pid, cmd in _children(dev.pid) if "dagster_webserver" in cmd), None)
-            elif not _running(webserver):
-                failure = f"the Dagster webserver (pid {webserver}) exited; the UI on port {port} is gone"
-                break
+            supervisor.check()
             if not answered:
                 answered = _answers(url)
                 if answered:
-                    tell(f"the Dagster UI answers on {url}")
+                    tell(f"the Dagster UI answers on {url} (code server on {host}:{grpc_port}; each process is "
+                         f"restarted when it dies)")
                 elif time.monotonic() > deadline:
                     failure = (f"the Dagster UI did not answer on {url} within {startup_timeout:.0f}s "
                                f"(is port {port} taken? see the log above)")
                     break
-            time.sleep(0.5)
+            time.sleep(0.2)
     except _StopRequested:
-        pass  # Ctrl-C or SIGTERM (LocalDagster.stop): stop dagster dev at once
+        pass  # Ctrl-C or SIGTERM (LocalDagster.stop): stop everything at once
+    except SupervisorGaveUp as exc:
+        failure = str(exc)
     finally:
         if failure:
-            tell(f"{failure}; stopping dagster dev and its daemon")
-        if dev is not None:
-            dev.stop()  # SIGTERM to its process group (webserver, daemon, code server), then SIGKILL
+            tell(f"{failure}; stopping the webserver, the daemon and the code server")
+        if watch is not None:
+            watch.stop()
+        if supervisor is not None:
+            supervisor.stop()  # SIGTERM to each process group, then SIGKILL; the registry outlives it
     return 1 if failure else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.devtools.devstack")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = sub.add_parser("serve", help="run `dagster dev`; exit non-zero if its UI port is taken or it dies")
+    serve_cmd = sub.add_parser("serve", help="run the supervised Dagster stack; exit non-zero if its UI port "
+                                             "is taken or it never comes up")
     serve_cmd.add_argument("--port", type=int, default=3000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--startup-timeout", type=float, default=180,
@@ -401,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "ALL_STEPS"])
     sub.add_parser("stop-registry", help="stop the local image registry (it outlives runs by design)")
     args = parser.parse_args(argv)
-    use_private_umask()  # inherited by `dagster dev`, its daemon, code servers and run workers
+    use_private_umask()  # inherited by the webserver, daemon, code server and run workers
     if args.command == "serve":
         return serve(args.port, host=args.host, startup_timeout=args.startup_timeout)
     if args.command == "stop-registry":

@@ -59,6 +59,7 @@ from dagster._utils.timing import time_execution_scope
 from dagster_shared.utils.timing import format_duration
 
 from sevenp_pipeline.execution.cancellation import cancel_on
+from sevenp_pipeline.oom import reset_own_oom_priority
 
 MAX_WORKERS_LIMIT = 64
 POLL_SECONDS = 0.1  # how often the main thread looks for a termination request, due retries, pool slots
@@ -160,6 +161,9 @@ class ThreadedExecutor(Executor):
         check.inst_param(plan_context, "plan_context", PlanOrchestrationContext)
         step_keys = execution_plan.step_keys_to_execute
         pid = os.getpid()
+        # A run worker is a child of the code server, whose OOM protection (-900, devtools/supervisor.py)
+        # it inherited: it holds the run's memory, so it goes back to the default priority.
+        reset_own_oom_priority()
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps on up to {self._max_workers} threads in process (pid: {pid})",

@@ -69,7 +69,7 @@ class Stack:
 
     def wait_for_queue_passes(self, since: int, count: int = 3, timeout: float = 60) -> None:
         """Waits until the daemon's run coordinator has looked at a non-empty queue ``count`` times since byte
-        ``since`` of the dagster dev log (it logs one of QUEUE_PASS each time, every dequeue_interval_seconds)."""
+        ``since`` of the stack's log (it logs one of QUEUE_PASS each time, every dequeue_interval_seconds)."""
         def passes() -> int:
             with self.stack.log_path.open("rb") as log:
                 log.seek(since)

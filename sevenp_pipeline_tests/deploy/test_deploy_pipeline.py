@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_ROLLBACK
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote, git
 from sevenp_pipeline_tests.httpserver import Server, http_server
+from sevenp_pipeline_tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -252,8 +254,15 @@ def test_failed_health_check_rolls_back_and_rollback_redeploys_the_last_healthy(
     # Rollback: the last healthy partition before the live one, deployed again with the same checks.
     candidate = history.rollback_candidate(deploys.instance, KEY, "staging", newer)
     assert candidate is not None and candidate.commit == good
+    # The registry died (kill -9): the rollback starts it again before it pulls, instead of failing.
+    registry = build_resources(deploys.settings)["registry"]
+    killed = registry.running_pid()
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: registry.running_pid() is None, timeout=10, what="the killed registry to be gone")
     back = deploys.deploy(good, "staging", tags={TAG_ROLLBACK: newer})
     assert back.success, _failures(back)
+    assert registry.healthy() and registry.running_pid() not in (None, killed)
     assert deploys.answer("staging")[1] == good
     assert _materialization(back, "staging_deployment")["launched_by"].startswith(f"rollback from {newer[:12]}")
 

@@ -50,6 +50,8 @@ class RegistryState:
     pid: int
     port: int
     config: str
+    # False once stop() ended it on purpose: the stack's supervisor then leaves it stopped
+    wanted: bool = True
 
 
 # servers started by this process, so stop() can reap them (no zombie left looking alive)
@@ -154,7 +156,8 @@ class LocalRegistry(Registry):
     def read_state(self) -> RegistryState | None:
         try:
             data = json.loads(self.state_path.read_text())
-            return RegistryState(pid=int(data["pid"]), port=int(data["port"]), config=str(data["config"]))
+            return RegistryState(pid=int(data["pid"]), port=int(data["port"]), config=str(data["config"]),
+                                 wanted=bool(data.get("wanted", True)))
         except (OSError, ValueError, KeyError):
             return None
 
@@ -236,6 +239,7 @@ class LocalRegistry(Registry):
             state = self.read_state()
             if state is None:
                 return False
+            self._write_state(RegistryState(pid=state.pid, port=state.port, config=state.config, wanted=False))
             server = _STARTED.pop(state.pid, None)
             if server is not None:
                 server.stop()
@@ -277,7 +281,8 @@ class LocalRegistry(Registry):
 
     def _write_state(self, state: RegistryState) -> None:
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": state.pid, "port": state.port, "config": state.config}))
+        tmp.write_text(json.dumps({"pid": state.pid, "port": state.port, "config": state.config,
+                                   "wanted": state.wanted}))
         tmp.replace(self.state_path)
 
     # -- registry API ------------------------------------------------------------------------------
