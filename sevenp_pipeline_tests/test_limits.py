@@ -305,3 +305,22 @@ def test_sigxfsz_is_the_default_in_the_command(limited) -> None:
     outcome = limited("grep SigIgn /proc/self/status")
     ignored = int(outcome.output[0].split()[1], 16)
     assert not ignored & (1 << (signal.SIGXFSZ - 1))
+
+
+@pytest.mark.integration
+def test_an_install_that_fills_the_checkout_fails_naming_disk_mb(make_pipeline) -> None:
+    """The install stage writes node_modules into the checkout: it counts, before it moves to the cache."""
+    pipe = make_pipeline("""\
+        stages:
+          node_dependencies:
+            command: [node, -e, "const fs = require('fs'); fs.mkdirSync('node_modules/big', {recursive: true});
+                      for (const n of [1, 2, 3]) fs.writeFileSync('node_modules/big/' + n, Buffer.alloc(900 << 10, 1))"]
+            limits: {disk_mb: 2}
+        """)
+    sha = pipe.remote.push("feature/heavy-install")
+    result = pipe.materialize(sha, "source_checkout,node_dependencies")
+    assert not result.success
+    (line,) = _failures(result).values()
+    assert line.startswith("node_dependencies: its checkout holds "), line
+    assert line.endswith(" MB, over its limit of 2 MB (limits.disk_mb; stages.node_dependencies.limits.disk_mb "
+                         "to change)"), line
