@@ -339,3 +339,28 @@ def test_an_install_that_fills_the_checkout_fails_naming_disk_mb(make_pipeline) 
     assert line.startswith("node_dependencies: its checkout holds "), line
     assert line.endswith(" MB, over its limit of 2 MB (limits.disk_mb; stages.node_dependencies.limits.disk_mb "
                          "to change)"), line
+
+
+def test_cgroup_v2_layout_on_a_stand_in_tree(tmp_path: Path) -> None:
+    """The v2 path (these machines mount v1), on a folder shaped like /sys/fs/cgroup: the controllers
+    are enabled on the way down, the limits written under their v2 names, the counters read back."""
+    root = tmp_path / "cgroup"
+    (root / "sevenp").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / "cgroup.subtree_control").write_text("memory\n")
+    (root / "sevenp" / "cgroup.subtree_control").write_text("")
+    cgroup = sandbox_init.Cgroup(dataclasses.asdict(SMALL), root=str(root))
+    cgroup.create()
+    (path,) = (Path(d) for d in cgroup.dirs)
+    assert path.parent == root / "sevenp"
+    assert {f.name: f.read_text() for f in path.iterdir()} == {
+        "memory.max": str(128 << 20), "pids.max": "64", "cpu.weight": str(sandbox_init.shares_to_weight(256))}
+    assert (root / "cgroup.subtree_control").read_text() == "+pids +cpu"  # memory was on already
+    assert (root / "sevenp" / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    (path / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
+    (path / "pids.events").write_text("max 0\n")
+    assert cgroup.hits(0) == [{"limit": "memory_mb", "value": 128, "events": 1}]
+    for name in path.iterdir():
+        name.unlink()
+    cgroup.remove()
+    assert not path.exists()
