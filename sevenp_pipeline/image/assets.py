@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.config.models import Branches
+from sevenp_pipeline.config.models import Branches, Limits
 from sevenp_pipeline.image.records import ImageRecord, latest_record, recorded_digests
 from sevenp_pipeline.image.tags import image_tags
 from sevenp_pipeline.resources.base_image import NodeBaseImage
@@ -97,6 +97,7 @@ def build_package_assets(
                 trusted=lambda input_hash, digest: digest in recorded_digests(
                     context.instance, image_key(app), input_hash),
                 deploy_branch=bool(deploys),
+                limits=app.limits_of(None),
             )
         except ImageBuildError as exc:
             tail = getattr(exc, "log_tail", "") or ""
@@ -222,6 +223,7 @@ def publish_image(
     *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
     tags: Sequence[str], build_args: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
     log: LogFn | None = None, trusted: Callable[[str, str], bool] | None = None, deploy_branch: bool = False,
+    limits: Limits | None = None,
 ) -> PublishedImage:
     """Builds and pushes unless the registry already holds an image built from the same inputs.
 
@@ -233,6 +235,7 @@ def publish_image(
     The tag is mutable (anyone who can push to the registry can move it): a digest it did not record
     is built again, and the push moves the tag back. ``deploy_branch``: a branch that deploys holds the
     commit (its build never shares a store with a feature branch's, see builders/stores.py).
+    ``limits``: the build's (the app's ``limits:``; None: the defaults).
     """
     build_args = dict(build_args or {})
     labels = dict(labels or {})
@@ -267,6 +270,7 @@ def publish_image(
                               input_hash=input_hash, reused=True, image=None)
     image = builder.build(context_dir=context_dir, dockerfile=dockerfile,
                           image_name=f"localhost/{repository}:{input_tag}", build_args=build_args,
-                          labels={**labels, INPUT_HASH_LABEL: input_hash}, log=log, trusted=deploy_branch)
+                          labels={**labels, INPUT_HASH_LABEL: input_hash}, log=log, trusted=deploy_branch,
+                          limits=limits)
     result = registry.push(builder=builder, image=image, repository=repository, tags=all_tags, log=log)
     return PublishedImage(digest=result.digest, refs=result.refs, input_hash=input_hash, reused=False, image=image)

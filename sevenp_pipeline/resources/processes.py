@@ -38,7 +38,7 @@ from pydantic import Field
 from sevenp_pipeline.execution.cancellation import cancelled, current_event, raise_if_cancelled
 from sevenp_pipeline.files import open_private
 from sevenp_pipeline.resources.redaction import Redactor
-from sevenp_pipeline.sandbox import SandboxError, SandboxSpec
+from sevenp_pipeline.sandbox import LimitHit, SandboxError, SandboxSpec
 
 LogFn = Callable[[str], None]
 
@@ -113,10 +113,12 @@ class Outcome:
     output_limit_bytes: int | None = None
     output_limit_note: str = ""
     capture_truncated: bool = False  # ``output`` holds only the first capture_limit_mb
+    # The sandbox limits it ran into (memory, processes, file size): the command failed by them.
+    limit_hits: tuple[LimitHit, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.output_exceeded
+        return self.exit_code == 0 and not self.timed_out and not self.output_exceeded and not self.limit_hits
 
     @property
     def duration(self) -> float:
@@ -130,6 +132,8 @@ class Outcome:
         if self.timed_out:
             return (f"{self.label}: `{self.command}` timed out after its {_seconds(self.timeout_seconds)} limit; "
                     f"killed after {self.duration:.1f} s")
+        if self.limit_hits:
+            return f"{self.label}: {self.limit_hits[0].describe()}"
         return f"{self.label}: `{self.command}` exited with code {self.exit_code} after {self.duration:.1f}s"
 
     def tail_text(self, lines: int = 30) -> str:
@@ -314,6 +318,7 @@ class ProcessRunner(dg.ConfigurableResource):
             output_limit_bytes=request.output_limit_bytes,
             output_limit_note=request.output_limit_note,
             capture_truncated=state["capture_truncated"],
+            limit_hits=request.sandbox.read_limit_hits() if request.sandbox else (),
         )
         if log and not outcome.ok:
             log(f"[{request.label}] {outcome.describe()}")

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.config.models import Limits
 from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import Workspace
@@ -112,13 +114,14 @@ class Workspaces(dg.ConfigurableResource):
 
     def stage_sandbox(
         self, workspace: Workspace, room: StageRoom, *, cwd: Path, node_modules: Path | None,
-        network: Network | None = None,
+        network: Network | None = None, limits: Limits | None = None,
     ) -> tuple[SandboxSpec | None, dict[str, str]]:
         """What a stage command sees, and its base environment (see sandbox.minimal_env).
 
         ``node_modules``: the cached tree the stage reads through its own layer (None for the
         install stage, which writes the checkout's node_modules itself). ``network``: the stage's own
-        namespace (default: no forwarded port, no route out).
+        namespace (default: no forwarded port, no route out). ``limits``: its memory, processes, CPU
+        share and largest file (the stage's resolved ``limits:``).
         """
         corepack = workspace.root / "corepack"  # pinned pnpm/yarn, downloaded once per commit
         if not corepack.is_dir():
@@ -144,7 +147,7 @@ class Workspaces(dg.ConfigurableResource):
         network = with_resolver(network or Network(), room.root)
         spec = SandboxSpec(cwd=cwd, report=room.report, binds=tuple(binds), overlays=overlays,
                            hide=tuple(self.private()), uid=self.user.uid, gid=self.user.gid,
-                           user_namespace=not self.user.switches, network=network)
+                           user_namespace=not self.user.switches, network=network, limits=limits)
         return spec, env
 
 
@@ -160,6 +163,41 @@ def _alternates(src: Path) -> list[Path]:
     except OSError:
         return []
     return [Path(line) for line in lines if line.strip() and Path(line).is_dir()]
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes ``path``'s tree takes on disk (allocated blocks; a hard-linked file counted once), walked
+    with ``os.scandir`` without following links or leaving the filesystem (an overlay mounted inside
+    is not the tree's). A folder that vanishes meanwhile counts as empty."""
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    seen: set[tuple[int, int]] = set()
+    total = top.st_blocks * 512
+    folders = [path] if stat.S_ISDIR(top.st_mode) else []
+    while folders:
+        try:
+            entries = os.scandir(folders.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir and info.st_dev != top.st_dev:
+                    continue  # a mount point
+                if info.st_nlink > 1 and not is_dir:
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue
+                    seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+                if is_dir:
+                    folders.append(Path(entry.path))
+    return total
 
 
 def read_inputs(workspace: Workspace) -> dict[str, Any]:

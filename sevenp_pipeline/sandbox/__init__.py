@@ -20,9 +20,17 @@ runs in its own mount and PID namespace (``unshare``, util-linux), with :mod:`.i
   stages' servers are unreachable; the ports it is given (its own test services, a smoke test's
   URL) are relayed, and only a stage that goes ``outbound`` (the install stage) gets a route out,
   through slirp4netns with host loopback disabled;
-- and ended with every process it started (see above).
+- and ended with every process it started (see above);
+- within its limits (:class:`SandboxSpec.limits`, the app's ``limits:``): the command and everything it
+  starts are in a cgroup of their own (v1: ``/sys/fs/cgroup/{memory,pids,cpu}/sevenp/<id>``; v2:
+  ``/sys/fs/cgroup/sevenp/<id>``) capping memory (no swap beyond it), processes and threads at once,
+  and weighting its CPU share; rlimits cap the size of any one file it writes (``disk_mb``) and
+  turn core dumps off; its ``oom_score_adj`` is 1000, so under memory pressure the kernel kills a
+  stage before the orchestrator or an environment. A limit it hit comes back as a :class:`LimitHit`.
+  The size of its checkout is checked by the stage runner after it (stages/runner.py).
 
-Not covered: CPU and memory limits.
+Not covered: disk written outside the checkout during the stage (its HOME, TMPDIR and
+node_modules layer are removed after it; /tmp is a 512 MB tmpfs), I/O bandwidth.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sevenp_pipeline.config.models import Limits
 
 INIT = Path(__file__).with_name("init.py")
 STAGE_USER = "sevenp-stage"
@@ -120,6 +132,8 @@ class SandboxSpec:
     user_namespace: bool = False
     network: Network | None = None  # None: the host's network (only with the sandbox's network off)
     userns: tuple[int, int] | None = None  # (host uid/gid base, count): root inside a user namespace of its own
+    # memory_mb, pids, cpu_shares (a cgroup of its own) and disk_mb (RLIMIT_FSIZE); None: no limits
+    limits: Limits | None = None
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as run inside the sandbox: ``unshare ... python init.py SPEC -- argv``."""
@@ -154,6 +168,9 @@ class SandboxSpec:
             "network": network,
             "files": files,
             "userns": list(self.userns) if self.userns else None,
+            "limits": None if self.limits is None else {
+                "memory_mb": self.limits.memory_mb, "pids": self.limits.pids,
+                "cpu_shares": self.limits.cpu_shares, "disk_mb": self.limits.disk_mb},
         }
         launcher = [unshare, *(["--user", "--map-root-user"] if self.user_namespace else []),
                     "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
@@ -161,11 +178,46 @@ class SandboxSpec:
 
     def read_leftovers(self) -> list[dict[str, object]]:
         """The processes the command left running (reported by pid 1 before it killed them)."""
+        return [entry for entry in self._report() if "limit" not in entry]
+
+    def read_limit_hits(self) -> tuple[LimitHit, ...]:
+        """The limits the command ran into (reported by pid 1 from its cgroup's counters)."""
+        return tuple(LimitHit(key=str(e["limit"]), value=int(e["value"]), events=int(e.get("events", 1)))
+                     for e in self._report() if "limit" in e)
+
+    def _report(self) -> list[dict[str, object]]:
         try:
             text = self.report.read_text(encoding="utf-8")
         except OSError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """A limit a sandboxed command ran into: ``key`` is the ``limits:`` key, ``value`` its setting,
+    ``events`` how often the kernel counted it (OOM kills, refused forks)."""
+
+    key: str
+    value: int
+    events: int = 1
+    measured: int | None = None  # disk_mb of the checkout: its size in MB
+
+    def describe(self, where: str = "") -> str:
+        """One line naming the limit, e.g. ``killed: memory over its limit of 2048 MB (limits.memory_mb)``;
+        ``where`` is added in the parentheses (how to change it)."""
+        phrase = LIMIT_PHRASES.get(self.key, "over its limit of {value}")
+        if self.key == "disk_mb" and self.measured is not None:
+            phrase = "its checkout holds {measured} MB, over its limit of {value} MB"
+        text = phrase.format(value=self.value, measured=self.measured)
+        return f"{text} (limits.{self.key}{'; ' + where if where else ''})"
+
+
+LIMIT_PHRASES = {
+    "memory_mb": "killed: memory over its limit of {value} MB",
+    "pids": "could not start processes: {value} processes at once",
+    "disk_mb": "killed: a file over its limit of {value} MB",
+}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ the unprivileged stage user, and ends every process the command left behind.
 Started by ``unshare --mount --pid --fork --kill-child --mount-proc`` (see sandbox/__init__.py), as
 ``python -I -S init.py SPEC -- argv...``; standard library only, so it starts in ~20 ms. SPEC is
 JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, ``gid``, ``cwd``,
-``report``, ``network``, ``files``, ``userns``. In order:
+``report``, ``network``, ``files``, ``userns``, ``limits``. In order:
 
 0. network (unless ``network`` is null): the command gets a network namespace of its own with only
    ``lo`` up, so the host's loopback (the Dagster webserver, the image registry, the environments'
@@ -25,8 +25,16 @@ JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, `
    count]``, an image build) it first enters a user namespace of its own, and a mount namespace that
    namespace owns, as its root, which the host sees as uid ``base``: buildah works as root there, and
    a RUN step that leaves buildah's chroot is a stranger to every host file that is not world-readable;
+   With ``limits`` (``memory_mb``, ``pids``, ``cpu_shares``, ``disk_mb``) the command first moves
+   itself into a cgroup of its own (:class:`Cgroup`: memory, pids and cpu; v1 or v2, whichever the
+   machine mounts) made by pid 1, sets RLIMIT_FSIZE to ``disk_mb`` and RLIMIT_CORE to 0, and its
+   ``oom_score_adj`` to 1000; everything it starts inherits all of it. pid 1 and the network helper
+   stay outside: the relay is not the stage's, and an OOM kill never takes the sandbox itself;
 5. when it exits, every process still alive in the namespace is written to ``report`` (one JSON
-   line each) and killed: nothing a stage starts outlives it, detached (``setsid``) or not.
+   line each) and killed: nothing a stage starts outlives it, detached (``setsid``) or not. The
+   limits it ran into (the cgroup's OOM-kill and refused-fork counters, a SIGXFSZ death) are
+   written there too (``{"limit": key, "value": n, "events": n}``), and the cgroup is removed.
+   Cgroups left by a sandbox that was killed itself are removed by the next one.
 
 Exit status: the command's (128 + signal when it was killed); 125 when the sandbox could not be
 built, 127 when the command could not be started.
@@ -36,12 +44,14 @@ import ctypes
 import fcntl
 import json
 import os
+import resource
 import select
 import signal
 import socket
 import struct
 import sys
 import threading
+import time
 import warnings  # noqa: F401  (os.get_exec_path imports it lazily; the interpreter's own files may be hidden)
 
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
@@ -52,6 +62,11 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SLIRP_READY_SECONDS = 10
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_PARENT = "sevenp"
+CGROUP_V1_CONTROLLERS = ("memory", "pids", "cpu")
+CGROUP_STALE_SECONDS = 60  # an empty cgroup this old is a killed sandbox's (a new one is filled at once)
+STAGE_OOM_SCORE_ADJ = 1000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -242,6 +257,154 @@ def _start_slirp(binary):
     return child
 
 
+# -- limits ----------------------------------------------------------------------------------
+class Cgroup:
+    """The command's cgroup: one folder per controller under ``sevenp/`` (v1) or one folder (v2)."""
+
+    def __init__(self, limits, root=CGROUP_ROOT):
+        self.limits = limits
+        self.root = root
+        self.v2 = os.path.exists(os.path.join(root, "cgroup.controllers"))
+        self.name = f"{int(time.time())}-{os.urandom(6).hex()}"
+        self.dirs = []
+
+    def _parents(self):
+        if self.v2:
+            return [os.path.join(self.root, CGROUP_PARENT)]
+        return [os.path.join(self.root, c, CGROUP_PARENT) for c in CGROUP_V1_CONTROLLERS]
+
+    def create(self):
+        """Makes the cgroup and writes its limits; removes stale siblings first."""
+        memory = self.limits["memory_mb"] << 20
+        try:
+            for parent in self._parents():
+                os.makedirs(parent, exist_ok=True)
+                remove_stale(parent)
+            if self.v2:
+                self._enable_v2_controllers()
+                path = os.path.join(self._parents()[0], self.name)
+                os.mkdir(path)
+                self.dirs.append(path)
+                _write(path, "memory.max", memory)
+                _write(path, "memory.swap.max", 0, optional=True)  # absent without swap accounting
+                _write(path, "pids.max", self.limits["pids"])
+                _write(path, "cpu.weight", shares_to_weight(self.limits["cpu_shares"]))
+                return
+            for parent in self._parents():
+                path = os.path.join(parent, self.name)
+                os.mkdir(path)
+                self.dirs.append(path)
+            memory_dir, pids_dir, cpu_dir = self.dirs
+            _write(memory_dir, "memory.limit_in_bytes", memory)
+            _write(memory_dir, "memory.memsw.limit_in_bytes", memory, optional=True)  # no swap beyond it
+            _write(pids_dir, "pids.max", self.limits["pids"])
+            _write(cpu_dir, "cpu.shares", self.limits["cpu_shares"])
+        except OSError as exc:
+            self.remove()
+            raise SandboxError(f"limits: cannot set up the stage's cgroup ({exc.filename or self.root}: "
+                               f"{exc.strerror}): the orchestrator must run as root with the memory, pids "
+                               f"and cpu controllers mounted (cgroup v1 or v2) under {self.root}") from exc
+
+    def _enable_v2_controllers(self):
+        for folder in (self.root, os.path.join(self.root, CGROUP_PARENT)):
+            with open(os.path.join(folder, "cgroup.subtree_control")) as handle:
+                enabled = handle.read().split()
+            missing = [c for c in ("memory", "pids", "cpu") if c not in enabled]
+            if missing:
+                _write(folder, "cgroup.subtree_control", " ".join("+" + c for c in missing))
+
+    def enter(self):
+        """Moves the calling process (the command, before it execs) into the cgroup."""
+        for path in self.dirs:
+            _write(path, "cgroup.procs", 0)
+
+    def hits(self, status):
+        """The limits the command ran into: ``[{"limit", "value", "events"}]``."""
+        found = []
+        memory_file, pids_file = ("memory.events", "pids.events") if self.v2 else \
+            ("memory.oom_control", "pids.events")
+        memory_dir = self.dirs[0]
+        pids_dir = self.dirs[0] if self.v2 else self.dirs[1]
+        oom_kills = _counter(memory_dir, memory_file, "oom_kill")
+        if oom_kills:
+            found.append({"limit": "memory_mb", "value": self.limits["memory_mb"], "events": oom_kills})
+        refused = _counter(pids_dir, pids_file, "max")
+        if refused:
+            found.append({"limit": "pids", "value": self.limits["pids"], "events": refused})
+        if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXFSZ:
+            found.append({"limit": "disk_mb", "value": self.limits["disk_mb"], "events": 1})
+        return found
+
+    def remove(self):
+        """Removes the cgroup (its processes must be gone: pid 1 has killed and reaped them)."""
+        for path in self.dirs:
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)  # exiting processes leave the cgroup a moment after they are reaped
+        self.dirs = []
+
+
+def shares_to_weight(shares):
+    """cgroup v1 cpu.shares (2..262144, default 1024) as v2 cpu.weight (1..10000, default 100)."""
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def remove_stale(parent, now=None):
+    """Removes the empty cgroups under ``parent`` older than CGROUP_STALE_SECONDS: left by a sandbox
+    that was killed before it could remove its own. A cgroup with processes cannot be removed."""
+    now = time.time() if now is None else now
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(parent, name)
+        try:
+            if not os.path.isdir(path) or now - os.stat(path).st_mtime < CGROUP_STALE_SECONDS:
+                continue
+            with open(os.path.join(path, "cgroup.procs")) as handle:
+                if handle.read().strip():
+                    continue
+            os.rmdir(path)
+        except OSError:
+            continue
+
+
+def _write(folder, name, value, optional=False):
+    path = os.path.join(folder, name)
+    if optional and not os.path.exists(path):
+        return
+    with open(path, "w") as handle:
+        handle.write(str(value))
+
+
+def _counter(folder, name, key):
+    try:
+        with open(os.path.join(folder, name)) as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == key:
+                    return int(parts[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def limit_self(limits):
+    """In the command's process, before it execs: the rlimits and the OOM priority it and all it
+    starts inherit (RLIMIT_NPROC is per uid, shared by every stage: the pids cgroup counts instead)."""
+    file_size = limits["disk_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write(str(STAGE_OOM_SCORE_ADJ))
+
+
 def leftovers(exclude=()):
     """Processes of the namespace other than this one and the network helpers (zombies excluded):
     what the command left."""
@@ -305,14 +468,22 @@ def _enter_userns(ready, mapped):
     os.setresuid(0, 0, 0)
 
 
-def run(spec, argv):
+def run(spec, argv, cgroup=None):
     userns = spec.get("userns")
     pipes = (os.pipe(), os.pipe()) if userns else None
     child = os.fork()
     if child == 0:
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
+            if cgroup is not None:  # still host root: before the user namespace and the uid switch
+                try:
+                    cgroup.enter()
+                    limit_self(cgroup.limits)
+                except OSError as exc:
+                    sys.stderr.write(f"sandbox: cannot apply the stage's limits: {exc}\n")
+                    sys.stderr.flush()
+                    os._exit(125)
             if pipes:
                 (r_ready, w_ready), (r_mapped, w_mapped) = pipes
                 os.close(r_ready)
@@ -377,17 +548,23 @@ def main():
     # umask is 077), and so must what the stage creates: see run().
     os.umask(0o022)
     helpers = set()
+    cgroup = Cgroup(spec["limits"]) if spec.get("limits") else None
     try:
+        if cgroup is not None:
+            cgroup.create()
         if spec.get("network") is not None:
             helpers = isolate_network(spec["network"])
         build_view(spec)
     except (SandboxError, OSError) as exc:
         sys.stderr.write(f"sandbox: {exc}\n")
+        if cgroup is not None:
+            cgroup.remove()
         return 125
-    status = run(spec, argv)
+    status = run(spec, argv, cgroup)
     left = leftovers(helpers)
-    if left:
-        os.write(report, "".join(json.dumps(p) + "\n" for p in left).encode())
+    hits = cgroup.hits(status) if cgroup is not None else []
+    if left or hits:
+        os.write(report, "".join(json.dumps(p) + "\n" for p in (*left, *hits)).encode())
     os.close(report)
     try:
         os.kill(-1, signal.SIGKILL)  # every process of the namespace but this one
@@ -400,6 +577,8 @@ def main():
             break
         except InterruptedError:
             continue
+    if cgroup is not None:
+        cgroup.remove()
     if status is None:
         return 125
     code = os.waitstatus_to_exitcode(status)

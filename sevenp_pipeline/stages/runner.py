@@ -33,8 +33,8 @@ from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import MB, ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
-from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, read_inputs
-from sevenp_pipeline.sandbox import Network, SandboxError, loopback_port
+from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs
+from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_port
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
 from sevenp_pipeline.text import md_text, printable
@@ -238,7 +238,10 @@ class Stage:
         found = _asked_once(key, lambda: self.runner.run(self.request(pm.version_argv(), capture=True)))
         return {**versions, pm.name: found}
 
-    def run(self, argv: list[str], *, node_modules: bool = True) -> Outcome:
+    def run(self, argv: list[str], *, node_modules: bool = True, fail_over_limits: bool = True) -> Outcome:
+        """Runs the stage's command. A stage over one of its limits (memory, processes, a file's size,
+        its checkout's size after it) fails here with one line naming the limit, unless
+        ``fail_over_limits`` is off (the outcome then carries them and is not ``ok``)."""
         spec = self.spec
         log_path = self.workspace.logs / f"{self.name}.log"
         log_path.unlink(missing_ok=True)
@@ -263,6 +266,15 @@ class Stage:
         if outcome.timed_out:
             self.context.log.error(f"{self.name}: killed after its timeout of {spec.timeout_seconds:.0f}s "
                                    f"(stages.{self.name}.timeout_seconds)")
+        over_disk = self.checkout_over_disk_limit()
+        if over_disk is not None:
+            outcome = dataclasses.replace(outcome, limit_hits=(*outcome.limit_hits, over_disk))
+        if outcome.limit_hits:
+            hit = outcome.limit_hits[0]
+            message = f"{self.name}: {hit.describe(f'stages.{self.name}.limits.{hit.key} to change')}"
+            self.context.log.error(message)
+            if fail_over_limits:
+                raise failure(message, outcome, limit=f"limits.{hit.key}", limit_value=hit.value)
         return outcome
 
     @property
@@ -283,6 +295,15 @@ class Stage:
                               f"to change it",
         )
 
+    def checkout_over_disk_limit(self) -> LimitHit | None:
+        """The commit's checkout over ``limits.disk_mb`` after the stage (with node_modules when the
+        install stage wrote it there; other stages see the cached tree through a layer of their own)."""
+        limit = self.app.limits_of(self.name).disk_mb
+        size = disk_usage(self.workspace.src)
+        if size <= limit << 20:
+            return None
+        return LimitHit(key="disk_mb", value=limit, measured=-(-size // (1 << 20)))
+
     def request(self, argv: list[str], *, log_path: Path | None = None, capture: bool = False,
                 node_modules: bool = True) -> ExecuteRequest:
         """The stage's command as the runner gets it: sandboxed in the app folder, with a minimal
@@ -295,7 +316,8 @@ class Stage:
         try:
             sandbox, base = self.workspaces.stage_sandbox(self.workspace, self.room, cwd=self.workspace.app_dir,
                                                           node_modules=Path(cached) if cached else None,
-                                                          network=self.network())
+                                                          network=self.network(),
+                                                          limits=self.app.limits_of(self.name))
         except SandboxError as exc:
             raise failure(f"{self.name}: cannot sandbox the stage: {exc}") from exc
         return ExecuteRequest(

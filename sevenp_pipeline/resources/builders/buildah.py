@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from sevenp_pipeline.config.models import DEFAULT_LIMITS, Limits
 from sevenp_pipeline.files import read_untrusted_text
 from sevenp_pipeline.resources.builders.context import base_image_refs, copy_context
 from sevenp_pipeline.resources.builders.role import (
@@ -70,7 +71,7 @@ class BuildahBuilder(ImageBuilder):
         return self.store(repository, trust == "trusted")
 
     def store_sandbox(self, store: BuildStore, tmp: Path, *, network: Network | None,
-                      readonly: tuple[Path, ...] = ()) -> SandboxSpec:
+                      readonly: tuple[Path, ...] = (), limits: Limits | None = None) -> SandboxSpec:
         """What a command in ``store`` sees: the store (read-write) and ``readonly`` folders; not the
         pipeline home, /tmp or the orchestrator's HOME; root of a user namespace mapped to the store's uid."""
         # /var/lib/containers: the host's own store (podman's deployments); an empty folder there also
@@ -81,10 +82,11 @@ class BuildahBuilder(ImageBuilder):
                 hide.add(Path(os.environ[name]).resolve())
         binds = [Bind(store.home), *(Bind(path, readonly=True) for path in dict.fromkeys(readonly))]
         return SandboxSpec(cwd=store.config.root, report=tmp / "leftovers.jsonl", binds=tuple(binds),
-                           hide=tuple(sorted(hide)), network=network, userns=store.userns)
+                           hide=tuple(sorted(hide)), network=network, userns=store.userns, limits=limits)
 
     def _in_store(self, store: BuildStore, argv: list[str], *, label: str, log: LogFn | None, timeout: float,
-                  network: Network | None = None, readonly: tuple[Path, ...] = (), capture: bool = False) -> Outcome:
+                  network: Network | None = None, readonly: tuple[Path, ...] = (), capture: bool = False,
+                  limits: Limits | None = None) -> Outcome:
         """Runs ``buildah ARGV`` in ``store``'s sandbox, in a network namespace of its own: nothing
         but ``lo`` unless ``network`` says more. A store never reaches a registry itself: base images
         come in through :meth:`_pull_into`, images go out through :meth:`export`."""
@@ -92,7 +94,8 @@ class BuildahBuilder(ImageBuilder):
             net = with_resolver(network or Network(), Path(tmp))  # root writes only in its own folder
             return self.run_tool([*self.buildah_argv(), *argv], label=label, log=log, timeout=timeout,
                                  capture=capture, settings=store.env(),
-                                 sandbox=self.store_sandbox(store, Path(tmp), network=net, readonly=readonly))
+                                 sandbox=self.store_sandbox(store, Path(tmp), network=net, readonly=readonly,
+                                                            limits=limits))
 
     def _check_in_store(self, store: BuildStore, argv: list[str], *, label: str, log: LogFn | None,
                         timeout: float, capture: bool = False, readonly: tuple[Path, ...] = ()) -> Outcome:
@@ -113,7 +116,7 @@ class BuildahBuilder(ImageBuilder):
     # -- the role --------------------------------------------------------------------------------
     def build(
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
-        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False,
+        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False, limits: Limits | None = None,
     ) -> BuiltImage:
         dockerfile = self.checked_dockerfile(context_dir, dockerfile)
         if not context_dir.is_dir():
@@ -158,10 +161,12 @@ class BuildahBuilder(ImageBuilder):
                 outcome = self.run_tool([*self.buildah_argv(), *argv], label=label, log=log,
                                         timeout=self.build_timeout_seconds, sandbox=SandboxSpec(
                                             cwd=cfg.root, report=Path(tmp) / "leftovers.jsonl",
-                                            network=with_resolver(Network(outbound=True), Path(tmp))))
+                                            network=with_resolver(Network(outbound=True), Path(tmp)),
+                                            limits=limits or DEFAULT_LIMITS))
             else:
                 outcome = self._in_store(store, argv, label=label, log=log, timeout=self.build_timeout_seconds,
-                                         network=Network(outbound=True), readonly=(context_dir.parent,))
+                                         network=Network(outbound=True), readonly=(context_dir.parent,),
+                                         limits=limits or DEFAULT_LIMITS)
             if not outcome.ok:
                 raise ImageBuildError(
                     f"building {dockerfile} failed: {outcome.describe()}", dockerfile=dockerfile,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from sevenp_pipeline.config.models import DEFAULT_LIMITS, Limits
 from sevenp_pipeline.resources.builders.role import (
     BuiltImage,
     ImageBuilder,
@@ -43,14 +44,16 @@ class DockerBuilder(ImageBuilder):
 
     def build(
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
-        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False,
+        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False, limits: Limits | None = None,
     ) -> BuiltImage:
         # One daemon, one store: ``trusted`` changes nothing here (the daemon's own isolation applies).
         dockerfile = self.checked_dockerfile(context_dir, dockerfile)
         cfg = self.config()
         with tempfile.TemporaryDirectory(dir=cfg.root / "tmp") as tmp:
             iidfile = Path(tmp) / "iid"
-            argv = ["build", "--progress", "plain", "--iidfile", str(iidfile)]
+            limits = limits or DEFAULT_LIMITS  # the daemon's cgroup for each RUN step: memory and CPU weight
+            argv = ["build", "--progress", "plain", "--iidfile", str(iidfile), "--memory", f"{limits.memory_mb}m",
+                    "--cpu-shares", str(limits.cpu_shares)]
             argv += self.arg_and_label_flags(build_args, labels)
             argv += ["-f", str(dockerfile), "-t", image_name, str(context_dir)]
             outcome = self._docker(argv, label=f"build {image_name}", log=log, timeout=self.build_timeout_seconds)

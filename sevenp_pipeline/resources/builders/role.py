@@ -29,6 +29,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.config.models import Limits
 from sevenp_pipeline.files import read_untrusted_text
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.builders.container_config import ContainerConfig, is_insecure, render_container_config
@@ -124,12 +125,14 @@ class ImageBuilder(dg.ConfigurableResource, ABC):
     @abstractmethod
     def build(
         self, *, context_dir: Path, dockerfile: Path, image_name: str, build_args: Mapping[str, str],
-        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False,
+        labels: Mapping[str, str], log: LogFn | None = None, trusted: bool = False, limits: Limits | None = None,
     ) -> BuiltImage:
         """Builds ``dockerfile`` with ``context_dir`` as context into the local store as ``image_name``.
 
         ``trusted``: a branch that deploys holds the commit; a builder that keeps stores per trust
-        domain never builds it beside untrusted code (see builders/stores.py)."""
+        domain never builds it beside untrusted code (see builders/stores.py). ``limits``: the app's
+        (``AppConfig.limits_of(None)``; None: the defaults) memory, processes, CPU share and largest
+        file of the build and its RUN steps."""
 
     @abstractmethod
     def _push_tagged(self, *, image: BuiltImage, destination_ref: str, log: LogFn | None) -> str:
