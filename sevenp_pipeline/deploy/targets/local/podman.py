@@ -130,6 +130,13 @@ class Podman:
                       timeout=stop_timeout + 60)
         self._run(["rm", "-f", "-t", "0", "--ignore", name], label=f"podman rm {name}", timeout=120)
 
+    def start(self, name: str, *, log: LogFn | None = None) -> None:
+        """``podman start`` of an existing container (the live release's, after it died)."""
+        outcome = self._run(["start", _checked_name(name)], label=f"podman start {name}", log=log, capture=True,
+                            timeout=120)
+        if not outcome.ok:
+            raise DeployError(f"could not start container {name}: {outcome.describe()}: {outcome.tail_text(8)}")
+
     def exists(self, name: str) -> bool:
         return self._run(["container", "exists", name], label="podman container exists", timeout=60).ok
 
