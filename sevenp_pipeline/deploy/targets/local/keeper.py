@@ -76,6 +76,19 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _group_members(group: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] not in ("Z", "X") and int(fields[2]) == group:
+                found.append(int(proc.name))
+    return found
+
+
 def describe_exit(status: int | None) -> str:
     if status is None:
         return "exited (status unknown: adopted from an earlier keeper)"
@@ -103,6 +116,7 @@ class Program:
         self.next_start = 0.0  # monotonic; 0: now
         self.last_exit = ""
         self.last_exit_at = ""
+        self.last_group = 0  # the process group of the last run (each program leads its own)
 
     # -- running -----------------------------------------------------------------------------------
     def running(self) -> bool:
@@ -165,6 +179,7 @@ class Program:
         ran = time.monotonic() - self.started if self.started else 0.0
         pid = self.pid
         self.pid = 0
+        self.last_group = pid
         self.last_exit, self.last_exit_at = what, _now()
         if quick is None:
             quick = ran < STABLE_SECONDS
@@ -177,8 +192,17 @@ class Program:
             + ("" if status is None or status != 0 else " (it should not exit)"))
 
     def _clear_leftovers(self) -> None:
-        """What a killed program leaves that would stop its successor: nginx workers of a master killed
-        with SIGKILL (they keep the port), a stale ``postmaster.pid`` naming a dead process."""
+        """What a killed program leaves that would stop its successor: the rest of its process group (nginx
+        workers of a master killed with SIGKILL keep the port; PostgreSQL's children keep its shared memory,
+        and a new postmaster refuses to start until they are gone), workers that left the group, a stale
+        ``postmaster.pid`` naming a dead process."""
+        if self.last_group:
+            group, self.last_group = self.last_group, 0
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while _group_members(group) and time.monotonic() < deadline:
+                time.sleep(0.005)
         prefix = (self.spec.get("orphans_prefix") or "").encode()
         cwd = self.spec.get("cwd") or ""
         if prefix and cwd:
