@@ -7,7 +7,9 @@ environment's keeper) and puts the same load on the front door: 4 client threads
 - ``kill -9`` of nginx's master and every worker at once: seconds until a fresh request through the front
   door is answered by the release again, and requests that failed (of all sent during the load);
 - ``kill -9`` of PostgreSQL, then of Redis: seconds until each takes a connection and answers again
-  (PostgreSQL: its authentication request; Redis: AUTH + PING).
+  (PostgreSQL: its authentication request; Redis: AUTH + PING);
+- ``kill -9`` of the live release container's first process: seconds until the release answers through
+  the front door again (podman's restart policy).
 
 Prints ``RESULT`` lines (``requests_per_s`` is the load's rate before the kill, so that "failed requests
 ≤ 1 s worth of load" can be judged); removes everything it started.
@@ -99,6 +101,12 @@ def measure(*, threads: int = 4, seconds: float = 3.0, log=print) -> dict[str, f
                 log(f"{name}: pid {pid} killed; answering again after {results[f'recovery_s_{name}']:.3f}s "
                     f"(pid {target.keeper.program_pid(name)})")
             assert _answers(url), "the release no longer answers after the servers' restarts"
+            slot = first.live.slot
+            init = target.podman.main_pid(slot)
+            os.kill(init, signal.SIGKILL)
+            results["recovery_s_app_container"] = _until(lambda: _answers(url), timeout=60, interval=0.02)
+            log(f"app container {slot}: its init (pid {init}) killed; the release answers through the front door "
+                f"again after {results['recovery_s_app_container']:.3f}s (podman restart policy)")
         finally:
             target.destroy()
     return results
@@ -111,7 +119,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     results = measure(threads=args.threads, seconds=args.seconds)
-    for name in ("recovery_s_nginx", "recovery_s_postgresql", "recovery_s_redis"):
+    for name in ("recovery_s_nginx", "recovery_s_postgresql", "recovery_s_redis", "recovery_s_app_container"):
         print(f"RESULT {name}={results[name]:.3f}")
     print(f"RESULT failed_requests_nginx_kill={results['failed_requests_nginx_kill']:.0f}")
     print(f"RESULT requests_per_s={results['requests_per_s']:.0f}")

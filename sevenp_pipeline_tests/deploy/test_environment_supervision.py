@@ -117,6 +117,16 @@ def test_killed_nginx_postgres_and_redis_come_back_by_themselves(make_target, im
     assert (status_code, release) == (200, V1) and body["database"] and body["redis"]
     assert target.keeper.pid() == keeper  # the keeper itself was never touched
 
+    # The live release's container: its first process killed, podman starts it again (restart policy)
+    slot = outcome.live.slot
+    init = target.podman.main_pid(slot)
+    assert init > 0
+    os.kill(init, signal.SIGKILL)
+    wait_until(lambda: target.podman.main_pid(slot) not in (0, init), timeout=30,
+               what="podman to start the killed container again")
+    wait_until(lambda: answers(target.url() + "/") == (200, V1), timeout=BACK_SECONDS,
+               what="the release to answer through the front door after its container was killed")
+
 
 def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployImages, apps_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch,

@@ -25,6 +25,7 @@ from sevenp_pipeline.files import private_dir, read_json_state, write_json_state
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner, RunningProcess
 
+OOM_ENV = "SEVENP_OOM_SCORE_ADJ"  # passed on to the keeper (default there: -800)
 KEEPER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 # keepers started by this process: reaped when they exit (a dead child must not look alive as a zombie)
 _STARTED: dict[int, RunningProcess] = {}
@@ -87,7 +88,8 @@ class Keeper:
         version = int(read_json_state(self.programs_path).get("version") or 0)
         started = self.runner.start(ExecuteRequest(
             argv=[self.python, "-I", keeper_program.__file__, str(self.folder)], cwd=self.folder,
-            label=f"keeper of {self.root.name}", inherit_env=False, env=KEEPER_ENV, log_path=self.log_path,
+            label=f"keeper of {self.root.name}", inherit_env=False, log_path=self.log_path,
+            env={**KEEPER_ENV, **{k: os.environ[k] for k in (OOM_ENV,) if os.environ.get(k)}},
             timeout_seconds=float("inf")))
         _STARTED[started.pid] = started
         deadline = time.monotonic() + self.apply_timeout_seconds
