@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -16,18 +17,20 @@ import pytest
 from sevenp_pipeline.deploy.targets import resource as targets_resource
 from sevenp_pipeline.deploy.targets.local import target as target_module
 from sevenp_pipeline.deploy.targets.local.keeper import start_time
+from sevenp_pipeline.deploy.targets.local.supervision import Keeper
 from sevenp_pipeline.deploy.targets.local.target import LocalTarget
 from sevenp_pipeline.deploy.targets.role import SmokeReport
 from sevenp_pipeline.deploy.watchdog import build_environment_watchdog
 from sevenp_pipeline.devtools import deploy as deploy_cli
 from sevenp_pipeline.resources.notify import SlackNotifier
+from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline_tests.containers import DeployImages, needs_buildah
 from sevenp_pipeline_tests.deploy.conftest import APP, needs_podman, rollout
 from sevenp_pipeline_tests.deploy.test_local_target import V1, V2, Load, get
 from sevenp_pipeline_tests.httpserver import http_server
 from sevenp_pipeline_tests.waiting import wait_until
 
-pytestmark = [pytest.mark.integration, needs_buildah, needs_podman]
+pytestmark = [pytest.mark.integration]
 BACK_SECONDS = 10  # bounded wait for a killed server to answer again (the keeper's target: well under 1 s / 5 s)
 
 
@@ -81,6 +84,8 @@ def apps_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@needs_buildah
+@needs_podman
 def test_killed_nginx_postgres_and_redis_come_back_by_themselves(make_target, images: DeployImages) -> None:
     target = make_target()
     outcome = target.deploy(rollout(images.v1, target.environment, V1), smoke=None, log=lambda _: None)
@@ -128,6 +133,8 @@ def test_killed_nginx_postgres_and_redis_come_back_by_themselves(make_target, im
                what="the release to answer through the front door after its container was killed")
 
 
+@needs_buildah
+@needs_podman
 def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployImages, apps_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,6 +146,7 @@ def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployIm
     assert "front door up" in out and "postgresql up" in out and "redis up" in out
 
     # The keeper is killed first, then nginx and PostgreSQL: nothing brings them back by itself.
+    redis = server_pid(target, "redis")
     os.kill(target.keeper.pid(), signal.SIGKILL)
     kill_nginx(target)
     pg = server_pid_from_state(target, "postgresql")
@@ -171,6 +179,7 @@ def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployIm
             sensor(again)
             assert len(slack.requests) == 2
     assert target.keeper.alive()
+    assert server_pid(target, "redis") == redis, "the new keeper started a second Redis instead of adopting it"
     assert get(target.url() + "/")[:2] == (200, V1)
     code, out = status(monkeypatch, capsys, target)
     assert code == 0 and "DOWN" not in out, out
@@ -181,9 +190,11 @@ def server_pid_from_state(target: LocalTarget, name: str) -> int:
     return int(target.keeper.state()["programs"][name]["pid"])
 
 
+@needs_buildah
+@needs_podman
 def test_a_database_that_died_and_stayed_down_during_a_deploy_is_not_live(
         make_target, images: DeployImages, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(target_module, "SERVICES_BACK_SECONDS", 2.0)
+    monkeypatch.setattr(target_module, "SERVICES_BACK_SECONDS", 6.0)
     target = make_target()
 
     def kill_during_deploy(*, for_good: bool):
@@ -207,3 +218,39 @@ def test_a_database_that_died_and_stayed_down_during_a_deploy_is_not_live(
     assert "postgresql: no connection to 127.0.0.1" in second.reason and "not live" in second.reason
     assert target.current() == first.live
     assert get(target.url() + "/")[:2] == (200, V1)
+
+
+def test_keeper_restarts_adopts_and_stops_its_programs(tmp_path: Path) -> None:
+    """The keeper alone, with plain programs: a killed one restarts at once, a program that cannot start is
+    retried with backoff and logged, a new keeper adopts what the killed one left running, stop ends all."""
+    keeper = Keeper(root=tmp_path, runner=ProcessRunner())
+    sleeper = {"argv": [shutil.which("sleep"), "300"], "cwd": str(tmp_path), "env": {}, "stop_signal": "SIGTERM",
+               "stop_timeout": 5}
+    keeper.set_program("sleeper", sleeper)
+    keeper.set_program("broken", {**sleeper, "argv": [str(tmp_path / "no-such-binary")]})
+    try:
+        first = wait_until(lambda: keeper.program_pid("sleeper"), timeout=10, what="the sleeper to start")
+        os.kill(first, signal.SIGKILL)
+        def other_than(pid: int) -> int | None:
+            now = keeper.program_pid("sleeper")
+            return now if now not in (None, pid) else None
+
+        second = wait_until(lambda: other_than(first), timeout=5, what="the sleeper to start again")
+        assert keeper.restarts("sleeper") == 1
+        wait_until(lambda: keeper.restarts("broken") >= 3, timeout=10, what="the broken program to be retried")
+        text = keeper.log_path.read_text()
+        assert f"sleeper: pid {first} killed by SIGKILL after" in text
+        assert "broken: pid - could not start: FileNotFoundError" in text
+        assert "; restart #2 in 0.1s" in text and "; restart #3 in 0.2s" in text  # the backoff doubles
+
+        os.kill(keeper.pid(), signal.SIGKILL)  # the keeper itself: its program keeps running...
+        wait_until(lambda: not keeper.alive(), timeout=5, what="the keeper to be gone")
+        assert start_time(second) is not None
+        keeper.ensure_running()  # ...and the next keeper adopts it instead of starting a second one
+        assert keeper.program_pid("sleeper") == second
+        os.kill(second, signal.SIGKILL)  # an adopted program is watched too
+        wait_until(lambda: other_than(second), timeout=5, what="the adopted sleeper to be restarted")
+    finally:
+        keeper.stop()
+    assert not keeper.alive()
+    assert all(start_time(int(p["pid"] or 0)) is None for p in keeper.state()["programs"].values() if p["pid"])

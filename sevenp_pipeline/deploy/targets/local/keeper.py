@@ -134,9 +134,9 @@ class Program:
                 spec["argv"], cwd=spec.get("cwd") or None, env=spec.get("env") or {}, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, user=user, group=group,
                 extra_groups=[] if user else None)
-        except OSError as exc:
+        except Exception as exc:  # a bad spec (unknown user, missing binary) is retried with backoff, logged
             self.proc = None
-            self._exited(None, f"could not start: {exc}", quick=True)
+            self._exited(None, f"could not start: {type(exc).__name__}: {exc}", quick=True)
             return
         finally:
             out.close()
@@ -349,7 +349,10 @@ class Keeper:
             changed = False
             if self.reload:
                 self.reload = False
-                self.apply(previous)
+                try:
+                    self.apply(previous)
+                except Exception as exc:  # keep running what runs; the deploy sees `applied` not move
+                    log(f"{PROGRAMS_FILE} not applied: {type(exc).__name__}: {exc}")
                 previous = {}
                 changed = True
             for program in self.programs.values():

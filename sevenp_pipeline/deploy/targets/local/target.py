@@ -316,6 +316,8 @@ class LocalTarget(DeployTarget):
         state = self._read_state()
         found: list[Probe] = []
         live = Release.from_json(state["live"]) if state.get("live") else None
+        if live is None and not self.keeper.programs():
+            return []  # never deployed, or stopped (make deploy-stop): nothing should answer
         if state.get("front_port"):
             settings = self.app.health_for(self.environment)
             url = self.url().rstrip("/") + (settings.path if live else "/")
