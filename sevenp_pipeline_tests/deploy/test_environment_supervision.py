@@ -254,3 +254,29 @@ def test_keeper_restarts_adopts_and_stops_its_programs(tmp_path: Path) -> None:
         keeper.stop()
     assert not keeper.alive()
     assert all(start_time(int(p["pid"] or 0)) is None for p in keeper.state()["programs"].values() if p["pid"])
+
+
+@needs_buildah
+@needs_podman
+def test_an_environment_deployed_before_keepers_is_taken_over_on_its_ports_and_data(
+        make_target, images: DeployImages) -> None:
+    target = make_target()
+    keeper = target.keeper
+    target.keeper = target.services.keeper = None  # as deploys ran before: daemonized nginx, servers of the run
+    first = target.deploy(rollout(images.v1, target.environment, V1), smoke=None, log=lambda _: None)
+    assert first.ok, first.reason
+    ports = {name: target.services.port(name) for name in ("postgresql", "redis")}
+    assert "daemon on;" in (target.root / "nginx" / "nginx.conf").read_text()
+    old_master = target.front_door().running_pid()
+
+    target.keeper = target.services.keeper = keeper
+    second = target.deploy(rollout(images.v2, target.environment, V2), smoke=None, log=lambda _: None)
+    assert second.ok, second.reason
+    assert "daemon off;" in (target.root / "nginx" / "nginx.conf").read_text()
+    assert start_time(old_master) is None and target.front_door().running_pid() == server_pid(target, "nginx")
+    assert {name: target.services.port(name) for name in ports} == ports  # same ports, same data and passwords
+    status_code, release, body = get(target.url() + "/")
+    assert (status_code, release) == (200, V2) and body["database"] and body["redis"]
+    kill_nginx(target)  # and from now on the keeper restarts it
+    wait_until(lambda: answers(target.url() + "/") == (200, V2), timeout=BACK_SECONDS,
+               what="the front door to answer again after kill -9 of nginx")

@@ -7,7 +7,7 @@ one program applied synchronously (the deploy waits until the keeper confirms it
 server to answer); servers that survive the death of the keeper itself and are *adopted* by the next
 one (watched through a pidfd) instead of being started twice on the same port and data; and a
 restart of nginx with no wait, after clearing the orphaned workers of a master killed with SIGKILL,
-which would otherwise keep the port. It is about 300 lines of stdlib, like the sandbox's init.
+which would otherwise keep the port. It is about 400 lines of stdlib, like the sandbox's init.
 
 Run as ``python -I keeper.py <folder>``, started detached (own session, no parent-death signal) by
 ``Keeper.ensure_running`` in supervision.py. Files in ``<folder>`` (the environment's ``keeper/``):
