@@ -114,8 +114,8 @@ def status_lines(targets: DeployTargets, app: AppConfig) -> tuple[list[str], boo
             lines.append(f"{env}: nothing deployed ({where})")
         else:
             verdict = "live" if not down else f"DOWN ({', '.join(p.name for p in down)})"
-            lines.append(f"{env}: {verdict}: {release.commit[:12]} {release.image_digest[:19]} since "
-                         f"{_when(release.since)} at {where} (run {release.run_id[:8]})")
+            lines.append(f"{env}: {release.commit[:12]} {release.image_digest[:19]} since "
+                         f"{_when(release.since)} at {where} (run {release.run_id[:8]}): {verdict}")
             healthy = healthy and not down
         lines.extend(f"  {p.describe()}" for p in probes)
     return lines, healthy

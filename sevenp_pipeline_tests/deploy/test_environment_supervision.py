@@ -142,7 +142,7 @@ def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployIm
     assert target.deploy(rollout(images.v1, target.environment, V1), smoke=None, log=lambda _: None).ok
     code, out = status(monkeypatch, capsys, target)
     assert code == 0, out
-    assert f"{target.environment}: live: {V1[:12]}" in out and "DOWN" not in out
+    assert f"{target.environment}: {V1[:12]} " in out and "): live\n" in out and "DOWN" not in out
     assert "front door up" in out and "postgresql up" in out and "redis up" in out
 
     # The keeper is killed first, then nginx and PostgreSQL: nothing brings them back by itself.
@@ -154,7 +154,7 @@ def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployIm
     wait_until(lambda: start_time(pg) is None, timeout=10, what="postgresql to be gone")
     code, out = status(monkeypatch, capsys, target)
     assert code == 1, out
-    assert f"{target.environment}: DOWN (front door, postgresql, keeper)" in out, out
+    assert f"{target.environment}: {V1[:12]} " in out and "): DOWN (front door, postgresql, keeper)\n" in out, out
     assert "front door DOWN" in out and "Connection refused" in out
     assert "postgresql DOWN (no connection to 127.0.0.1:" in out
     assert "redis up" in out and "keeper DOWN (not running" in out
