@@ -11,6 +11,7 @@ from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Setting
 from sevenp_pipeline.deploy.assets import build_deploy_assets
 from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.deploy.triggers import build_deploy_triggers, deploy_job_name, deploy_job_selection
+from sevenp_pipeline.deploy.watchdog import build_environment_watchdog
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
@@ -103,7 +104,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         *parts,
         build_housekeeping_definitions(),
-        dg.Definitions(resources=build_resources(settings), sensors=error_sensors),
+        dg.Definitions(resources=build_resources(settings),
+                       sensors=[*error_sensors, *build_environment_watchdog(loaded.apps)]),
     )
 
 

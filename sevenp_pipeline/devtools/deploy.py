@@ -11,6 +11,10 @@ deploy/approvals.py): only such a record lets that deploy through. ``rollback`` 
 healthy commit before the one live now (or ``--to``), approved the same way: rollback is a redeploy of a
 healthy partition, with the same checks. ``stop`` stops a local environment's
 containers, nginx and servers (its data stays). ``--app`` may be left out when one app deploys.
+
+``status`` probes each environment, not only its record: the front door (the health path through nginx),
+PostgreSQL and Redis (a connection), the keeper that restarts them; each is printed up or DOWN with
+what failed, and the exit code is 1 when something of a live environment is down.
 """
 
 from __future__ import annotations
@@ -92,6 +96,31 @@ def _live_commit(targets: DeployTargets, instance: dg.DagsterInstance, app: AppC
     return latest[0].commit if latest else None
 
 
+def status_lines(targets: DeployTargets, app: AppConfig) -> tuple[list[str], bool]:
+    """What ``status`` prints for ``app``: per environment the live release and what answers now (each
+    probe up or DOWN, naming what failed). Returns the lines and whether everything of a live one is up."""
+    lines: list[str] = []
+    healthy = True
+    for env in app.deploy_environments:
+        target = targets.target(app, env)
+        release = target.current()
+        try:
+            where = target.url()
+        except DeployError:
+            where = "no front door yet"
+        probes = target.probe()
+        down = [p for p in probes if not p.ok]
+        if release is None:
+            lines.append(f"{env}: nothing deployed ({where})")
+        else:
+            verdict = "live" if not down else f"DOWN ({', '.join(p.name for p in down)})"
+            lines.append(f"{env}: {release.commit[:12]} {release.image_digest[:19]} since "
+                         f"{_when(release.since)} at {where} (run {release.run_id[:8]}): {verdict}")
+            healthy = healthy and not down
+        lines.extend(f"  {p.describe()}" for p in probes)
+    return lines, healthy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sevenp deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,17 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             for env in [_env(app, args.env)] if args.env else list(app.deploy_environments):
                 targets.target(app, env).stop(log=print)
             return 0
-        instance = dg.DagsterInstance.get()
         if args.command == "status":
-            for env in app.deploy_environments:
-                target = targets.target(app, env)
-                release = target.current()
-                if release is None:
-                    print(f"{env}: nothing deployed ({target.url()})")
-                else:
-                    print(f"{env}: {release.commit[:12]} {release.image_digest[:19]} since {_when(release.since)} "
-                          f"at {target.url()} (run {release.run_id[:8]})")
-            return 0
+            lines, healthy = status_lines(targets, app)
+            print("\n".join(lines))
+            return 0 if healthy else 1
+        instance = dg.DagsterInstance.get()
         if not args.env:
             raise UsageError(f"{args.command} needs --env")
         env = _env(app, args.env)

@@ -23,10 +23,13 @@ from pydantic import Field
 
 LogFn = Callable[[str], None]
 SLACK_WEBHOOK_ENV = "SEVENP_SLACK_WEBHOOK_URL"
-Kind = Literal["deploy_succeeded", "deploy_failed", "rolled_back", "run_failed"]
-KINDS: tuple[str, ...] = ("deploy_succeeded", "deploy_failed", "rolled_back", "run_failed")
+Kind = Literal["deploy_succeeded", "deploy_failed", "rolled_back", "run_failed", "environment_down",
+               "environment_recovered"]
+KINDS: tuple[str, ...] = ("deploy_succeeded", "deploy_failed", "rolled_back", "run_failed", "environment_down",
+                          "environment_recovered")
 _ICONS = {"deploy_succeeded": ":white_check_mark:", "deploy_failed": ":x:", "rolled_back": ":rewind:",
-          "run_failed": ":red_circle:"}
+          "run_failed": ":red_circle:", "environment_down": ":rotating_light:",
+          "environment_recovered": ":large_green_circle:"}
 _MAX_FIELDS = 10  # Block Kit: at most 10 fields in a section
 _logger = logging.getLogger(__name__)
 

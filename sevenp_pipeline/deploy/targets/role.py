@@ -93,6 +93,18 @@ class SmokeReport:
         return f"smoke tests {state} in {self.seconds:.1f}s against {self.url}"
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One part of a running environment (front door, database, ...): does it answer now, and what failed."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def describe(self) -> str:
+        return f"{self.name} {'up' if self.ok else 'DOWN'} ({self.detail})"
+
+
 SmokeFn = Callable[[str], SmokeReport]
 """Runs the app's smoke tests against a base URL; returns the report (never raises on a test failure)."""
 
@@ -133,6 +145,14 @@ class DeployTarget(ABC):
     @abstractmethod
     def url(self) -> str:
         """The environment's stable URL."""
+
+    def probe(self) -> list[Probe]:
+        """What of the environment answers now ([]: this target does not probe)."""
+        return []
+
+    def recover(self, *, log: LogFn) -> list[str]:
+        """Starts what is down in a live environment; returns what it did ([]: nothing, or not supported)."""
+        return []
 
     def stop(self, *, log: LogFn) -> None:  # noqa: B027 (optional)
         """Stops everything the environment runs (local target: containers, nginx, servers); data is kept."""

@@ -1,11 +1,14 @@
 """The environment's front door: its own nginx master on a loopback port, proxying to the live release.
 
 Not the system nginx: prefix, config, pid file and logs live under ``<home>/deploy/<app>/<env>/nginx/``.
-The master daemonizes itself (``daemon on``), so it outlives the run worker that started it; ``stop()``
-ends it. A switch renders the whole candidate config, validates it with ``nginx -t``, renames it over
-the live config and reloads gracefully (SIGHUP: new workers take new connections, old ones finish
-theirs), then waits until the front door answers with the new ``X-Sevenp-Release`` header. A config
-that fails ``nginx -t`` never replaces the live one.
+In a deployed environment the master runs in the foreground (``daemon off``) under the environment's
+keeper (keeper.py), which starts it again the moment it dies; the pid file and ``nginx -s reload``
+(SIGHUP to the master) work as before. Without a keeper (the front door alone, in tests) the master
+daemonizes itself (``daemon on``) and outlives the process that started it. ``stop()`` ends it.
+A switch renders the whole candidate config, validates it with ``nginx -t``, renames it over the live
+config and reloads gracefully (SIGHUP: new workers take new connections, old ones finish theirs),
+then waits until the front door answers with the new ``X-Sevenp-Release`` header.
+A config that fails ``nginx -t`` never replaces the live one.
 
 Only validated values reach the config: ints for ports, hex for the commit.
 """
@@ -24,12 +27,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevenp_pipeline.deploy.targets.local.supervision import Keeper
 from sevenp_pipeline.deploy.targets.role import DeployError, LogFn
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 
 RELEASE_HEADER = "X-Sevenp-Release"
 MAX_BODY = "1m"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
+PROGRAM = "nginx"  # its name among the keeper's programs
+NGINX_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class FrontDoor:
     """One environment's nginx master on ``127.0.0.1:<port>``."""
 
     def __init__(self, *, root: Path, port: int, runner: ProcessRunner, binary: str = "nginx",
-                 switch_timeout_seconds: float = 15.0) -> None:
+                 switch_timeout_seconds: float = 15.0, keeper: Keeper | None = None) -> None:
         if not isinstance(port, int) or not 1024 <= port <= 65535:
             raise DeployError(f"front door port {port!r}: an int between 1024 and 65535")
         self.root = root
@@ -58,6 +64,7 @@ class FrontDoor:
         self.runner = runner
         self.binary = binary
         self.switch_timeout_seconds = switch_timeout_seconds
+        self.keeper = keeper
 
     # -- where things are ------------------------------------------------------------------------
     @property
@@ -93,7 +100,7 @@ class FrontDoor:
         root = self.root
         return (
             "# Written by sevenp_pipeline (deploy/targets/local/nginx.py); replaced on every switch.\n"
-            "daemon on;\n"
+            f"daemon {'off' if self.keeper is not None else 'on'};\n"
             "worker_processes 1;\n"
             f"pid {root / 'nginx.pid'};\n"
             f"error_log {self.error_log} warn;\n"
@@ -120,11 +127,15 @@ class FrontDoor:
             "}\n"
         )
 
-    def _nginx(self, *args: str, label: str, timeout: float = 30):
-        if shutil.which(self.binary) is None:
+    def _argv(self, *args: str) -> list[str]:
+        found = shutil.which(self.binary)
+        if found is None:
             raise DeployError(f"nginx is not installed ('{self.binary}' not found on PATH): apt install nginx")
+        return [found, "-p", f"{self.root}/", "-e", str(self.error_log), *args]
+
+    def _nginx(self, *args: str, label: str, timeout: float = 30):
         return self.runner.run(ExecuteRequest(
-            argv=[self.binary, "-p", f"{self.root}/", "-e", str(self.error_log), *args],
+            argv=self._argv(*args),
             cwd=self.root, label=label, timeout_seconds=timeout, capture=True))
 
     def _validate(self, candidate: Path) -> None:
@@ -200,6 +211,18 @@ class FrontDoor:
         """Starts the master unless it runs (a stale pid file is replaced); returns its pid. Idempotent.
         A first start serves ``initial`` (None: 503 until a release is switched in)."""
         pid = self.running_pid()
+        if self.keeper is not None:
+            if PROGRAM in self.keeper.programs():
+                self.keeper.ensure_running(log=log)  # a keeper that died: the new one adopts or restarts nginx
+            supervised = self.keeper.program_pid(PROGRAM)
+            pid = self.running_pid()
+            if supervised is not None and pid in (None, supervised):  # running, or started and not up yet
+                return self._wait_up(log)
+            if pid is not None:  # started before environments had a keeper (or by hand): the keeper takes over
+                self._stop_master(pid, timeout=10.0)
+                if log:
+                    log(f"front door: nginx master {pid} stopped to run under the environment's keeper")
+                pid = None
         if pid is not None:
             return pid
         self.pid_file.unlink(missing_ok=True)
@@ -212,16 +235,30 @@ class FrontDoor:
         if not self.conf.exists():
             self.write_config(initial)
         else:
+            if self.keeper is not None and "\ndaemon on;\n" in self.conf.read_text():  # written before the keeper
+                self.conf.write_text(self.conf.read_text().replace("\ndaemon on;\n", "\ndaemon off;\n", 1))
             self._validate(self.conf)
         if not _port_free(self.port):
             raise DeployError(f"front door port 127.0.0.1:{self.port} is already in use by another process; "
                               "free it or set the environment's 'port' to another one")
+        if self.keeper is not None:
+            self.keeper.set_program(PROGRAM, self.program(), log=log)
+            return self._wait_up(log)
         outcome = self._nginx("-c", str(self.conf), label="nginx front door")
         if not outcome.ok:
             text = " | ".join(outcome.output[-5:]) or _tail(self.error_log)
             if "Address already in use" in text:
                 raise DeployError(f"front door port 127.0.0.1:{self.port} is already in use: {text}")
             raise DeployError(f"front door (nginx) did not start: {outcome.describe()}: {text}")
+        return self._wait_up(log)
+
+    def program(self) -> dict[str, object]:
+        """The keeper's program for this front door: the master in the foreground (``daemon off`` in the
+        config), stopped gracefully with SIGQUIT; workers orphaned by a killed master are cleared first."""
+        return {"argv": self._argv("-c", str(self.conf)), "cwd": str(self.root), "env": dict(NGINX_ENV),
+                "stop_signal": "SIGQUIT", "stop_timeout": 10, "orphans_prefix": "nginx: worker"}
+
+    def _wait_up(self, log: LogFn | None) -> int:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             pid = self.running_pid()
@@ -278,10 +315,24 @@ class FrontDoor:
 
     def stop(self, *, timeout: float = 10.0, log: LogFn | None = None) -> bool:
         """Graceful stop (SIGQUIT), then SIGKILL. The config stays for the next start."""
+        if self.keeper is not None:
+            supervised = self.keeper.program_pid(PROGRAM)
+            self.keeper.set_program(PROGRAM, None, log=log)
+            if supervised is not None:
+                self.pid_file.unlink(missing_ok=True)
+                if log:
+                    log(f"front door: nginx master {supervised} on {self.url()} stopped")
+                return True
         pid = self.running_pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
+        self._stop_master(pid, timeout=timeout)
+        if log:
+            log(f"front door: nginx master {pid} on {self.url()} stopped")
+        return True
+
+    def _stop_master(self, pid: int, *, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + timeout
@@ -291,9 +342,6 @@ class FrontDoor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
-        if log:
-            log(f"front door: nginx master {pid} on {self.url()} stopped")
-        return True
 
 
 def _alive(pid: int) -> bool:

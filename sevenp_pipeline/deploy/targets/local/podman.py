@@ -29,6 +29,9 @@ from sevenp_pipeline.resources.builders.container_config import (
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 
 RUN_FLAGS = ("--init", "--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
+# A release's container that dies (its process killed, OOM) is started again by podman (conmon runs
+# `podman container cleanup`, which applies the policy); `podman stop`/`rm` are not restarted.
+RESTART_FLAGS = ("--restart", "on-failure")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -101,7 +104,7 @@ class Podman:
         """``podman run -d``; returns the container id. The container outlives this process (conmon)."""
         with self._env_file(env) as env_file:
             outcome = self._run(
-                ["run", "-d", *RUN_FLAGS, "--name", _checked_name(name), "--env-file", str(env_file),
+                ["run", "-d", *RUN_FLAGS, *RESTART_FLAGS, "--name", _checked_name(name), "--env-file", str(env_file),
                  *_label_args(labels), image],
                 label=f"podman run {name}", log=log, capture=True, secrets=secrets, timeout=120)
         if not outcome.ok:
@@ -129,6 +132,22 @@ class Podman:
             self._run(["stop", "-t", str(int(stop_timeout)), name], label=f"podman stop {name}", log=log,
                       timeout=stop_timeout + 60)
         self._run(["rm", "-f", "-t", "0", "--ignore", name], label=f"podman rm {name}", timeout=120)
+
+    def start(self, name: str, *, log: LogFn | None = None) -> None:
+        """``podman start`` of an existing container (the live release's, after it died)."""
+        outcome = self._run(["start", _checked_name(name)], label=f"podman start {name}", log=log, capture=True,
+                            timeout=120)
+        if not outcome.ok:
+            raise DeployError(f"could not start container {name}: {outcome.describe()}: {outcome.tail_text(8)}")
+
+    def main_pid(self, name: str) -> int:
+        """The host pid of the container's first process (its init), 0 when it does not run."""
+        outcome = self._run(["inspect", "--format", "{{.State.Pid}}", _checked_name(name)],
+                            label="podman inspect", capture=True, timeout=60)
+        try:
+            return int(outcome.output[-1].strip()) if outcome.ok and outcome.output else 0
+        except ValueError:
+            return 0
 
     def exists(self, name: str) -> bool:
         return self._run(["container", "exists", name], label="podman container exists", timeout=60).ok

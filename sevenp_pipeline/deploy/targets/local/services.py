@@ -8,6 +8,11 @@ and kept in a 0600 file. Both require it: any stage shares the host's loopback, 
 ``requirepass`` answered every one of them. The Redis password reaches the server through a 0600 config
 file its user owns, never a command line. ``ensure()`` reuses live servers and restarts dead ones on the same data.
 As root the servers run as an unprivileged user (``postgres``), like the test servers.
+
+With a ``keeper`` (a deployed environment, see keeper.py) the servers are the keeper's programs: it runs
+them in the foreground and starts each again within moments of its death (same argv, data and port);
+``ensure()`` then only (re)declares them and waits until each answers. A server started before the
+environment had a keeper is stopped and started again under it, on the same data and port.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import socket
 import tempfile
@@ -25,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sevenp_pipeline.deploy.targets.local.supervision import Keeper
 from sevenp_pipeline.deploy.targets.role import DeployError, LogFn
 from sevenp_pipeline.files import open_private, private_dir, read_json_state, write_json_state
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessError, ProcessRunner, RunningProcess
@@ -56,8 +64,9 @@ class EnvironmentServices:
 
     def __init__(self, *, home: Path, root: Path, runner: ProcessRunner, names: Sequence[str],
                  run_as_user: str = "postgres", pg_bin_dir: str = "", redis_server: str = "redis-server",
-                 startup_timeout_seconds: float = 30) -> None:
+                 startup_timeout_seconds: float = 30, keeper: Keeper | None = None) -> None:
         self.home = home
+        self.keeper = keeper
         self.root = root
         self.runner = runner
         self.names = tuple(names)
@@ -127,14 +136,16 @@ class EnvironmentServices:
             if "postgresql" in self.names:
                 password = self._password()
                 hidden.append(password)
-                port = self._ensure_postgres(base, state, password, log)
+                ensure_pg = self._ensure_postgres if self.keeper is None else self._ensure_postgres_kept
+                port = ensure_pg(base, state, password, log)
                 env["POSTGRESQL_URI"] = f"postgresql://{PG_USER}:{password}@127.0.0.1:{port}/{PG_DATABASE}"
                 env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=PG_USER, PGDATABASE=PG_DATABASE,
                            PGPASSWORD=password)
             if "redis" in self.names:
                 password = self._password(self.redis_password_path)
                 hidden.append(password)
-                port = self._ensure_redis(base, state, password, log)
+                ensure_redis = self._ensure_redis if self.keeper is None else self._ensure_redis_kept
+                port = ensure_redis(base, state, password, log)
                 env["REDIS_URI"] = f"redis://:{password}@127.0.0.1:{port}/0"
         except (ServiceError, ProcessError, OSError) as exc:
             raise DeployError(f"environment services under {self.root}: {exc}") from exc
@@ -145,6 +156,14 @@ class EnvironmentServices:
     def stop(self, *, log: LogFn | None = None) -> None:
         """Stops the servers; their data, ports and password stay for the next ``ensure()``."""
         state = self._read_state()
+        if self.keeper is not None:
+            for name in ("redis", "postgresql"):
+                pid = self.keeper.program_pid(name)
+                self.keeper.set_program(name, None, log=log)  # its stop signal, then SIGKILL after the timeout
+                if pid is not None:
+                    if log:
+                        log(f"{name} of {self.root.name} stopped (pid {pid})")
+                    (state.get(name) or {}).pop("pid", None)
         for name in ("postgresql", "redis"):
             entry = state.get(name) or {}
             pid = entry.get("pid")
@@ -208,6 +227,134 @@ class EnvironmentServices:
         if log:
             log(f"postgresql for {self.root.name} on 127.0.0.1:{port} (pid {server.pid}, data {data})")
         return port
+
+    # -- under the keeper ------------------------------------------------------------------------
+    def _program(self, argv: list[str], *, cwd: Path, log_path: Path, stop_signal: str,
+                 stop_timeout: float, **extra: object) -> dict[str, object]:
+        user = self._user()
+        return {"argv": argv, "cwd": str(cwd), "user": user, "group": pwd.getpwnam(user).pw_gid if user else None,
+                "env": dict(SERVER_ENV), "log": str(log_path), "stop_signal": stop_signal,
+                "stop_timeout": stop_timeout, **extra}
+
+    def _stop_unkept(self, name: str, entry: dict[str, Any], log: LogFn | None) -> None:
+        """A server started before the environment had a keeper: stopped, to start again under it."""
+        assert self.keeper is not None
+        pid = entry.get("pid")
+        if name in self.keeper.programs() or not pid or not self._running(name, entry):
+            return
+        _terminate(int(pid), signal.SIGINT if name == "postgresql" else signal.SIGTERM)
+        if log:
+            log(f"{name} of {self.root.name} (pid {pid}) stopped to run under the environment's keeper")
+
+    def _ensure_postgres_kept(self, base: Path, state: dict[str, Any], password: str, log: LogFn | None) -> int:
+        keeper = self.keeper
+        assert keeper is not None
+        entry = state.setdefault("postgresql", {})
+        helpers = self._helpers
+        pg_bin = helpers.pg_bin()
+        folder = self._own_folder(base / "postgres")
+        data = folder / "data"
+        sockets = self._socket_dir(folder)
+        known = "postgresql" in keeper.programs()
+        if known:
+            keeper.ensure_running(log=log)
+            port = int(entry.get("port") or 0)
+            if port and self._pg_ready(pg_bin, folder, sockets, port, self.startup_timeout_seconds):
+                entry["pid"] = keeper.program_pid("postgresql")
+                return port
+        self._stop_unkept("postgresql", entry, log)
+        entry["data"] = str(data)
+        fresh = not (data / "PG_VERSION").exists()
+        if fresh:
+            template = helpers.initdb_template(helpers.root(), pg_bin, PG_USER, log)
+            self.runner.check(ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=folder,
+                                             label="postgresql data dir", user=self._user(), inherit_env=False,
+                                             env=SERVER_ENV, timeout_seconds=120))
+        preferred = int(entry.get("port") or 0)
+        port = preferred if preferred and port_free(preferred) else free_port()
+        keeper.set_program("postgresql", self._program(
+            [str(pg_bin / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+             "-c", f"unix_socket_directories={sockets}"],
+            cwd=folder, log_path=folder / "postgresql.log", stop_signal="SIGINT", stop_timeout=30,
+            stale_pid_file=str(data / "postmaster.pid")), restart=known, log=log)
+        if not self._pg_ready(pg_bin, folder, sockets, port, self.startup_timeout_seconds):
+            raise ServiceError(f"postgresql not ready after {self.startup_timeout_seconds:.0f}s: "
+                               f"{_tail(folder / 'postgresql.log')}")
+        if fresh:
+            helpers._psql(pg_bin, folder, sockets, port, PG_USER,
+                          [f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
+                           f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""], secrets=(password,))
+        entry.update(pid=keeper.program_pid("postgresql"), port=port)
+        if log:
+            log(f"postgresql for {self.root.name} on 127.0.0.1:{port} under its keeper (pid {entry['pid']}, "
+                f"data {data})")
+        return port
+
+    def _pg_ready(self, pg_bin: Path, folder: Path, sockets: Path, port: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = self.runner.run(ExecuteRequest(
+                argv=[str(pg_bin / "pg_isready"), "-q", "-h", str(sockets), "-p", str(port), "-U", PG_USER],
+                cwd=folder, label="pg_isready", timeout_seconds=10, user=self._user(), inherit_env=False,
+                env=SERVER_ENV))
+            if ready.ok:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+    def _ensure_redis_kept(self, base: Path, state: dict[str, Any], password: str, log: LogFn | None) -> int:
+        keeper = self.keeper
+        assert keeper is not None
+        entry = state.setdefault("redis", {})
+        data = self._own_folder(base / "redis")
+        config = data / "redis.conf"
+        with open_private(config, append=False) as handle:
+            handle.write(f"requirepass {password}\n".encode())
+        self._helpers.chown(config)
+        known = "redis" in keeper.programs()
+        if known:
+            keeper.ensure_running(log=log)
+            port = int(entry.get("port") or 0)
+            if port and _wait(lambda: _redis_ping(port, password), self.startup_timeout_seconds):
+                entry["pid"] = keeper.program_pid("redis")
+                return port
+        self._stop_unkept("redis", entry, log)
+        binary = shutil.which(self.redis_server)
+        if binary is None:
+            raise ServiceError(f"redis: '{self.redis_server}' not found; install the Debian package 'redis-server'")
+        preferred = int(entry.get("port") or 0)
+        port = preferred if preferred and port_free(preferred) else free_port()
+        keeper.set_program("redis", self._program(
+            [binary, str(config), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes"],
+            cwd=data, log_path=data / "redis.log", stop_signal="SIGTERM", stop_timeout=15), restart=known, log=log)
+        if not _wait(lambda: _redis_ping(port, password), self.startup_timeout_seconds):
+            raise ServiceError(f"redis did not start: {_tail(data / 'redis.log')}")
+        entry.update(pid=keeper.program_pid("redis"), port=port)
+        if log:
+            log(f"redis for {self.root.name} on 127.0.0.1:{port} under its keeper (pid {entry['pid']}, data {data})")
+        return port
+
+    # -- probes ------------------------------------------------------------------------------------
+    def probe(self) -> dict[str, str]:
+        """Each server of the environment: "" when it answers now, else what failed (one try, no wait)."""
+        state = self._read_state()
+        found: dict[str, str] = {}
+        for name in self.names:
+            entry = state.get(name) or {}
+            port = int(entry.get("port") or 0)
+            if not port:
+                found[name] = "never started"
+            elif name == "postgresql":
+                found[name] = _pg_probe(port)
+            else:
+                found[name] = "" if _redis_ping(port, self._password(self.redis_password_path)) else \
+                    f"no PONG from 127.0.0.1:{port} (AUTH + PING)"
+        return found
+
+    def port(self, name: str) -> int:
+        return int((self._read_state().get(name) or {}).get("port") or 0)
 
     def _own_folder(self, folder: Path) -> Path:
         """A 0700 folder owned by the server user."""
@@ -305,6 +452,33 @@ def _redis_ping(port: int, password: str) -> bool:
             return answer.startswith(b"+OK\r\n+PONG")
         except OSError:
             return False
+
+
+def _wait(answers, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not answers():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _pg_probe(port: int) -> str:
+    """"" when the PostgreSQL on ``port`` takes a connection and answers: a real protocol exchange (startup
+    message, then whatever the server asks). Enough to tell "down" and "starting" from "serving"."""
+    user, database = PG_USER.encode(), PG_DATABASE.encode()
+    body = (196608).to_bytes(4, "big") + b"user\0" + user + b"\0database\0" + database + b"\0\0"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall((len(body) + 4).to_bytes(4, "big") + body)
+            kind = sock.recv(1)
+    except OSError as exc:
+        return f"no connection to 127.0.0.1:{port}: {exc.strerror or exc}"
+    if kind == b"R":  # an authentication request: the server runs and accepts connections
+        return ""
+    if kind == b"E":
+        return f"127.0.0.1:{port} answered with an error (starting up or shutting down?)"
+    return f"127.0.0.1:{port} closed the connection without an answer"
 
 
 def _comm(pid: int) -> str:

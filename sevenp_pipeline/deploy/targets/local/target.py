@@ -5,9 +5,15 @@ A deploy holds a flock on the environment (the kernel frees it if the run dies).
 ensure services and front door, the pre-deploy command (migrations) in a ``--rm`` container of the new
 image, start green on a free loopback port, health check (and smoke tests) against green directly,
 switch the front door, keep blue for ``keep_previous_seconds`` while re-probing green (switch back if it
-stops answering), then retire blue and record the new live release in ``state.json``. Traffic never
+stops answering) and check that the environment's PostgreSQL and Redis answer (a database that died
+during the deploy and did not come back within ``SERVICES_BACK_SECONDS`` switches traffic back: the
+deploy is not live), then retire blue and record the new live release in ``state.json``. Traffic never
 moves to a green that failed a check; after any exception green is removed and the previous front door
 config restored.
+
+nginx, PostgreSQL and Redis run under the environment's keeper (keeper.py, supervision.py), which starts
+each again when it dies; ``probe()`` says what answers now (``make deploy-status``, the
+``environment_watchdog`` sensor) and ``recover()`` starts what is down.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from sevenp_pipeline.deploy.health import check_health, probe
 from sevenp_pipeline.deploy.targets.local.nginx import FrontDoor, Upstream
 from sevenp_pipeline.deploy.targets.local.podman import Podman
 from sevenp_pipeline.deploy.targets.local.services import EnvironmentServices
+from sevenp_pipeline.deploy.targets.local.supervision import Keeper
 from sevenp_pipeline.deploy.targets.role import (
     DeployError,
     DeployOutcome,
     DeployTarget,
     LogFn,
+    Probe,
     Release,
     Rollout,
     SmokeFn,
@@ -43,6 +51,7 @@ _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 LABEL_APP = "sevenp.app"
 LABEL_ENV = "sevenp.environment"
 LABEL_COMMIT = "sevenp.commit"
+SERVICES_BACK_SECONDS = 15.0  # after the switch: how long the keeper has to bring a dead server back
 
 
 def _quiet(_: str) -> None:
@@ -82,8 +91,9 @@ class LocalTarget(DeployTarget):
         self.nginx_binary = nginx_binary
         self.front_door_cls = front_door_cls
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.keeper = Keeper(root=self.root, runner=runner)
         self.services = EnvironmentServices(home=self.home, root=self.root, runner=runner,
-                                            names=app.deploy.services)
+                                            names=app.deploy.services, keeper=self.keeper)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -118,7 +128,7 @@ class LocalTarget(DeployTarget):
 
     def front_door(self, port: int | None = None) -> FrontDoor:
         return self.front_door_cls(root=self.root / "nginx", port=port or self.front_port(), runner=self.runner,
-                                   binary=self.nginx_binary)
+                                   binary=self.nginx_binary, keeper=self.keeper)
 
     def labels(self) -> dict[str, str]:
         return {LABEL_APP: self.app.name, LABEL_ENV: self.environment}
@@ -227,7 +237,10 @@ class LocalTarget(DeployTarget):
                               since=time.time(), run_id=rollout.run_id, slot=green, endpoint=green_url)
             # 7. watch green while blue stays ready
             failure = self._watch(green_url, previous, log)
-            if failure:
+            down = "" if failure else self._services_down(log)
+            if down:
+                step(f"the environment's servers did not answer after the switch: {down}")
+            if failure or down:
                 if previous and _port_of(previous):
                     front.switch(Upstream(port=_port_of(previous), commit=previous.commit), log=log)
                     step(f"switched back to {previous.commit[:12]}: {failure}")
@@ -236,8 +249,10 @@ class LocalTarget(DeployTarget):
                     step(f"front door back to 503: {failure}")
                 switched_from = ""
                 self._discard(green, log)
+                reason = (f"{green} stopped answering after the switch: {failure}" if failure else
+                          f"{down} (not back {SERVICES_BACK_SECONDS:.0f}s after the switch): not live")
                 return outcome(ok=False, rolled_back=True, health=health, smoke=report, switch_seconds=switch_seconds,
-                               reason=f"{green} stopped answering after the switch: {failure}")
+                               reason=reason)
             state["live"] = release.to_json()
             self._write_state(state)
             switched_from = ""
@@ -282,6 +297,74 @@ class LocalTarget(DeployTarget):
             log(f"{self._where()}: {url} kept answering for {keep:.0f}s; retiring {previous.slot}")
         return ""
 
+    def _services_down(self, log: LogFn, wait: float | None = None) -> str:
+        """"" when every server of the environment answers, waiting up to ``wait`` for the keeper to bring
+        back one that died; else what is down, e.g. "postgresql: no connection to 127.0.0.1:5433: ..."."""
+        deadline = time.monotonic() + (SERVICES_BACK_SECONDS if wait is None else wait)
+        while True:
+            down = {name: why for name, why in self.services.probe().items() if why}
+            if not down:
+                return ""
+            if time.monotonic() > deadline:
+                return "; ".join(f"{name}: {why}" for name, why in down.items())
+            log(f"{self._where()}: waiting for {', '.join(down)} to answer again")
+            time.sleep(0.5)
+
+    # -- status and recovery ---------------------------------------------------------------------
+    def probe(self) -> list[Probe]:
+        """What answers now: the front door (the health path through nginx), each server, the keeper."""
+        state = self._read_state()
+        found: list[Probe] = []
+        live = Release.from_json(state["live"]) if state.get("live") else None
+        if live is None and not self.keeper.programs():
+            return []  # never deployed, or stopped (make deploy-stop): nothing should answer
+        if state.get("front_port"):
+            settings = self.app.health_for(self.environment)
+            url = self.url().rstrip("/") + (settings.path if live else "/")
+            status, error = probe(url, min(settings.timeout_seconds, 5.0))
+            if live:
+                ok = status is not None and 200 <= status < 300
+                detail = f"{url}: HTTP {status}" if ok else f"{url}: {error or f'HTTP {status}'}"
+            else:  # nothing live: nginx answers 503 by design
+                ok = status == 503
+                detail = f"{url}: {'503, nothing deployed' if ok else error or f'HTTP {status}'}"
+            found.append(Probe(name="front door", ok=ok, detail=detail))
+        for name, why in self.services.probe().items():
+            port = self.services.port(name)
+            found.append(Probe(name=name, ok=not why, detail=why or f"127.0.0.1:{port} answers"))
+        if self.keeper.programs():
+            pid = self.keeper.pid()
+            restarts = {n: self.keeper.restarts(n) for n in self.keeper.programs()}
+            counts = ", ".join(f"{n} {c}" for n, c in restarts.items() if c) or "none"
+            found.append(Probe(name="keeper", ok=pid is not None,
+                               detail=f"pid {pid}, restarts: {counts}" if pid else
+                               f"not running (log: {self.keeper.log_path})"))
+        return found
+
+    def recover(self, *, log: LogFn) -> list[str]:
+        """Starts what is down in a live environment: the keeper (it starts or adopts nginx and the servers),
+        the front door and servers it does not run, the live release's container. Returns what it did.
+        Skips (returns []) while a deploy holds the environment: the deploy starts them itself."""
+        state = self._read_state()
+        if not state.get("live"):
+            return []
+        done: list[str] = []
+        try:
+            with file_lock(self.lock_path, timeout=2, what=f"deploys of {self._where()}"):
+                if self.keeper.programs() and not self.keeper.alive():
+                    pid = self.keeper.ensure_running(log=log)
+                    done.append(f"keeper restarted (pid {pid})")
+                release = Release.from_json(state["live"])
+                if release.slot and not self.podman.running(release.slot):
+                    self.podman.start(release.slot, log=log)
+                    done.append(f"container {release.slot} started")
+                self.services.ensure(log=log)
+                if state.get("front_port"):
+                    self.front_door(int(state["front_port"])).ensure_running(log=log)
+        except LockTimeout:
+            log(f"{self._where()}: a deploy holds the environment; not touching it now")
+        return done
+
     def _name(self, commit: str, suffix: str) -> str:
         return f"{self.app.name}-{self.environment}-{commit[:12]}-{suffix}"
 
@@ -314,6 +397,7 @@ class LocalTarget(DeployTarget):
                 for container in self.podman.ps(self.labels()):
                     self.podman.remove(container.name, stop_timeout=self.app.deploy.stop_timeout_seconds, log=log)
             state = self._read_state()
+            self.keeper.stop(log=log)  # every program it runs (or, if it died, left running)
             if state.get("front_port"):
                 self.front_door(int(state["front_port"])).stop(log=log)
             self.services.stop(log=log)
