@@ -7,7 +7,7 @@ export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
 .PHONY: install system-deps demo dev stop test test-fast lint bench bench-deploy rerun prune clean \
-	deploy rollback deploy-status deploy-stop
+	deploy rollback deploy-status deploy-stop bench-recovery
 
 install: system-deps $(VENV)/.installed
 
@@ -81,6 +81,11 @@ bench: install
 ## Blue-green on the local deploy target under load (podman, nginx): failed requests, switch and rollback times.
 bench-deploy: install
 	$(BIN)/python benchmarks/deploy_switch.py
+
+## kill -9 of each supervised process (Dagster's, the registry, an environment's nginx, PostgreSQL, Redis):
+## seconds until it is back, and the failed requests of an nginx kill under bench-deploy's load.
+bench-recovery: install
+	$(BIN)/python benchmarks/recovery.py
 
 clean: stop
 	rm -rf $(SEVENP_HOME)
