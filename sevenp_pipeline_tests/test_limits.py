@@ -130,9 +130,8 @@ def test_a_stage_runs_in_its_own_cgroup_with_its_limits_and_leaves_none(limited)
                     "/sys/fs/cgroup" + cgroups[0].split(":", 1)[1]).exists()
 
 
+@pytest.mark.skipif(not V1, reason="reads cgroup v1 files; the v2 path has its own test on a stand-in tree")
 def test_the_cgroup_holds_the_configured_values(limited) -> None:
-    if not V1:
-        pytest.skip("reads cgroup v1 files")
     outcome = limited("""\
         at=$(grep :memory: /proc/self/cgroup | cut -d: -f3)
         cat /sys/fs/cgroup/memory$at/memory.limit_in_bytes /sys/fs/cgroup/pids$at/pids.max \
