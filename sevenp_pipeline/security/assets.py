@@ -212,9 +212,15 @@ def build_security_assets(
             "syft_seconds": round(result.duration_seconds, 2),
         }
         data_version = fingerprint(img.digest, "syft")
-        save_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
-                    metadata=metadata, files={p.name: (p, uris[p.name])
-                                              for p in (result.spdx_path, result.cyclonedx_path)})
+        # The cache's blobs are hard links to the stored files (replaced only by a rename), never to the
+        # workspace's, which syft writes in place on the next run of this commit.
+        stored = {p.name: artifact_store.local_path(app=app.key, sha=context.partition_key, name=f"sbom/{p.name}")
+                  for p in (result.spdx_path, result.cyclonedx_path)}
+        if all(stored.values()):
+            save_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
+                        metadata=metadata, files={name: (path, uris[name]) for name, path in stored.items()})
+        else:
+            context.log.warning("sbom: not stored in the stage cache: the artifact store has no local copy")
         return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata)
 
     def restored_sbom(context: dg.AssetExecutionContext, ws: Workspace, store: ArtifactStore,

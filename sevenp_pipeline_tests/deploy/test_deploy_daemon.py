@@ -124,8 +124,13 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> str:
     found = []
     for record in instance.get_records_for_run(run_id, limit=100000).records:
         event = record.event_log_entry.dagster_event
-        if event is not None and event.is_step_failure and event.step_failure_data.user_failure_data:
-            found.append(event.step_failure_data.user_failure_data.description or "")
+        if event is None or not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data:
+            found.append(data.user_failure_data.description or "")
+        elif data.error:  # not a dg.Failure: an exception in the step (shown so a red run says why)
+            found.append(f"{event.step_key}: {data.error.message.strip()}")
     return "\n".join(found)
 
 
@@ -237,7 +242,8 @@ def test_a_feature_commit_is_refused_through_graphql_and_the_command_line(deploy
     ci = launch_run(deploy_stack.stack.url, f"{KEY}_ci_job", partition=sha,
                     run_config={"resources": {"launch_options": {"config": {"environment": "production"}}}},
                     tags={TAG_APP: NAME, TAG_COMMIT: sha, "sevenp/branch": "main"})
-    assert wait_for_run(deploy_stack.instance, ci, statuses=ENDED).status == dg.DagsterRunStatus.SUCCESS
+    ended = wait_for_run(deploy_stack.instance, ci, statuses=ENDED)
+    assert ended.status == dg.DagsterRunStatus.SUCCESS, (ci, _failure(deploy_stack.instance, ci))
     (chosen,) = deploy_stack.wait(deploy_job_name(deploy_stack.app, "staging"), sha)
     assert chosen.tags[TAG_DEPLOY] == "refused"
     assert "is on no branch that environments.staging.branches allows (main)" in \
