@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sevenp_pipeline.stages.runner import md_table
+from sevenp_pipeline.asset_helpers import md_table
 from sevenp_pipeline.text import md_text, printable
 
 

@@ -39,11 +39,11 @@ from sevenp_pipeline.execution.threads import (
 )
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.models import Workspace
+from sevenp_pipeline.resources import tool_answers
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.services import free_port
+from sevenp_pipeline.resources.tool_answers import tool_versions
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
-from sevenp_pipeline.stages import runner as stage_runner
-from sevenp_pipeline.stages.runner import tool_versions
 from sevenp_pipeline.triggers.tags import TAG_COMMIT
 from sevenp_pipeline_tests.conftest import SAMPLE_APP
 from sevenp_pipeline_tests.test_sample_app import SAMPLE_STAGES
@@ -497,7 +497,7 @@ def test_tool_versions_are_asked_once_for_stages_asking_at_once(monkeypatch: pyt
             return Outcome(label="node", command="node --version", exit_code=0, started=0, ended=0, tail=(),
                            output=("v20.0.0",))
 
-    monkeypatch.setattr(stage_runner, "_TOOL_VERSIONS", {})
+    monkeypatch.setattr(tool_answers, "_TOOL_VERSIONS", {})
     assert _at_once(4, lambda _: tool_versions(SlowNode())) == [{"node": "v20.0.0"}] * 4
     assert asked == [("node", "--version")]
 

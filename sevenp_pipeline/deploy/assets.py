@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.deploy import history
@@ -39,7 +40,6 @@ from sevenp_pipeline.resources.processes import ProcessError, ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages.runner import failure, fingerprint, md_table
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_DEPLOY_ENV, TAG_NOTIFIED, TAG_ROLLBACK, TAG_TRIGGER
 

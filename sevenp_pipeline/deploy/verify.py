@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import partition_metadata
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.image.records import ImageRecord, RecordError, partition_metadata
+from sevenp_pipeline.image.records import ImageRecord, RecordError
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches, Limits
 from sevenp_pipeline.image.records import ImageRecord, latest_record, recorded_digests
@@ -32,7 +33,7 @@ from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.stages import checked_out
 from sevenp_pipeline.stages.gates import unmet_gates
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_PROMOTION

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import dagster as dg
 
-from sevenp_pipeline.stages import failure
+from sevenp_pipeline.asset_helpers import failure, partition_metadata
 
 
 class RecordError(ValueError):
@@ -110,14 +110,6 @@ class _Record(Protocol):
 
 
 R = TypeVar("R", bound=_Record)
-
-
-def partition_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any] | None:
-    """Metadata of the latest materialization of ``key`` for ``partition`` (None: never materialized)."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
-    mat = result.records[0].asset_materialization if result.records else None
-    return None if mat is None else {k: v.value for k, v in mat.metadata.items()}
 
 
 def recorded_digests(instance: dg.DagsterInstance, key: dg.AssetKey, input_hash: str, *,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, SbomRecord, latest_record
 from sevenp_pipeline.models import Workspace
@@ -25,6 +26,7 @@ from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
 from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.stage_cache import Manifest, StageResultCache
+from sevenp_pipeline.resources.tool_answers import tool_answer
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase, AdvisoryDatabaseError
@@ -36,9 +38,8 @@ from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, valid
 from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx, syft_binary
 from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
 from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
-from sevenp_pipeline.stages import checked_out, failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.stages import checked_out
 from sevenp_pipeline.stages.cache import decode_check, decode_metadata, load_result, mark_restored, save_result
-from sevenp_pipeline.stages.runner import tool_answer
 
 TOOL_URI = "https://sevenp.example/sevenp_pipeline"
 # Bumped when what the SBOM or secret-scan assets record changes: part of their stage-cache keys.

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import failure, fingerprint, retry_policy, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
-from sevenp_pipeline.stages.runner import Stage, failure, fingerprint, retry_policy, stage_asset_args
+from sevenp_pipeline.stages.runner import Stage
 
 # Words of npm, pnpm and yarn for a registry they could not reach: worth another try.
 _TRANSIENT = re.compile(r"ECONNRESET|ETIMEDOUT|EAI_AGAIN|ENOTFOUND|ECONNREFUSED|EPIPE|socket hang up|"

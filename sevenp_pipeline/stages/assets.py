@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, retry_policy, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.git import GitClient, GitError
@@ -25,17 +26,7 @@ from sevenp_pipeline.source.dependencies import build_install_asset
 from sevenp_pipeline.stages import cache, gates
 from sevenp_pipeline.stages.commits import check_commits
 from sevenp_pipeline.stages.kinds import KINDS, Kind
-from sevenp_pipeline.stages.runner import (
-    SKIPPED_BY_REQUEST,
-    Stage,
-    StageSkipped,
-    failure,
-    fingerprint,
-    md_table,
-    not_run,
-    retry_policy,
-    stage_asset_args,
-)
+from sevenp_pipeline.stages.runner import SKIPPED_BY_REQUEST, Stage, StageSkipped, not_run
 from sevenp_pipeline.triggers.tags import TAG_BEFORE, TAG_BRANCH
 
 

@@ -27,12 +27,13 @@ from typing import Any
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, fingerprint
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.stage_cache import CachedFile, CachedOutput, CacheError, Manifest, StageResultCache
 from sevenp_pipeline.resources.workspaces import read_inputs
-from sevenp_pipeline.stages.runner import STAGE_CODE_VERSION, Stage, fingerprint
+from sevenp_pipeline.stages.runner import Stage
 
 DATA_VERSION_TAG = "dagster/data_version"
 # Settings of a stage that change how it is run, not what it yields.

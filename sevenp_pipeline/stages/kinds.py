@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import failure, md_table
 from sevenp_pipeline.reports import (
     ReportError,
     coverage_summary,
@@ -26,7 +27,7 @@ from sevenp_pipeline.reports import (
 from sevenp_pipeline.resources.artifacts import deterministic_tarball
 from sevenp_pipeline.resources.processes import Outcome
 from sevenp_pipeline.stages import gates
-from sevenp_pipeline.stages.runner import Stage, failure, md_table
+from sevenp_pipeline.stages.runner import Stage
 
 MAX_KEPT_ARTIFACTS = 40
 MAX_SHOWN_ROWS = 1000  # problem lines held for the metadata table (which shows 50 and counts the rest)

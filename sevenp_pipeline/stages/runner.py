@@ -12,19 +12,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, failure, fingerprint, md_table
 from sevenp_pipeline.config import AppConfig, StageSpec
 from sevenp_pipeline.config.models import Limits
 from sevenp_pipeline.files import open_private
@@ -33,93 +33,17 @@ from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import MB, ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
+from sevenp_pipeline.resources.tool_answers import asked_once, npm_registry, tool_answer, tool_versions
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs
 from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_port
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
-from sevenp_pipeline.text import md_text, printable
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
 
-# Bumped when the meaning of a stage's output changes; part of every data version.
-STAGE_CODE_VERSION = "1"
-
-
 class StageSkipped(Exception):
     """An optional stage whose script the app does not define: not applicable to this app."""
-
-
-_TOOL_VERSIONS: dict[tuple[str, ...], str] = {}
-_TOOL_LOCKS: dict[tuple[str, ...], threading.Lock] = {}
-_TOOL_LOCKS_GUARD = threading.Lock()
-
-
-def _asked_once(key: tuple[str, ...], ask: Callable[[], Outcome]) -> str:
-    """The last output line of ``ask()``, run once per process for ``key``: stages running at once
-    (threads of one run worker) wait for the first one's answer instead of asking again."""
-    with _TOOL_LOCKS_GUARD:
-        lock = _TOOL_LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        if key not in _TOOL_VERSIONS:
-            outcome = ask()
-            _TOOL_VERSIONS[key] = outcome.output[-1].strip() if outcome.ok and outcome.output else "unavailable"
-        return _TOOL_VERSIONS[key]
-
-
-def tool_answer(runner: ProcessRunner, argv: list[str], cwd: Path) -> str:
-    """A machine-wide tool's answer (node, npm's config), asked once per process, outside any app folder."""
-    return _asked_once(tuple(argv), lambda: runner.run(ExecuteRequest(
-        argv=argv, cwd=cwd, label=" ".join(argv), timeout_seconds=120, capture=True)))
-
-
-MACHINE_TOOL_QUESTIONS = (["node", "--version"], ["npm", "--version"], ["npm", "config", "get", "registry"])
-
-
-def prefetch_tool_answers(runner: ProcessRunner) -> None:
-    """Starts asking node's and npm's versions and npm's registry, each on a thread, at the start of
-    a run: every stage's key and env need them, and the first stages then find them answered or on
-    their way instead of asking one after another (a new run worker knows none of them)."""
-    for argv in MACHINE_TOOL_QUESTIONS:
-        if tuple(argv) not in _TOOL_VERSIONS:
-            threading.Thread(target=tool_answer, args=(runner, argv, Path("/")), name=f"ask {' '.join(argv)}",
-                             daemon=True).start()
-
-
-def npm_registry(runner: ProcessRunner) -> str | None:
-    """The registry npm is configured with: corepack downloads pinned pnpm/yarn versions from it."""
-    found = tool_answer(runner, ["npm", "config", "get", "registry"], Path("/"))
-    return found if found.startswith("http") else None
-
-
-def tool_versions(runner: ProcessRunner) -> dict[str, str]:
-    """node's version, asked once per process: part of every data version."""
-    return {"node": tool_answer(runner, ["node", "--version"], Path("/"))}
-
-
-def fingerprint(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
-
-
-def failure(message: str, outcome: Outcome | None = None, *, retry: bool = False, **metadata: Any) -> dg.Failure:
-    """A step failure whose metadata holds the command, exit code and output tail.
-
-    ``retry`` lets the asset's RetryPolicy try again: only for transient (network) failures;
-    a missing script or a failing test is not made better by trying again.
-    """
-    meta: dict[str, Any] = dict(metadata)
-    if outcome is not None:
-        meta.update(
-            command=outcome.command,
-            exit_code=outcome.exit_code if outcome.exit_code is not None else -1,
-            timed_out=outcome.timed_out,
-            duration_s=round(outcome.duration, 2),
-            output_tail=dg.MetadataValue.md("```\n" + outcome.tail_text(40) + "\n```"),
-        )
-        if outcome.log_path:
-            meta["log"] = dg.MetadataValue.path(str(outcome.log_path))
-    return dg.Failure(description=message, metadata=meta, allow_retries=retry)
 
 
 @dataclass
@@ -235,7 +159,7 @@ class Stage:
         if not pm.version_from_project:  # one answer for the machine, outside the sandbox
             return {**versions, pm.name: tool_answer(self.runner, pm.version_argv(), Path("/"))}
         key = (*pm.version_argv(), str(self.workspace.app_dir))
-        found = _asked_once(key, lambda: self.runner.run(self.request(pm.version_argv(), capture=True)))
+        found = asked_once(key, lambda: self.runner.run(self.request(pm.version_argv(), capture=True)))
         return {**versions, pm.name: found}
 
     def run(self, argv: list[str], *, node_modules: bool = True, fail_over_limits: bool = True) -> Outcome:
@@ -509,39 +433,4 @@ def not_run(
                                            description=f"not run: {reason}") for name in checks],
     )
 
-
-def retry_policy(retries: int) -> dg.RetryPolicy | None:
-    """``stages.<name>.retries``: retries with backoff, only for failures marked transient
-    (``failure(..., retry=True)``); a deterministic failure is not made better by trying again."""
-    if retries <= 0:
-        return None
-    return dg.RetryPolicy(max_retries=retries, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def stage_asset_args(
-    app: AppConfig, partitions: dg.PartitionsDefinition, key: dg.AssetKey, family: str, description: str,
-    *, kinds: frozenset[str] = frozenset({"nodejs"}),
-) -> dict[str, Any]:
-    """The @asset arguments every stage shares: the app's group and commit partitions, the stage
-    family as a tag, and the code version that is part of every data version."""
-    return {
-        "key": key,
-        "group_name": app.key,
-        "partitions_def": partitions,
-        "description": description,
-        "kinds": set(kinds),
-        "tags": {"sevenp/stage": family},
-        "code_version": STAGE_CODE_VERSION,
-    }
-
-
-def md_table(header: list[str], rows: list[list[Any]], limit: int = 50) -> str:
-    def cell(v: Any) -> str:
-        return md_text(printable(str(v))).replace("|", "\\|")[:300]
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows[:limit]]
-    if len(rows) > limit:
-        lines.append(f"\n…and {len(rows) - limit} more")
-    return "\n".join(lines)
 
