@@ -15,7 +15,7 @@ from sevenp_pipeline.config import Settings
 from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline_tests.conftest import FIXTURES, SAMPLE_APP, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote
-from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _materialized, _meta
+from sevenp_pipeline_tests.results import check_verdicts, materialized, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -108,20 +108,20 @@ def test_each_app_builds_and_a_failing_test_blocks_its_build(side_by_side, name:
     remotes, settings, instance = side_by_side
     remote = remotes[name]
     result = _run(settings, instance, name, remote.push("develop"))
-    assert result.success, _checks(result)
-    deps = _meta(result, "node_dependencies")
+    assert result.success, check_verdicts(result)
+    deps = metadata_of(result, "node_dependencies")
     assert deps["package_manager"].split("@")[0] == {"7p-education-api": "npm", "pnpm-vitest-app": "pnpm",
                                                      "yarn-app": "yarn"}[name]
-    unit = _meta(result, "unit_test_results")
+    unit = metadata_of(result, "unit_test_results")
     assert unit["tests"] >= 5 and unit["failed"] == 0
-    assert len(_meta(result, "build_artifact")["sha256"]) == 64
+    assert len(metadata_of(result, "build_artifact")["sha256"]) == 64
 
     rel, old, new = BREAK[name]
     path: Path = remote.clone / rel
     path.write_text(path.read_text().replace(old, new, 1))
     bad = _run(settings, instance, name, remote.commit(f"fix: break {rel}"))
     assert not bad.success
-    assert _checks(bad)["unit_test_results.all_tests_pass"] is False
-    assert _meta(bad, "unit_test_results")["failed"] >= 1
-    assert _meta(bad, "node_dependencies")["reused"] is True, (deps, _meta(bad, "node_dependencies"))
-    assert "build_artifact" not in _materialized(bad)
+    assert check_verdicts(bad)["unit_test_results.all_tests_pass"] is False
+    assert metadata_of(bad, "unit_test_results")["failed"] >= 1
+    assert metadata_of(bad, "node_dependencies")["reused"] is True, (deps, metadata_of(bad, "node_dependencies"))
+    assert "build_artifact" not in materialized(bad)

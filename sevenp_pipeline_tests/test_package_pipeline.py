@@ -16,7 +16,7 @@ from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
-from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _failure_text, _materialized, _meta
+from sevenp_pipeline_tests.results import check_verdicts, failure_text, materialized, metadata_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -68,18 +68,18 @@ def _npm_add(pipe: Pipeline, spec: str) -> None:
 def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_key: str) -> None:
     sha = sample.remote.commit("release candidate")
     result = sample.materialize(sha, PACKAGE)
-    assert result.success, _checks(result)
-    image = _meta(result, "container_image")
+    assert result.success, check_verdicts(result)
+    image = metadata_of(result, "container_image")
     assert image["digest"].startswith("sha256:") and image["reused"] is False and image["layer_count"] >= 3
-    assert _meta(result, "sbom")["component_count"] > 50
-    vulns = _meta(result, "vulnerability_report")
+    assert metadata_of(result, "sbom")["component_count"] > 50
+    vulns = metadata_of(result, "vulnerability_report")
     assert vulns["blocking"] == 0 and vulns["advisory_records"] > 5
     sarif = json.loads((sample.settings.home / "artifacts" / sample.key / sha / "reports" /
                         "vulnerability_report.sarif").read_text())
     validate_sarif(sarif)
-    assert _meta(result, "license_report")["denied"] == 0
-    assert _meta(result, "secret_scan")["secrets_in_source"] == 0
-    promoted = _meta(result, "promoted_image")
+    assert metadata_of(result, "license_report")["denied"] == 0
+    assert metadata_of(result, "secret_scan")["secrets_in_source"] == 0
+    promoted = metadata_of(result, "promoted_image")
     assert promoted["digest"] == image["digest"]
     assert set(promoted["tags"]) >= {f"sha-{sha[:7]}"}  # launched by hand: no branch tag
     stored = sample.settings.home / "artifacts" / sample.key / sha
@@ -96,24 +96,24 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     # vulnerability scan runs again (the advisories may have changed) on the restored SBOM.
     same = sample.remote.commit("no change")
     again = sample.materialize(same, "source_checkout,container_image,sbom,vulnerability_report,secret_scan")
-    assert again.success, _checks(again)
-    assert _meta(again, "container_image")["reused"] is True
-    assert _meta(again, "container_image")["digest"] == image["digest"]
-    bom = _meta(again, "sbom")
-    assert bom["restored_from"] == sha and bom["component_count"] == _meta(result, "sbom")["component_count"]
+    assert again.success, check_verdicts(again)
+    assert metadata_of(again, "container_image")["reused"] is True
+    assert metadata_of(again, "container_image")["digest"] == image["digest"]
+    bom = metadata_of(again, "sbom")
+    assert bom["restored_from"] == sha and bom["component_count"] == metadata_of(result, "sbom")["component_count"]
     assert f"/{same}/" in bom["cyclonedx_path"] and f"/{same}/" in bom["cyclonedx"]
     assert sha256_file(Path(bom["cyclonedx_path"])) == bom["cyclonedx_sha256"]
-    assert "restored_from" not in _meta(again, "vulnerability_report")
-    assert _meta(again, "vulnerability_report")["blocking"] == 0
-    assert _meta(again, "secret_scan")["restored_from"] == sha
-    assert _checks(again)["secret_scan.no_secrets"] is True
+    assert "restored_from" not in metadata_of(again, "vulnerability_report")
+    assert metadata_of(again, "vulnerability_report")["blocking"] == 0
+    assert metadata_of(again, "secret_scan")["restored_from"] == sha
+    assert check_verdicts(again)["secret_scan.no_secrets"] is True
 
     # Promotion needs every declared gate of the commit, not only those of its own run: without
     # the type check the image is not tagged, and the failure says which gate is missing.
     unchecked = sample.remote.commit("no type check yet")
     refused = sample.materialize(unchecked, PACKAGE.replace("type_check_report,", ""))
-    assert not refused.success and "promoted_image" not in _materialized(refused)
-    text = _failure_text(refused)
+    assert not refused.success and "promoted_image" not in materialized(refused)
+    text = failure_text(refused)
     assert "not promoted" in text and "type_check_report has not run for this commit" in text
     run = sample.instance.get_run_by_id(refused.run_id)
     assert run.tags["sevenp/promotion"] == "refused"
@@ -123,11 +123,11 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     bad_sha = sample.remote.commit("add lodash 4.17.15")
     bad = sample.materialize(bad_sha, PACKAGE)
     assert not bad.success
-    checks = _checks(bad)
+    checks = check_verdicts(bad)
     assert checks["vulnerability_report.no_blocking_vulnerabilities"] is False
     assert checks["dependency_report.no_blocking_vulnerabilities"] is False
-    assert "GHSA-35jh-r3h4-6jhm" in _meta(bad, "vulnerability_report")["findings"]
-    assert "promoted_image" not in _materialized(bad)
+    assert "GHSA-35jh-r3h4-6jhm" in metadata_of(bad, "vulnerability_report")["findings"]
+    assert "promoted_image" not in materialized(bad)
 
     # An OpenVEX statement that the app is not affected turns that failure into a pass.
     sample.remote.write("security/vex.json", json.dumps({
@@ -142,8 +142,8 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
         (vex_pipe.settings.apps_dir / "7p-education-api.yaml").read_text()
         + "security: {vex: [security/vex.json]}\n")
     ok = vex_pipe.materialize(sample.remote.commit("VEX: lodash template not used"), PACKAGE)
-    assert ok.success, _checks(ok)
-    assert _meta(ok, "vulnerability_report")["suppressed"] >= 1
+    assert ok.success, check_verdicts(ok)
+    assert metadata_of(ok, "vulnerability_report")["suppressed"] >= 1
 
 
 def test_planted_aws_key_fails_the_secret_gate(sample: Pipeline) -> None:
@@ -151,11 +151,11 @@ def test_planted_aws_key_fails_the_secret_gate(sample: Pipeline) -> None:
     sha = sample.remote.commit("oops: credentials")
     result = sample.materialize(sha, "source_checkout,node_dependencies,container_image,secret_scan")
     assert not result.success
-    meta = _meta(result, "secret_scan")
+    meta = metadata_of(result, "secret_scan")
     # Found in the source and again in the image: tsc compiled the string into dist/.
     assert meta["secrets_in_source"] >= 1 and meta["secrets_in_image"] >= 1
     assert "AWS Access Key" in meta["findings"] and "AKIAZ3MHQXK7T2LWJ5PA" not in meta["findings"]
-    assert _checks(result)["secret_scan.no_secrets"] is False
+    assert check_verdicts(result)["secret_scan.no_secrets"] is False
 
 
 def test_missing_signing_key_names_the_variable(sample: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,8 +164,8 @@ def test_missing_signing_key_names_the_variable(sample: Pipeline, monkeypatch: p
     monkeypatch.delenv("SEVENP_SIGNING_KEY")
     # Found at the first stage of a run, before any image is built ...
     early = sample.materialize(sample.remote.commit("still no key"), "source_checkout,node_dependencies")
-    assert not early.success and "node_dependencies" not in _materialized(early)
-    assert "SEVENP_SIGNING_KEY is not set" in _failure_text(early)
+    assert not early.success and "node_dependencies" not in materialized(early)
+    assert "SEVENP_SIGNING_KEY is not set" in failure_text(early)
     # ... and by the signing step itself when it runs alone.
     result = sample.materialize(sha, "provenance")
     assert not result.success

@@ -14,55 +14,28 @@ from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.stages.gates import unmet_gates
 from sevenp_pipeline_tests.conftest import Pipeline
-
-
-def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.path[-1] == asset:
-            return {k: v.value for k, v in event.materialization.metadata.items()}
-    raise AssertionError(f"{asset} was not materialized")
-
-
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {
-        f"{e.asset_check_evaluation_data.asset_key.path[-1]}.{e.asset_check_evaluation_data.check_name}":
-            e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+from sevenp_pipeline_tests.results import check_verdicts, failure_text, materialized, metadata_of
 
 
 def test_clean_commit_passes_every_stage(pipeline: Pipeline) -> None:
     sha = pipeline.remote.push("develop")
     result = pipeline.materialize(sha)
     assert result.success
-    assert _meta(result, "source_checkout")["commit"] == sha
-    assert _meta(result, "lint_report")["errors"] == 0
-    assert _meta(result, "unit_test_results")["passed"] == 3
-    assert _meta(result, "unit_test_results")["coverage_lines_pct"] == 90.0
-    assert _meta(result, "integration_test_results")["passed"] == 2
-    assert len(_meta(result, "build_artifact")["sha256"]) == 64
+    assert metadata_of(result, "source_checkout")["commit"] == sha
+    assert metadata_of(result, "lint_report")["errors"] == 0
+    assert metadata_of(result, "unit_test_results")["passed"] == 3
+    assert metadata_of(result, "unit_test_results")["coverage_lines_pct"] == 90.0
+    assert metadata_of(result, "integration_test_results")["passed"] == 2
+    assert len(metadata_of(result, "build_artifact")["sha256"]) == 64
     # The tiny app has no e2e or performance script: those optional stages are not applicable,
     # recorded as such (WARN results, never a pass), and every other gate passed.
     for optional in ("e2e_test_results", "performance_report"):
-        assert _meta(result, optional)["not_run"] == "not_applicable"
-    checks = {k: v for k, v in _checks(result).items()
+        assert metadata_of(result, optional)["not_run"] == "not_applicable"
+    checks = {k: v for k, v in check_verdicts(result).items()
               if k.split(".")[0] not in ("e2e_test_results", "performance_report")}
     assert len(checks) == 8 and all(checks.values()), checks
-    assert not any(_checks(result)[f"{s}.{c}"] for s, c in (("e2e_test_results", "all_tests_pass"),
+    assert not any(check_verdicts(result)[f"{s}.{c}"] for s, c in (("e2e_test_results", "all_tests_pass"),
                                                             ("performance_report", "p95_latency_budget")))
-
-
-def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-
-
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        str(e.step_failure_data.user_failure_data.description if e.step_failure_data.user_failure_data
-            else e.step_failure_data.error)
-        for e in result.all_events if e.is_step_failure
-    )
 
 
 def test_lint_error_stops_everything_downstream(pipeline: Pipeline) -> None:
@@ -70,10 +43,10 @@ def test_lint_error_stops_everything_downstream(pipeline: Pipeline) -> None:
     sha = pipeline.remote.commit("use var")
     result = pipeline.materialize(sha)
     assert not result.success
-    assert _meta(result, "lint_report")["errors"] == 1
-    assert "no-var" in _meta(result, "lint_report")["problems"]
-    assert _checks(result)["lint_report.no_lint_errors"] is False
-    assert not _materialized(result) & {"unit_test_results", "integration_test_results", "build_artifact"}
+    assert metadata_of(result, "lint_report")["errors"] == 1
+    assert "no-var" in metadata_of(result, "lint_report")["problems"]
+    assert check_verdicts(result)["lint_report.no_lint_errors"] is False
+    assert not materialized(result) & {"unit_test_results", "integration_test_results", "build_artifact"}
 
 
 def test_failing_test_and_low_coverage_gate_the_build(pipeline: Pipeline) -> None:
@@ -82,14 +55,14 @@ def test_failing_test_and_low_coverage_gate_the_build(pipeline: Pipeline) -> Non
     sha = pipeline.remote.commit("break a test")
     result = pipeline.materialize(sha)
     assert not result.success
-    meta = _meta(result, "unit_test_results")
+    meta = metadata_of(result, "unit_test_results")
     assert (meta["passed"], meta["failed"]) == (3, 1)
     assert "nope" in meta["failures"]
-    checks = _checks(result)
+    checks = check_verdicts(result)
     assert checks["unit_test_results.all_tests_pass"] is False
     assert checks["unit_test_results.coverage_threshold"] is False
     assert checks["integration_test_results.all_tests_pass"] is True
-    assert "build_artifact" not in _materialized(result)
+    assert "build_artifact" not in materialized(result)
 
 
 def test_missing_script_fails_naming_it_and_optional_stage_skips(make_pipeline) -> None:
@@ -99,9 +72,9 @@ def test_missing_script_fails_naming_it_and_optional_stage_skips(make_pipeline) 
     sha = pipe.remote.commit("drop build:docs")
     result = pipe.materialize(sha)
     assert not result.success
-    assert "script 'typecheck-strict' is missing from package.json" in _failure_text(result)
+    assert "script 'typecheck-strict' is missing from package.json" in failure_text(result)
     docs = pipe.materialize(sha, "api_docs")
-    assert docs.success and _meta(docs, "api_docs")["skipped"] is True
+    assert docs.success and metadata_of(docs, "api_docs")["skipped"] is True
 
 
 def test_missing_package_json_is_named(pipeline: Pipeline) -> None:
@@ -109,7 +82,7 @@ def test_missing_package_json_is_named(pipeline: Pipeline) -> None:
     sha = pipeline.remote.commit("remove package.json")
     result = pipeline.materialize(sha, "source_checkout,node_dependencies")
     assert not result.success
-    assert "package.json not found in commit" in _failure_text(result)
+    assert "package.json not found in commit" in failure_text(result)
 
 
 def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
@@ -123,7 +96,7 @@ def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
     result = pipe.materialize(sha, "integration_test_results")
     assert time.monotonic() - started < 60
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert "timed out after its 3 s limit; killed after " in text, text  # the limit, not the measured time
     assert "test services were torn down" in text
     assert _server_pids() == before
@@ -142,7 +115,7 @@ def test_a_reports_link_out_of_the_checkout_removes_nothing_there(pipeline: Pipe
     result = pipeline.materialize(sha, "unit_test_results")
     assert victim.read_text() == "the host's own file\n"
     assert not result.success
-    assert "outside the checkout" in _failure_text(result)
+    assert "outside the checkout" in failure_text(result)
 
 
 def test_skip_tests_launch_option_is_recorded_not_passed(pipeline: Pipeline) -> None:
@@ -150,12 +123,12 @@ def test_skip_tests_launch_option_is_recorded_not_passed(pipeline: Pipeline) -> 
     result = pipeline.materialize(
         sha, run_config={"resources": {"launch_options": {"config": {"skip_tests": True}}}})
     assert result.success
-    assert _meta(result, "unit_test_results")["skipped"] is True
+    assert metadata_of(result, "unit_test_results")["skipped"] is True
     warn = [e.asset_check_evaluation_data for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
     assert {w.check_name for w in warn} == {"all_tests_pass", "coverage_threshold", "p95_latency_budget"}
     assert all(w.severity == dg.AssetCheckSeverity.WARN for w in warn)
-    assert "build_artifact" in _materialized(result)
+    assert "build_artifact" in materialized(result)
     # The run says which stages it skipped, and the commit's gates are not met: no promotion.
     run = pipeline.instance.get_run_by_id(result.run_id)
     assert set(run.tags["sevenp/skipped_stages"].split(",")) == {
@@ -170,7 +143,7 @@ def test_dependencies_reused_and_data_versions_stable_for_same_inputs(pipeline: 
     sha2 = pipeline.remote.commit("empty commit: same tree")
     second = pipeline.materialize(sha2)
     assert first.success and second.success
-    assert _meta(second, "node_dependencies")["reused"] is True
+    assert metadata_of(second, "node_dependencies")["reused"] is True
 
     def versions(result):
         return {e.asset_key.path[-1]: e.materialization.tags.get("dagster/data_version")
@@ -211,11 +184,11 @@ def test_one_failed_partition_can_be_materialized_alone(make_pipeline, stage_vis
     pipe = make_pipeline(f'env: {{TINY_FAIL_FLAG: "{flag}"}}\n')
     sha = pipe.remote.push("develop")
     first = pipe.materialize(sha)
-    assert not first.success and _checks(first)["unit_test_results.all_tests_pass"] is False
+    assert not first.success and check_verdicts(first)["unit_test_results.all_tests_pass"] is False
     flag.unlink()
     again = pipe.materialize(sha, "unit_test_results")
-    assert again.success and _materialized(again) == {"unit_test_results"}
-    assert _meta(again, "unit_test_results")["failed"] == 0
+    assert again.success and materialized(again) == {"unit_test_results"}
+    assert metadata_of(again, "unit_test_results")["failed"] == 0
 
 
 def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,7 +214,7 @@ def test_checkout_retries_a_remote_that_comes_back(pipeline: Pipeline, monkeypat
     assert failed, "the first fetch did not fail: the remote was not away"
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
-    assert _meta(result, "source_checkout")["commit"] == sha
+    assert metadata_of(result, "source_checkout")["commit"] == sha
 
 
 def test_missing_dockerfile_is_named(make_pipeline, monkeypatch) -> None:
@@ -250,8 +223,8 @@ def test_missing_dockerfile_is_named(make_pipeline, monkeypatch) -> None:
     sha = pipe.remote.push("develop")
     result = pipe.materialize(sha, "source_checkout,container_image")
     assert not result.success
-    assert "docker/Dockerfile.prod not found in tiny-app" in _failure_text(result)
-    assert "sbom" not in _materialized(result)
+    assert "docker/Dockerfile.prod not found in tiny-app" in failure_text(result)
+    assert "sbom" not in materialized(result)
 
 
 def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -286,6 +259,6 @@ def test_the_apps_own_install_scripts_key_the_dependency_cache_by_tree(pipeline:
     pipeline.remote.write("src/extra.js", "module.exports = 1;\n")
     other_tree = pipeline.materialize(pipeline.remote.commit("feat: another file"), "source_checkout,node_dependencies")
     assert first.success and same_tree.success and other_tree.success
-    assert _meta(first, "node_dependencies")["reused"] is False
-    assert _meta(same_tree, "node_dependencies")["reused"] is True
-    assert _meta(other_tree, "node_dependencies")["reused"] is False
+    assert metadata_of(first, "node_dependencies")["reused"] is False
+    assert metadata_of(same_tree, "node_dependencies")["reused"] is True
+    assert metadata_of(other_tree, "node_dependencies")["reused"] is False

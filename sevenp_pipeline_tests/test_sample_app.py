@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
-from sevenp_pipeline_tests.test_pipeline_tiny import _checks, _materialized, _meta
+from sevenp_pipeline_tests.results import check_verdicts, materialized, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -25,23 +25,23 @@ def test_sample_app_passes_every_gate(make_pipeline) -> None:
     pipe: Pipeline = make_pipeline(SAMPLE_STAGES, source=SAMPLE_APP, name="7p-education-api")
     sha = pipe.remote.commit("release candidate")
     result = pipe.materialize(sha)
-    assert result.success, _checks(result)
-    assert _meta(result, "node_dependencies")["packages"] > 100
-    assert _meta(result, "node_dependencies")["package_manager"].startswith("npm")
-    assert _meta(result, "lint_report")["errors"] == 0
-    assert _meta(result, "security_lint_report")["warnings"] == 0
-    assert _meta(result, "type_check_report")["errors"] == 0
-    unit = _meta(result, "unit_test_results")
+    assert result.success, check_verdicts(result)
+    assert metadata_of(result, "node_dependencies")["packages"] > 100
+    assert metadata_of(result, "node_dependencies")["package_manager"].startswith("npm")
+    assert metadata_of(result, "lint_report")["errors"] == 0
+    assert metadata_of(result, "security_lint_report")["warnings"] == 0
+    assert metadata_of(result, "type_check_report")["errors"] == 0
+    unit = metadata_of(result, "unit_test_results")
     assert unit["tests"] > 50 and unit["failed"] == 0 and unit["coverage_lines_pct"] >= 80
-    assert _meta(result, "integration_test_results")["passed"] > 5
-    assert _meta(result, "api_test_results")["passed"] > 5
-    assert _meta(result, "build_artifact")["files"] > 5
-    e2e = _meta(result, "e2e_test_results")
+    assert metadata_of(result, "integration_test_results")["passed"] > 5
+    assert metadata_of(result, "api_test_results")["passed"] > 5
+    assert metadata_of(result, "build_artifact")["files"] > 5
+    e2e = metadata_of(result, "e2e_test_results")
     assert e2e["passed"] >= 5 and e2e["failed"] == 0 and e2e["failure_artifacts"] == 0
-    perf = _meta(result, "performance_report")
+    perf = metadata_of(result, "performance_report")
     assert perf["requests"] > 100 and perf["requests_per_second"] > 0 and 0 < perf["p95_ms"] <= 2000
-    assert "release_gate" in _materialized(result)
-    assert all(_checks(result).values())
+    assert "release_gate" in materialized(result)
+    assert all(check_verdicts(result).values())
 
     # A broken page: the E2E gate fails, a screenshot of the failure is kept, and the stage after
     # it does not run.
@@ -49,11 +49,11 @@ def test_sample_app_passes_every_gate(make_pipeline) -> None:
     page.write_text(page.read_text().replace("course catalogue</h1>", "catalog</h1>"))
     bad = pipe.materialize(pipe.remote.commit("change the heading"))
     assert not bad.success
-    assert _checks(bad)["e2e_test_results.all_tests_pass"] is False
-    broken = _meta(bad, "e2e_test_results")
+    assert check_verdicts(bad)["e2e_test_results.all_tests_pass"] is False
+    broken = metadata_of(bad, "e2e_test_results")
     assert broken["failed"] >= 1 and broken["failure_artifacts"] >= 1
     assert ".png" in broken["failure_artifact_files"]
-    assert "release_gate" not in _materialized(bad)
+    assert "release_gate" not in materialized(bad)
 
     # A type error in a new commit: the type gate fails and nothing is built.
     page.write_text(page.read_text().replace("catalog</h1>", "course catalogue</h1>"))
@@ -61,7 +61,7 @@ def test_sample_app_passes_every_gate(make_pipeline) -> None:
     server.write_text(server.read_text() + "\nexport const broken: number = 'not a number';\n")
     bad = pipe.materialize(pipe.remote.commit("break the types"))
     assert not bad.success
-    assert _meta(bad, "type_check_report")["errors"] == 1
-    assert _checks(bad)["type_check_report.no_type_errors"] is False
-    assert _meta(bad, "node_dependencies")["reused"] is True
-    assert "build_artifact" not in _materialized(bad)
+    assert metadata_of(bad, "type_check_report")["errors"] == 1
+    assert check_verdicts(bad)["type_check_report.no_type_errors"] is False
+    assert metadata_of(bad, "node_dependencies")["reused"] is True
+    assert "build_artifact" not in materialized(bad)
