@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from sevenp_pipeline.config import Settings
-from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.registries.ecr import ECRRegistry
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.signing import SigningKey
