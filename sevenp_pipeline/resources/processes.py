@@ -37,7 +37,7 @@ from pydantic import Field
 
 from sevenp_pipeline.execution.cancellation import cancelled, current_event, raise_if_cancelled
 from sevenp_pipeline.files import open_private
-from sevenp_pipeline.resources.redaction import Redactor
+from sevenp_pipeline.redaction import Redactor
 from sevenp_pipeline.sandbox import LimitHit, SandboxError, SandboxSpec
 
 LogFn = Callable[[str], None]
