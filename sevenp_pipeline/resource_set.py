@@ -25,10 +25,10 @@ from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.services import TestServices
-from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.stage_cache import StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import STAGE_USER
+from sevenp_pipeline.scanners.signing import SIGNING_KEY_ENV, SigningKey
 
 
 def _secret(settings: Settings, name: str) -> dg.EnvVar | None:

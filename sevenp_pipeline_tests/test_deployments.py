@@ -11,8 +11,8 @@ from sevenp_pipeline.config import Settings
 from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.registries.ecr import ECRRegistry
 from sevenp_pipeline.resources.registries.local import LocalRegistry
-from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.signing import SigningKey
 
 KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
         "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry",
