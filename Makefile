@@ -63,6 +63,7 @@ prune: install
 		$(if $(DRY_RUN),--dry-run,)
 
 test: install
+	$(BIN)/python scripts/check_structure.py
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks
 	$(BIN)/pytest
 
@@ -70,6 +71,7 @@ test-fast: install
 	$(BIN)/pytest -m "not integration"
 
 lint: install
+	$(BIN)/python scripts/check_structure.py
 	$(BIN)/ruff check sevenp_pipeline sevenp_pipeline_tests benchmarks
 
 bench: install

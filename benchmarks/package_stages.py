@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevenp_pipeline.config import Settings
 from sevenp_pipeline.definitions import build_definitions
-from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline_tests.gitutil import Remote
 

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sevenp_pipeline.config import AppConfig, Settings, load_app_config
 from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.devtools.devstack import LocalDagster, launch_run
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.artifacts import deterministic_tarball
-from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.services import TestServices, free_port

@@ -16,7 +16,7 @@ from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
 from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
-from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets

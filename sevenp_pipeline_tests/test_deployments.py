@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 
 from sevenp_pipeline.config import Settings
-from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.registries.ecr import ECRRegistry
 from sevenp_pipeline.resources.registries.local import LocalRegistry
-from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.signing import SigningKey
 
 KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
         "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry",
@@ -68,3 +68,29 @@ def test_deploy_credentials_are_env_vars_held_by_the_orchestrator(tmp_path: Path
     assert resources["deploy_targets"].aws_access_key_id is None
     monkeypatch.delenv("SEVENP_SLACK_WEBHOOK_URL")
     assert build_resources(_settings(tmp_path))["notifier"].webhook_url is None
+
+
+def test_the_resource_set_reads_the_environment_through_the_settings(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"SEVENP_HOME": str(tmp_path / "home"), "SEVENP_APPS_DIR": str(tmp_path / "apps"),
+                        "SEVENP_STAGE_USER": "builder", "DAGSTER_HOME": str(tmp_path / "dagster"),
+                        "SEVENP_SANDBOX": "off", "AWS_REGION": "eu-west-1",
+                        "SEVENP_ECS_ENDPOINT_URL": "http://127.0.0.1:1", "SEVENP_UI_URL": "http://ui:3000",
+                        "SEVENP_KEEP_COMMITS_PER_BRANCH": "3", "SEVENP_STAGE_CACHE_DAYS": "2",
+                        "SEVENP_HOME_BUDGET_GB": "0"}.items():
+        monkeypatch.setenv(name, value)
+    resources = build_resources(Settings.from_env())
+    workspaces, retention = resources["workspaces"], resources["workspace_retention"]
+    assert workspaces.stage_user == "builder" and workspaces.sandbox is False
+    assert str(tmp_path / "dagster") in workspaces.private_paths
+    assert (retention.keep_per_branch, retention.stage_cache_days, retention.budget_gb) == (3, 2.0, 0.0)
+    assert resources["deploy_targets"].region_name == "eu-west-1"
+    assert resources["deploy_targets"].endpoint_url == "http://127.0.0.1:1"
+    assert resources["notifier"].ui_url == "http://ui:3000"
+    monkeypatch.setenv("SEVENP_STAGE_CACHE_DAYS", "0")
+    with pytest.raises(ValueError, match="SEVENP_STAGE_CACHE_DAYS='0': expected more than 0 days"):
+        Settings.from_env()
+    monkeypatch.setenv("SEVENP_STAGE_CACHE_DAYS", "")
+    monkeypatch.setenv("SEVENP_KEEP_COMMITS_PER_BRANCH", "many")
+    with pytest.raises(ValueError, match="SEVENP_KEEP_COMMITS_PER_BRANCH='many': expected a whole number"):
+        Settings.from_env()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.artifacts import sha256_file
-from sevenp_pipeline.resources.deployments import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline

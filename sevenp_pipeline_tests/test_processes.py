@@ -11,8 +11,8 @@ import pytest
 
 from sevenp_pipeline.execution.cancellation import cancel_on
 from sevenp_pipeline.locks import file_lock
+from sevenp_pipeline.redaction import Redactor
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessError, ProcessRunner
-from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline_tests.waiting import wait_until, wait_while
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from sevenp_pipeline.config import ConfigError, Settings, load_app_config
 from sevenp_pipeline.files import private_dir, shared_dir
+from sevenp_pipeline.redaction import MASK, MIN_SECRET_LENGTH, SECRET_NAME, Redactor
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
-from sevenp_pipeline.resources.redaction import MASK, MIN_SECRET_LENGTH, SECRET_NAME, Redactor
 
 # '/', '+', '=', '?' and ' ' make the percent-encodings differ from each other and from the secret;
 # its bytes give '+' and '/' in standard base64, so the URL-safe alphabet differs too.

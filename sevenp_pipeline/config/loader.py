@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from sevenp_pipeline.config.models import STAGE_KINDS, AppConfig
-from sevenp_pipeline.resources.redaction import MIN_SECRET_LENGTH
+from sevenp_pipeline.redaction import MIN_SECRET_LENGTH
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

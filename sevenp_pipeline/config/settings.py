@@ -9,6 +9,10 @@ from pathlib import Path
 from sevenp_pipeline.files import HOME_DIR_MODE, private_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_KEEP_PER_BRANCH = 5
+DEFAULT_STAGE_CACHE_DAYS = 14.0
+DEFAULT_HOME_BUDGET_GB = 20.0
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,15 @@ class Settings:
     apps_dir: Path
     registry: str = "local"  # SEVENP_REGISTRY: local | ecr
     ecr_endpoint_url: str | None = None  # SEVENP_ECR_ENDPOINT_URL: e.g. a moto server
+    stage_user: str | None = None  # SEVENP_STAGE_USER; None: sandbox.STAGE_USER
+    dagster_home: Path | None = None  # DAGSTER_HOME; None: under the home
+    sandbox: bool = True  # SEVENP_SANDBOX=off: stages run unconfined
+    aws_region: str | None = None  # AWS_REGION; None: boto3's default chain
+    ecs_endpoint_url: str | None = None  # SEVENP_ECS_ENDPOINT_URL: e.g. a moto server
+    ui_url: str = DEFAULT_UI_URL  # SEVENP_UI_URL: where notifications link runs
+    keep_per_branch: int = DEFAULT_KEEP_PER_BRANCH  # SEVENP_KEEP_COMMITS_PER_BRANCH
+    stage_cache_days: float = DEFAULT_STAGE_CACHE_DAYS  # SEVENP_STAGE_CACHE_DAYS
+    home_budget_gb: float = DEFAULT_HOME_BUDGET_GB  # SEVENP_HOME_BUDGET_GB; 0: no budget
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -31,8 +44,27 @@ class Settings:
         registry = os.environ.get("SEVENP_REGISTRY", "local")
         if registry not in ("local", "ecr"):
             raise ValueError(f"SEVENP_REGISTRY={registry!r}: expected 'local' or 'ecr'")
+        dagster_home = os.environ.get("DAGSTER_HOME")
         return cls(home=home, apps_dir=apps, registry=registry,
-                   ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None)
+                   ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None,
+                   stage_user=os.environ.get("SEVENP_STAGE_USER") or None,
+                   dagster_home=Path(dagster_home) if dagster_home else None,
+                   sandbox=os.environ.get("SEVENP_SANDBOX", "on") != "off",
+                   aws_region=os.environ.get("AWS_REGION") or None,
+                   ecs_endpoint_url=os.environ.get("SEVENP_ECS_ENDPOINT_URL") or None,
+                   ui_url=os.environ.get("SEVENP_UI_URL") or DEFAULT_UI_URL,
+                   keep_per_branch=_keep_per_branch(os.environ.get("SEVENP_KEEP_COMMITS_PER_BRANCH", "")),
+                   stage_cache_days=_stage_cache_days(os.environ.get("SEVENP_STAGE_CACHE_DAYS", "")),
+                   home_budget_gb=_home_budget_gb(os.environ.get("SEVENP_HOME_BUDGET_GB", "")))
+
+    @staticmethod
+    def secret_is_set(name: str) -> bool:
+        """Whether the secret variable ``name`` is set (its value stays in the environment).
+
+        Read when the resources are built, not with the other settings: a resource takes a secret as
+        ``dg.EnvVar``, resolved at launch, and the variable's presence decides whether it gets one.
+        """
+        return bool(os.environ.get(name))
 
     def ensure_home(self) -> Path:
         """Creates the home 0711 (the test-database user passes through it to ``services/``; nobody
@@ -61,3 +93,30 @@ class Settings:
     @property
     def services_dir(self) -> Path:
         return self.home / "services"
+
+
+def _keep_per_branch(raw: str) -> int:
+    try:
+        return int(raw) if raw else DEFAULT_KEEP_PER_BRANCH
+    except ValueError:
+        raise ValueError(f"SEVENP_KEEP_COMMITS_PER_BRANCH={raw!r}: expected a whole number") from None
+
+
+def _stage_cache_days(raw: str) -> float:
+    try:
+        days = float(raw) if raw else DEFAULT_STAGE_CACHE_DAYS
+    except ValueError:
+        raise ValueError(f"SEVENP_STAGE_CACHE_DAYS={raw!r}: expected a number of days") from None
+    if days <= 0:
+        raise ValueError(f"SEVENP_STAGE_CACHE_DAYS={raw!r}: expected more than 0 days")
+    return days
+
+
+def _home_budget_gb(raw: str) -> float:
+    try:
+        budget = float(raw) if raw else DEFAULT_HOME_BUDGET_GB
+    except ValueError:
+        raise ValueError(f"SEVENP_HOME_BUDGET_GB={raw!r}: expected a number of GB (0: no budget)") from None
+    if budget < 0:
+        raise ValueError(f"SEVENP_HOME_BUDGET_GB={raw!r}: expected 0 (no budget) or more")
+    return budget

@@ -38,8 +38,8 @@ from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessError, ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
-from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.scanners.signing import SigningKey
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_DEPLOY_ENV, TAG_NOTIFIED, TAG_ROLLBACK, TAG_TRIGGER
 

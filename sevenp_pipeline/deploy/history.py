@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from sevenp_pipeline.asset_helpers import latest_materialization
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY_ENV
 
 DEPLOYMENT_SUFFIX = "_deployment"
@@ -64,15 +65,14 @@ def healthy_deployments(instance: dg.DagsterInstance, app_key: str, environment:
 
 def latest_for_commit(instance: dg.DagsterInstance, app_key: str, environment: str, sha: str) -> Deployment | None:
     """The latest healthy deploy of ``sha`` to ``environment`` (None: it never went live there)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=deployment_key(app_key, environment), asset_partitions=[sha]), limit=1).records
-    for record in records:
-        mat = record.asset_materialization
-        if mat is not None:
-            meta = {k: v.value for k, v in mat.metadata.items()}
-            if meta.get("status") == "live":
-                return Deployment(commit=sha, run_id=record.run_id, timestamp=record.timestamp, metadata=meta)
-    return None
+    record = latest_materialization(instance, deployment_key(app_key, environment), sha)
+    mat = record.asset_materialization if record is not None else None
+    if record is None or mat is None:
+        return None
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    if meta.get("status") != "live":
+        return None
+    return Deployment(commit=sha, run_id=record.run_id, timestamp=record.timestamp, metadata=meta)
 
 
 def rollback_candidate(instance: dg.DagsterInstance, app_key: str, environment: str,

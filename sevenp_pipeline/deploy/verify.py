@@ -14,8 +14,8 @@ from sevenp_pipeline.asset_helpers import partition_metadata
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, RecordError
 from sevenp_pipeline.resources.artifacts import ArtifactStore
-from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.scanners import provenance as prov
+from sevenp_pipeline.scanners.signing import SigningKey
 from sevenp_pipeline.stages.gates import unmet_gates
 
 PROVENANCE_FILE = "provenance.intoto.json"

@@ -38,8 +38,8 @@ from sevenp_pipeline.devtools.devstack import (
     port_available,
     port_taken_message,
 )
+from sevenp_pipeline.devtools.stage_table import format_table, stage_rows
 from sevenp_pipeline.files import use_private_umask
-from sevenp_pipeline.monitoring.stage_table import format_table, stage_rows
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT

@@ -46,15 +46,18 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.config.settings import (
+    DEFAULT_HOME_BUDGET_GB,
+    DEFAULT_KEEP_PER_BRANCH,
+    DEFAULT_STAGE_CACHE_DAYS,
+    Settings,
+)
 from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.git import is_sha
 from sevenp_pipeline.resources.stage_cache import CachePruneReport, StageResultCache
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
 
 PARTITION_TAG = "dagster/partition"
-DEFAULT_KEEP_PER_BRANCH = 5
-DEFAULT_STAGE_CACHE_DAYS = 14.0
-DEFAULT_HOME_BUDGET_GB = 20.0
 ALWAYS_PROTECTED = ("main", "master")
 GB = 10**9  # decimal, as the report prints sizes
 # Reasons a workspace may still go when the home is over its budget (see the module docstring).
@@ -347,39 +350,7 @@ class WorkspaceRetention(dg.ConfigurableResource):
         return Removed(app_key=app_key, sha=workspace.name, bytes_freed=freed, why=why)
 
 
-def keep_per_branch_from_env() -> int:
-    raw = os.environ.get("SEVENP_KEEP_COMMITS_PER_BRANCH", "")
-    try:
-        return int(raw) if raw else DEFAULT_KEEP_PER_BRANCH
-    except ValueError:
-        raise ValueError(f"SEVENP_KEEP_COMMITS_PER_BRANCH={raw!r}: expected a whole number") from None
-
-
-def stage_cache_days_from_env() -> float:
-    raw = os.environ.get("SEVENP_STAGE_CACHE_DAYS", "")
-    try:
-        days = float(raw) if raw else DEFAULT_STAGE_CACHE_DAYS
-    except ValueError:
-        raise ValueError(f"SEVENP_STAGE_CACHE_DAYS={raw!r}: expected a number of days") from None
-    if days <= 0:
-        raise ValueError(f"SEVENP_STAGE_CACHE_DAYS={raw!r}: expected more than 0 days")
-    return days
-
-
-def budget_gb_from_env() -> float:
-    raw = os.environ.get("SEVENP_HOME_BUDGET_GB", "")
-    try:
-        budget = float(raw) if raw else DEFAULT_HOME_BUDGET_GB
-    except ValueError:
-        raise ValueError(f"SEVENP_HOME_BUDGET_GB={raw!r}: expected a number of GB (0: no budget)") from None
-    if budget < 0:
-        raise ValueError(f"SEVENP_HOME_BUDGET_GB={raw!r}: expected 0 (no budget) or more")
-    return budget
-
-
 def main(argv: list[str] | None = None) -> int:
-    from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(prog="make prune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=int, default=None,
@@ -401,11 +372,11 @@ def main(argv: list[str] | None = None) -> int:
               "(make sets $(SEVENP_HOME)/dagster)", file=sys.stderr)
         return 2
     retention = WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
-                                   keep_per_branch=args.keep or keep_per_branch_from_env(),
+                                   keep_per_branch=args.keep or settings.keep_per_branch,
                                    min_age_seconds=args.min_age_seconds,
                                    stage_cache_dir=str(settings.stage_cache_dir),
-                                   stage_cache_days=args.cache_days or stage_cache_days_from_env(),
-                                   budget_gb=budget_gb_from_env() if args.budget_gb is None else args.budget_gb,
+                                   stage_cache_days=args.cache_days or settings.stage_cache_days,
+                                   budget_gb=settings.home_budget_gb if args.budget_gb is None else args.budget_gb,
                                    apps_dir=str(settings.apps_dir))
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME: the instance whose runs say what is in use
         retention.prune(instance, dry_run=args.dry_run, log=print)

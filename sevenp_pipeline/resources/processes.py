@@ -31,13 +31,14 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import dagster as dg
 from pydantic import Field
 
 from sevenp_pipeline.execution.cancellation import cancelled, current_event, raise_if_cancelled
 from sevenp_pipeline.files import open_private
-from sevenp_pipeline.resources.redaction import Redactor
+from sevenp_pipeline.redaction import RedactingStream, Redactor
 from sevenp_pipeline.sandbox import LimitHit, SandboxError, SandboxSpec
 
 LogFn = Callable[[str], None]
@@ -212,8 +213,6 @@ class ProcessRunner(dg.ConfigurableResource):
         command = redact(" ".join(_quote(a) for a in request.argv))
         cancel = current_event()
         raise_if_cancelled(f"{request.label}: `{command}` not started", cancel)
-        tail: deque[str] = deque(maxlen=self.tail_lines)
-        captured: list[str] = []
         lines: queue.Queue[_Chunk | None] = queue.Queue(maxsize=QUEUED_LINES)
         stop_reading = threading.Event()
         started = time.time()
@@ -229,72 +228,23 @@ class ProcessRunner(dg.ConfigurableResource):
             log(f"[{request.label}] $ {command}")
         reader = threading.Thread(target=_pump, args=(proc, lines, stop_reading), daemon=True)
         reader.start()
-        deadline = started + request.timeout_seconds
-        timed_out = False
-        interrupted = False
-        killed_at = 0.0
-        prefix = f"[{request.label}] "
-        events = _EventLog(log, prefix, self._log_limit(request), self.log_flush_seconds,
-                           full_log=request.full_log or (str(request.log_path) if request.log_path else ""))
-        capture_limit = int(self.capture_limit_mb * MB)
-        state = {"output": 0, "captured": 0, "exceeded": False, "capture_truncated": False}
-        # A line that could end in the first half of a secret waits for the next one.
-        stream = redact.stream()
-
-        def keep(cleaned: list[str]) -> None:
-            for clean in cleaned:
-                tail.append(clean)
-                if request.capture and not state["capture_truncated"]:
-                    state["captured"] += len(clean) + 1
-                    if state["captured"] > capture_limit:
-                        state["capture_truncated"] = True
-                    else:
-                        captured.append(clean)
-                events.add(clean)
-                if not state["exceeded"]:
-                    _write(logfile, clean + "\n")
-
+        out = _Output(
+            tail=deque(maxlen=self.tail_lines), logfile=logfile, capture=request.capture,
+            capture_limit=int(self.capture_limit_mb * MB),
+            events=_EventLog(log, f"[{request.label}] ", self._log_limit(request), self.log_flush_seconds,
+                             full_log=request.full_log or (str(request.log_path) if request.log_path else "")),
+            # A line that could end in the first half of a secret waits for the next one.
+            stream=redact.stream(),
+        )
         try:
-            while True:
-                try:
-                    chunk = lines.get(timeout=0.1)
-                except queue.Empty:
-                    chunk = _Chunk(None, 0)
-                if chunk is None:
-                    break
-                state["output"] += chunk.size
-                if chunk.text is not None and not state["exceeded"]:
-                    keep(stream.feed(chunk.text))
-                limit = request.output_limit_bytes
-                if limit is not None and not state["exceeded"] and state["output"] > limit:
-                    keep(stream.flush())
-                    state["exceeded"] = True
-                    note = f"output passed the {_megabytes(limit)} limit: the command is killed"
-                    _write(logfile, f"[{note}]\n")
-                    events.add(note)
-                    _kill_group(proc, 0)
-                    killed_at = time.monotonic()
-                events.flush_if_due()
-                if not timed_out and not state["exceeded"] and time.time() > deadline:
-                    timed_out = True
-                    _kill_group(proc, self.kill_grace_seconds)
-                    killed_at = time.monotonic()
-                if killed_at and time.monotonic() - killed_at > 10:
-                    break  # a grandchild that left the group still holds the pipe: stop reading
-                if cancelled(cancel):
-                    interrupted = True
-                    _kill_group(proc, self.kill_grace_seconds)
-                    break
+            timed_out, interrupted = self._watch(request, proc, lines, out, started + request.timeout_seconds, cancel)
             proc.wait()
         finally:
             if proc.poll() is None:  # interrupted (run terminated): leave nothing behind
                 _kill_group(proc, self.kill_grace_seconds)
             stop_reading.set()  # a reader waiting on a full queue gives up
             reader.join(timeout=5)
-            if not state["exceeded"]:
-                keep(stream.flush())
-            events.flush()
-            _close(logfile)
+            out.close()
         if interrupted:
             message = f"{request.label}: `{command}` was killed: the run was terminated"
             if log:
@@ -306,23 +256,53 @@ class ProcessRunner(dg.ConfigurableResource):
             exit_code=None if timed_out else proc.returncode,
             started=started,
             ended=time.time(),
-            tail=tuple(tail),
+            tail=tuple(out.tail),
             timed_out=timed_out,
             log_path=request.log_path,
-            output=tuple(captured),
+            output=tuple(out.captured),
             timeout_seconds=request.timeout_seconds,
             leftovers=_leftovers(request, redact),
-            output_bytes=state["output"],
-            log_truncated=events.truncated,
-            output_exceeded=state["exceeded"],
+            output_bytes=out.output_bytes,
+            log_truncated=out.events.truncated,
+            output_exceeded=out.exceeded,
             output_limit_bytes=request.output_limit_bytes,
             output_limit_note=request.output_limit_note,
-            capture_truncated=state["capture_truncated"],
+            capture_truncated=out.capture_truncated,
             limit_hits=request.sandbox.read_limit_hits() if request.sandbox else (),
         )
         if log and not outcome.ok:
             log(f"[{request.label}] {outcome.describe()}")
         return outcome
+
+    def _watch(self, request: ExecuteRequest, proc: subprocess.Popen[bytes], lines: queue.Queue[_Chunk | None],
+               out: _Output, deadline: float, cancel: threading.Event | None) -> tuple[bool, bool]:
+        """Reads the command's output until it ends, killing it past its deadline or output limit, or
+        when the run is cancelled. Returns (timed out, interrupted)."""
+        timed_out = False
+        killed_at = 0.0
+        limit = request.output_limit_bytes
+        while True:
+            try:
+                chunk = lines.get(timeout=0.1)
+            except queue.Empty:
+                chunk = _Chunk(None, 0)
+            if chunk is None:
+                return timed_out, False
+            out.feed(chunk)
+            if limit is not None and not out.exceeded and out.output_bytes > limit:
+                out.stop_at_limit(f"output passed the {_megabytes(limit)} limit: the command is killed")
+                _kill_group(proc, 0)
+                killed_at = time.monotonic()
+            out.events.flush_if_due()
+            if not timed_out and not out.exceeded and time.time() > deadline:
+                timed_out = True
+                _kill_group(proc, self.kill_grace_seconds)
+                killed_at = time.monotonic()
+            if killed_at and time.monotonic() - killed_at > 10:
+                return timed_out, False  # a grandchild that left the group still holds the pipe: stop reading
+            if cancelled(cancel):
+                _kill_group(proc, self.kill_grace_seconds)
+                return timed_out, True
 
     def _log_limit(self, request: ExecuteRequest) -> int:
         return request.log_limit_bytes if request.log_limit_bytes is not None else int(self.log_limit_mb * MB)
@@ -422,6 +402,56 @@ def _pump(proc: subprocess.Popen[bytes], lines: queue.Queue[_Chunk | None], stop
     finally:
         proc.stdout.close()
         put(None)
+
+
+@dataclass
+class _Output:
+    """Where a running command's redacted output goes: the failure tail, the capture (up to
+    ``capture_limit`` bytes), the log file and the run log; the log file and capture stop at the
+    output limit."""
+
+    tail: deque[str]
+    events: _EventLog
+    logfile: BinaryIO | None
+    stream: RedactingStream
+    capture: bool
+    capture_limit: int
+    captured: list[str] = field(default_factory=list)
+    captured_bytes: int = 0
+    output_bytes: int = 0
+    exceeded: bool = False
+    capture_truncated: bool = False
+
+    def feed(self, chunk: _Chunk) -> None:
+        self.output_bytes += chunk.size
+        if chunk.text is not None and not self.exceeded:
+            self._keep(self.stream.feed(chunk.text))
+
+    def stop_at_limit(self, note: str) -> None:
+        """The output limit was passed: what is held back is kept, then only the note."""
+        self._keep(self.stream.flush())
+        self.exceeded = True
+        _write(self.logfile, f"[{note}]\n")
+        self.events.add(note)
+
+    def close(self) -> None:
+        if not self.exceeded:
+            self._keep(self.stream.flush())
+        self.events.flush()
+        _close(self.logfile)
+
+    def _keep(self, cleaned: list[str]) -> None:
+        for clean in cleaned:
+            self.tail.append(clean)
+            if self.capture and not self.capture_truncated:
+                self.captured_bytes += len(clean) + 1
+                if self.captured_bytes > self.capture_limit:
+                    self.capture_truncated = True
+                else:
+                    self.captured.append(clean)
+            self.events.add(clean)
+            if not self.exceeded:
+                _write(self.logfile, clean + "\n")
 
 
 class _EventLog:

@@ -24,7 +24,6 @@ from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
-from sevenp_pipeline.resources.signing import SigningKey
 from sevenp_pipeline.resources.stage_cache import Manifest, StageResultCache
 from sevenp_pipeline.resources.tool_answers import tool_answer
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs
@@ -37,6 +36,7 @@ from sevenp_pipeline.scanners.models import SEVERITIES, Component, Finding
 from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, validate_sarif
 from sevenp_pipeline.scanners.sbom import SbomError, generate_sbom, read_cyclonedx, syft_binary
 from sevenp_pipeline.scanners.secrets_scan import ImageScanError, scan_image_layers, scan_tree
+from sevenp_pipeline.scanners.signing import SigningKey
 from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
 from sevenp_pipeline.stages import checked_out
 from sevenp_pipeline.stages.cache import decode_check, decode_metadata, load_result, mark_restored, save_result

@@ -9,10 +9,10 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
-from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.tool_answers import prefetch_tool_answers
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.sandbox import SandboxError
+from sevenp_pipeline.scanners.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.triggers.tags import TAG_BRANCH
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import dagster as dg
 
-from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, fingerprint
+from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, fingerprint, latest_materialization
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.resources.git import GitClient, GitError
@@ -50,9 +50,8 @@ def upstream_versions(instance: dg.DagsterInstance, app: AppConfig, stage: str, 
     versions = {}
     for need in app.needs(stage):
         key = dg.AssetKey([app.key, need])
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[sha]), limit=1).records
-        materialization = records[0].asset_materialization if records else None
+        record = latest_materialization(instance, key, sha)
+        materialization = record.asset_materialization if record is not None else None
         version = (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization else None
         if not version:
             raise CacheError(f"{need} has no data version recorded for {sha[:12]}")

@@ -29,9 +29,9 @@ from sevenp_pipeline.config import AppConfig, StageSpec
 from sevenp_pipeline.config.models import Limits
 from sevenp_pipeline.files import open_private
 from sevenp_pipeline.models import Workspace
+from sevenp_pipeline.redaction import Redactor
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import MB, ExecuteRequest, Outcome, ProcessRunner
-from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
 from sevenp_pipeline.resources.tool_answers import asked_once, npm_registry, tool_answer, tool_versions
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs

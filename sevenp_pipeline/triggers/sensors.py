@@ -22,8 +22,8 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
+from sevenp_pipeline.redaction import Redactor
 from sevenp_pipeline.resources.git import GitClient, GitError
-from sevenp_pipeline.resources.redaction import Redactor
 from sevenp_pipeline.text import printable
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,

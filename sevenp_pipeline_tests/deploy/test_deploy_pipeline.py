@@ -26,7 +26,7 @@ from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline.deploy import history
 from sevenp_pipeline.deploy.approvals import record_approval
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
-from sevenp_pipeline.resources.deployments import build_resources
+from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_ROLLBACK
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home

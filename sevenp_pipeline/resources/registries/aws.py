@@ -3,7 +3,7 @@
 It *is* dagster-aws's :class:`~dagster_aws.utils.ResourceWithBoto3Configuration` (region, profile,
 endpoint, TLS, credentials, retries as documented fields), plus the one client factory every AWS
 resource here uses. Credentials come from ``dg.EnvVar`` in the deployment's resource set
-(``resources/deployments.py``) or, when left None, from boto3's default chain (profile, instance role).
+(``resource_set.py``) or, when left None, from boto3's default chain (profile, instance role).
 """
 
 from __future__ import annotations

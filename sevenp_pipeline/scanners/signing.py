@@ -16,7 +16,7 @@ SIGNING_KEY_ENV = "SEVENP_SIGNING_KEY"
 class SigningKey(dg.ConfigurableResource):
     """The PEM private key (Ed25519 or ECDSA P-256) that signs provenance; set from ``dg.EnvVar(SEVENP_SIGNING_KEY)``.
 
-    Empty when the variable is unset (see ``resources/deployments.py``): then only the step that
+    Empty when the variable is unset (see ``resource_set.py``): then only the step that
     signs fails, naming SEVENP_SIGNING_KEY, and the scans and gates before it still run and report.
     """
 

@@ -1,26 +1,20 @@
-"""One resource set per deployment, chosen once from the settings.
+"""The resource set of this Dagster deployment, chosen once from the settings.
 
 ``local`` (the default): the local ``docker-registry`` on loopback. ``ecr`` (``SEVENP_REGISTRY=ecr``):
 Amazon ECR through boto3 (S3 artifacts join this set later). Everything else is shared. Secrets
 (the signing key, AWS keys) reach the resources only through ``dg.EnvVar``, so their values never
-land in stored run config.
+land in stored run config. The environment is read only through :class:`Settings`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
-from sevenp_pipeline.housekeeping.retention import (
-    WorkspaceRetention,
-    budget_gb_from_env,
-    keep_per_branch_from_env,
-    stage_cache_days_from_env,
-)
+from sevenp_pipeline.housekeeping.retention import WorkspaceRetention
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
@@ -31,24 +25,24 @@ from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.services import TestServices
-from sevenp_pipeline.resources.signing import SIGNING_KEY_ENV, SigningKey
 from sevenp_pipeline.resources.stage_cache import StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import STAGE_USER
+from sevenp_pipeline.scanners.signing import SIGNING_KEY_ENV, SigningKey
 
 
-def _secret(name: str) -> dg.EnvVar | None:
+def _secret(settings: Settings, name: str) -> dg.EnvVar | None:
     """``dg.EnvVar(name)`` when the variable is set, else None.
 
     An ``EnvVar`` of an unset variable fails every run that needs the resource at launch, before any
     step; None lets the resource decide: the signing key fails only the provenance step (naming
     the variable), AWS credentials fall back to boto3's default chain (profile, instance role).
     """
-    return dg.EnvVar(name) if os.environ.get(name) else None
+    return dg.EnvVar(name) if settings.secret_is_set(name) else None
 
 
 def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
-    key = _secret(SIGNING_KEY_ENV)
+    key = _secret(settings, SIGNING_KEY_ENV)
     return {
         "process_runner": runner,
         "image_builder": BuildahBuilder(runner=runner, home=str(settings.home)),
@@ -56,12 +50,12 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         "git": GitClient(runner=runner, cache_dir=str(settings.cache_dir)),
         "workspaces": Workspaces(
             root=str(settings.workspaces_dir), cache_root=str(settings.cache_dir),
-            stage_user=os.environ.get("SEVENP_STAGE_USER") or STAGE_USER,
+            stage_user=settings.stage_user or STAGE_USER,
             # What a pushed branch's stages must never see: the project home (signing key, Dagster's
             # storage, other branches' trees) and the orchestrator's own HOME (its npm/AWS/git config).
-            private_paths=sorted({str(settings.home), os.environ.get("DAGSTER_HOME") or str(settings.home),
+            private_paths=sorted({str(settings.home), str(settings.dagster_home or settings.home),
                                   str(Path.home())}),
-            sandbox=os.environ.get("SEVENP_SANDBOX", "on") != "off",
+            sandbox=settings.sandbox,
         ),
         "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
         # Under the cache folder, not the workspaces: restoring outlives workspace retention.
@@ -69,20 +63,21 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         # Per instance, under the home (see service_dirs for the unprivileged server user's access).
         "test_services": TestServices(runner=runner, root_dir=str(settings.services_dir)),
         "workspace_retention": WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
-                                                  keep_per_branch=keep_per_branch_from_env(),
+                                                  keep_per_branch=settings.keep_per_branch,
                                                   stage_cache_dir=str(settings.stage_cache_dir),
-                                                  stage_cache_days=stage_cache_days_from_env(),
-                                                  budget_gb=budget_gb_from_env(), apps_dir=str(settings.apps_dir)),
+                                                  stage_cache_days=settings.stage_cache_days,
+                                                  budget_gb=settings.home_budget_gb, apps_dir=str(settings.apps_dir)),
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
         # Deploy credentials stay in the orchestrator: the targets (AWS for ECS) and the Slack webhook.
         "deploy_targets": DeployTargets(
-            home=str(settings.home), region_name=os.environ.get("AWS_REGION") or None,
-            endpoint_url=os.environ.get("SEVENP_ECS_ENDPOINT_URL") or None,
-            aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"), aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=_secret("AWS_SESSION_TOKEN")),
-        "notifier": SlackNotifier(webhook_url=_secret(SLACK_WEBHOOK_ENV),
-                                  ui_url=os.environ.get("SEVENP_UI_URL") or "http://127.0.0.1:3000"),
+            home=str(settings.home), region_name=settings.aws_region,
+            endpoint_url=settings.ecs_endpoint_url,
+            aws_access_key_id=_secret(settings, "AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=_secret(settings, "AWS_SESSION_TOKEN")),
+        "notifier": SlackNotifier(webhook_url=_secret(settings, SLACK_WEBHOOK_ENV),
+                                  ui_url=settings.ui_url),
     }
 
 
@@ -90,11 +85,11 @@ def _ecr_registry(settings: Settings) -> Registry:
     from sevenp_pipeline.resources.registries.ecr import ECRRegistry  # noqa: PLC0415 (boto3: ECR deployments only)
 
     return ECRRegistry(
-        region_name=os.environ.get("AWS_REGION") or None,
+        region_name=settings.aws_region,
         endpoint_url=settings.ecr_endpoint_url,
-        aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=_secret("AWS_SESSION_TOKEN"),
+        aws_access_key_id=_secret(settings, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_secret(settings, "AWS_SESSION_TOKEN"),
         # An emulator (moto) has no /v2 endpoint for layer blobs: only the manifest is put.
         upload_layers=settings.ecr_endpoint_url is None,
     )

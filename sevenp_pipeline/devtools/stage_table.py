@@ -1,4 +1,5 @@
-"""One line per stage of a run: status, duration and the stage's key figure."""
+"""The demo's table (`make demo`): one line per stage of a run, read back from the Dagster instance:
+status, duration and the stage's key figure."""
 
 from __future__ import annotations
 
