@@ -64,7 +64,7 @@ def test_deploy_credentials_are_env_vars_held_by_the_orchestrator(tmp_path: Path
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     resources = build_resources(_settings(tmp_path))
     assert isinstance(resources["notifier"].webhook_url, dg.EnvVar)
-    assert isinstance(resources["deploy_targets"].aws_secret_access_key, dg.EnvVar)
-    assert resources["deploy_targets"].aws_access_key_id is None
+    assert isinstance(resources["deploy_targets"].ecs.aws_secret_access_key, dg.EnvVar)
+    assert resources["deploy_targets"].ecs.aws_access_key_id is None
     monkeypatch.delenv("SEVENP_SLACK_WEBHOOK_URL")
     assert build_resources(_settings(tmp_path))["notifier"].webhook_url is None

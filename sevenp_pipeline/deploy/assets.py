@@ -25,6 +25,7 @@ import dagster as dg
 from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
+from sevenp_pipeline.config.targets import target_schema
 from sevenp_pipeline.deploy import history
 from sevenp_pipeline.deploy.approvals import find_approval
 from sevenp_pipeline.deploy.release_notes import render_release_notes
@@ -97,14 +98,13 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
     key = history.deployment_key(app.key, name)
     deps = [promoted] + ([history.deployment_key(app.key, env.after)] if env.after else [])
     tag_value = history.deploy_env_tag(app.name, name)
-    what = (f"Deploys the commit's signed image to {name} ({env.target}"
-            + (", blue-green behind nginx" if env.target == "local" else ", ECS service") + ")"
+    what = (f"Deploys the commit's signed image to {name} ({env.target}, {target_schema(env.target).label})"
             + (f" after its smoke tests passed in {env.after}" if env.after else "")
             + ("; launched only by a person" if env.approval == "manual" else "")
             + ": health check, smoke tests, automatic rollback.")
 
     @dg.asset(key=key, group_name=app.key, partitions_def=partitions, deps=deps, description=what,
-              kinds={"podman", "nginx"} if env.target == "local" else {"ecs"},
+              kinds=set(target_schema(env.target).kinds),
               tags={"sevenp/stage": "deploy", "sevenp/environment": name},
               code_version=DEPLOY_CODE_VERSION, output_required=False)
     def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,

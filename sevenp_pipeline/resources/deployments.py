@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
+from sevenp_pipeline.deploy.targets.ecs import EcsDeployer
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.housekeeping.retention import (
     WorkspaceRetention,
@@ -76,11 +77,11 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
         # Deploy credentials stay in the orchestrator: the targets (AWS for ECS) and the Slack webhook.
-        "deploy_targets": DeployTargets(
-            home=str(settings.home), region_name=os.environ.get("AWS_REGION") or None,
+        "deploy_targets": DeployTargets(home=str(settings.home), ecs=EcsDeployer(
+            region_name=os.environ.get("AWS_REGION") or None,
             endpoint_url=os.environ.get("SEVENP_ECS_ENDPOINT_URL") or None,
             aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"), aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=_secret("AWS_SESSION_TOKEN")),
+            aws_session_token=_secret("AWS_SESSION_TOKEN"))),
         "notifier": SlackNotifier(webhook_url=_secret(SLACK_WEBHOOK_ENV),
                                   ui_url=os.environ.get("SEVENP_UI_URL") or "http://127.0.0.1:3000"),
     }

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sevenp_pipeline.config.models import AppConfig
 from sevenp_pipeline.deploy.health import check_health, probe
@@ -47,6 +47,9 @@ from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import free_port
 
+if TYPE_CHECKING:
+    from sevenp_pipeline.deploy.targets.resource import DeployTargets
+
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 LABEL_APP = "sevenp.app"
 LABEL_ENV = "sevenp.environment"
@@ -56,6 +59,11 @@ SERVICES_BACK_SECONDS = 15.0  # after the switch: how long the keeper has to bri
 
 def _quiet(_: str) -> None:
     return None
+
+
+def build_target(*, targets: DeployTargets, app: AppConfig, environment: str) -> LocalTarget:
+    """The registry's factory: the environment lives under ``targets.home``."""
+    return LocalTarget(home=Path(targets.home), app=app, environment=environment, runner=ProcessRunner())
 
 
 class LocalTarget(DeployTarget):
