@@ -16,8 +16,11 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -443,10 +446,20 @@ class EnvironmentSpec(BaseModel):
     @classmethod
     def _target_section(cls, data: Any, handler: ModelWrapValidatorHandler[EnvironmentSpec]) -> EnvironmentSpec:
         """The section named after the target (``ecs: {...}``) is validated by the target's own model."""
+        if isinstance(data, EnvironmentSpec):
+            return handler(data)  # validated when it was made
         own, sections = take_target_sections(data)
         spec = handler(own)
         spec._target_settings = validate_target_section(spec.target, sections)
         return spec
+
+    @model_serializer(mode="wrap")
+    def _with_target_section(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """Dumps the target's section under its key again, so a dump loads back as the same spec."""
+        data = handler(self)
+        if self._target_settings is not None and isinstance(data, dict):
+            data[self.target] = self._target_settings.model_dump(mode=info.mode)
+        return data
 
     @property
     def target_settings(self) -> BaseModel | None:

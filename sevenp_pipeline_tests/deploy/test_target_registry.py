@@ -85,3 +85,16 @@ def test_the_deployment_asset_takes_label_and_kinds_from_the_entry(tmp_path: Pat
     assert "(ecs, ECS service)" in (production.descriptions_by_key[production.key] or "")
     assert staging.specs_by_key[staging.key].kinds == set(TARGETS["local"].kinds)
     assert production.specs_by_key[production.key].kinds == {"ecs"}
+
+
+def test_the_target_section_survives_a_dump_and_an_instance(tmp_path: Path) -> None:
+    """The section is validated by the target's model, outside the declared fields: a dump keeps it under
+    its key, and an environment passed as an instance keeps its settings."""
+    app = _app(tmp_path)
+    again = AppConfig.model_validate(app.model_dump(mode="json"))
+    assert again == app
+    production = again.deploy_environments["production"]
+    assert production.target_settings == app.deploy_environments["production"].target_settings
+    rebuilt = AppConfig.model_validate({**app.model_dump(exclude={"environments"}),
+                                        "environments": {**again.deploy_environments}})
+    assert rebuilt.deploy_environments["production"].target_settings is production.target_settings
