@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
+from sevenp_pipeline.deploy.targets.ecs import EcsDeployer
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.housekeeping.retention import WorkspaceRetention
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
@@ -70,12 +71,11 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         "launch_options": LaunchOptions(),
         "signing_key": SigningKey(pem=key) if key is not None else SigningKey(),
         # Deploy credentials stay in the orchestrator: the targets (AWS for ECS) and the Slack webhook.
-        "deploy_targets": DeployTargets(
-            home=str(settings.home), region_name=settings.aws_region,
-            endpoint_url=settings.ecs_endpoint_url,
+        "deploy_targets": DeployTargets(home=str(settings.home), ecs=EcsDeployer(
+            region_name=settings.aws_region, endpoint_url=settings.ecs_endpoint_url,
             aws_access_key_id=_secret(settings, "AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=_secret(settings, "AWS_SESSION_TOKEN")),
+            aws_session_token=_secret(settings, "AWS_SESSION_TOKEN"))),
         "notifier": SlackNotifier(webhook_url=_secret(settings, SLACK_WEBHOOK_ENV),
                                   ui_url=settings.ui_url),
     }

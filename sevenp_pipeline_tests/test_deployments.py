@@ -64,8 +64,8 @@ def test_deploy_credentials_are_env_vars_held_by_the_orchestrator(tmp_path: Path
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     resources = build_resources(_settings(tmp_path))
     assert isinstance(resources["notifier"].webhook_url, dg.EnvVar)
-    assert isinstance(resources["deploy_targets"].aws_secret_access_key, dg.EnvVar)
-    assert resources["deploy_targets"].aws_access_key_id is None
+    assert isinstance(resources["deploy_targets"].ecs.aws_secret_access_key, dg.EnvVar)
+    assert resources["deploy_targets"].ecs.aws_access_key_id is None
     monkeypatch.delenv("SEVENP_SLACK_WEBHOOK_URL")
     assert build_resources(_settings(tmp_path))["notifier"].webhook_url is None
 
@@ -84,8 +84,8 @@ def test_the_resource_set_reads_the_environment_through_the_settings(tmp_path: P
     assert workspaces.stage_user == "builder" and workspaces.sandbox is False
     assert str(tmp_path / "dagster") in workspaces.private_paths
     assert (retention.keep_per_branch, retention.stage_cache_days, retention.budget_gb) == (3, 2.0, 0.0)
-    assert resources["deploy_targets"].region_name == "eu-west-1"
-    assert resources["deploy_targets"].endpoint_url == "http://127.0.0.1:1"
+    assert resources["deploy_targets"].ecs.region_name == "eu-west-1"
+    assert resources["deploy_targets"].ecs.endpoint_url == "http://127.0.0.1:1"
     assert resources["notifier"].ui_url == "http://ui:3000"
     monkeypatch.setenv("SEVENP_STAGE_CACHE_DAYS", "0")
     with pytest.raises(ValueError, match="SEVENP_STAGE_CACHE_DAYS='0': expected more than 0 days"):

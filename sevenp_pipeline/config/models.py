@@ -7,9 +7,24 @@ import graphlib
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from sevenp_pipeline.config.targets import take_target_sections, target_schema, validate_target_section
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -401,40 +416,12 @@ class DeploySettings(BaseModel):
         return value
 
 
-class EcsWait(BaseModel):
-    model_config = _STRICT
-
-    delay_seconds: float = Field(default=15, ge=0)
-    max_attempts: int = Field(default=40, ge=1)
-
-
-class EcsTargetSettings(BaseModel):
-    """Amazon ECS (spec: deploy_to_ecs / rollback_deployment): a new task definition revision with the image
-    digest, update the service, wait until stable, roll back to the previous revision on failure."""
-
-    model_config = _STRICT
-
-    cluster: str
-    service: str
-    container: str | None = Field(default=None, description="container to update (default: the first)")
-    region: str | None = Field(default=None, description="default: AWS_REGION")
-    url: str = Field(description="the environment's public URL (health checks and smoke tests)")
-    wait: EcsWait = Field(default_factory=EcsWait)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"'{value}': an http(s) URL, e.g. https://staging-api.example.com")
-        return value.rstrip("/")
-
-
 class EnvironmentSpec(BaseModel):
     """One deployment environment (spec: staging, production)."""
 
     model_config = _STRICT
 
-    target: Literal["local", "ecs"] = "local"
+    target: str = Field(default="local", description="where it deploys: a name of config/targets.py TARGETS")
     branches: list[str] = Field(default_factory=list,
                                 description="branches (glob patterns) whose pipelines deploy here")
     after: str | None = Field(default=None, description="environment whose smoke tests must pass first")
@@ -447,15 +434,37 @@ class EnvironmentSpec(BaseModel):
                              description="local target: the front door's port (default: chosen once, kept)")
     health: HealthCheckSettings | None = Field(default=None, description="default: deploy.health")
     keep_previous_seconds: float | None = Field(default=None, ge=0, le=3600)
-    ecs: EcsTargetSettings | None = None
+    _target_settings: BaseModel | None = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _target(self) -> EnvironmentSpec:
-        if self.target == "ecs" and self.ecs is None:
-            raise ValueError("target 'ecs' needs an 'ecs' section (cluster, service, url)")
-        if self.target != "ecs" and self.ecs is not None:
-            raise ValueError(f"'ecs' is set but the target is '{self.target}'")
-        return self
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        target_schema(value)
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _target_section(cls, data: Any, handler: ModelWrapValidatorHandler[EnvironmentSpec]) -> EnvironmentSpec:
+        """The section named after the target (``ecs: {...}``) is validated by the target's own model."""
+        if isinstance(data, EnvironmentSpec):
+            return handler(data)  # validated when it was made
+        own, sections = take_target_sections(data)
+        spec = handler(own)
+        spec._target_settings = validate_target_section(spec.target, sections)
+        return spec
+
+    @model_serializer(mode="wrap")
+    def _with_target_section(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """Dumps the target's section under its key again, so a dump loads back as the same spec."""
+        data = handler(self)
+        if self._target_settings is not None and isinstance(data, dict):
+            data[self.target] = self._target_settings.model_dump(mode=info.mode)
+        return data
+
+    @property
+    def target_settings(self) -> BaseModel | None:
+        """The target's own section (e.g. ``EcsTargetSettings``), None when the target has none."""
+        return self._target_settings
 
 
 def default_environments() -> dict[str, EnvironmentSpec]:

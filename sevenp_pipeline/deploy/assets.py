@@ -17,6 +17,7 @@ limit in dagster.yaml, and a lock file around the deploy itself) and the newest 
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,15 @@ import dagster as dg
 
 from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.config.models import Branches
+from sevenp_pipeline.config.models import Branches, EnvironmentSpec
+from sevenp_pipeline.config.targets import target_schema
 from sevenp_pipeline.deploy import history
-from sevenp_pipeline.deploy.approvals import find_approval
+from sevenp_pipeline.deploy.approvals import Approval, find_approval
 from sevenp_pipeline.deploy.release_notes import render_release_notes
 from sevenp_pipeline.deploy.smoke import smoke_runner
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
-from sevenp_pipeline.deploy.targets.role import DeployError, DeployOutcome, Rollout
-from sevenp_pipeline.deploy.verify import Refused, verify_release
+from sevenp_pipeline.deploy.targets.role import DeployError, DeployOutcome, Rollout, SmokeFn
+from sevenp_pipeline.deploy.verify import Refused, VerifiedImage, verify_release
 from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.git import GitClient, GitError
@@ -91,140 +93,205 @@ def build_deploy_assets(app: AppConfig, partitions: dg.PartitionsDefinition, pro
     return assets
 
 
+def _description(name: str, env: EnvironmentSpec) -> str:
+    """What the deployment asset of environment ``name`` says it does (the target's label from its schema)."""
+    return (f"Deploys the commit's signed image to {name} ({env.target}, {target_schema(env.target).label})"
+            + (f" after its smoke tests passed in {env.after}" if env.after else "")
+            + ("; launched only by a person" if env.approval == "manual" else "")
+            + ": health check, smoke tests, automatic rollback.")
+
+
 def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name: str, promoted: dg.AssetKey,
                       gate_checks: Sequence[dg.AssetCheckKey]) -> dg.AssetsDefinition:
     env = app.deploy_environments[name]
     key = history.deployment_key(app.key, name)
     deps = [promoted] + ([history.deployment_key(app.key, env.after)] if env.after else [])
     tag_value = history.deploy_env_tag(app.name, name)
-    what = (f"Deploys the commit's signed image to {name} ({env.target}"
-            + (", blue-green behind nginx" if env.target == "local" else ", ECS service") + ")"
-            + (f" after its smoke tests passed in {env.after}" if env.after else "")
-            + ("; launched only by a person" if env.approval == "manual" else "")
-            + ": health check, smoke tests, automatic rollback.")
 
-    @dg.asset(key=key, group_name=app.key, partitions_def=partitions, deps=deps, description=what,
-              kinds={"podman", "nginx"} if env.target == "local" else {"ecs"},
+    @dg.asset(key=key, group_name=app.key, partitions_def=partitions, deps=deps, description=_description(name, env),
+              kinds=set(target_schema(env.target).kinds),
               tags={"sevenp/stage": "deploy", "sevenp/environment": name},
               code_version=DEPLOY_CODE_VERSION, output_required=False)
     def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,
                    artifact_store: ArtifactStore, workspaces: Workspaces, process_runner: ProcessRunner,
                    notifier: SlackNotifier, git: GitClient, registry: Registry) -> Iterator[dg.MaterializeResult]:
-        instance = context.instance
-        sha = context.partition_key
         run = context.run
         if run.tags.get(TAG_DEPLOY_ENV) != tag_value:  # launched from the asset graph: same tag for "newest wins"
-            instance.add_run_tags(run.run_id, {TAG_DEPLOY_ENV: tag_value})
-            run = instance.get_run_by_id(run.run_id) or run
+            context.instance.add_run_tags(run.run_id, {TAG_DEPLOY_ENV: tag_value})
+            run = context.instance.get_run_by_id(run.run_id) or run
+        attempt = _Attempt(context=context, app=app, name=name, env=env, key=key, run=run, notifier=notifier)
 
-        def notify(kind: str, title: str, text: str, **fields: str) -> None:
-            sent = notifier.notify(Notification(kind=kind, app=app.name, environment=name, commit=sha,
-                                                run_id=run.run_id, title=title, text=text, fields=fields),
-                                   log=context.log.info)
-            if sent:
-                instance.add_run_tags(run.run_id, {TAG_NOTIFIED: "true"})
-
-        def refuse(reason: str) -> dg.Failure:
-            instance.add_run_tags(run.run_id, {TAG_DEPLOY: "refused"})
-            notify("deploy_failed", f"{app.name}: deploy of {sha[:12]} to {name} refused", reason)
-            return failure(f"{key.to_user_string()}: refused: {reason}", environment=name, reason=reason)
-
-        # 1. Refusals: nothing is touched before these pass. First the branch rule, on every route (sensor,
-        # Launchpad, asset graph, CLI, GraphQL): checked against the remote's heads, not the run's tags.
-        record = find_approval(Path(deploy_targets.home).resolve(), app.key, name, sha)
-        override = record if record is not None and record.override else None
-        if env.branches:
-            rules = Branches(include=env.branches)
-            try:
-                on = git.branches_containing(app.key, app.repository.url, sha,
-                                             allowed=lambda b: branch_matches(b, rules))
-            except GitError as exc:
-                raise refuse(f"cannot check which branches hold {sha[:12]}: {exc}") from exc
-            if not on and override is not None and env.allow_override:
-                context.log.warning(f"{name}: {sha[:12]} is on no branch that environments.{name}.branches allows "
-                                    f"({', '.join(env.branches)}); deployed on {override.approver}'s override "
-                                    f"({override.via}): {override.override}")
-            elif not on:
-                closed = (f"; an override was recorded by {override.approver}, but environments.{name}."
-                          f"allow_override is false") if override is not None else ""
-                raise refuse(f"commit {sha[:12]} is on no branch that environments.{name}.branches allows "
-                             f"({', '.join(env.branches)}) in {app.repository.url} now{closed}")
-            else:
-                override = None  # nothing was overridden
-                context.log.info(f"{name}: {sha[:12]} is on {', '.join(on)} (environments.{name}.branches)")
-        else:
-            override = None
-        if env.after:
-            prior = history.latest_for_commit(instance, app.key, env.after, sha)
-            if prior is None:
-                raise refuse(f"commit {sha[:12]} has not been deployed to {env.after} (environments.{name}.after): "
-                             f"deploy it there first and let its smoke tests pass")
-            if app.deploy.smoke is not None and prior.metadata.get("smoke_passed") is not True:
-                raise refuse(f"the smoke tests of {sha[:12]} did not pass in {env.after}")
-        approval = None
-        if env.approval == "manual":
-            approval = record
-            if approval is None:
-                raise refuse(f"{name} is approval: manual and nobody approved {sha[:12]}: a person approves with "
-                             f"`make deploy ENV={name} COMMIT={sha}` (recorded with APPROVER or their user "
-                             f"name); a launch, a tag or a launch option is not an approval")
-            context.log.info(f"{name}: {sha[:12]} approved by {approval.approver} ({approval.via})")
+        # 1. Refusals: nothing is touched before these pass.
+        record = find_approval(Path(deploy_targets.home).resolve(), app.key, name, attempt.sha)
+        override = attempt.branch_override(git, record)
+        attempt.check_after()
+        approval = attempt.approval(record)
         try:
-            verified = verify_release(instance, app, sha, check_keys=gate_checks, signing_key=signing_key,
-                                      artifact_store=artifact_store)
+            verified = verify_release(context.instance, app, attempt.sha, check_keys=gate_checks,
+                                      signing_key=signing_key, artifact_store=artifact_store)
         except Refused as exc:
-            raise refuse(str(exc)) from exc
+            raise attempt.refuse(str(exc)) from exc
         smoke = smoke_runner(context, app, name, runner=process_runner, workspaces=workspaces, store=artifact_store)
-        image = verified.image
-        context.log.info(f"{name}: {image.ref} verified (provenance signed by {verified.keyid[:12]}, every gate "
-                         f"of {sha[:12]} passed)")
+        context.log.info(f"{name}: {verified.image.ref} verified (provenance signed by {verified.keyid[:12]}, "
+                         f"every gate of {attempt.sha[:12]} passed)")
 
         # 2. One deploy of this environment at a time; the newest queued commit wins.
-        lock = Path(deploy_targets.home).resolve() / "deploy" / app.name / name / "queue.lock"
+        deployed = attempt.deploy_newest(deploy_targets, registry, verified, smoke, tag_value)
+        if deployed is None:
+            return
+        outcome, started = deployed
+        yield attempt.result(outcome, started, verified, approval=approval, override=override)
+
+    return deployment
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One run's attempt to deploy its partition's commit to one environment: the refusals, the deploy
+    under the environment's queue lock, and what the outcome becomes (a live release or a failure)."""
+
+    context: dg.AssetExecutionContext
+    app: AppConfig
+    name: str  # the environment
+    env: EnvironmentSpec
+    key: dg.AssetKey
+    run: dg.DagsterRun
+    notifier: SlackNotifier
+
+    @property
+    def sha(self) -> str:
+        return self.context.partition_key
+
+    def tag(self, tags: dict[str, str]) -> None:
+        self.context.instance.add_run_tags(self.run.run_id, tags)
+
+    def notify(self, kind: str, title: str, text: str, **fields: str) -> None:
+        sent = self.notifier.notify(Notification(kind=kind, app=self.app.name, environment=self.name, commit=self.sha,
+                                                 run_id=self.run.run_id, title=title, text=text, fields=fields),
+                                    log=self.context.log.info)
+        if sent:
+            self.tag({TAG_NOTIFIED: "true"})
+
+    def refuse(self, reason: str) -> dg.Failure:
+        self.tag({TAG_DEPLOY: "refused"})
+        self.notify("deploy_failed", f"{self.app.name}: deploy of {self.sha[:12]} to {self.name} refused", reason)
+        return failure(f"{self.key.to_user_string()}: refused: {reason}", environment=self.name, reason=reason)
+
+    def branch_override(self, git: GitClient, record: Approval | None) -> Approval | None:
+        """The branch rule, on every route (sensor, Launchpad, asset graph, CLI, GraphQL): checked against the
+        remote's heads, not the run's tags. Returns the override it was deployed on (None: nothing overridden).
+
+        Raises:
+            dg.Failure: the commit is on no allowed branch and no usable override was recorded.
+        """
+        env, name, sha, log = self.env, self.name, self.sha, self.context.log
+        override = record if record is not None and record.override else None
+        if not env.branches:
+            return None
+        rules = Branches(include=env.branches)
+        try:
+            on = git.branches_containing(self.app.key, self.app.repository.url, sha,
+                                         allowed=lambda b: branch_matches(b, rules))
+        except GitError as exc:
+            raise self.refuse(f"cannot check which branches hold {sha[:12]}: {exc}") from exc
+        if not on and override is not None and env.allow_override:
+            log.warning(f"{name}: {sha[:12]} is on no branch that environments.{name}.branches allows "
+                        f"({', '.join(env.branches)}); deployed on {override.approver}'s override "
+                        f"({override.via}): {override.override}")
+            return override
+        if not on:
+            closed = (f"; an override was recorded by {override.approver}, but environments.{name}."
+                      f"allow_override is false") if override is not None else ""
+            raise self.refuse(f"commit {sha[:12]} is on no branch that environments.{name}.branches allows "
+                              f"({', '.join(env.branches)}) in {self.app.repository.url} now{closed}")
+        log.info(f"{name}: {sha[:12]} is on {', '.join(on)} (environments.{name}.branches)")
+        return None
+
+    def check_after(self) -> None:
+        """An environment with ``after``: the commit went live there first and its smoke tests passed."""
+        after, sha = self.env.after, self.sha
+        if not after:
+            return
+        prior = history.latest_for_commit(self.context.instance, self.app.key, after, sha)
+        if prior is None:
+            raise self.refuse(f"commit {sha[:12]} has not been deployed to {after} (environments.{self.name}.after):"
+                              f" deploy it there first and let its smoke tests pass")
+        if self.app.deploy.smoke is not None and prior.metadata.get("smoke_passed") is not True:
+            raise self.refuse(f"the smoke tests of {sha[:12]} did not pass in {after}")
+
+    def approval(self, record: Approval | None) -> Approval | None:
+        """A manual environment's approval of this commit (None: the environment is automatic)."""
+        if self.env.approval != "manual":
+            return None
+        if record is None:
+            raise self.refuse(f"{self.name} is approval: manual and nobody approved {self.sha[:12]}: a person "
+                              f"approves with `make deploy ENV={self.name} COMMIT={self.sha}` (recorded with "
+                              f"APPROVER or their user name); a launch, a tag or a launch option is not an approval")
+        self.context.log.info(f"{self.name}: {self.sha[:12]} approved by {record.approver} ({record.via})")
+        return record
+
+    def deploy_newest(self, deploy_targets: DeployTargets, registry: Registry, verified: VerifiedImage,
+                      smoke: SmokeFn | None, tag_value: str) -> tuple[DeployOutcome, float] | None:
+        """Deploys under the environment's queue lock, unless a newer deploy run of it is queued (then None:
+        superseded). Returns the outcome and when the deploy started.
+
+        Raises:
+            dg.Failure: the lock was not free in time, or the target raised :class:`DeployError`.
+        """
+        name, sha, context, image = self.name, self.sha, self.context, verified.image
+        lock = Path(deploy_targets.home).resolve() / "deploy" / self.app.name / name / "queue.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with file_lock(lock, timeout=LOCK_WAIT_SECONDS, what=f"the {name} deploy queue of {app.name}"):
-                newer = history.newer_deploy_runs(instance, run, tag_value)
+            with file_lock(lock, timeout=LOCK_WAIT_SECONDS, what=f"the {name} deploy queue of {self.app.name}"):
+                newer = history.newer_deploy_runs(context.instance, self.run, tag_value)
                 if newer:
                     other = newer[0]
-                    message = (f"{name}: superseded by run {other.run_id[:8]} for commit "
-                               f"{(history.run_partition(other) or '?')[:12]}, queued after this one: not deployed")
-                    context.log.warning(message)
-                    instance.add_run_tags(run.run_id, {TAG_DEPLOY: "superseded"})
-                    return
+                    context.log.warning(f"{name}: superseded by run {other.run_id[:8]} for commit "
+                                        f"{(history.run_partition(other) or '?')[:12]}, queued after this one: "
+                                        "not deployed")
+                    self.tag({TAG_DEPLOY: "superseded"})
+                    return None
                 context.log.info(f"{name}: deploying {sha[:12]}: no newer deploy of {name} is queued")
-                target = deploy_targets.target(app, name)
+                target = deploy_targets.target(self.app, name)
                 try:  # the image is pulled from it: a killed local registry is started again, not a failed deploy
                     registry.prepare(log=context.log.info)
                 except (RegistryError, ProcessError) as exc:
                     raise DeployError(f"the image registry is down and could not be started: {exc}") from exc
-                rollout = Rollout(app=app.name, environment=name, commit=sha, image_ref=image.ref,
-                                  image_digest=image.digest, run_id=run.run_id, env=dict(app.deploy.env))
+                rollout = Rollout(app=self.app.name, environment=name, commit=sha, image_ref=image.ref,
+                                  image_digest=image.digest, run_id=self.run.run_id, env=dict(self.app.deploy.env))
                 started = time.time()
-                outcome = target.deploy(rollout, smoke=smoke, log=context.log.info)
+                return target.deploy(rollout, smoke=smoke, log=context.log.info), started
         except LockTimeout as exc:
-            raise failure(f"{key.to_user_string()}: {exc}") from exc
+            raise failure(f"{self.key.to_user_string()}: {exc}") from exc
         except DeployError as exc:
-            instance.add_run_tags(run.run_id, {TAG_DEPLOY: "failed"})
-            notify("deploy_failed", f"{app.name}: deploy of {sha[:12]} to {name} failed", str(exc))
-            raise failure(f"{key.to_user_string()}: {exc}", environment=name) from exc
+            self.tag({TAG_DEPLOY: "failed"})
+            self.notify("deploy_failed", f"{self.app.name}: deploy of {sha[:12]} to {name} failed", str(exc))
+            raise failure(f"{self.key.to_user_string()}: {exc}", environment=name) from exc
 
+    def result(self, outcome: DeployOutcome, started: float, verified: VerifiedImage, *, approval: Approval | None,
+               override: Approval | None) -> dg.MaterializeResult:
+        """The live release's materialization; a rolled-back deploy raises a failure naming what serves.
+
+        Raises:
+            dg.Failure: the deploy was rolled back (or never went live).
+        """
+        name, sha, run, image = self.name, self.sha, self.run, verified.image
         meta = _outcome_metadata(outcome)
         if not outcome.ok:
-            instance.add_run_tags(run.run_id, {TAG_DEPLOY: "rolled_back"})
+            self.tag({TAG_DEPLOY: "rolled_back"})
             serving = outcome.live.commit[:12] if outcome.live else "nothing (first deploy)"
-            notify("rolled_back", f"{app.name}: {sha[:12]} rolled back in {name}",
-                   f"{outcome.reason}. {name} serves {serving}.", serving=serving)
-            raise failure(f"{key.to_user_string()}: {outcome.reason}; traffic stays on {serving}",
+            self.notify("rolled_back", f"{self.app.name}: {sha[:12]} rolled back in {name}",
+                        f"{outcome.reason}. {name} serves {serving}.", serving=serving)
+            raise failure(f"{self.key.to_user_string()}: {outcome.reason}; traffic stays on {serving}",
                           environment=name, status="rolled_back", reason=outcome.reason, serving=serving,
                           **{k: v for k, v in meta.items() if k != "url"})
-        instance.add_run_tags(run.run_id, {TAG_DEPLOY: "live"})
-        notify("deploy_succeeded", f"{app.name}: {sha[:12]} is live in {name}",
-               f"{image.ref} at {outcome.url}", url=outcome.url)
-        yield dg.MaterializeResult(
+        self.tag({TAG_DEPLOY: "live"})
+        self.notify("deploy_succeeded", f"{self.app.name}: {sha[:12]} is live in {name}",
+                    f"{image.ref} at {outcome.url}", url=outcome.url)
+        return dg.MaterializeResult(
             data_version=dg.DataVersion(fingerprint(image.digest, name, run.run_id)),
             metadata={
-                "status": "live", "environment": name, "target": env.target, "commit": sha,
+                "status": "live", "environment": name, "target": self.env.target, "commit": sha,
                 "image_ref": image.ref, "image_digest": image.digest,
                 "since": dg.MetadataValue.timestamp(started), "launched_by": launched_by(run),
                 "rollback": bool(run.tags.get(TAG_ROLLBACK)), "provenance_keyid": verified.keyid,
@@ -233,8 +300,6 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                 **meta,
             },
         )
-
-    return deployment
 
 
 def _release_notes_asset(app: AppConfig, partitions: dg.PartitionsDefinition, environment: str) -> dg.AssetsDefinition:

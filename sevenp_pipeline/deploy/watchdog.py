@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.config.targets import target_schema
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.targets.role import DeployError, Release
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
@@ -46,7 +47,7 @@ def watch_environments(apps: Sequence[AppConfig], targets: DeployTargets, notifi
     live_keys: set[str] = set()
     for app in apps:
         for env, spec in app.deploy_environments.items():
-            if spec.target != "local":
+            if not target_schema(spec.target).runs_here:
                 continue
             key = f"{app.name}/{env}"
             try:
@@ -103,7 +104,7 @@ def _notify(notifier: SlackNotifier, kind: str, app: AppConfig, env: str, releas
 
 def build_environment_watchdog(apps: Sequence[AppConfig]) -> list[dg.SensorDefinition]:
     """The sensor, when any app has a local environment ([] otherwise)."""
-    watched = [a for a in apps if any(s.target == "local" for s in a.deploy_environments.values())]
+    watched = [a for a in apps if any(target_schema(s.target).runs_here for s in a.deploy_environments.values())]
     if not watched:
         return []
 

@@ -29,6 +29,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import load_app_configs
 from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
+from sevenp_pipeline.config.targets import target_schema
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools.devstack import (
@@ -147,7 +148,7 @@ def stop_environments(settings: Settings) -> None:
     targets = DeployTargets(home=str(settings.home))
     for app in apps:
         for env, spec in app.deploy_environments.items():
-            if spec.target == "local":
+            if target_schema(spec.target).runs_here:
                 try:
                     targets.target(app, env).stop(log=lambda _line: None)
                 except Exception as exc:

@@ -164,8 +164,9 @@ def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployIm
         (sensor,) = build_environment_watchdog([target.app])
         resources = {"deploy_targets": targets_resource.DeployTargets(home=str(target.home)),
                      "notifier": SlackNotifier(webhook_url=slack.url + "/hook", attempts=1)}
-        with dg.instance_for_test() as instance:
-            context = dg.build_sensor_context(instance=instance, resources=resources)
+        # deploy_targets nests the ECS target's AWS resource: Dagster opens such resources in a context manager.
+        with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance,
+                                                                           resources=resources) as context:
             result = sensor(context)
             assert isinstance(result, dg.SkipReason) and "recovered" in (result.skip_message or "")
             kinds = [json.loads(r.body)["blocks"][-1]["elements"][0]["text"].split(" · ")[1] for r in slack.requests]
@@ -175,8 +176,8 @@ def test_status_and_watchdog_through_a_dead_keeper(make_target, images: DeployIm
             assert "Up again" in texts[1]
             assert json.loads(context.cursor or "{}") == {}
             # the next tick finds it up: no message again
-            again = dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor)
-            sensor(again)
+            with dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor) as again:
+                sensor(again)
             assert len(slack.requests) == 2
     assert target.keeper.alive()
     assert server_pid(target, "redis") == redis, "the new keeper started a second Redis instead of adopting it"

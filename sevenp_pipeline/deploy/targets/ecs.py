@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sevenp_pipeline.config.models import AppConfig, EcsTargetSettings, HealthCheckSettings
+from sevenp_pipeline.config.models import AppConfig, HealthCheckSettings
+from sevenp_pipeline.config.targets import EcsTargetSettings
 from sevenp_pipeline.deploy.health import check_health
 from sevenp_pipeline.deploy.targets.role import (
     DeployError,
@@ -35,6 +36,9 @@ from sevenp_pipeline.deploy.targets.role import (
     SmokeFn,
 )
 from sevenp_pipeline.resources.registries.aws import AwsResource
+
+if TYPE_CHECKING:
+    from sevenp_pipeline.deploy.targets.resource import DeployTargets
 
 COMMIT_ENV = "SEVENP_COMMIT"
 ENVIRONMENT_ENV = "SEVENP_ENVIRONMENT"
@@ -60,11 +64,18 @@ class EcsDeployer(AwsResource):
             DeployError: the environment is not declared or is not an ECS environment.
         """
         spec = app.deploy_environments.get(environment)
-        if spec is None or spec.ecs is None:
+        settings = spec.target_settings if spec is not None else None
+        if not isinstance(settings, EcsTargetSettings):
+            ecs = sorted(n for n, e in app.deploy_environments.items() if e.target == "ecs")
             raise DeployError(f"{app.name}: environment '{environment}' is not an ECS environment "
-                              f"(ECS environments: {sorted(n for n, e in app.deploy_environments.items() if e.ecs)})")
-        return EcsTarget(client=self.client("ecs", region=spec.ecs.region), app=app.name, environment=environment,
-                         settings=spec.ecs, health=app.health_for(environment))
+                              f"(ECS environments: {ecs})")
+        return EcsTarget(client=self.client("ecs", region=settings.region), app=app.name, environment=environment,
+                         settings=settings, health=app.health_for(environment))
+
+
+def build_target(*, targets: DeployTargets, app: AppConfig, environment: str) -> EcsTarget:
+    """The registry's factory: ``targets.ecs`` is the AWS connection (None: boto3's default chain)."""
+    return (targets.ecs or EcsDeployer()).target(app, environment)
 
 
 def _error_code(exc: BaseException) -> str:

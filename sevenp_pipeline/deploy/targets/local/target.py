@@ -24,13 +24,13 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sevenp_pipeline.config.models import AppConfig
 from sevenp_pipeline.deploy.health import check_health, probe
 from sevenp_pipeline.deploy.targets.local.nginx import FrontDoor, Upstream
 from sevenp_pipeline.deploy.targets.local.podman import Podman
-from sevenp_pipeline.deploy.targets.local.services import EnvironmentServices
+from sevenp_pipeline.deploy.targets.local.services import EnvironmentServices, ServiceEnv
 from sevenp_pipeline.deploy.targets.local.supervision import Keeper
 from sevenp_pipeline.deploy.targets.role import (
     DeployError,
@@ -47,6 +47,9 @@ from sevenp_pipeline.locks import LockTimeout, file_lock
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import free_port
 
+if TYPE_CHECKING:
+    from sevenp_pipeline.deploy.targets.resource import DeployTargets
+
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 LABEL_APP = "sevenp.app"
 LABEL_ENV = "sevenp.environment"
@@ -56,6 +59,11 @@ SERVICES_BACK_SECONDS = 15.0  # after the switch: how long the keeper has to bri
 
 def _quiet(_: str) -> None:
     return None
+
+
+def build_target(*, targets: DeployTargets, app: AppConfig, environment: str) -> LocalTarget:
+    """The registry's factory: the environment lives under ``targets.home``."""
+    return LocalTarget(home=Path(targets.home), app=app, environment=environment, runner=ProcessRunner())
 
 
 class LocalTarget(DeployTarget):
@@ -162,19 +170,7 @@ class LocalTarget(DeployTarget):
             log(f"{self._where()}: {text}")
 
         # 1. image, services, front door: any failure here changes nothing that serves traffic
-        step(f"pull {rollout.image_ref}")
-        self.podman.pull(rollout.image_ref, log=log)
-        service_env = self.services.ensure(log=log)
-        step(f"services ready: {', '.join(self.app.deploy.services) or 'none'}")
-        port = int(self.spec.port or state.get("front_port") or free_port())
-        if state.get("front_port") != port:
-            state["front_port"] = port
-            self._write_state(state)
-        front = self.front_door(port)
-        live_upstream = (Upstream(port=_port_of(previous), commit=previous.commit)
-                         if previous and _port_of(previous) else None)
-        front.ensure_running(initial=live_upstream, log=log)
-        step(f"front door {front.url()} running")
+        service_env, front = self._prepare(rollout, state, previous, step, log)
         url = front.url()
 
         def outcome(**kwargs: Any) -> DeployOutcome:
@@ -186,16 +182,9 @@ class LocalTarget(DeployTarget):
         labels = {**self.labels(), LABEL_COMMIT: rollout.commit}
         secrets = service_env.secrets
         # 2. pre-deploy (migrations) in the new image
-        if self.app.deploy.pre_deploy:
-            step(f"pre-deploy: {' '.join(self.app.deploy.pre_deploy)}")
-            ran = self.podman.run_to_completion(
-                name=self._name(rollout.commit, "pre"), image=rollout.image_ref, argv=self.app.deploy.pre_deploy,
-                env=env, labels={**labels, "sevenp.role": "pre-deploy"},
-                timeout=self.app.deploy.pre_deploy_timeout_seconds, secrets=secrets, log=log)
-            if not ran.ok:
-                reason = f"pre-deploy command failed: {ran.describe()}: {ran.tail_text(10)}"
-                step("pre-deploy failed: nothing switched")
-                return outcome(ok=False, reason=reason)
+        refused = self._pre_deploy(rollout, env, labels, secrets, step, log)
+        if refused:
+            return outcome(ok=False, reason=refused)
         # 3. green
         green_port = free_port()
         green = self._name(rollout.commit, str(self._next_serial(state)))
@@ -274,6 +263,41 @@ class LocalTarget(DeployTarget):
                 raise DeployError(f"{self._where()}: failed at '{steps[-1] if steps else 'start'}': "
                                   f"{type(exc).__name__}: {exc}") from exc
             raise
+
+    def _prepare(self, rollout: Rollout, state: dict[str, Any], previous: Release | None, step: LogFn,
+                 log: LogFn) -> tuple[ServiceEnv, FrontDoor]:
+        """Pulls the image, ensures the environment's servers and its front door (still serving
+        ``previous``); returns the servers' container env and the running front door."""
+        step(f"pull {rollout.image_ref}")
+        self.podman.pull(rollout.image_ref, log=log)
+        service_env = self.services.ensure(log=log)
+        step(f"services ready: {', '.join(self.app.deploy.services) or 'none'}")
+        port = int(self.spec.port or state.get("front_port") or free_port())
+        if state.get("front_port") != port:
+            state["front_port"] = port
+            self._write_state(state)
+        front = self.front_door(port)
+        live_upstream = (Upstream(port=_port_of(previous), commit=previous.commit)
+                         if previous and _port_of(previous) else None)
+        front.ensure_running(initial=live_upstream, log=log)
+        step(f"front door {front.url()} running")
+        return service_env, front
+
+    def _pre_deploy(self, rollout: Rollout, env: dict[str, str], labels: dict[str, str], secrets: Sequence[str],
+                    step: LogFn, log: LogFn) -> str:
+        """Runs ``deploy.pre_deploy`` (migrations) in a container of the new image; returns why it
+        failed ("" when it passed or there is none)."""
+        if not self.app.deploy.pre_deploy:
+            return ""
+        step(f"pre-deploy: {' '.join(self.app.deploy.pre_deploy)}")
+        ran = self.podman.run_to_completion(
+            name=self._name(rollout.commit, "pre"), image=rollout.image_ref, argv=self.app.deploy.pre_deploy,
+            env=env, labels={**labels, "sevenp.role": "pre-deploy"},
+            timeout=self.app.deploy.pre_deploy_timeout_seconds, secrets=secrets, log=log)
+        if ran.ok:
+            return ""
+        step("pre-deploy failed: nothing switched")
+        return f"pre-deploy command failed: {ran.describe()}: {ran.tail_text(10)}"
 
     def _watch(self, green_url: str, previous: Release | None, log: LogFn) -> str:
         """Probes green for ``keep_previous_seconds``; returns why it failed ("" when it kept answering)."""
