@@ -24,15 +24,12 @@ from pydantic import (
     model_validator,
 )
 
+from sevenp_pipeline.config.kinds import INSTALL, KIND_SCHEMAS, STAGE_KINDS
 from sevenp_pipeline.config.targets import take_target_sections, target_schema, validate_target_section
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-
-STAGE_KINDS = ("install", "lint", "format", "typecheck", "test", "build", "docs", "e2e", "performance",
-               "command", "commitlint")
-"""What a declared stage can be; the kind brings the report parser and the gates (stages/kinds.py)."""
 
 # Assets every app has outside the declared stages: a declared stage may not take their keys.
 RESERVED_STAGE_NAMES = frozenset({"source_checkout", "container_image", "sbom", "vulnerability_report",
@@ -41,10 +38,6 @@ RESERVED_STAGE_NAMES = frozenset({"source_checkout", "container_image", "sbom", 
 
 ServiceName = Literal["postgresql", "redis"]
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-# Kinds whose results the stage cache never restores: the install has its own cache (node_modules by
-# lockfile), commitlint reads the pushed range, not files.
-UNCACHED_KINDS = frozenset({"install", "commitlint"})
 
 
 def _input_pattern(value: str) -> str:
@@ -61,6 +54,10 @@ def _input_pattern(value: str) -> str:
 
 
 InputPattern = Annotated[str, AfterValidator(_input_pattern)]
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _app_path(value: str) -> str:
@@ -177,7 +174,7 @@ class StageSpec(BaseModel):
 
     @property
     def outbound(self) -> bool:
-        return self.network == "outbound" if self.network else self.kind == "install"
+        return self.network == "outbound" if self.network else KIND_SCHEMAS[self.kind].outbound
 
     @field_validator("kind")
     @classmethod
@@ -190,7 +187,7 @@ class StageSpec(BaseModel):
     @classmethod
     def _inputs(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         kind = info.data.get("kind")
-        if value is not None and kind in UNCACHED_KINDS:
+        if value is not None and kind in KIND_SCHEMAS and not KIND_SCHEMAS[kind].cacheable:
             raise ValueError(f"the {kind} stage is never restored from the stage cache; remove 'inputs'")
         if value is not None and not value:
             raise ValueError("an empty list would let any change of the app reuse an old result; list the files "
@@ -199,17 +196,17 @@ class StageSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> StageSpec:
-        if self.kind == "commitlint" and (self.script is not None or self.command is not None):
-            raise ValueError("a commitlint stage runs no command: remove 'script'/'command'")
-        if self.kind == "install" and self.script is not None:
-            raise ValueError("an install stage takes a 'command' (default: the package manager's "
-                             "frozen-lockfile install), not a 'script'")
-        if self.kind not in ("commitlint", "install") and (self.script is None) == (self.command is None):
+        kind = KIND_SCHEMAS[self.kind]
+        if not kind.runs_command and (self.script is not None or self.command is not None):
+            raise ValueError(f"{_a(self.kind)} stage runs no command: remove 'script'/'command'")
+        if kind.default_command and self.script is not None:
+            raise ValueError(f"{_a(self.kind)} stage takes a 'command' (default: {kind.default_command}), "
+                             "not a 'script'")
+        if kind.runs_command and not kind.default_command and (self.script is None) == (self.command is None):
             raise ValueError("give exactly one of 'script' or 'command'")
         if self.command is not None and not self.command:
             raise ValueError("'command' must be a non-empty list")
-        required = {"lint": "report", "test": "junit", "e2e": "junit", "performance": "report",
-                    "build": "output_dir"}.get(self.kind)
+        required = kind.requires
         if required and not getattr(self, required):
             raise ValueError(f"a {self.kind} stage needs '{required}' (the file or folder it reads)")
         if self.gates.min_coverage is not None and not self.coverage:
@@ -219,7 +216,7 @@ class StageSpec(BaseModel):
     @property
     def cacheable(self) -> bool:
         """Whether the stage cache may store and restore this stage's result."""
-        return self.cache and self.kind not in UNCACHED_KINDS
+        return self.cache and KIND_SCHEMAS[self.kind].cacheable
 
 
 class Repository(BaseModel):
@@ -584,9 +581,10 @@ class AppConfig(BaseModel):
     @model_validator(mode="after")
     def _graph(self) -> AppConfig:
         order = stage_order(self.stages)  # raises naming the stage on a bad need or a cycle
-        installs = [n for n in order if self.stages[n].kind == "install"]
-        if len(installs) > 1:
-            raise ValueError(f"stages: {installs[1]}: only one install stage is allowed ({installs[0]} is one)")
+        for kind in (k for k in KIND_SCHEMAS.values() if k.at_most_one):
+            same = [n for n in order if self.stages[n].kind == kind.name]
+            if len(same) > 1:
+                raise ValueError(f"stages: {same[1]}: only one {kind.name} stage is allowed ({same[0]} is one)")
         return self
 
     def stage_names(self) -> list[str]:
@@ -599,7 +597,7 @@ class AppConfig(BaseModel):
 
     @property
     def install_stage(self) -> str | None:
-        return next((n for n in self.stage_names() if self.stages[n].kind == "install"), None)
+        return next((n for n in self.stage_names() if self.stages[n].kind == INSTALL), None)
 
 
 class StageGraphError(ValueError):

@@ -9,20 +9,9 @@ from typing import Any
 import dagster as dg
 from dagster._core.execution.stats import StepEventStatus
 
-# The figure shown for each declared stage, by the stage's kind (recorded as `kind` metadata) ...
-KIND_FIGURES: dict[str, list[tuple[str, str]]] = {
-    "install": [("package_manager", "{}"), ("reused", "cache reused: {}"), ("packages", "{} packages")],
-    "lint": [("errors", "{} errors"), ("warnings", "{} warnings")],
-    "format": [("unformatted_files", "{} unformatted files")],
-    "typecheck": [("errors", "{} type errors")],
-    "test": [("passed", "{} passed"), ("failed", "{} failed"), ("coverage_lines_pct", "coverage {}%")],
-    "e2e": [("passed", "{} passed"), ("failed", "{} failed"), ("failure_artifacts", "{} failure artifacts")],
-    "performance": [("p95_ms", "p95 {} ms"), ("requests_per_second", "{} req/s"), ("requests", "{} requests")],
-    "build": [("files", "{} files"), ("sha256", "sha256 {:.12}")],
-    "docs": [("files", "{} files")],
-    "command": [("exit_code", "exit {}")],
-    "commitlint": [("commits_checked", "{} commits checked"), ("violations", "{} not conventional")],
-}
+from sevenp_pipeline.stages.kinds import KINDS
+
+# The figures of a declared stage are its kind's (stages/kinds.py, by the `kind` metadata) ...
 # ... and for the built-in assets, by name.
 KEY_FIGURES: dict[str, list[tuple[str, str]]] = {
     "source_checkout": [("changed_files_count", "{} changed files")],
@@ -119,7 +108,8 @@ def _figure(asset: str, meta: dict[str, Any]) -> str:
         return (f"live at {meta.get('url')}: {str(meta.get('commit'))[:12]}, {str(meta.get('image_digest'))[:19]}"
                 + (f", switched in {meta['switch_s']}s" if "switch_s" in meta else ""))
     parts = []
-    figures = KIND_FIGURES.get(str(meta.get("kind")), []) or KEY_FIGURES.get(asset, [])
+    kind = KINDS.get(str(meta.get("kind")))
+    figures = list(kind.figures if kind else []) or KEY_FIGURES.get(asset, [])
     for key, fmt in figures:
         if key in meta:
             parts.append(fmt.format(meta[key]))

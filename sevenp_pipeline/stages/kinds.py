@@ -1,4 +1,7 @@
-"""Stage kinds: what each reads after its command ran, and the gate results it records.
+"""Stage kinds: one record per kind holding everything it does. Its schema (config/kinds.py: the
+report field it requires, whether it can be cached), its family, its asset builder, its gates, what
+it reads after its command ran, and its one-line summary and key figures. Adding a kind is one schema
+entry there, one record here (and a parser in reports.py if it reads a new format).
 
 A kind's ``evaluate`` gets the stage and the finished command. A tool that ran and found problems
 still yields a report (the gates then fail and block what is downstream); a tool that could not run
@@ -7,7 +10,7 @@ at all (crashed, timed out, wrote no report) raises a step failure naming the co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.asset_helpers import failure, md_table
+from sevenp_pipeline.config import AppConfig, StageSpec
+from sevenp_pipeline.config.kinds import KIND_SCHEMAS, KindSchema
 from sevenp_pipeline.reports import (
     ReportError,
     coverage_summary,
@@ -26,8 +31,12 @@ from sevenp_pipeline.reports import (
 )
 from sevenp_pipeline.resources.artifacts import deterministic_tarball
 from sevenp_pipeline.resources.processes import Outcome
-from sevenp_pipeline.stages import gates
+from sevenp_pipeline.stages import gate_checks
+from sevenp_pipeline.stages.commitlint import build_commitlint_asset
+from sevenp_pipeline.stages.gate_checks import Gate
+from sevenp_pipeline.stages.install import build_install_asset
 from sevenp_pipeline.stages.runner import Stage
+from sevenp_pipeline.stages.tool_asset import build_tool_asset
 
 MAX_KEPT_ARTIFACTS = 40
 MAX_SHOWN_ROWS = 1000  # problem lines held for the metadata table (which shows 50 and counts the rest)
@@ -44,13 +53,33 @@ class Evaluation:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
+AssetBuilder = Callable[[AppConfig, dg.PartitionsDefinition, str, Sequence[dg.AssetKey], "Kind"], dg.AssetsDefinition]
+
+
 @dataclass(frozen=True)
 class Kind:
-    name: str
+    """What a stage kind does, next to its schema."""
+
+    schema: KindSchema
     family: str  # the `sevenp/stage` tag: quality, testing, build, ...
-    evaluate: Callable[[Stage, Outcome], Evaluation]
+    summary: str
+    build: AssetBuilder  # (app, partitions, stage, deps, this kind) -> the stage's asset
+    evaluate: Callable[[Stage, Outcome], Evaluation] | None = None  # what a tool asset reads after the command
+    gates: tuple[Gate, ...] = ()  # in the order they are recorded
+    figures: tuple[tuple[str, str], ...] = ()  # the demo table's key figures: (metadata key, format)
     skipped_by_skip_tests: bool = False  # the launch option skip_tests skips it
     app_port: bool = False  # gets APP_HOST/APP_PORT to start the built app on
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+    def gate_names(self, spec: StageSpec) -> list[str]:
+        """The checks of a stage of this kind, as its ``gates:`` settings turn them on."""
+        return [g.name for g in self.gates if g.applies(spec.gates)]
+
+    def check_specs(self, app: AppConfig, stage: str, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+        return [g.spec(app, stage, key) for g in self.gates if g.applies(app.stage(stage).gates)]
 
 
 def _log_lines(outcome: Outcome) -> Iterator[str]:
@@ -63,16 +92,15 @@ def _log_lines(outcome: Outcome) -> Iterator[str]:
         yield from outcome.tail
 
 
-def _problems(stage: Stage, outcome: Outcome, count: int, figures: dict[str, int],
+def _problems(stage: Stage, outcome: Outcome, gate: Gate, count: int, figures: dict[str, int],
               header: list[str], rows: list[list[Any]]) -> Evaluation:
     if not outcome.ok and count == 0:
         raise failure(f"{stage.name}: {outcome.describe()} without reporting any problem", outcome)
-    noun = gates.PROBLEM_GATES[stage.spec.kind][1]
-    allowed = gates.max_problems(stage.app, stage.name)
-    stage.context.log.info("%s: %d %s, gate allows %d", stage.name, count, noun, allowed)
+    allowed = gate_checks.max_problems(stage.app, stage.name)
+    stage.context.log.info("%s: %d %s, gate allows %d", stage.name, count, gate.noun, allowed)
     return Evaluation(
         metadata={**figures, "problems": dg.MetadataValue.md(stage.redact(md_table(header, rows)))},
-        results=[gates.problems_result(stage.app, stage.name, count)],
+        results=[gate_checks.problems_result(gate, stage.app, stage.name, count)],
     )
 
 
@@ -85,13 +113,14 @@ def _lint(stage: Stage, outcome: Outcome) -> Evaluation:
     stage.keep(report, f"reports/{stage.name}.json")
     rows = [[f.replace(str(stage.workspace.app_dir) + "/", ""), line, rule, msg] for f, line, rule, msg in problems]
     counted = errors + warnings if stage.spec.gates.count_warnings else errors
-    return _problems(stage, outcome, counted, {"errors": errors, "warnings": warnings},
+    return _problems(stage, outcome, gate_checks.LINT_PROBLEMS, counted, {"errors": errors, "warnings": warnings},
                      ["file", "line", "rule", "message"], rows)
 
 
 def _format(stage: Stage, outcome: Outcome) -> Evaluation:
     files = prettier_issue_files(_log_lines(outcome))
-    return _problems(stage, outcome, len(files), {"unformatted_files": len(files)}, ["file"], [[f] for f in files])
+    return _problems(stage, outcome, gate_checks.UNFORMATTED_FILES, len(files), {"unformatted_files": len(files)},
+                     ["file"], [[f] for f in files])
 
 
 def _typecheck(stage: Stage, outcome: Outcome) -> Evaluation:
@@ -101,7 +130,7 @@ def _typecheck(stage: Stage, outcome: Outcome) -> Evaluation:
             errors += 1
         if "error TS" in line and len(shown) <= MAX_SHOWN_ROWS:  # md_table shows 50, then "…and N more"
             shown.append([line])
-    return _problems(stage, outcome, errors, {"errors": errors}, ["error"], shown)
+    return _problems(stage, outcome, gate_checks.TYPE_ERRORS, errors, {"errors": errors}, ["error"], shown)
 
 
 def _test(stage: Stage, outcome: Outcome) -> Evaluation:
@@ -125,14 +154,14 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
     if summary.failures:
         meta["failures"] = dg.MetadataValue.md(stage.redact(
             md_table(["suite", "test", "message"], [[f.suite, f.name, f.message] for f in summary.failures])))
-    results = [gates.tests_result(summary, outcome.ok, outcome.describe())]
+    results = [gate_checks.tests_result(summary, outcome.ok, outcome.describe())]
     coverage_note = ""
     if spec.coverage:
         path = stage.report_file(spec.coverage)
         if not path.exists() and not results[0].passed:
             # Some runners (vitest) write no coverage when a test failed: the test gate says why.
             if spec.gates.min_coverage is not None:
-                results.append(gates.no_coverage_result(f"no coverage report: {results[0].description}"))
+                results.append(gate_checks.no_coverage_result(f"no coverage report: {results[0].description}"))
         else:
             try:
                 coverage = coverage_summary(path)
@@ -143,7 +172,7 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
             meta.update({f"coverage_{m}_pct": coverage.metric(m)
                          for m in ("lines", "statements", "branches", "functions")})
             if spec.gates.min_coverage is not None:
-                results.append(gates.coverage_result(stage.app, stage.name, coverage))
+                results.append(gate_checks.coverage_result(stage.app, stage.name, coverage))
                 metric = spec.gates.coverage_metric
                 coverage_note = f", {metric} coverage {coverage.metric(metric)}%"
     if spec.artifacts:
@@ -184,7 +213,7 @@ def _performance(stage: Stage, outcome: Outcome) -> Evaluation:
         metadata={"requests": perf.requests, "requests_per_second": perf.requests_per_second,
                   "p50_ms": perf.p50_ms, "p95_ms": perf.p95_ms, "p99_ms": perf.p99_ms, "errors": perf.errors,
                   "non_2xx": perf.non_2xx, "tool": perf.tool},
-        results=gates.performance_results(stage.app, stage.name, perf),
+        results=gate_checks.performance_results(stage.app, stage.name, perf),
     )
 
 
@@ -219,14 +248,46 @@ def _command(stage: Stage, outcome: Outcome) -> Evaluation:
     return Evaluation(metadata={})
 
 
-KINDS: dict[str, Kind] = {
-    "lint": Kind("lint", "quality", _lint),
-    "format": Kind("format", "quality", _format),
-    "typecheck": Kind("typecheck", "quality", _typecheck),
-    "test": Kind("test", "testing", _test, skipped_by_skip_tests=True),
-    "e2e": Kind("e2e", "testing", _test, skipped_by_skip_tests=True, app_port=True),
-    "performance": Kind("performance", "testing", _performance, skipped_by_skip_tests=True, app_port=True),
-    "build": Kind("build", "build", _output),
-    "docs": Kind("docs", "build", _output),
-    "command": Kind("command", "custom", _command),
-}
+_TESTS = (("passed", "{} passed"), ("failed", "{} failed"))
+
+RECORDS: tuple[Kind, ...] = (
+    Kind(KIND_SCHEMAS["install"], family="source", build=build_install_asset,
+         summary="The package manager's frozen-lockfile install, cached by lockfile.",
+         figures=(("package_manager", "{}"), ("reused", "cache reused: {}"), ("packages", "{} packages"))),
+    Kind(KIND_SCHEMAS["lint"], family="quality", build=build_tool_asset, evaluate=_lint,
+         summary="ESLint's JSON report: errors (and warnings, if counted) against gates.max_problems.",
+         gates=(gate_checks.LINT_PROBLEMS,), figures=(("errors", "{} errors"), ("warnings", "{} warnings"))),
+    Kind(KIND_SCHEMAS["format"], family="quality", build=build_tool_asset, evaluate=_format,
+         summary="Prettier's check output: unformatted files against gates.max_problems.",
+         gates=(gate_checks.UNFORMATTED_FILES,), figures=(("unformatted_files", "{} unformatted files"),)),
+    Kind(KIND_SCHEMAS["typecheck"], family="quality", build=build_tool_asset, evaluate=_typecheck,
+         summary="tsc's output: type errors against gates.max_problems.",
+         gates=(gate_checks.TYPE_ERRORS,), figures=(("errors", "{} type errors"),)),
+    Kind(KIND_SCHEMAS["test"], family="testing", build=build_tool_asset, evaluate=_test,
+         summary="JUnit XML and an optional coverage summary: every test passes, coverage over gates.min_coverage.",
+         gates=(gate_checks.TESTS_PASS, gate_checks.COVERAGE),
+         figures=(*_TESTS, ("coverage_lines_pct", "coverage {}%")), skipped_by_skip_tests=True),
+    Kind(KIND_SCHEMAS["build"], family="build", build=build_tool_asset, evaluate=_output,
+         summary="The output folder packed as a reproducible tarball; its digest is the data version.",
+         figures=(("files", "{} files"), ("sha256", "sha256 {:.12}"))),
+    Kind(KIND_SCHEMAS["docs"], family="build", build=build_tool_asset, evaluate=_output,
+         summary="Like build: a documentation folder packed as a reproducible tarball.",
+         figures=(("files", "{} files"),)),
+    Kind(KIND_SCHEMAS["e2e"], family="testing", build=build_tool_asset, evaluate=_test,
+         summary="JUnit XML of tests against the built app; failure artifacts kept.",
+         gates=(gate_checks.TESTS_PASS, gate_checks.COVERAGE),
+         figures=(*_TESTS, ("failure_artifacts", "{} failure artifacts")), skipped_by_skip_tests=True, app_port=True),
+    Kind(KIND_SCHEMAS["performance"], family="testing", build=build_tool_asset, evaluate=_performance,
+         summary="A load test against the built app: p95 latency budget and throughput floor.",
+         gates=(gate_checks.LATENCY, gate_checks.THROUGHPUT),
+         figures=(("p95_ms", "p95 {} ms"), ("requests_per_second", "{} req/s"), ("requests", "{} requests")),
+         skipped_by_skip_tests=True, app_port=True),
+    Kind(KIND_SCHEMAS["command"], family="custom", build=build_tool_asset, evaluate=_command,
+         summary="A team's own command: its exit code only.", figures=(("exit_code", "exit {}"),)),
+    Kind(KIND_SCHEMAS["commitlint"], family="quality", build=build_commitlint_asset,
+         summary="Every pushed commit message follows Conventional Commits.", gates=(gate_checks.COMMITS,),
+         figures=(("commits_checked", "{} commits checked"), ("violations", "{} not conventional"))),
+)
+"""One record per schema of config/kinds.py (test_kinds.py holds them to it)."""
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in RECORDS}

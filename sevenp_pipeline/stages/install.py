@@ -12,6 +12,7 @@ a lockfile out of sync with package.json fails at once, naming the lockfile.
 import re
 import shutil
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -23,6 +24,9 @@ from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
 from sevenp_pipeline.stages.runner import Stage
+
+if TYPE_CHECKING:
+    from sevenp_pipeline.stages.kinds import Kind
 
 # Words of npm, pnpm and yarn for a registry they could not reach: worth another try.
 _TRANSIENT = re.compile(r"ECONNRESET|ETIMEDOUT|EAI_AGAIN|ENOTFOUND|ECONNREFUSED|EPIPE|socket hang up|"
@@ -39,14 +43,13 @@ def is_transient(outcome: Outcome) -> bool:
 
 
 def build_install_asset(
-    app: AppConfig, partitions: dg.PartitionsDefinition, name: str, deps: Sequence[dg.AssetKey]
+    app: AppConfig, partitions: dg.PartitionsDefinition, name: str, deps: Sequence[dg.AssetKey], kind: "Kind"
 ) -> dg.AssetsDefinition:
     key = dg.AssetKey([app.key, name])
     spec = app.stage(name)
 
     @dg.asset(
-        **stage_asset_args(app, partitions, key, "source",
-                           spec.description or "The package manager's frozen-lockfile install, cached by lockfile."),
+        **stage_asset_args(app, partitions, key, kind.family, spec.description or kind.summary),
         deps=list(deps),
         retry_policy=retry_policy(spec.retries),
     )
@@ -108,7 +111,7 @@ def build_install_asset(
         packages = sum(1 for _ in tree_dir.glob("*/package.json")) + sum(1 for _ in tree_dir.glob("@*/*/package.json"))
         context.log.info("node_modules %s by %s (%d top-level packages)",
                          "reused from cache" if reused else "installed", pm.name, packages)
-        meta = {"kind": "install", "reused": reused,
+        meta = {"kind": kind.name, "reused": reused,
                 "package_manager": pm.name + (f"@{pm.version}" if pm.version else ""),
                 "lockfile": pm.lockfile, "lockfile_sha256": lock_hash, "cache_key": cache_key,
                 "packages": packages, **stage.tool_versions()}
