@@ -1,21 +1,21 @@
 """Every gate of the declared stages, by name: the blocking asset checks a stage's kind brings, the
-results they record, and the promotion rule that reads them back.
+results they record, and the stage graph's entries in the app's gate registry (``verdict.py``).
 
-A gate is a blocking check: when it fails, nothing downstream runs in that run. Each stage also
-records ``gates_passed`` in its materialization, so a later run (a re-execution, a promotion
-launched by hand) can tell whether every gate of a commit ran and passed.
+A gate is a blocking check: when it fails, nothing downstream runs in that run. A later run (a
+re-execution, a promotion launched by hand) reads the commit's result through
+:func:`sevenp_pipeline.verdict.verdict`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.models import Coverage, PerformanceSummary, TestSummary
 from sevenp_pipeline.stages.commits import DEFAULT_TYPES, Violation
+from sevenp_pipeline.verdict import Gates
 
 NO_LINT_ERRORS = "no_lint_errors"
 CODE_FORMATTED = "code_formatted"
@@ -146,34 +146,9 @@ def commit_types(app: AppConfig, stage: str) -> tuple[str, ...]:
     return tuple(app.stage(stage).gates.commit_types or DEFAULT_TYPES)
 
 
-@dataclass(frozen=True)
-class UnmetGate:
-    stage: str
-    reason: str
-
-
-def unmet_gates(instance: dg.DagsterInstance, app: AppConfig, partition: str) -> list[UnmetGate]:
-    """Why a commit may not be promoted: each gated stage must have run for it and passed every gate.
-
-    A stage skipped by request (skip_tests) never counts as passed; an optional stage whose
-    script the app does not define is not applicable and does not block.
-    """
-    unmet = []
+def stage_gates(app: AppConfig) -> Gates:
+    """The gates of the declared stages, in the stage graph's order, for the app's registry."""
+    gates = Gates()
     for stage in app.stage_names():
-        if not gate_names(app, stage):
-            continue
-        key = dg.AssetKey([app.key, stage])
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
-        if not records or records[0].asset_materialization is None:
-            unmet.append(UnmetGate(stage, "has not run for this commit"))
-            continue
-        meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
-        not_run = meta.get("not_run")
-        if not_run == "not_applicable":
-            continue
-        if not_run:
-            unmet.append(UnmetGate(stage, f"did not run ({meta.get('reason', not_run)})"))
-        elif meta.get("gates_passed") is not True:
-            unmet.append(UnmetGate(stage, "a gate failed"))
-    return unmet
+        gates += Gates.of(check_specs(app, stage, dg.AssetKey([app.key, stage])), family=stage)
+    return gates
