@@ -72,6 +72,13 @@ class Gates:
 class GateFailure:
     gate: Gate
     why: str
+    whole_asset: bool = False  # the asset did not run for the commit: every gate on it fails alike
+
+    @property
+    def text(self) -> str:
+        """``<asset> <why>`` or ``<asset>:<check> <why>``: the line a refusal shows."""
+        name = self.gate.asset.path[-1]
+        return f"{name if self.whole_asset else name + ':' + self.gate.check} {self.why}"
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class Verdict:
         return not self.failures
 
     def reasons(self) -> list[str]:
-        return [f"{f.gate.label} {f.why}" for f in self.failures]
+        """One line per failed gate; an asset that did not run is named once."""
+        return [*dict.fromkeys(f.text for f in self.failures)]
 
     def describe(self, limit: int = 10) -> str:
         reasons = self.reasons()
@@ -108,13 +116,13 @@ def verdict(instance: dg.DagsterInstance, gates: Gates | Sequence[Gate], partiti
             runs[gate.asset] = _latest_run(instance, gate.asset, partition)
         run_id, meta = runs[gate.asset]
         if run_id is None:
-            failures.append(GateFailure(gate, "has not run for this commit"))
+            failures.append(GateFailure(gate, "has not run for this commit", whole_asset=True))
             continue
         not_run = meta.get("not_run")
         if not_run == NOT_APPLICABLE:
             continue
         if not_run:
-            failures.append(GateFailure(gate, f"did not run ({meta.get('reason', not_run)})"))
+            failures.append(GateFailure(gate, f"did not run ({meta.get('reason', not_run)})", whole_asset=True))
             continue
         if run_id not in evaluations:
             evaluations[run_id] = _evaluations(instance, run_id)
