@@ -15,11 +15,13 @@ from sevenp_pipeline.deploy.watchdog import build_environment_watchdog
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
-from sevenp_pipeline.image.assets import build_package_assets, build_promotion_asset
+from sevenp_pipeline.image.assets import build_package_assets
+from sevenp_pipeline.promotion.assets import build_promotion_asset
 from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.security.assets import build_security_assets
 from sevenp_pipeline.source.assets import build_source_assets
 from sevenp_pipeline.stages.assets import build_stage_assets
+from sevenp_pipeline.stages.gates import stage_gates
 from sevenp_pipeline.triggers.config_errors import build_config_error_sensor, config_error_sensor_name
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY_ENV
@@ -47,11 +49,11 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
         # The image waits for every stage nothing else needs: all of the stage graph's gates.
         (image,) = build_package_assets(app, partitions, stages.sinks, checkout.key)
         security = build_security_assets(app, partitions, image.key, checkout.key, stages.install or checkout.key)
-        promotion = build_promotion_asset(app, partitions, security.gate_keys)
+        # One registry of the app's gates, in pipeline order: promotion and deploys read its verdict.
+        gates = stage_gates(app) + security.gates
+        promotion = build_promotion_asset(app, partitions, security.gate_keys, gates)
         assets += [image, *security.assets, promotion]
-        # Deploys read the verdict of every check of the pipeline above for their commit.
-        gate_checks = [check for a in assets for check in a.check_keys]
-        deploys = build_deploy_assets(app, partitions, promotion.key, gate_checks)
+        deploys = build_deploy_assets(app, partitions, promotion.key, gates)
     about = f" ({app.description})" if app.description else ""
     deploy_keys = [k for a in deploys for k in a.keys]
     job = dg.define_asset_job(

@@ -171,3 +171,22 @@ def test_missing_signing_key_names_the_variable(sample: Pipeline, monkeypatch: p
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
     assert "SEVENP_SIGNING_KEY" in failure.user_failure_data.description
+
+
+def test_promotion_alone_after_a_failed_security_gate_is_refused(sample: Pipeline) -> None:
+    """The security gates are in the app's gate registry: a promotion launched on its own, in a run
+    of its own, reads the secret scan that failed in the commit's earlier run and refuses."""
+    sample.remote.write("src/deploy-credentials.ts", f"export const creds = `\n{FAKE_AWS}`;\n")
+    sha = sample.remote.commit("oops: credentials")
+    first = sample.materialize(sha, PACKAGE)
+    assert not first.success and "promoted_image" not in materialized(first)
+    assert check_verdicts(first)["secret_scan.no_secrets"] is False
+    # Every other gate ran and passed in that run: only the secret scan stands in the way.
+    assert all(passed for name, passed in check_verdicts(first).items() if name != "secret_scan.no_secrets")
+    alone = sample.materialize(sha, "promoted_image")
+    assert not alone.success and "promoted_image" not in materialized(alone)
+    text = failure_text(alone)
+    assert "not promoted" in text and "secret_scan:no_secrets did not pass" in text
+    assert "has not run" not in text and "type_check_report" not in text
+    run = sample.instance.get_run_by_id(alone.run_id)
+    assert run.tags["sevenp/promotion"] == "refused"

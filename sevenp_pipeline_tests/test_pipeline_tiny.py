@@ -12,7 +12,8 @@ import pytest
 
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.scanners.provenance import generate_keypair
-from sevenp_pipeline.stages.gates import unmet_gates
+from sevenp_pipeline.stages.gates import stage_gates
+from sevenp_pipeline.verdict import verdict
 from sevenp_pipeline_tests.conftest import Pipeline
 from sevenp_pipeline_tests.results import check_verdicts, failure_text, materialized, metadata_of
 
@@ -134,7 +135,7 @@ def test_skip_tests_launch_option_is_recorded_not_passed(pipeline: Pipeline) -> 
     assert set(run.tags["sevenp/skipped_stages"].split(",")) == {
         "unit_test_results", "integration_test_results", "api_test_results", "e2e_test_results",
         "performance_report"}
-    unmet = {u.stage: u.reason for u in unmet_gates(pipeline.instance, pipeline.app, sha)}
+    unmet = {f.gate.family: f.why for f in verdict(pipeline.instance, stage_gates(pipeline.app), sha).failures}
     assert "skip_tests" in unmet["unit_test_results"] and "lint_report" not in unmet
 
 

@@ -16,7 +16,7 @@ limit in dagster.yaml, and a lock file around the deploy itself) and the newest 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.scanners.signing import SigningKey
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_DEPLOY_ENV, TAG_NOTIFIED, TAG_ROLLBACK, TAG_TRIGGER
+from sevenp_pipeline.verdict import Gates
 
 DEPLOY_CODE_VERSION = "1"
 LOCK_WAIT_SECONDS = 3600.0
@@ -82,11 +83,11 @@ def _outcome_metadata(outcome: DeployOutcome) -> dict[str, Any]:
 
 
 def build_deploy_assets(app: AppConfig, partitions: dg.PartitionsDefinition, promoted: dg.AssetKey,
-                        gate_checks: Sequence[dg.AssetCheckKey]) -> list[dg.AssetsDefinition]:
+                        gates: Gates) -> list[dg.AssetsDefinition]:
     """One deployment asset per environment (each after ``promoted_image`` and its ``after``), then
     ``release_notes`` after the environment nothing follows (none when several or none do)."""
     envs = app.deploy_environments
-    assets = [_deployment_asset(app, partitions, name, promoted, gate_checks) for name in envs]
+    assets = [_deployment_asset(app, partitions, name, promoted, gates) for name in envs]
     terminal = [n for n in envs if not any(e.after == n for e in envs.values())]
     if len(terminal) == 1 and len(envs) > 0:
         assets.append(_release_notes_asset(app, partitions, terminal[0]))
@@ -102,7 +103,7 @@ def _description(name: str, env: EnvironmentSpec) -> str:
 
 
 def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name: str, promoted: dg.AssetKey,
-                      gate_checks: Sequence[dg.AssetCheckKey]) -> dg.AssetsDefinition:
+                      gates: Gates) -> dg.AssetsDefinition:
     env = app.deploy_environments[name]
     key = history.deployment_key(app.key, name)
     deps = [promoted] + ([history.deployment_key(app.key, env.after)] if env.after else [])
@@ -127,7 +128,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
         attempt.check_after()
         approval = attempt.approval(record)
         try:
-            verified = verify_release(context.instance, app, attempt.sha, check_keys=gate_checks,
+            verified = verify_release(context.instance, app, attempt.sha, gates=gates,
                                       signing_key=signing_key, artifact_store=artifact_store)
         except Refused as exc:
             raise attempt.refuse(str(exc)) from exc

@@ -1,23 +1,21 @@
-"""container_image and promoted_image: the app image built without a Docker daemon, pushed by
-digest, and tagged with the spec's tags only after every security gate passed.
+"""container_image: the app image built without a Docker daemon, pushed by digest (the spec's tags
+are added by ``promotion/``, after every gate passed).
 
 :func:`publish_image` is the build-or-reuse step: it hashes the build's inputs, looks for an
 ``inputs-<hash>`` tag in the registry and, when found, only adds the new tags (no build, no push).
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.asset_helpers import failure, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches, Limits
-from sevenp_pipeline.image.records import ImageRecord, latest_record, recorded_digests
-from sevenp_pipeline.image.tags import image_tags
+from sevenp_pipeline.image.records import ImageRecord, recorded_digests
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.builders.context import build_input_hash
@@ -34,14 +32,7 @@ from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import checked_out
-from sevenp_pipeline.stages.gates import unmet_gates
 from sevenp_pipeline.triggers.sensors import branch_matches
-from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_PROMOTION
-
-
-def is_release_branch(branch: str) -> bool:
-    """Branches whose package.json version may become the X.Y.Z / X.Y tags (a git tag always does)."""
-    return branch in ("main", "master") or branch.startswith("release/")
 
 
 def image_key(app: AppConfig) -> dg.AssetKey:
@@ -122,52 +113,6 @@ def build_package_assets(
     return [container_image]
 
 
-def build_promotion_asset(
-    app: AppConfig, partitions: dg.PartitionsDefinition, gates: Sequence[dg.AssetKey]
-) -> dg.AssetsDefinition:
-    """``promoted_image``: the spec's tags on the image, after every asset in ``gates`` materialized."""
-    @dg.asset(
-        **stage_asset_args(app, partitions, dg.AssetKey([app.key, "promoted_image"]), "package",
-                           "The image tagged as the spec's metadata step would (branch, pr-N, X.Y.Z, X.Y, "
-                           "<branch>-<sha>) — only when every gate of the commit ran and passed.",
-                           kinds=frozenset({"docker"})),
-        deps=gates,
-    )
-    def promoted_image(
-        context: dg.AssetExecutionContext, registry: Registry, git: GitClient, workspaces: Workspaces,
-    ) -> dg.MaterializeResult:
-        sha = context.partition_key
-        # Every declared stage's gates must have run and passed for this commit, not only the ones
-        # this run executed: a stage skipped by request (skip_tests) never lets an image through.
-        unmet = unmet_gates(context.instance, app, sha)
-        if unmet:
-            reasons = "; ".join(f"{u.stage} {u.reason}" for u in unmet)
-            context.instance.add_run_tags(context.run.run_id, {TAG_PROMOTION: "refused"})
-            raise failure(f"promoted_image: not promoted, the gates of commit {sha[:12]} are not all met: {reasons}",
-                          unmet_gates=dg.MetadataValue.md(md_table(["stage", "why"],
-                                                                   [[u.stage, u.reason] for u in unmet])))
-        image = latest_record(context, ImageRecord, image_key(app))
-        branch = context.run.tags.get(TAG_BRANCH, "")
-        git_tag = _release_tag(git, app, sha)
-        version = None
-        if git_tag is None and is_release_branch(branch):
-            version = _package_version(workspaces, app, sha)
-        tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
-        try:
-            registry.prepare(log=context.log.info)
-            result = registry.tag(repository=app.image_repository, digest=image.digest, tags=tags,
-                                  log=context.log.info)
-        except RegistryError as exc:
-            raise failure(f"promoted_image: {exc}") from exc
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(image.digest, tags)),
-            metadata={"digest": image.digest, "tags": dg.MetadataValue.json(tags),
-                      "refs": dg.MetadataValue.json(list(result.refs)), "branch": branch or "(launched by hand)"},
-        )
-
-    return promoted_image
-
-
 def deploy_branch_patterns(app: AppConfig) -> list[str]:
     """The branches whose commits deploy: every environment's ``branches`` (an environment without
     any takes every branch), and main/master."""
@@ -185,27 +130,6 @@ def deploy_branches_holding(git: GitClient, app: AppConfig, sha: str) -> list[st
         return git.branches_containing(app.key, app.repository.url, sha, allowed=lambda b: branch_matches(b, rules))
     except GitError:
         return []
-
-
-def _release_tag(git: GitClient, app: AppConfig, sha: str) -> str | None:
-    """A `vX.Y.Z` git tag pointing at the commit, if the remote has one and a release branch (main,
-    master, release/*) holds the commit: anyone who can push a feature branch can push a tag too, and
-    a semver image tag is what deploys and users pull."""
-    try:
-        tags = [t for t in git.tags_at(app.key, sha) if t.lstrip("v")[:1].isdigit()]
-        if not tags or not git.branches_containing(app.key, app.repository.url, sha, allowed=is_release_branch):
-            return None
-    except GitError:
-        return None
-    return tags[0]
-
-
-def _package_version(workspaces: Workspaces, app: AppConfig, sha: str) -> str | None:
-    workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
-    try:
-        return json.loads((workspace.app_dir / "package.json").read_text()).get("version")
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)

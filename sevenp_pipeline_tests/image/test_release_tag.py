@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sevenp_pipeline.config import load_app_config
-from sevenp_pipeline.image.assets import _release_tag
+from sevenp_pipeline.promotion.assets import _release_tag
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline_tests.gitutil import Remote, git

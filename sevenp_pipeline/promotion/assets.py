@@ -1,0 +1,97 @@
+"""promoted_image: the image tagged with the spec's tags, only when the commit passed every gate of
+the app's registry, whichever run recorded them."""
+
+# No `from __future__ import annotations`: Dagster reads the resource and context annotations.
+import json
+from collections.abc import Sequence
+
+import dagster as dg
+
+from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.image.assets import image_key
+from sevenp_pipeline.image.records import ImageRecord, latest_record
+from sevenp_pipeline.image.tags import image_tags
+from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.registries.role import Registry, RegistryError
+from sevenp_pipeline.resources.workspaces import Workspaces
+from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_PROMOTION
+from sevenp_pipeline.verdict import Gates, verdict
+
+
+def is_release_branch(branch: str) -> bool:
+    """Branches whose package.json version may become the X.Y.Z / X.Y tags (a git tag always does)."""
+    return branch in ("main", "master") or branch.startswith("release/")
+
+
+def promoted_key(app: AppConfig) -> dg.AssetKey:
+    return dg.AssetKey([app.key, "promoted_image"])
+
+
+def build_promotion_asset(
+    app: AppConfig, partitions: dg.PartitionsDefinition, after: Sequence[dg.AssetKey], gates: Gates,
+) -> dg.AssetsDefinition:
+    """``promoted_image``: the spec's tags on the image, after every asset in ``after`` materialized
+    and only when the commit passed every gate in ``gates``."""
+    @dg.asset(
+        **stage_asset_args(app, partitions, promoted_key(app), "package",
+                           "The image tagged as the spec's metadata step would (branch, pr-N, X.Y.Z, X.Y, "
+                           "<branch>-<sha>) — only when every gate of the commit ran and passed.",
+                           kinds=frozenset({"docker"})),
+        deps=after,
+    )
+    def promoted_image(
+        context: dg.AssetExecutionContext, registry: Registry, git: GitClient, workspaces: Workspaces,
+    ) -> dg.MaterializeResult:
+        sha = context.partition_key
+        # Every gate must have run and passed for this commit, not only the ones this run executed:
+        # a stage skipped by request (skip_tests) or a scan that failed in an earlier run never lets
+        # an image through.
+        result = verdict(context.instance, gates, sha)
+        if not result.passed:
+            context.instance.add_run_tags(context.run.run_id, {TAG_PROMOTION: "refused"})
+            raise failure(f"promoted_image: not promoted, the gates of commit {sha[:12]} are not all met: "
+                          f"{result.describe()}",
+                          unmet_gates=dg.MetadataValue.md(md_table(
+                              ["gate", "of", "why"], [[f.gate.label, f.gate.family, f.why] for f in result.failures])))
+        image = latest_record(context, ImageRecord, image_key(app))
+        branch = context.run.tags.get(TAG_BRANCH, "")
+        git_tag = _release_tag(git, app, sha)
+        version = None
+        if git_tag is None and is_release_branch(branch):
+            version = _package_version(workspaces, app, sha)
+        tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
+        try:
+            registry.prepare(log=context.log.info)
+            tagged = registry.tag(repository=app.image_repository, digest=image.digest, tags=tags,
+                                  log=context.log.info)
+        except RegistryError as exc:
+            raise failure(f"promoted_image: {exc}") from exc
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(fingerprint(image.digest, tags)),
+            metadata={"digest": image.digest, "tags": dg.MetadataValue.json(tags),
+                      "refs": dg.MetadataValue.json(list(tagged.refs)), "branch": branch or "(launched by hand)"},
+        )
+
+    return promoted_image
+
+
+def _release_tag(git: GitClient, app: AppConfig, sha: str) -> str | None:
+    """A `vX.Y.Z` git tag pointing at the commit, if the remote has one and a release branch (main,
+    master, release/*) holds the commit: anyone who can push a feature branch can push a tag too, and
+    a semver image tag is what deploys and users pull."""
+    try:
+        tags = [t for t in git.tags_at(app.key, sha) if t.lstrip("v")[:1].isdigit()]
+        if not tags or not git.branches_containing(app.key, app.repository.url, sha, allowed=is_release_branch):
+            return None
+    except GitError:
+        return None
+    return tags[0]
+
+
+def _package_version(workspaces: Workspaces, app: AppConfig, sha: str) -> str | None:
+    workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
+    try:
+        return json.loads((workspace.app_dir / "package.json").read_text()).get("version")
+    except (OSError, ValueError):
+        return None
