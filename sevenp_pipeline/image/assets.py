@@ -15,6 +15,7 @@ import dagster as dg
 from sevenp_pipeline.asset_helpers import failure, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches, Limits
+from sevenp_pipeline.family import Family
 from sevenp_pipeline.image.records import ImageRecord, recorded_digests
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
@@ -199,3 +200,10 @@ def publish_image(
                           limits=limits)
     result = registry.push(builder=builder, image=image, repository=repository, tags=all_tags, log=log)
     return PublishedImage(digest=result.digest, refs=result.refs, input_hash=input_hash, reused=False, image=image)
+
+
+def build_image_family(app: AppConfig, partitions: dg.PartitionsDefinition, upstream: Sequence[dg.AssetKey],
+                       checkout: dg.AssetKey) -> Family:
+    """The image family: the container image, built once every stage in ``upstream`` passed."""
+    (image,) = build_package_assets(app, partitions, upstream, checkout)
+    return Family(dg.Definitions(assets=[image]), outputs=(image.key,))

@@ -9,6 +9,7 @@ import dagster as dg
 
 from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.family import Family
 from sevenp_pipeline.image.assets import image_key
 from sevenp_pipeline.image.records import ImageRecord, latest_record
 from sevenp_pipeline.image.tags import image_tags
@@ -95,3 +96,10 @@ def _package_version(workspaces: Workspaces, app: AppConfig, sha: str) -> str | 
         return json.loads((workspace.app_dir / "package.json").read_text()).get("version")
     except (OSError, ValueError):
         return None
+
+
+def build_promotion_family(app: AppConfig, partitions: dg.PartitionsDefinition, after: Sequence[dg.AssetKey],
+                           gates: Gates) -> Family:
+    """The promotion family: ``promoted_image``, which reads the verdict of every gate in ``gates``."""
+    promotion = build_promotion_asset(app, partitions, after, gates)
+    return Family(dg.Definitions(assets=[promotion]), outputs=(promotion.key,))

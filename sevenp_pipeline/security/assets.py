@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.family import Family
 from sevenp_pipeline.security.licenses import build_license_report
 from sevenp_pipeline.security.provenance import build_provenance
 from sevenp_pipeline.security.sbom import build_sbom
@@ -58,3 +59,10 @@ def build_security_assets(
     for part in parts:
         gates += part.gates
     return SecurityAssets(sbom=sbom, scans=tuple(a for part in parts for a in part.assets), gates=gates)
+
+
+def build_security_family(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.AssetKey,
+                          checkout: dg.AssetKey, deps: dg.AssetKey) -> Family:
+    """The security family with its gates; promotion waits for its scans and the provenance."""
+    security = build_security_assets(app, partitions, image, checkout, deps)
+    return Family(dg.Definitions(assets=security.assets), gates=security.gates, outputs=tuple(security.gate_keys))

@@ -6,6 +6,7 @@ import dagster as dg
 
 from sevenp_pipeline.asset_helpers import failure, md_table, retry_policy
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.family import Family
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
@@ -74,3 +75,12 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
 
     return source_checkout
 
+
+def checkout_key(app: AppConfig) -> dg.AssetKey:
+    """The key every later family names the checkout by."""
+    return dg.AssetKey([app.key, "source_checkout"])
+
+
+def build_source_family(app: AppConfig, partitions: dg.PartitionsDefinition) -> Family:
+    """The source family: the commit's checkout, which every stage names as its upstream."""
+    return Family(dg.Definitions(assets=[build_source_assets(app, partitions)]), outputs=(checkout_key(app),))

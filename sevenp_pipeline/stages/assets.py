@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.family import Family
+from sevenp_pipeline.stages.gates import stage_gates
 from sevenp_pipeline.stages.kinds import KINDS
 from sevenp_pipeline.stages.tool_asset import stage_key
 
@@ -36,3 +38,15 @@ def build_stage_assets(app: AppConfig, partitions: dg.PartitionsDefinition, chec
     install = app.install_stage
     return StageAssets(assets=assets, sinks=[stage_key(app, n) for n in names if n not in needed],
                        install=stage_key(app, install) if install else None)
+
+
+def build_stage_family(app: AppConfig, partitions: dg.PartitionsDefinition, checkout: dg.AssetKey) -> Family:
+    """The declared stage family: one asset per stage with its gates, after the checkout; what comes
+    next waits for the stages nothing else needs (all of the stage graph's gates)."""
+    stages = build_stage_assets(app, partitions, checkout)
+    return Family(dg.Definitions(assets=stages.assets), gates=stage_gates(app), outputs=tuple(stages.sinks))
+
+
+def install_key(app: AppConfig) -> dg.AssetKey | None:
+    """The install stage, if the app has one: what reads the installed dependencies names it."""
+    return stage_key(app, app.install_stage) if app.install_stage else None

@@ -1,0 +1,34 @@
+"""The CI job of one app (every asset of its group but the deployments) and its push sensor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.execution.threads import threaded_executor_for
+from sevenp_pipeline.family import Family
+from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
+
+
+def build_ci_job(app: AppConfig, deploy_keys: Sequence[dg.AssetKey]) -> dg.UnresolvedAssetJobDefinition:
+    about = f" ({app.description})" if app.description else ""
+    return dg.define_asset_job(
+        name=f"{app.key}_ci_job",
+        selection=dg.AssetSelection.groups(app.key) - dg.AssetSelection.assets(*deploy_keys),
+        description=f"The pipeline of {app.name}{about} for one commit: its declared stages"
+                    + (", image, SBOM, scans, provenance, promotion." if app.image else ".")
+                    + " Stages whose needs are met run at once, each on a thread of the run worker.",
+        # Ready stages run at once, each on a thread of the run worker (execution/threads.py): no
+        # fresh process per step (~3 s each here), and still one step per stage, so re-execution
+        # from failure works. The app's execution.max_workers is the default a launch may override.
+        executor_def=threaded_executor_for(app.execution.max_workers),
+        tags={TAG_APP: app.name},
+    )
+
+
+def build_ci_family(app: AppConfig, partitions: dg.DynamicPartitionsDefinition,
+                    job: dg.UnresolvedAssetJobDefinition) -> Family:
+    """The triggers family: the CI job and the git push sensor that launches it per pushed commit."""
+    return Family(dg.Definitions(jobs=[job], sensors=[build_push_sensor(app, job, partitions)]))
