@@ -11,7 +11,7 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig, BrokenConfig, ConfigError, Settings, load_app_directory
 from sevenp_pipeline.deploy.family import build_deploy_assets_family, build_deploy_family
 from sevenp_pipeline.deploy.watchdog import build_environment_watchdog
-from sevenp_pipeline.family import merge
+from sevenp_pipeline.family import Family, merge
 from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
 from sevenp_pipeline.image.assets import build_image_family
@@ -22,6 +22,7 @@ from sevenp_pipeline.source.assets import build_source_family
 from sevenp_pipeline.stages.assets import build_stage_family, install_key
 from sevenp_pipeline.triggers.ci import build_ci_family, build_ci_job
 from sevenp_pipeline.triggers.config_errors import build_config_error_sensor, config_error_sensor_name
+from sevenp_pipeline.verdict import Gates
 
 # Before Dagster opens any file in this process (the run worker's compute logs, the event log): a
 # step's output can hold what redaction missed, so only the pipeline's user may read it.
@@ -34,20 +35,20 @@ def commit_partitions(app: AppConfig) -> dg.DynamicPartitionsDefinition:
     return dg.DynamicPartitionsDefinition(name=f"{app.key}_commits")
 
 
-def build_app_definitions(app: AppConfig) -> dg.Definitions:
-    """One app's pipeline, family by family, each returning its own definitions and naming its
-    upstream by asset key: checkout → the declared stage graph → image → scans and provenance →
-    promotion → deploys; the CI job and its push sensor over all but the deploys."""
+def _families(app: AppConfig) -> tuple[list[Family], Gates]:
+    """One app's families in flow order, each naming its upstream by asset key: checkout → the
+    declared stage graph → image → scans and provenance → promotion → deploys; the CI job and its
+    push sensor over all but the deploys. Also the app's gate registry, in pipeline order."""
     partitions = commit_partitions(app)
     source = build_source_family(app, partitions)
     (checkout,) = source.outputs
     stages = build_stage_family(app, partitions, checkout)
-    families = [source, stages]
+    families, gates = [source, stages], stages.gates
     deploys = None
     if app.image is not None:
         image = build_image_family(app, partitions, stages.outputs, checkout)
         security = build_security_family(app, partitions, *image.outputs, checkout, install_key(app) or checkout)
-        # One registry of the app's gates, in pipeline order: promotion and deploys read its verdict.
+        # One registry of the app's gates: promotion, deploys and the demo read its verdict.
         gates = stages.gates + security.gates
         promotion = build_promotion_family(app, partitions, security.outputs, gates)
         families += [image, security, promotion]
@@ -56,7 +57,17 @@ def build_app_definitions(app: AppConfig) -> dg.Definitions:
     families.append(build_ci_family(app, partitions, ci_job))
     if deploys is not None:
         families.append(build_deploy_family(app, deploys, ci_job))
-    return merge(families)
+    return families, gates
+
+
+def build_app_definitions(app: AppConfig) -> dg.Definitions:
+    """One app's pipeline: its families' definitions merged."""
+    return merge(_families(app)[0])
+
+
+def app_gates(app: AppConfig) -> Gates:
+    """Every gate of the app's pipeline (declared stages and security), for :func:`verdict.verdict`."""
+    return _families(app)[1]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

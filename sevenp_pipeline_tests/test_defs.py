@@ -12,9 +12,9 @@ from typing import Any
 
 import dagster as dg
 
-from sevenp_pipeline.config import Settings
+from sevenp_pipeline.config import Settings, load_app_configs
 from sevenp_pipeline.config.settings import PROJECT_ROOT
-from sevenp_pipeline.definitions import build_definitions
+from sevenp_pipeline.definitions import app_gates, build_definitions
 
 SNAPSHOT = Path(__file__).with_name("defs_snapshot.json")
 
@@ -53,3 +53,13 @@ def test_shipped_apps_load_as_the_snapshot_says(tmp_path: Path) -> None:
             f"{part} differ from {SNAPSHOT.name}: added {sorted(set(found[part]) - set(expected[part]))}, "
             f"removed {sorted(set(expected[part]) - set(found[part]))}")
     assert found.keys() == expected.keys()
+
+
+def test_every_blocking_check_is_in_the_gate_registry(tmp_path: Path) -> None:
+    """Promotion, deploys and the demo read one registry: it must hold every blocking check the
+    code location defines, declared stages and security alike, and nothing else."""
+    apps = PROJECT_ROOT / "apps"
+    found = shape(build_definitions(Settings(home=tmp_path / "home", apps_dir=apps)))
+    registered = sorted(gate.label for app in load_app_configs(apps, variables={"SEVENP_HOME": str(tmp_path)})
+                        for gate in app_gates(app))
+    assert registered == found["blocking_checks"]

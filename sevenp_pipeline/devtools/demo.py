@@ -30,6 +30,7 @@ import dagster as dg
 from sevenp_pipeline.config import load_app_configs
 from sevenp_pipeline.config.settings import PROJECT_ROOT, Settings
 from sevenp_pipeline.config.targets import target_schema
+from sevenp_pipeline.definitions import app_gates
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools.devstack import (
@@ -44,6 +45,7 @@ from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
+from sevenp_pipeline.verdict import verdict
 
 APP = "7p-education-api"
 SAMPLE = PROJECT_ROOT / "examples" / APP
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(format_table(stage_rows(instance, run.run_id)))
         print()
+        # The same verdict promotion and deploys read: every gate of the commit, across runs.
+        result = verdict(instance, app_gates(app), sha)
+        say(f"verdict for {sha[:12]}: " + ("every gate passed" if result.passed else result.describe()))
         say(f"push → run start: {started - pushed:.1f}s; run {run.status.value} "
             f"in {(instance.get_run_record_by_id(run.run_id).end_time or time.time()) - started:.1f}s")
         say(f"run page: {stack.url}/runs/{run.run_id}")
