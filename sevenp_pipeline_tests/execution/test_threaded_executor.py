@@ -46,7 +46,7 @@ from sevenp_pipeline.resources.tool_answers import tool_versions
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
 from sevenp_pipeline.triggers.tags import TAG_COMMIT
 from sevenp_pipeline_tests.conftest import SAMPLE_APP
-from sevenp_pipeline_tests.test_sample_app import SAMPLE_STAGES
+from sevenp_pipeline_tests.stages.test_sample_app import SAMPLE_STAGES
 from sevenp_pipeline_tests.waiting import wait_for_run, wait_until
 
 RENDEZVOUS_TIMEOUT = 60.0  # a step waiting for partners that never come fails, naming the rendezvous

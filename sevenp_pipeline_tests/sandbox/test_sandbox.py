@@ -151,7 +151,7 @@ def test_sandboxed_command_dies_with_the_process_that_started_it(box, tmp_path: 
         """))
     (tmp_path / "request.json").write_text(json.dumps(request))
     worker = subprocess.Popen([sys.executable, str(script), str(tmp_path / "request.json")],
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
 
     def sandboxed() -> list[str]:
         found = subprocess.run(["pgrep", "-f", marker], check=False, capture_output=True, text=True)

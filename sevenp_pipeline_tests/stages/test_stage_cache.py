@@ -31,7 +31,7 @@ from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
 from sevenp_pipeline_tests.gitutil import Remote, git
 
 KEY = "0123456789abcdef0123456789abcdef"
-SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "apps" / "7p-education-api.yaml"
+SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "apps" / "7p-education-api.yaml"
 QUALITY_STAGES = ["lint_report", "security_lint_report", "format_report", "type_check_report"]
 
 
