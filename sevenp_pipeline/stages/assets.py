@@ -24,7 +24,6 @@ class StageAssets:
 
     assets: list[dg.AssetsDefinition]
     sinks: list[dg.AssetKey]
-    install: dg.AssetKey | None
 
 
 def build_stage_assets(app: AppConfig, partitions: dg.PartitionsDefinition, checkout: dg.AssetKey) -> StageAssets:
@@ -35,9 +34,7 @@ def build_stage_assets(app: AppConfig, partitions: dg.PartitionsDefinition, chec
         deps = [checkout, *(stage_key(app, n) for n in app.needs(name))]
         kind = KINDS[app.stage(name).kind]
         assets.append(kind.build(app, partitions, name, deps, kind))
-    install = app.install_stage
-    return StageAssets(assets=assets, sinks=[stage_key(app, n) for n in names if n not in needed],
-                       install=stage_key(app, install) if install else None)
+    return StageAssets(assets=assets, sinks=[stage_key(app, n) for n in names if n not in needed])
 
 
 def build_stage_family(app: AppConfig, partitions: dg.PartitionsDefinition, checkout: dg.AssetKey) -> Family:
