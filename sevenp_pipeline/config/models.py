@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from sevenp_pipeline.config.kinds import INSTALL, KIND_SCHEMAS, STAGE_KINDS
+from sevenp_pipeline.config.references import check_env, has_references
 from sevenp_pipeline.config.targets import take_target_sections, target_schema, validate_target_section
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -249,15 +250,140 @@ class Trigger(BaseModel):
     ls_remote_timeout_seconds: float = Field(default=30, gt=0)
 
 
+_PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PG_SETTING = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+_REDIS_DIRECTIVE = re.compile(r"^[a-z][a-z0-9-]*$")
+# Settings the pipeline sets itself (where the server listens, where its files are), and those that
+# run a shell command as the server's OS user: refused, naming the key.
+PG_RESERVED_SETTINGS = frozenset({
+    "port", "listen_addresses", "unix_socket_directories", "unix_socket_group", "unix_socket_permissions",
+    "data_directory", "config_file", "hba_file", "ident_file", "external_pid_file", "logging_collector",
+    "log_directory", "log_filename", "archive_command", "archive_library", "restore_command",
+    "archive_cleanup_command", "recovery_end_command", "ssl_passphrase_command", "include", "include_dir",
+    "include_if_exists",
+})
+REDIS_RESERVED_SETTINGS = frozenset({
+    "port", "bind", "dir", "daemonize", "protected-mode", "unixsocket", "unixsocketperm", "include",
+    "dbfilename", "appendfilename", "appenddirname", "logfile", "pidfile", "supervised", "loadmodule",
+    "requirepass", "masterauth", "masteruser", "user", "aclfile", "replicaof", "slaveof", "tls-port",
+    "tls-cert-file", "tls-key-file", "tls-ca-cert-file", "syslog-enabled",
+})
+SettingValue = str | int | float | bool
+
+
+def _setting_text(value: SettingValue, on: str, off: str) -> str:
+    if isinstance(value, bool):
+        return on if value else off
+    text = str(value)
+    if "\n" in text or "\0" in text:
+        raise ValueError(f"{text!r}: a value is one line")
+    return text
+
+
+def _major_version(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^[0-9]+(\.[0-9]+)*$", value):
+        raise ValueError(f"'{value}' is not a version number (e.g. \"15\")")
+    return value
+
+
 class PostgresService(BaseModel):
+    """The stage's throwaway PostgreSQL: its test user and database, and how the server is set up."""
+
     model_config = _STRICT
 
     user: str = "testuser"
     database: str = "test_db"
+    version: str | None = Field(default=None, description="major version, e.g. \"15\": the machine's "
+                                "/usr/lib/postgresql/<version>/bin; default: the newest there")
+    settings: dict[str, SettingValue] = Field(default_factory=dict,
+                                              description="server settings, passed as -c name=value")
+    extensions: list[str] = Field(default_factory=list, description="CREATE EXTENSION in the test database")
+    databases: list[str] = Field(default_factory=list, description="more databases owned by the test user")
+    init_sql: AppPath | None = Field(default=None, description="SQL file of the commit run against the test "
+                                     "database after creation, in the stage's sandbox as the stage user")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return _major_version(value)
+
+    @field_validator("user", "database")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _PG_IDENTIFIER.match(value):
+            raise ValueError(f"'{value}': use lowercase letters, digits and '_' (at most 63)")
+        return value
+
+    @field_validator("extensions", "databases")
+    @classmethod
+    def _identifiers(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _PG_IDENTIFIER.match(v)]
+        if bad:
+            raise ValueError(f"{bad}: use lowercase letters, digits and '_' (at most 63)")
+        return value
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, SettingValue]) -> dict[str, SettingValue]:
+        for name, setting in value.items():
+            if not _PG_SETTING.match(name):
+                raise ValueError(f"{name}: not a PostgreSQL setting name")
+            if name in PG_RESERVED_SETTINGS:
+                raise ValueError(f"{name}: set by the pipeline itself (where the server listens and keeps "
+                                 "its files) or runs a command; it cannot be configured")
+            try:
+                _setting_text(setting, "on", "off")
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PostgresService:
+        if self.database in self.databases:
+            raise ValueError(f"databases: '{self.database}' is the test database already")
+        return self
+
+    def server_settings(self) -> tuple[str, ...]:
+        """``name=value`` for each ``-c`` of the server's command line."""
+        return tuple(f"{name}={_setting_text(value, 'on', 'off')}" for name, value in self.settings.items())
 
 
 class RedisService(BaseModel):
+    """The stage's throwaway Redis: its version and config directives."""
+
     model_config = _STRICT
+
+    version: str | None = Field(default=None, description="the version redis-server must have, e.g. \"7\" "
+                                "or \"7.0\" (a prefix of `redis-server --version`)")
+    settings: dict[str, SettingValue] = Field(default_factory=dict,
+                                              description="config directives, passed as --name value")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return _major_version(value)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, SettingValue]) -> dict[str, SettingValue]:
+        for name, setting in value.items():
+            if not _REDIS_DIRECTIVE.match(name):
+                raise ValueError(f"{name}: not a Redis config directive name")
+            if name in REDIS_RESERVED_SETTINGS or name.startswith("tls-"):
+                raise ValueError(f"{name}: set by the pipeline itself (where the server listens and keeps "
+                                 "its files, who may connect) or loads code; it cannot be configured")
+            try:
+                text = _setting_text(setting, "yes", "no")
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            if text.startswith("--"):
+                raise ValueError(f"{name}: '{text}' would read as another directive")
+        return value
+
+    def server_arguments(self) -> tuple[str, ...]:
+        """``--name value`` pairs of the server's command line."""
+        return tuple(arg for name, value in self.settings.items()
+                     for arg in (f"--{name}", _setting_text(value, "yes", "no")))
 
 
 class Services(BaseModel):
@@ -521,6 +647,22 @@ class AppConfig(BaseModel):
         if bad:
             raise ValueError(f"not environment variable names: {bad}")
         return value
+
+    @field_validator("env")
+    @classmethod
+    def _no_service_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if has_references(text):
+                raise ValueError(f"{name}: '${{...}}' is not expanded in the app's env; a service reference "
+                                 f"such as ${{postgresql.url}} goes under the env of the stage that lists the "
+                                 f"service (stages.<stage>.env.{name}); a literal '${{' is written '$${{'")
+        return value
+
+    @model_validator(mode="after")
+    def _service_references(self) -> AppConfig:
+        for name, spec in self.stages.items():
+            check_env(spec.env, spec.services, f"stages.{name}.env")  # raises naming the key
+        return self
 
     @property
     def key(self) -> str:

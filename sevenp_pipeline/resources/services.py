@@ -62,10 +62,63 @@ class ServiceError(Exception):
 
 
 @dataclass(frozen=True)
+class Server:
+    """One started service: where it listens on this machine's loopback, its credentials, its version."""
+
+    name: str  # postgresql | redis
+    port: int
+    version: str  # the full version string (`postgres --version`, `redis-server --version`)
+    user: str = ""
+    password: str = ""
+    database: str = ""
+    bin_dir: str = ""  # PostgreSQL: the folder of its binaries (psql for init_sql)
+
+    def facts(self, *, host: str, port: int) -> dict[str, str]:
+        """What ``${<name>.<fact>}`` in a stage's env stands for, for a client reaching the server at
+        ``host:port`` (which the stage's own network namespace may map to ``self.port``)."""
+        if self.name == "postgresql":
+            url = f"postgresql://{self.user}:{self.password}@{host}:{port}/{self.database}"
+            values = {"url": url, "host": host, "port": str(port), "user": self.user, "password": self.password,
+                      "database": self.database}
+        else:
+            values = {"url": f"redis://{host}:{port}/0", "host": host, "port": str(port)}
+        return {f"{self.name}.{fact}": value for fact, value in values.items()}
+
+    def env(self, *, host: str, port: int) -> dict[str, str]:
+        """The pipeline's own variables for the server: POSTGRESQL_URI and PG*, or REDIS_URI."""
+        facts = self.facts(host=host, port=port)
+        if self.name == "postgresql":
+            return {"POSTGRESQL_URI": facts["postgresql.url"], "PGHOST": host, "PGPORT": str(port),
+                    "PGUSER": self.user, "PGDATABASE": self.database, "PGPASSWORD": self.password}
+        return {"REDIS_URI": facts["redis.url"]}
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    """How a stage's PostgreSQL is set up (config: services.postgresql)."""
+
+    user: str = "testuser"
+    database: str = "test_db"
+    version: str | None = None  # a major version under /usr/lib/postgresql; None: the newest
+    settings: tuple[str, ...] = ()  # name=value, each passed as -c
+    extensions: tuple[str, ...] = ()  # created in the test database
+    databases: tuple[str, ...] = ()  # more databases owned by the user
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """How a stage's Redis is set up (config: services.redis)."""
+
+    version: str | None = None  # a prefix `redis-server --version` must have
+    arguments: tuple[str, ...] = ()  # --name value pairs
+
+
+@dataclass(frozen=True)
 class ServiceEndpoints:
-    env: dict[str, str]
+    env: dict[str, str]  # as a client on this machine's loopback reaches them
     secrets: tuple[str, ...]
     ports: tuple[int, ...] = ()  # loopback ports the stage's network namespace must reach
+    servers: tuple[Server, ...] = ()
 
 
 # Ports handed out by free_port(), kept out of its answers for a while: stages running at once
@@ -103,14 +156,23 @@ def port_free(port: int) -> bool:
         return True
 
 
+def installed_postgresql(root: Path = Path("/usr/lib/postgresql")) -> dict[str, Path]:
+    """The machine's Debian PostgreSQL versions (major -> bin folder holding initdb)."""
+    found = {r.parent.name: r for r in root.glob("*/bin") if (r / "initdb").exists() and r.parent.name.isdigit()}
+    return dict(sorted(found.items(), key=lambda item: int(item[0])))
+
+
 def _find_pg_bin() -> Path | None:
     """The newest Debian PostgreSQL, else the folder initdb resolves to on PATH."""
-    roots = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True)
-    roots = [r for r in roots if (r / "initdb").exists() and r.parent.name.isdigit()]
+    roots = installed_postgresql()
     if roots:
-        return max(roots, key=lambda r: int(r.parent.name))
+        return list(roots.values())[-1]
     found = shutil.which("initdb")
     return Path(found).resolve().parent if found else None
+
+
+_VERSIONS_LOCK = threading.Lock()
+_VERSIONS: dict[tuple[str, ...], str] = {}
 
 
 class TestServices(dg.ConfigurableResource):
@@ -127,12 +189,16 @@ class TestServices(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def provide(
-        self, names: Sequence[str], *, pg_user: str = "testuser", pg_database: str = "test_db",
+        self, names: Sequence[str], *, postgresql: PostgresOptions | None = None, redis: RedisOptions | None = None,
         log: LogFn | None = None,
     ) -> Iterator[ServiceEndpoints]:
+        """Starts the servers ``names`` asks for (set up by ``postgresql`` and ``redis``) and stops them
+        after the block."""
+        pg, rd = postgresql or PostgresOptions(), redis or RedisOptions()
         env: dict[str, str] = {}
         hidden: list[str] = []
         ports: list[int] = []
+        servers: list[Server] = []
         with contextlib.ExitStack() as stack:
             root = self.root()
             removed, failed = remove_abandoned(root)  # left by run workers killed mid-stage
@@ -147,16 +213,13 @@ class TestServices(dg.ConfigurableResource):
             if "postgresql" in names:
                 password = secrets.token_urlsafe(18)
                 hidden.append(password)
-                port = stack.enter_context(self._postgres(root, workdir, pg_user, pg_database, password, log))
-                ports.append(port)
-                env["POSTGRESQL_URI"] = f"postgresql://{pg_user}:{password}@127.0.0.1:{port}/{pg_database}"
-                env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=pg_user, PGDATABASE=pg_database,
-                           PGPASSWORD=password)
+                servers.append(stack.enter_context(self._postgres(root, workdir, pg, password, log)))
             if "redis" in names:
-                port = stack.enter_context(self._redis(workdir, log))
-                ports.append(port)
-                env["REDIS_URI"] = f"redis://127.0.0.1:{port}/0"
-            yield ServiceEndpoints(env=env, secrets=tuple(hidden), ports=tuple(ports))
+                servers.append(stack.enter_context(self._redis(workdir, rd, log)))
+            for server in servers:
+                ports.append(server.port)
+                env.update(server.env(host="127.0.0.1", port=server.port))
+            yield ServiceEndpoints(env=env, secrets=tuple(hidden), ports=tuple(ports), servers=tuple(servers))
             if log:
                 log(f"tearing down services: {', '.join(names)}")
 
@@ -183,7 +246,16 @@ class TestServices(dg.ConfigurableResource):
             entry = pwd.getpwnam(user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def pg_bin(self) -> Path:
+    def pg_bin(self, version: str | None = None) -> Path:
+        """The PostgreSQL binaries: of ``version`` (a major, services.postgresql.version) when given."""
+        if version is not None and not (self.pg_bin_dir and Path(self.pg_bin_dir).parent.name == version):
+            installed = installed_postgresql()
+            if version not in installed:
+                raise ServiceError(
+                    f"postgresql {version} is not installed (services.postgresql.version): no "
+                    f"/usr/lib/postgresql/{version}/bin/initdb; this machine has "
+                    f"{', '.join(installed) or 'none under /usr/lib/postgresql'}")
+            return installed[version]
         pg_bin = Path(self.pg_bin_dir) if self.pg_bin_dir else _find_pg_bin()
         if pg_bin is None or not (pg_bin / "initdb").exists():
             raise ServiceError(
@@ -215,20 +287,38 @@ class TestServices(dg.ConfigurableResource):
             shutil.rmtree(staging, ignore_errors=True)
         return template
 
+    def version_of(self, argv: list[str]) -> str:
+        """A server binary's ``--version`` line (asked once per binary)."""
+        key = tuple(argv)
+        with _VERSIONS_LOCK:
+            if key in _VERSIONS:
+                return _VERSIONS[key]
+        outcome = self.runner.run(_server_request(argv=argv, cwd=Path("/"), label="version", capture=True,
+                                                  timeout_seconds=30))
+        line = next((text.strip() for text in outcome.output if text.strip()), "")
+        if not outcome.ok or not line:
+            raise ServiceError(f"{argv[0]} --version failed: {outcome.tail_text(5)}")
+        with _VERSIONS_LOCK:
+            _VERSIONS[key] = line
+        return line
+
     @contextlib.contextmanager
     def _postgres(
-        self, root: Path, workdir: Path, pg_user: str, database: str, password: str, log: LogFn | None
-    ) -> Iterator[int]:
-        pg_bin = self.pg_bin()
-        template = self.initdb_template(root, pg_bin, pg_user, log)
+        self, root: Path, workdir: Path, pg: PostgresOptions, password: str, log: LogFn | None
+    ) -> Iterator[Server]:
+        pg_bin = self.pg_bin(pg.version)
+        # "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)" -> "15.8 (Debian 15.8-0+deb12u1)"
+        version = self.version_of([str(pg_bin / "postgres"), "--version"]).removeprefix("postgres (PostgreSQL) ")
+        template = self.initdb_template(root, pg_bin, pg.user, log)
         data = workdir / "pgdata"
         self.runner.check(
             _server_request(argv=["cp", "-a", str(template), str(data)], cwd=workdir,
                            label="postgresql data dir", user=self.server_user(), timeout_seconds=120)
         )
         with (self._socket_dir(workdir) as sockets,
-              self._serve_postgres(pg_bin, workdir, sockets, pg_user, database, password, log) as port):
-            yield port
+              self._serve_postgres(pg_bin, workdir, sockets, pg, password, log) as port):
+            yield Server(name="postgresql", port=port, version=version, user=pg.user, password=password,
+                         database=pg.database, bin_dir=str(pg_bin))
 
     @contextlib.contextmanager
     def _socket_dir(self, workdir: Path) -> Iterator[Path]:
@@ -248,17 +338,24 @@ class TestServices(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def _serve_postgres(
-        self, pg_bin: Path, workdir: Path, sockets: Path, pg_user: str, database: str, password: str,
-        log: LogFn | None,
+        self, pg_bin: Path, workdir: Path, sockets: Path, pg: PostgresOptions, password: str, log: LogFn | None,
     ) -> Iterator[int]:
+        # The names are identifiers validated at load (config/models.py): safe to quote.
         server, port = self.start_postgres(
-            pg_bin, workdir / "pgdata", workdir, sockets, pg_user=pg_user, die_with_parent=True,
-            settings=("fsync=off", "synchronous_commit=off", "full_page_writes=off"),
-            setup=[f"ALTER ROLE \"{pg_user}\" PASSWORD '{password}'",
-                   f"CREATE DATABASE \"{database}\" OWNER \"{pg_user}\""], secrets=(password,))
-        if log:
-            log(f"postgresql {pg_bin.parent.name} ready on 127.0.0.1:{port} (pid {server.pid})")
+            pg_bin, workdir / "pgdata", workdir, sockets, pg_user=pg.user, die_with_parent=True,
+            settings=("fsync=off", "synchronous_commit=off", "full_page_writes=off", *pg.settings),
+            setup=[f"ALTER ROLE \"{pg.user}\" PASSWORD '{password}'",
+                   *[f"CREATE DATABASE \"{name}\" OWNER \"{pg.user}\"" for name in (pg.database, *pg.databases)]],
+            secrets=(password,))
         try:
+            if pg.extensions:
+                try:
+                    self._psql(pg_bin, workdir, sockets, port, pg.user, database=pg.database,
+                               statements=[f"CREATE EXTENSION IF NOT EXISTS \"{name}\"" for name in pg.extensions])
+                except ServiceError as exc:
+                    raise ServiceError(f"services.postgresql.extensions {list(pg.extensions)}: {exc}") from exc
+            if log:
+                log(f"postgresql {pg_bin.parent.name} ready on 127.0.0.1:{port} (pid {server.pid})")
             yield port
         finally:
             server.stop()
@@ -287,7 +384,7 @@ class TestServices(dg.ConfigurableResource):
             try:
                 self._wait_pg(pg_bin, server, workdir, sockets, port, pg_user)
                 if setup:
-                    self._psql(pg_bin, workdir, sockets, port, pg_user, list(setup), secrets=secrets)
+                    self._psql(pg_bin, workdir, sockets, port, pg_user, statements=list(setup), secrets=secrets)
             except ServiceError as exc:
                 server.stop()
                 last_error = str(exc)
@@ -313,8 +410,8 @@ class TestServices(dg.ConfigurableResource):
             f"postgresql not ready after {self.startup_timeout_seconds:.0f}s: {_tail(workdir / 'postgresql.log')}"
         )
 
-    def _psql(self, pg_bin: Path, workdir: Path, sockets: Path, port: int, user: str, statements: list[str],
-              secrets: Sequence[str] = ()) -> None:
+    def _psql(self, pg_bin: Path, workdir: Path, sockets: Path, port: int, user: str, *, statements: list[str],
+              database: str = "postgres", secrets: Sequence[str] = ()) -> None:
         """Runs ``statements`` from a 0600 file only the server user can read, deleted right after:
         a password in them never appears on a command line (``ps`` shows every argv)."""
         script = workdir / ".setup.sql"
@@ -325,7 +422,7 @@ class TestServices(dg.ConfigurableResource):
             self.chown(script)
             self.runner.check(_server_request(
                 argv=[str(pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets),
-                      "-p", str(port), "-U", user, "-d", "postgres", "-f", str(script)],
+                      "-p", str(port), "-U", user, "-d", database, "-f", str(script)],
                 cwd=workdir, label="postgresql setup", secrets=secrets, user=self.server_user(), timeout_seconds=30))
         except ProcessError as exc:
             raise ServiceError(str(exc)) from exc
@@ -333,11 +430,21 @@ class TestServices(dg.ConfigurableResource):
             script.unlink(missing_ok=True)
 
     # -- Redis -----------------------------------------------------------------------------
+    def redis_version(self, binary: str, asked: str | None) -> str:
+        """``redis-server --version``'s version (``v=7.0.15``); refuses one that is not ``asked``."""
+        line = self.version_of([binary, "--version"])
+        version = next((word[2:] for word in line.split() if word.startswith("v=")), line)
+        if asked is not None and version != asked and not version.startswith(f"{asked}."):
+            raise ServiceError(f"redis {asked} is not installed (services.redis.version): {binary} is "
+                               f"redis {version}, the only one this machine has")
+        return version
+
     @contextlib.contextmanager
-    def _redis(self, workdir: Path, log: LogFn | None) -> Iterator[int]:
+    def _redis(self, workdir: Path, options: RedisOptions, log: LogFn | None) -> Iterator[Server]:
         binary = shutil.which(self.redis_server)
         if binary is None:
             raise ServiceError(f"redis: '{self.redis_server}' not found; install the Debian package 'redis-server'")
+        version = self.redis_version(binary, options.version)
         last_error = ""
         for _ in range(3):
             port = free_port()
@@ -346,7 +453,7 @@ class TestServices(dg.ConfigurableResource):
                 _server_request(
                     argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
-                          "--protected-mode", "yes"],
+                          "--protected-mode", "yes", *options.arguments],
                     cwd=workdir, label="redis", user=self.server_user(), log_path=logfile, die_with_parent=True,
                 )
             )
@@ -355,11 +462,13 @@ class TestServices(dg.ConfigurableResource):
             except ServiceError as exc:
                 server.stop()
                 last_error = str(exc)
-                continue
+                if "in use" in last_error:  # the port was taken between probe and bind: another one
+                    continue
+                raise ServiceError(f"redis: {last_error}") from exc
             if log:
-                log(f"redis ready on 127.0.0.1:{port} (pid {server.pid})")
+                log(f"redis {version} ready on 127.0.0.1:{port} (pid {server.pid})")
             try:
-                yield port
+                yield Server(name="redis", port=port, version=version)
             finally:
                 server.stop()
             return

@@ -90,7 +90,7 @@ def input_key(stage: Stage, argv: list[str], *, git: GitClient, app_port: bool) 
         "kind": spec.kind,
         "settings": spec.model_dump(mode="json", exclude=_NOT_IN_KEY),
         "argv": argv,
-        "env": stage.env(),  # before services start: no per-run values in it yet
+        "env": stage.env(per_run=False),  # service references unexpanded: no per-run values
         "secret_names": sorted(app.secrets),
         "tools": stage.tool_versions(),
         "services": sorted(spec.services),

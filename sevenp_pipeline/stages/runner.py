@@ -26,13 +26,21 @@ import dagster as dg
 
 from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, failure, fingerprint, md_table
 from sevenp_pipeline.config import AppConfig, StageSpec
-from sevenp_pipeline.config.models import Limits
+from sevenp_pipeline.config.models import Limits, PostgresService, RedisService
+from sevenp_pipeline.config.references import expand
 from sevenp_pipeline.files import open_private
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.redaction import Redactor
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.processes import MB, ExecuteRequest, Outcome, ProcessRunner
-from sevenp_pipeline.resources.services import ServiceError, TestServices, free_port
+from sevenp_pipeline.resources.services import (
+    PostgresOptions,
+    RedisOptions,
+    ServiceEndpoints,
+    ServiceError,
+    TestServices,
+    free_port,
+)
 from sevenp_pipeline.resources.tool_answers import asked_once, npm_registry, tool_answer, tool_versions
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs
 from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_port
@@ -64,6 +72,10 @@ class Stage:
     outbound: bool | None = None  # None: the stage spec's (StageSpec.outbound)
     room: StageRoom | None = None
     kept: dict[str, str] = field(default_factory=dict)  # artifact name -> URI, what the stage cache stores
+    # While its services run: what `${postgresql.url}` & co. in its env stand for (service_view), and the
+    # versions it got (in its metadata).
+    service_facts: dict[str, str] = field(default_factory=dict)
+    service_versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def sha(self) -> str:
@@ -127,7 +139,15 @@ class Stage:
             )
         return pm.run_script_argv(spec.script, args)
 
-    def env(self) -> dict[str, str]:
+    def env(self, *, per_run: bool = True) -> dict[str, str]:
+        """The stage's environment: the pipeline's, the package manager's, the app's and the stage's env
+        (its service references expanded while its services run), then the per-run values (services,
+        APP_PORT). ``per_run=False``: without the per-run values and with the references unexpanded,
+        what the stage's cache key and data version count (ports and passwords are new every run)."""
+        stage_env = self.spec.env
+        if per_run and self.service_facts:
+            stage_env = {name: expand(value, self.service_facts) for name, value in stage_env.items()}
+        app_env = {name: expand(value, {}) for name, value in self.app.env.items()}  # only `$${`: no references
         pm_env = self.package_manager.env(
             npm_registry=npm_registry(self.runner),
             # A mirror that serves npm metadata without signatures makes corepack refuse every download;
@@ -138,14 +158,14 @@ class Stage:
         # The machine's registry as the orchestrator's npm sees it (its user config is not the stage's),
         # without credentials: an app that needs a token declares it in `secrets:`.
         public = {"npm_config_registry": URL_USERINFO.sub(r"\g<scheme>", registry)} if registry else {}
-        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **public, **pm_env, **self.app.env,
-                **self.spec.env, **self.extra_env}
+        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **public, **pm_env, **app_env,
+                **stage_env, **(self.extra_env if per_run else {})}
 
     def data_version(self, argv: list[str], *extra: Any) -> str:
         """A stage's data version when its input key (stages/cache.py, which also counts the needed
         stages' data versions and ``inputs``) cannot be computed."""
         inputs = read_inputs(self.workspace)
-        public_env = {k: v for k, v in self.env().items() if k not in self.extra_env}
+        public_env = self.env(per_run=False)
         return fingerprint(STAGE_CODE_VERSION, self.name, self.spec.kind, inputs.get("tree"), inputs.get("lock"),
                            argv, public_env, self.tool_versions(), *extra)
 
@@ -354,6 +374,7 @@ class Stage:
         if outcome.leftovers:
             meta["leftover_processes"] = dg.MetadataValue.md(md_table(["killed after the stage"],
                                                                       [[p] for p in outcome.leftovers]))
+        meta.update(self.service_versions)
         if outcome.log_path and outcome.log_path.exists():
             name = f"logs/{self.name}.log"
             meta["log"] = dg.MetadataValue.url(self.kept.get(name) or self.keep(outcome.log_path, name, redacted=True))
@@ -385,19 +406,69 @@ class Stage:
         if not names:
             yield self
             return
-        pg = self.app.services.postgresql
         missing = [n for n in names if getattr(self.app.services, n) is None]
         if missing:
             raise failure(f"{self.name}: stage needs services {missing} that services: disables")
+        pg, redis = self.app.services.postgresql, self.app.services.redis
         try:
-            with services.provide(names, pg_user=pg.user if pg else "testuser",
-                                  pg_database=pg.database if pg else "test_db", log=self.log) as endpoints:
-                self.extra_env = {**self.extra_env, **endpoints.env}
+            with services.provide(names, postgresql=postgres_options(pg), redis=redis_options(redis),
+                                  log=self.log) as endpoints:
+                env, self.service_facts = self.service_view(endpoints)
+                self.extra_env = {**self.extra_env, **env}
                 self.forwards = (*self.forwards, *endpoints.ports)
                 self.extra_secrets = (*self.extra_secrets, *endpoints.secrets)
+                self.service_versions = {f"{s.name}_version": s.version for s in endpoints.servers}
+                if pg and pg.init_sql and "postgresql" in names:
+                    server = next(s for s in endpoints.servers if s.name == "postgresql")
+                    self.run_init_sql(pg.init_sql, Path(server.bin_dir) / "psql")
                 yield self
         except ServiceError as exc:
             raise failure(f"{self.name}: test service failed: {exc}") from exc
+        finally:
+            self.service_facts = {}
+
+    def service_view(self, endpoints: ServiceEndpoints) -> tuple[dict[str, str], dict[str, str]]:
+        """Every address value the stage sees, made here and nowhere else: its variables (POSTGRESQL_URI,
+        PG*, REDIS_URI) and what its env's ``${<service>.<fact>}`` stand for, from each server and the
+        host and port the stage reaches it on. Today that is the server's own loopback port, forwarded
+        into the stage's network namespace as is."""
+        env: dict[str, str] = {}
+        facts: dict[str, str] = {}
+        for server in endpoints.servers:
+            host, port = "127.0.0.1", server.port  # the address as the stage reaches it
+            env.update(server.env(host=host, port=port))
+            facts.update(server.facts(host=host, port=port))
+        return env, facts
+
+    def run_init_sql(self, rel: str, psql: Path) -> None:
+        """Runs ``services.postgresql.init_sql`` (a file of the commit) against the test database.
+
+        The SQL is the branch's, as untrusted as its tests: psql's backslash commands run programs
+        (``\\!``, ``\\o |cmd``) as the OS user running psql. So psql runs here exactly as the stage's
+        own command does, in the stage's sandbox as the stage user, connecting through the stage's
+        network namespace with the stage's PG* variables: the file can do nothing the stage's tests
+        could not. Never as the server user outside the sandbox (that would hand the branch a shell as
+        it, beside every other stage's servers)."""
+        path = self.report_path(rel)  # never read through a link out of the checkout
+        if not path.is_file():
+            raise failure(f"{self.name}: services.postgresql.init_sql: {rel} is not a file in commit {self.sha[:12]}")
+        request = self.bounded(self.request([str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", rel]))
+        outcome = self.runner.run(dataclasses.replace(request, label=f"{self.name} init_sql"), log=self.log)
+        if not outcome.ok:
+            raise failure(f"{self.name}: services.postgresql.init_sql {rel} failed (exit code {outcome.exit_code}): "
+                          f"{outcome.tail_text(5)}", outcome)
+        self.log(f"{self.name}: ran services.postgresql.init_sql {rel}")
+
+
+def postgres_options(pg: PostgresService | None) -> PostgresOptions | None:
+    if pg is None:
+        return None
+    return PostgresOptions(user=pg.user, database=pg.database, version=pg.version, settings=pg.server_settings(),
+                           extensions=tuple(pg.extensions), databases=tuple(pg.databases))
+
+
+def redis_options(redis: RedisService | None) -> RedisOptions | None:
+    return RedisOptions(version=redis.version, arguments=redis.server_arguments()) if redis else None
 
 
 def checked_out(workspaces: Workspaces, app: AppConfig, sha: str, *, stage: str) -> Workspace:
