@@ -353,7 +353,9 @@ class TestServices(dg.ConfigurableResource):
                     self._psql(pg_bin, workdir, sockets, port, pg.user, database=pg.database,
                                statements=[f"CREATE EXTENSION IF NOT EXISTS \"{name}\"" for name in pg.extensions])
                 except ServiceError as exc:
-                    raise ServiceError(f"services.postgresql.extensions {list(pg.extensions)}: {exc}") from exc
+                    errors = [line.split("ERROR:", 1)[1].strip() for line in str(exc).splitlines() if "ERROR:" in line]
+                    raise ServiceError(f"services.postgresql.extensions {list(pg.extensions)}: "
+                                       f"{'; '.join(errors) or exc}") from exc
             if log:
                 log(f"postgresql {pg_bin.parent.name} ready on 127.0.0.1:{port} (pid {server.pid})")
             yield port

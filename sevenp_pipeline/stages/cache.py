@@ -18,6 +18,7 @@ cache is a warning and the stage runs: the cache never fails a stage.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tarfile
 import time
@@ -95,6 +96,7 @@ def input_key(stage: Stage, argv: list[str], *, git: GitClient, app_port: bool) 
         "tools": stage.tool_versions(),
         "services": sorted(spec.services),
         "service_settings": app.services.model_dump(mode="json") if spec.services else None,
+        "init_sql": init_sql_digest(stage),
         "app_port": app_port,
         "scripts": scripts,
         "node_modules": Path(node_modules).parent.name if node_modules else None,
@@ -103,6 +105,16 @@ def input_key(stage: Stage, argv: list[str], *, git: GitClient, app_port: bool) 
         "files": input_files(stage, git),
     }
     return fingerprint(parts)
+
+
+def init_sql_digest(stage: Stage) -> str | None:
+    """The digest of ``services.postgresql.init_sql`` for a stage that gets PostgreSQL: it counts even
+    when the stage's ``inputs`` leave it out."""
+    pg = stage.app.services.postgresql
+    if not (pg and pg.init_sql and "postgresql" in stage.spec.services):
+        return None
+    path = stage.report_path(pg.init_sql)  # never read through a link out of the checkout
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
 
 def try_input_key(stage: Stage, argv: list[str], *, git: GitClient, app_port: bool) -> str | None:

@@ -34,7 +34,7 @@ from sevenp_pipeline.resources.service_dirs import (
     remove_service_dir,
     services_root,
 )
-from sevenp_pipeline.resources.services import TestServices
+from sevenp_pipeline.resources.services import PostgresOptions, RedisOptions, ServiceError, TestServices
 from sevenp_pipeline_tests.conftest import reachable_home
 from sevenp_pipeline_tests.waiting import wait_while
 
@@ -109,6 +109,22 @@ def test_long_home_keeps_data_under_it_and_the_socket_short(home: Path) -> None:
         assert not sockets.startswith(str(long_home)) and len(sockets) + len("/.s.PGSQL.65535") <= 107
         assert Path(sockets).is_dir()
     assert not Path(sockets).exists()
+
+
+@pytest.mark.integration
+def test_a_missing_extension_or_an_unknown_setting_fails_naming_it(home: Path) -> None:
+    services = _services(home / "services")
+    with pytest.raises(ServiceError, match=r"services\.postgresql\.extensions \['pgcrypto', 'no_such_ext'\]: "
+                                           r"extension \"no_such_ext\" is not available"), \
+            services.provide(["postgresql"], postgresql=PostgresOptions(extensions=("pgcrypto", "no_such_ext"))):
+        pass
+    with pytest.raises(ServiceError, match=r"(?s)postgresql exited at startup: .*\"no_such_setting\""), \
+            services.provide(["postgresql"], postgresql=PostgresOptions(settings=("no_such_setting=1",))):
+        pass
+    with pytest.raises(ServiceError, match=r"(?s)redis: redis exited at startup: .*no-such-directive"), \
+            services.provide(["redis"], redis=RedisOptions(arguments=("--no-such-directive", "1"))):
+        pass
+    assert list((home / "services").glob("svc-*")) == []  # torn down every time
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="not root: the servers run as this user, every folder of ours is reachable")
@@ -228,7 +244,7 @@ def test_a_folder_that_cannot_be_removed_is_named(tmp_path: Path) -> None:
 WORKER = textwrap.dedent("""
     import sys, time
     from sevenp_pipeline.resources.processes import ProcessRunner
-    from sevenp_pipeline.resources.services import TestServices
+    from sevenp_pipeline.resources.services import PostgresOptions, RedisOptions, ServiceError, TestServices
     services = TestServices(runner=ProcessRunner(), root_dir=sys.argv[1])
     with services.provide(["redis"]) as endpoints:
         print(endpoints.env["REDIS_URI"], flush=True)
