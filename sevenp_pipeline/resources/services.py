@@ -65,7 +65,14 @@ class ServiceError(Exception):
 class ServiceEndpoints:
     env: dict[str, str]
     secrets: tuple[str, ...]
-    ports: tuple[int, ...] = ()  # loopback ports the stage's network namespace must reach
+    # (port the stage connects to, port the server listens on) for each server; the two differ when
+    # the stage has a network namespace of its own, where its services sit on their standard ports
+    ports: tuple[tuple[int, int], ...] = ()
+
+
+# Where a stage with a network namespace of its own finds its services: their standard ports on its
+# own loopback (relayed to the servers' random host ports), so `localhost:5432` in an app works.
+STANDARD_PORTS = {"postgresql": 5432, "redis": 6379}
 
 
 # Ports handed out by free_port(), kept out of its answers for a while: stages running at once
@@ -128,11 +135,20 @@ class TestServices(dg.ConfigurableResource):
     @contextlib.contextmanager
     def provide(
         self, names: Sequence[str], *, pg_user: str = "testuser", pg_database: str = "test_db",
-        log: LogFn | None = None,
+        log: LogFn | None = None, standard_ports: bool = False,
     ) -> Iterator[ServiceEndpoints]:
+        """The servers ``names`` asks for, and what a stage needs to reach them. ``standard_ports``:
+        the stage runs in a network namespace of its own, and reaches each server at its standard
+        port there (the endpoints' ``ports`` say which host port to relay it to)."""
         env: dict[str, str] = {}
         hidden: list[str] = []
-        ports: list[int] = []
+        ports: list[tuple[int, int]] = []
+
+        def seen(name: str, port: int) -> int:
+            inside = STANDARD_PORTS[name] if standard_ports else port
+            ports.append((inside, port))
+            return inside
+
         with contextlib.ExitStack() as stack:
             root = self.root()
             removed, failed = remove_abandoned(root)  # left by run workers killed mid-stage
@@ -147,14 +163,13 @@ class TestServices(dg.ConfigurableResource):
             if "postgresql" in names:
                 password = secrets.token_urlsafe(18)
                 hidden.append(password)
-                port = stack.enter_context(self._postgres(root, workdir, pg_user, pg_database, password, log))
-                ports.append(port)
+                port = seen("postgresql",
+                            stack.enter_context(self._postgres(root, workdir, pg_user, pg_database, password, log)))
                 env["POSTGRESQL_URI"] = f"postgresql://{pg_user}:{password}@127.0.0.1:{port}/{pg_database}"
                 env.update(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER=pg_user, PGDATABASE=pg_database,
                            PGPASSWORD=password)
             if "redis" in names:
-                port = stack.enter_context(self._redis(workdir, log))
-                ports.append(port)
+                port = seen("redis", stack.enter_context(self._redis(workdir, log)))
                 env["REDIS_URI"] = f"redis://127.0.0.1:{port}/0"
             yield ServiceEndpoints(env=env, secrets=tuple(hidden), ports=tuple(ports))
             if log:

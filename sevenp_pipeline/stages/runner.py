@@ -60,7 +60,7 @@ class Stage:
     extra_secrets: tuple[str, ...] = ()
     # Host loopback ports the stage reaches from its own network namespace (its test services, the
     # URL a smoke test checks); outbound: also a route out (see sandbox.Network).
-    forwards: tuple[int, ...] = ()
+    forwards: tuple[int | tuple[int, int], ...] = ()  # a port, or (inside, host) (see sandbox.Network)
     outbound: bool | None = None  # None: the stage spec's (StageSpec.outbound)
     room: StageRoom | None = None
     kept: dict[str, str] = field(default_factory=dict)  # artifact name -> URI, what the stage cache stores
@@ -262,9 +262,9 @@ class Stage:
         """The stage's network namespace: its forwarded ports and whether it goes outbound. An install
         stage whose registry is on this machine's loopback (a local mirror) gets that port too."""
         outbound = self.spec.outbound if self.outbound is None else self.outbound
-        forwards = set(self.forwards)
+        forwards = {(f, f) if isinstance(f, int) else f for f in self.forwards}
         if outbound and (registry := loopback_port(npm_registry(self.runner) or "")):
-            forwards.add(registry)
+            forwards.add((registry, registry))
         return Network(forwards=tuple(sorted(forwards)), outbound=outbound)
 
     def declared_secrets(self) -> dict[str, str]:
@@ -391,7 +391,8 @@ class Stage:
             raise failure(f"{self.name}: stage needs services {missing} that services: disables")
         try:
             with services.provide(names, pg_user=pg.user if pg else "testuser",
-                                  pg_database=pg.database if pg else "test_db", log=self.log) as endpoints:
+                                  pg_database=pg.database if pg else "test_db", log=self.log,
+                                  standard_ports=self.workspaces.sandbox) as endpoints:
                 self.extra_env = {**self.extra_env, **endpoints.env}
                 self.forwards = (*self.forwards, *endpoints.ports)
                 self.extra_secrets = (*self.extra_secrets, *endpoints.secrets)
