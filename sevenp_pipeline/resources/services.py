@@ -15,6 +15,7 @@ is set from a 0600 file, never on a command line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import secrets
@@ -72,6 +73,7 @@ class Server:
     password: str = ""
     database: str = ""
     bin_dir: str = ""  # PostgreSQL: the folder of its binaries (psql for init_sql)
+    stage_port: int = 0  # the port a stage connects to: ``port``, or the standard one in its own namespace
 
     def facts(self, *, host: str, port: int) -> dict[str, str]:
         """What ``${<name>.<fact>}`` in a stage's env stands for, for a client reaching the server at
@@ -117,8 +119,15 @@ class RedisOptions:
 class ServiceEndpoints:
     env: dict[str, str]  # as a client on this machine's loopback reaches them
     secrets: tuple[str, ...]
-    ports: tuple[int, ...] = ()  # loopback ports the stage's network namespace must reach
+    # (port the stage connects to, port the server listens on) for each server; the two differ when
+    # the stage has a network namespace of its own, where its services sit on their standard ports
+    ports: tuple[tuple[int, int], ...] = ()
     servers: tuple[Server, ...] = ()
+
+
+# Where a stage with a network namespace of its own finds its services: their standard ports on its
+# own loopback (relayed to the servers' random host ports), so `localhost:5432` in an app works.
+STANDARD_PORTS = {"postgresql": 5432, "redis": 6379}
 
 
 # Ports handed out by free_port(), kept out of its answers for a while: stages running at once
@@ -190,15 +199,18 @@ class TestServices(dg.ConfigurableResource):
     @contextlib.contextmanager
     def provide(
         self, names: Sequence[str], *, postgresql: PostgresOptions | None = None, redis: RedisOptions | None = None,
-        log: LogFn | None = None,
+        log: LogFn | None = None, standard_ports: bool = False,
     ) -> Iterator[ServiceEndpoints]:
-        """Starts the servers ``names`` asks for (set up by ``postgresql`` and ``redis``) and stops them
-        after the block."""
+        """The servers ``names`` asks for (set up by ``postgresql`` and ``redis``), and what a stage needs
+        to reach them; stopped after the block. ``standard_ports``: the stage runs in a network namespace
+        of its own, and reaches each server at its standard port there (the endpoints' ``ports`` say
+        which host port to relay it to; each server's ``stage_port`` is the port the stage connects to)."""
         pg, rd = postgresql or PostgresOptions(), redis or RedisOptions()
         env: dict[str, str] = {}
         hidden: list[str] = []
-        ports: list[int] = []
+        ports: list[tuple[int, int]] = []
         servers: list[Server] = []
+
         with contextlib.ExitStack() as stack:
             root = self.root()
             removed, failed = remove_abandoned(root)  # left by run workers killed mid-stage
@@ -216,9 +228,11 @@ class TestServices(dg.ConfigurableResource):
                 servers.append(stack.enter_context(self._postgres(root, workdir, pg, password, log)))
             if "redis" in names:
                 servers.append(stack.enter_context(self._redis(workdir, rd, log)))
+            servers = [dataclasses.replace(s, stage_port=STANDARD_PORTS[s.name] if standard_ports else s.port)
+                       for s in servers]
             for server in servers:
-                ports.append(server.port)
-                env.update(server.env(host="127.0.0.1", port=server.port))
+                ports.append((server.stage_port, server.port))
+                env.update(server.env(host="127.0.0.1", port=server.stage_port))
             yield ServiceEndpoints(env=env, secrets=tuple(hidden), ports=tuple(ports), servers=tuple(servers))
             if log:
                 log(f"tearing down services: {', '.join(names)}")

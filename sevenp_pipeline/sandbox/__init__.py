@@ -83,10 +83,21 @@ class Overlay:
 
 @dataclass(frozen=True)
 class Network:
-    """The stage's own network namespace: ``forwards`` are host loopback ports reachable at the same
-    port inside; ``outbound``: a route out (slirp4netns, no host loopback) with its own resolver."""
+    """The stage's own network namespace: ``forwards`` are host loopback ports reachable inside, at
+    the same port (an int) or at another one (``(inside, host)``: a test service on its standard
+    port, 5432 inside for a server on a random host port); ``outbound``: a route out (slirp4netns,
+    no host loopback) with its own resolver."""
 
-    forwards: tuple[int, ...] = ()
+    forwards: tuple[int | tuple[int, int], ...] = ()
+
+    def port_pairs(self) -> list[tuple[int, int]]:
+        """``forwards`` as ``(inside, host)`` pairs; two forwards to one inside port are refused."""
+        pairs = [(f, f) if isinstance(f, int) else (int(f[0]), int(f[1])) for f in self.forwards]
+        inside = [p[0] for p in pairs]
+        clash = sorted({p for p in inside if inside.count(p) > 1})
+        if clash:
+            raise SandboxError(f"network: two forwards to inside port(s) {clash}: {pairs}")
+        return pairs
     outbound: bool = False
     resolv_conf: Path | None = None  # "nameserver 10.0.2.3", bound over /etc/resolv.conf when outbound
 
@@ -153,7 +164,7 @@ class SandboxSpec:
                 raise SandboxError("slirp4netns not found: an outbound stage (the install stage, or one with "
                                    "network: outbound) needs it; install the Debian package slirp4netns "
                                    "(scripts/install-system-deps.sh)")
-            network = {"forwards": list(self.network.forwards), "outbound": self.network.outbound,
+            network = {"forwards": [list(p) for p in self.network.port_pairs()], "outbound": self.network.outbound,
                        "slirp4netns": slirp}
             if self.network.outbound and self.network.resolv_conf is not None:
                 files.append([str(self.network.resolv_conf), "/etc/resolv.conf"])

@@ -9,9 +9,10 @@ JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, `
 0. network (unless ``network`` is null): the command gets a network namespace of its own with only
    ``lo`` up, so the host's loopback (the Dagster webserver, the image registry, the environments'
    databases and front doors) and other stages' servers are out of reach. What it may reach is
-   relayed by a helper process that stays in the host's namespace: each port in ``forwards`` is
-   listened on at 127.0.0.1 inside and connected to the same port on the host's loopback (the
-   stage's own test services, a smoke test's front door); with ``outbound``, slirp4netns gives the
+   relayed by a helper process that stays in the host's namespace: each ``[inside, host]`` pair in
+   ``forwards`` is listened on at 127.0.0.1 (and ::1, so ``localhost`` works either way) port
+   ``inside`` and connected to port ``host`` on the host's loopback (the stage's own test services
+   on their standard ports, a smoke test's front door); with ``outbound``, slirp4netns gives the
    namespace a route out with host loopback disabled (the package registry for an install stage).
    The helper runs as root, not dumpable, so the stage user can neither signal nor trace it;
 1. overlays: a copy-on-write layer over a read-only tree (the dependency cache) at a target inside
@@ -153,13 +154,24 @@ def isolate_network(net):
     theirs.close()
     _enter_new_netns()
     listeners = []
-    for port in net["forwards"]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(128)
-        listeners.append(sock)
-    socket.send_fds(ours, [b"go"], [sock.fileno() for sock in listeners])
+    targets = []  # the host port of each listener, in order
+    for inside, host in net["forwards"]:
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address, inside))
+            except OSError:
+                sock.close()
+                if family == socket.AF_INET:
+                    raise
+                continue  # no IPv6 on this machine's loopback: 127.0.0.1 only
+            sock.listen(128)
+            listeners.append(sock)
+            targets.append(host)
+    socket.send_fds(ours, [" ".join(map(str, targets)).encode() or b"-"], [sock.fileno() for sock in listeners])
     for sock in listeners:
         sock.close()
     answer = ours.recv(600).decode(errors="replace")
@@ -177,10 +189,11 @@ def _enter_new_netns():
 
 def relay(channel, net):
     """The helper: starts slirp4netns when asked, then relays each connection accepted inside the
-    namespace to the same port on the host's loopback, until the sandbox ends (pid 1 kills it)."""
+    namespace to its host port on the host's loopback, until the sandbox ends (pid 1 kills it)."""
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    _, fds, _, _ = socket.recv_fds(channel, 16, 64)
-    listeners = {socket.socket(fileno=fd): port for fd, port in zip(fds, net["forwards"], strict=True)}
+    message, fds, _, _ = socket.recv_fds(channel, 4096, 128)
+    targets = [int(p) for p in message.decode().split() if p != "-"]
+    listeners = {socket.socket(fileno=fd): port for fd, port in zip(fds, targets, strict=True)}
     pids = []
     if net["outbound"]:
         pids.append(_start_slirp(net["slirp4netns"]))

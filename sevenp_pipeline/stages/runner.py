@@ -68,7 +68,7 @@ class Stage:
     extra_secrets: tuple[str, ...] = ()
     # Host loopback ports the stage reaches from its own network namespace (its test services, the
     # URL a smoke test checks); outbound: also a route out (see sandbox.Network).
-    forwards: tuple[int, ...] = ()
+    forwards: tuple[int | tuple[int, int], ...] = ()  # a port, or (inside, host) (see sandbox.Network)
     outbound: bool | None = None  # None: the stage spec's (StageSpec.outbound)
     room: StageRoom | None = None
     kept: dict[str, str] = field(default_factory=dict)  # artifact name -> URI, what the stage cache stores
@@ -282,9 +282,9 @@ class Stage:
         """The stage's network namespace: its forwarded ports and whether it goes outbound. An install
         stage whose registry is on this machine's loopback (a local mirror) gets that port too."""
         outbound = self.spec.outbound if self.outbound is None else self.outbound
-        forwards = set(self.forwards)
+        forwards = {(f, f) if isinstance(f, int) else f for f in self.forwards}
         if outbound and (registry := loopback_port(npm_registry(self.runner) or "")):
-            forwards.add(registry)
+            forwards.add((registry, registry))
         return Network(forwards=tuple(sorted(forwards)), outbound=outbound)
 
     def declared_secrets(self) -> dict[str, str]:
@@ -412,7 +412,7 @@ class Stage:
         pg, redis = self.app.services.postgresql, self.app.services.redis
         try:
             with services.provide(names, postgresql=postgres_options(pg), redis=redis_options(redis),
-                                  log=self.log) as endpoints:
+                                  log=self.log, standard_ports=self.workspaces.sandbox) as endpoints:
                 env, self.service_facts = self.service_view(endpoints)
                 self.extra_env = {**self.extra_env, **env}
                 self.forwards = (*self.forwards, *endpoints.ports)
@@ -430,12 +430,12 @@ class Stage:
     def service_view(self, endpoints: ServiceEndpoints) -> tuple[dict[str, str], dict[str, str]]:
         """Every address value the stage sees, made here and nowhere else: its variables (POSTGRESQL_URI,
         PG*, REDIS_URI) and what its env's ``${<service>.<fact>}`` stand for, from each server and the
-        host and port the stage reaches it on. Today that is the server's own loopback port, forwarded
-        into the stage's network namespace as is."""
+        host and port the stage reaches it on: its standard port in the stage's own network namespace
+        (relayed to the server's host port), or the host port itself without a sandbox (``stage_port``)."""
         env: dict[str, str] = {}
         facts: dict[str, str] = {}
         for server in endpoints.servers:
-            host, port = "127.0.0.1", server.port  # the address as the stage reaches it
+            host, port = "127.0.0.1", server.stage_port  # the address as the stage reaches it
             env.update(server.env(host=host, port=port))
             facts.update(server.facts(host=host, port=port))
         return env, facts
