@@ -16,10 +16,10 @@ the package.json data it is given, runs nothing. Flags were checked with the rea
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 REPORT_DIR = ".sevenp-reports"
@@ -66,7 +66,7 @@ def _strip_prefixes(words: list[str]) -> list[str]:
     i = 0
     while i < len(words):
         word = words[i]
-        base = os.path.basename(word)
+        base = PurePosixPath(word).name
         if _ENV_ASSIGNMENT.match(word):
             i += 1
         elif base in _WRAPPERS:
@@ -89,7 +89,7 @@ def runner_of(words: list[str]) -> str | None:
     rest = _strip_prefixes(words)
     if not rest:
         return None
-    base = os.path.basename(rest[0])
+    base = PurePosixPath(rest[0]).name
     args = rest[1:]
     if base in ("jest", "vitest", "ava"):
         return base

@@ -58,7 +58,7 @@ def test_a_command_stage_is_detected_from_its_argv() -> None:
     assert plan.runner == "playwright"
     assert plan.args == ("--reporter=list,junit",)
     assert plan.env == (("PLAYWRIGHT_JUNIT_OUTPUT_NAME", ".sevenp-reports/e2e.xml"),)
-    with pytest.raises(UnknownRunner, match="command ./run-tests.sh"):
+    with pytest.raises(UnknownRunner, match=r"command \./run-tests\.sh"):
         plan_for("e2e", {}, command=["./run-tests.sh"])
 
 
