@@ -23,6 +23,11 @@ class KindSchema:
     default_command: str | None = None  # what runs without a 'command' (then it takes no 'script')
     outbound: bool = False  # gets a route out by default (network: outbound)
     at_most_one: bool = False  # an app declares at most one stage of the kind
+    test_report: bool = False  # reads a test report: 'junit', or 'report' (+ 'report_format'), or detected
+
+
+# The test report formats a test/e2e stage reads (sevenp_pipeline/test_reports.py parses them).
+TEST_FORMATS: tuple[str, ...] = ("junit", "jest-json", "vitest-json", "mocha-json", "tap")
 
 
 def _schemas(*schemas: KindSchema) -> dict[str, KindSchema]:
@@ -37,10 +42,10 @@ KIND_SCHEMAS: dict[str, KindSchema] = _schemas(
     KindSchema("lint", requires="report"),
     KindSchema("format"),
     KindSchema("typecheck"),
-    KindSchema("test", requires="junit"),
+    KindSchema("test", test_report=True),
     KindSchema("build", requires="output_dir"),
     KindSchema("docs"),
-    KindSchema("e2e", requires="junit"),
+    KindSchema("e2e", test_report=True),
     KindSchema("performance", requires="report"),
     KindSchema("command"),
     # commitlint reads the pushed range, not files: nothing to key a cached result on.

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from sevenp_pipeline.config.kinds import INSTALL, KIND_SCHEMAS, STAGE_KINDS
+from sevenp_pipeline.config.kinds import INSTALL, KIND_SCHEMAS, STAGE_KINDS, TEST_FORMATS
 from sevenp_pipeline.config.references import check_env, has_references
 from sevenp_pipeline.config.targets import take_target_sections, target_schema, validate_target_section
 
@@ -156,6 +156,8 @@ class StageSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     report: AppPath | None = Field(default=None, description="report file the command writes")
     junit: AppPath | None = Field(default=None, description="JUnit XML the tests write")
+    report_format: Literal[TEST_FORMATS] | None = Field(  # type: ignore[valid-type]
+        default=None, description=f"test/e2e: format of 'report' ({', '.join(TEST_FORMATS)}); default: sniffed")
     coverage: AppPath | None = Field(default=None, description="istanbul json-summary (istanbul, v8/c8, vitest)")
     output_dir: AppPath | None = Field(default=None, description="directory the stage produces")
     artifacts: AppPath | None = Field(default=None, description="folder of failure artifacts (screenshots, traces)")
@@ -210,9 +212,20 @@ class StageSpec(BaseModel):
         required = kind.requires
         if required and not getattr(self, required):
             raise ValueError(f"a {self.kind} stage needs '{required}' (the file or folder it reads)")
+        if kind.test_report:
+            self._test_report_keys()
+        elif self.report_format is not None:
+            raise ValueError(f"'report_format' is for test and e2e stages, not {_a(self.kind)} stage")
         if self.gates.min_coverage is not None and not self.coverage:
             raise ValueError("gates.min_coverage needs 'coverage' (the coverage summary file)")
         return self
+
+    def _test_report_keys(self) -> None:
+        """A test/e2e stage: 'junit', or 'report' (+ 'report_format'), or neither (the runner is detected)."""
+        if self.junit and self.report:
+            raise ValueError("give 'junit' or 'report' (with 'report_format'), not both")
+        if self.report_format is not None and not self.report:
+            raise ValueError("'report_format' needs 'report' (the test report file it describes)")
 
     @property
     def cacheable(self) -> bool:

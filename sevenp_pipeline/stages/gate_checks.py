@@ -92,7 +92,10 @@ def problems_result(gate: Gate, app: AppConfig, stage: str, found: int) -> dg.As
 def tests_result(summary: TestSummary, exited_ok: bool, describe: str) -> dg.AssetCheckResult:
     reasons = []
     if summary.failed or summary.errors:
-        reasons.append(f"{summary.failed + summary.errors} of {summary.tests} tests failed")
+        named = "; ".join(f"{f.suite} > {f.name}" if f.suite else f.name for f in summary.failures[:5])
+        more = f" (+{len(summary.failures) - 5} more)" if len(summary.failures) > 5 else ""
+        reasons.append(f"{summary.failed + summary.errors} of {summary.tests} tests failed"
+                       + (f": {named}{more}" if named else ""))
     if summary.tests == 0 and exited_ok:
         reasons.append("no test was run")
     if not exited_ok:

@@ -133,24 +133,74 @@ def _typecheck(stage: Stage, outcome: Outcome) -> Evaluation:
     return _problems(stage, outcome, gate_checks.TYPE_ERRORS, errors, {"errors": errors}, ["error"], shown)
 
 
-def _test(stage: Stage, outcome: Outcome) -> Evaluation:
+def _extension(path: Path, default: str) -> str:
+    return "".join(path.suffixes[-1:]) or default
+
+
+_EXTENSIONS = {"junit": ".xml", "tap": ".tap"}
+
+
+def _test_report(stage: Stage, outcome: Outcome) -> tuple[Any, dict[str, Any]]:
+    """The stage's test report read in its format: 'junit', 'report' (+ 'report_format', else sniffed),
+    or the detected runner's (stages/test_runners.py; ava's TAP is the stage's own log)."""
     spec = stage.spec
-    if outcome.timed_out:
-        raise failure(f"{stage.name}: {outcome.describe()}; test services were torn down", outcome)
+    plan = stage.report_plan
+    if spec.junit:
+        rel, fmt, key = spec.junit, "junit", "junit"
+    elif spec.report:
+        rel, fmt, key = spec.report, spec.report_format, "report"
+    else:
+        assert plan is not None
+        rel, fmt, key = plan.report, plan.fmt, "report"
+    path = outcome.log_path if plan and not rel else stage.report_file(rel)
+    assert path is not None
     try:
-        summary = junit_summary(stage.report_file(spec.junit))
+        summary = _summary(path, fmt)
     except ReportError as exc:
+        where = f"stages.{stage.name}.{key}" if not plan else f"{plan.runner}'s report, flags added by detection"
         if not outcome.ok:
             raise failure(f"{stage.name}: {outcome.describe()}; {exc}", outcome) from exc
-        raise failure(f"{stage.name}: {exc} (stages.{stage.name}.junit)", outcome) from exc
+        raise failure(f"{stage.name}: {exc} ({where})", outcome) from exc
+    name = f"reports/{stage.name}{_EXTENSIONS.get(fmt or '', _extension(path, '.json'))}"
     meta: dict[str, Any] = {
         "tests": summary.tests,
         "passed": summary.passed,
         "failed": summary.failed + summary.errors,
         "skipped": summary.skipped,
         "test_duration_s": summary.duration,
-        "junit": dg.MetadataValue.url(stage.keep(stage.report_file(spec.junit), f"reports/{stage.name}.xml")),
+        "report_format": fmt or "sniffed",
+        key: dg.MetadataValue.url(stage.keep(path, name, redacted=not rel)),
     }
+    if plan:
+        meta["test_runner"] = plan.runner
+    return summary, meta
+
+
+# Until branch issue20-parsers (sevenp_pipeline/test_reports.py) is merged, only JUnit and the
+# json-summary are read; after it, these two shims become direct calls.
+def _summary(path: Path, fmt: str | None) -> Any:
+    try:
+        from sevenp_pipeline.test_reports import test_summary  # noqa: PLC0415
+    except ImportError:
+        if fmt != "junit":
+            raise ReportError(f"{path.name}: no reader for format {fmt or 'sniffed'} in this build") from None
+        return junit_summary(path)
+    return test_summary(path, fmt)
+
+
+def _coverage(path: Path) -> Any:
+    try:
+        from sevenp_pipeline.test_reports import coverage_of  # noqa: PLC0415
+    except ImportError:
+        return coverage_summary(path)
+    return coverage_of(path)
+
+
+def _test(stage: Stage, outcome: Outcome) -> Evaluation:
+    spec = stage.spec
+    if outcome.timed_out:
+        raise failure(f"{stage.name}: {outcome.describe()}; test services were torn down", outcome)
+    summary, meta = _test_report(stage, outcome)
     if summary.failures:
         meta["failures"] = dg.MetadataValue.md(stage.redact(
             md_table(["suite", "test", "message"], [[f.suite, f.name, f.message] for f in summary.failures])))
@@ -164,11 +214,11 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
                 results.append(gate_checks.no_coverage_result(f"no coverage report: {results[0].description}"))
         else:
             try:
-                coverage = coverage_summary(path)
+                coverage = _coverage(path)
             except ReportError as exc:
                 raise failure(f"{stage.name}: {outcome.describe()}; {exc} (stages.{stage.name}.coverage)",
                               outcome) from exc
-            stage.keep(path, f"reports/{stage.name}-coverage-summary.json")
+            stage.keep(path, f"reports/{stage.name}-coverage{_extension(path, '.json')}")
             meta.update({f"coverage_{m}_pct": coverage.metric(m)
                          for m in ("lines", "statements", "branches", "functions")})
             if spec.gates.min_coverage is not None:

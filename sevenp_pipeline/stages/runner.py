@@ -26,6 +26,7 @@ import dagster as dg
 
 from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, failure, fingerprint, md_table
 from sevenp_pipeline.config import AppConfig, StageSpec
+from sevenp_pipeline.config.kinds import KIND_SCHEMAS
 from sevenp_pipeline.config.models import Limits, PostgresService, RedisService
 from sevenp_pipeline.config.references import expand
 from sevenp_pipeline.files import open_private
@@ -46,6 +47,7 @@ from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usa
 from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_port
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
+from sevenp_pipeline.stages.test_runners import REPORT_DIR, ReportPlan, UnknownRunner, plan_for
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
@@ -110,6 +112,10 @@ class Stage:
             raise failure(f"{self.name}: {exc}") from exc
 
     def package_scripts(self) -> dict[str, str]:
+        scripts = self.package_json().get("scripts") or {}
+        return scripts if isinstance(scripts, dict) else {}
+
+    def package_json(self) -> dict[str, Any]:
         path = self.workspace.app_dir / "package.json"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -118,14 +124,26 @@ class Stage:
                           f"{self.sha[:12]}: is repository.subdirectory right?") from None
         except ValueError as exc:
             raise failure(f"{self.name}: package.json is not valid JSON: {exc}") from exc
-        scripts = data.get("scripts") or {}
-        return scripts if isinstance(scripts, dict) else {}
+        return data if isinstance(data, dict) else {}
+
+    @functools.cached_property
+    def report_plan(self) -> ReportPlan | None:
+        """A test/e2e stage configured with neither 'junit' nor 'report': its detected runner's report
+        flags (stages/test_runners.py). They are part of argv() and env(), so of the stage's cache key."""
+        spec = self.spec
+        if not KIND_SCHEMAS[spec.kind].test_report or spec.junit or spec.report:
+            return None
+        package = self.package_json() if spec.command is None else {}
+        try:
+            return plan_for(self.name, package, script=spec.script, command=spec.command)
+        except UnknownRunner as exc:
+            raise failure(str(exc)) from None
 
     def argv(self) -> list[str]:
         spec = self.spec
         args = [a.replace("{report}", spec.report or "") for a in spec.args]
         if spec.command is not None:
-            return [*spec.command, *args]
+            return [*spec.command, *args, *self._plan_args()]
         assert spec.script is not None
         scripts = self.package_scripts()
         pm = self.package_manager
@@ -137,7 +155,19 @@ class Stage:
                 f"(defined: {', '.join(sorted(scripts)) or 'none'}); add it, set stages.{self.name}.script "
                 f"to one of them, or set stages.{self.name}.optional: true in the app config"
             )
-        return pm.run_script_argv(spec.script, args)
+        return pm.run_script_argv(spec.script, [*args, *self._plan_args()])
+
+    def _plan_args(self) -> tuple[str, ...]:
+        plan = self.report_plan
+        return plan.args if plan else ()
+
+    def _plan_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The detected runner's env over ``env``; NODE_OPTIONS is added to, never replaced."""
+        plan = self.report_plan if KIND_SCHEMAS[self.spec.kind].test_report else None
+        added: dict[str, str] = {}
+        for key, value in plan.env if plan else ():
+            added[key] = f"{env[key]} {value}" if key == "NODE_OPTIONS" and env.get(key) else value
+        return added
 
     def env(self, *, per_run: bool = True) -> dict[str, str]:
         """The stage's environment: the pipeline's, the package manager's, the app's and the stage's env
@@ -158,8 +188,8 @@ class Stage:
         # The machine's registry as the orchestrator's npm sees it (its user config is not the stage's),
         # without credentials: an app that needs a token declares it in `secrets:`.
         public = {"npm_config_registry": URL_USERINFO.sub(r"\g<scheme>", registry)} if registry else {}
-        return {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **public, **pm_env, **app_env,
-                **stage_env, **(self.extra_env if per_run else {})}
+        env = {"CI": "true", "FORCE_COLOR": "0", "NO_COLOR": "1", **public, **pm_env, **app_env, **stage_env}
+        return {**env, **self._plan_env(env), **(self.extra_env if per_run else {})}
 
     def data_version(self, argv: list[str], *extra: Any) -> str:
         """A stage's data version when its input key (stages/cache.py, which also counts the needed
@@ -189,12 +219,17 @@ class Stage:
         spec = self.spec
         log_path = self.workspace.logs / f"{self.name}.log"
         log_path.unlink(missing_ok=True)
-        for rel in (spec.report, spec.junit, spec.coverage, spec.artifacts):  # never read a stale report
+        plan = self.report_plan if KIND_SCHEMAS[spec.kind].test_report else None
+        planned = REPORT_DIR if plan and plan.report else None
+        for rel in (spec.report, spec.junit, spec.coverage, spec.artifacts, planned):  # never read a stale report
             if rel:
                 try:
                     remove_beneath(self.workspace.app_dir, rel)
                 except LinkInTheWay as exc:  # left alone: report_path() refuses to read through it
                     self.context.log.warning(f"{self.name}: stale {rel} not removed: {exc}")
+        if planned:  # node's junit reporter does not create the folder of its destination
+            with contextlib.suppress(OSError):
+                (self.workspace.app_dir / planned).mkdir()
         request = self.bounded(self.request(argv, log_path=log_path, node_modules=node_modules))
         outcome = self.runner.run(request, log=self.log)
         shutil.rmtree(self.room.root, ignore_errors=True)  # HOME, TMPDIR, the node_modules layer

@@ -71,6 +71,16 @@ def test_disabled_stage_passes_on_its_needs(tmp_path: Path) -> None:
     assert app.needs("unit_test_results") == ["node_dependencies"]
 
 
+def test_a_test_stage_reads_junit_a_report_or_a_detected_runner(tmp_path: Path) -> None:
+    app = load_app_config(_write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n"
+                                 "  a: {kind: test, script: test}\n"
+                                 "  b: {kind: e2e, script: e2e, report: out/r.tap, report_format: tap}\n"
+                                 "  c: {kind: test, script: test, report: r.json}\n"
+                                 "  d: {kind: test, script: test, junit: j.xml}\n"))
+    assert [(app.stages[n].report, app.stages[n].report_format, app.stages[n].junit) for n in "abcd"] == [
+        (None, None, None), ("out/r.tap", "tap", None), ("r.json", None, None), (None, None, "j.xml")]
+
+
 @pytest.mark.parametrize(("stages", "error"), [
     ("  audit: {kind: lint-ish, command: [x]}\n",
      r"stages\.audit\.kind: unknown kind 'lint-ish' \(known: install, lint"),
@@ -80,7 +90,14 @@ def test_disabled_stage_passes_on_its_needs(tmp_path: Path) -> None:
     ("  lint_report: {needs: [build_artifact]}\n", r"app\.yaml: stages\.\w+\.needs: cycle .*lint_report"),
     ("  audit: {kind: command, command: [x]}\n  audit: {kind: command, command: [y]}\n",
      r"app\.yaml: invalid YAML \(line 5, column 3\): duplicate key 'audit'"),
-    ("  unit: {kind: test, command: [x]}\n", r"stages\.unit: a test stage needs 'junit'"),
+    ("  unit: {kind: test, command: [x], junit: a.xml, report: b.json}\n",
+     r"stages\.unit: give 'junit' or 'report' \(with 'report_format'\), not both"),
+    ("  unit: {kind: test, command: [x], report_format: tap}\n",
+     r"stages\.unit: 'report_format' needs 'report'"),
+    ("  unit: {kind: test, command: [x], report: r.json, report_format: jest}\n",
+     r"stages\.unit\.report_format: .*'jest-json'"),
+    ("  audit: {kind: lint, command: [x], report: r.json, report_format: tap}\n",
+     r"stages\.audit: 'report_format' is for test and e2e stages"),
     ("  Bad-Name: {kind: command, command: [x]}\n", r"stages: 'Bad-Name': stage names use"),
     ("  sbom: {kind: command, command: [x]}\n", r"stages: 'sbom': the name of a built-in asset"),
     ("  lint_report: {gates: {max_problemz: 1}}\n", r"stages\.lint_report\.gates\.max_problemz: unknown key"),
