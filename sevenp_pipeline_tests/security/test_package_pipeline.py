@@ -65,7 +65,8 @@ def _npm_add(pipe: Pipeline, spec: str) -> None:
                     "--save-exact", spec], cwd=pipe.remote.clone, check=True, capture_output=True)
 
 
-def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_key: str) -> None:
+def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_key: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     sha = sample.remote.commit("release candidate")
     result = sample.materialize(sha, PACKAGE)
     assert result.success, check_verdicts(result)
@@ -145,42 +146,32 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     assert ok.success, check_verdicts(ok)
     assert metadata_of(ok, "vulnerability_report")["suppressed"] >= 1
 
-
-def test_planted_aws_key_fails_the_secret_gate(sample: Pipeline) -> None:
-    sample.remote.write("src/deploy-credentials.ts", f"export const creds = `\n{FAKE_AWS}`;\n")
-    sha = sample.remote.commit("oops: credentials")
-    result = sample.materialize(sha, "source_checkout,node_dependencies,container_image,secret_scan")
-    assert not result.success
-    meta = metadata_of(result, "secret_scan")
-    # Found in the source and again in the image: tsc compiled the string into dist/.
-    assert meta["secrets_in_source"] >= 1 and meta["secrets_in_image"] >= 1
-    assert "AWS Access Key" in meta["findings"] and "AKIAZ3MHQXK7T2LWJ5PA" not in meta["findings"]
-    assert check_verdicts(result)["secret_scan.no_secrets"] is False
-
-
-def test_missing_signing_key_names_the_variable(sample: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    sha = sample.remote.commit("no key")
-    assert sample.materialize(sha, "source_checkout,node_dependencies,container_image,sbom").success
+    # Without the signing key (the first commit's image and SBOM are there): found at the first stage
+    # of a run, before any image is built ...
     monkeypatch.delenv("SEVENP_SIGNING_KEY")
-    # Found at the first stage of a run, before any image is built ...
-    early = sample.materialize(sample.remote.commit("still no key"), "source_checkout,node_dependencies")
+    early = sample.materialize(sample.remote.commit("no key"), "source_checkout,node_dependencies")
     assert not early.success and "node_dependencies" not in materialized(early)
     assert "SEVENP_SIGNING_KEY is not set" in failure_text(early)
     # ... and by the signing step itself when it runs alone.
-    result = sample.materialize(sha, "provenance")
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    unsigned = sample.materialize(sha, "provenance")
+    assert not unsigned.success
+    failure = next(e for e in unsigned.all_events if e.is_step_failure).step_failure_data
     assert "SEVENP_SIGNING_KEY" in failure.user_failure_data.description
 
 
-def test_promotion_alone_after_a_failed_security_gate_is_refused(sample: Pipeline) -> None:
-    """The security gates are in the app's gate registry: a promotion launched on its own, in a run
-    of its own, reads the secret scan that failed in the commit's earlier run and refuses."""
+def test_planted_aws_key_fails_the_secret_gate_and_a_later_promotion(sample: Pipeline) -> None:
+    """A planted AWS key fails the secret gate (in the source and in the image). The security gates
+    are in the app's gate registry: a promotion launched on its own, in a run of its own, reads the
+    secret scan that failed in the commit's earlier run and refuses."""
     sample.remote.write("src/deploy-credentials.ts", f"export const creds = `\n{FAKE_AWS}`;\n")
     sha = sample.remote.commit("oops: credentials")
     first = sample.materialize(sha, PACKAGE)
     assert not first.success and "promoted_image" not in materialized(first)
     assert check_verdicts(first)["secret_scan.no_secrets"] is False
+    meta = metadata_of(first, "secret_scan")
+    # Found in the source and again in the image: tsc compiled the string into dist/.
+    assert meta["secrets_in_source"] >= 1 and meta["secrets_in_image"] >= 1
+    assert "AWS Access Key" in meta["findings"] and "AKIAZ3MHQXK7T2LWJ5PA" not in meta["findings"]
     # Every other gate ran and passed in that run: only the secret scan stands in the way.
     assert all(passed for name, passed in check_verdicts(first).items() if name != "secret_scan.no_secrets")
     alone = sample.materialize(sha, "promoted_image")
