@@ -22,9 +22,7 @@ from sevenp_pipeline.config import AppConfig, StageSpec
 from sevenp_pipeline.config.kinds import KIND_SCHEMAS, KindSchema
 from sevenp_pipeline.reports import (
     ReportError,
-    coverage_summary,
     eslint_counts,
-    junit_summary,
     performance_summary,
     prettier_issue_files,
     tsc_error_count,
@@ -37,6 +35,7 @@ from sevenp_pipeline.stages.gate_checks import Gate
 from sevenp_pipeline.stages.install import build_install_asset
 from sevenp_pipeline.stages.runner import Stage
 from sevenp_pipeline.stages.tool_asset import build_tool_asset
+from sevenp_pipeline.test_reports import coverage_of, sniff_test_format, test_summary
 
 MAX_KEPT_ARTIFACTS = 40
 MAX_SHOWN_ROWS = 1000  # problem lines held for the metadata table (which shows 50 and counts the rest)
@@ -155,7 +154,8 @@ def _test_report(stage: Stage, outcome: Outcome) -> tuple[Any, dict[str, Any]]:
     path = outcome.log_path if plan and not rel else stage.report_file(rel)
     assert path is not None
     try:
-        summary = _summary(path, fmt)
+        fmt = fmt or sniff_test_format(path)
+        summary = test_summary(path, fmt)
     except ReportError as exc:
         where = f"stages.{stage.name}.{key}" if not plan else f"{plan.runner}'s report, flags added by detection"
         if not outcome.ok:
@@ -168,32 +168,12 @@ def _test_report(stage: Stage, outcome: Outcome) -> tuple[Any, dict[str, Any]]:
         "failed": summary.failed + summary.errors,
         "skipped": summary.skipped,
         "test_duration_s": summary.duration,
-        "report_format": fmt or "sniffed",
+        "report_format": fmt,
         key: dg.MetadataValue.url(stage.keep(path, name, redacted=not rel)),
     }
     if plan:
         meta["test_runner"] = plan.runner
     return summary, meta
-
-
-# Until branch issue20-parsers (sevenp_pipeline/test_reports.py) is merged, only JUnit and the
-# json-summary are read; after it, these two shims become direct calls.
-def _summary(path: Path, fmt: str | None) -> Any:
-    try:
-        from sevenp_pipeline.test_reports import test_summary  # noqa: PLC0415
-    except ImportError:
-        if fmt != "junit":
-            raise ReportError(f"{path.name}: no reader for format {fmt or 'sniffed'} in this build") from None
-        return junit_summary(path)
-    return test_summary(path, fmt)
-
-
-def _coverage(path: Path) -> Any:
-    try:
-        from sevenp_pipeline.test_reports import coverage_of  # noqa: PLC0415
-    except ImportError:
-        return coverage_summary(path)
-    return coverage_of(path)
 
 
 def _test(stage: Stage, outcome: Outcome) -> Evaluation:
@@ -214,7 +194,7 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
                 results.append(gate_checks.no_coverage_result(f"no coverage report: {results[0].description}"))
         else:
             try:
-                coverage = _coverage(path)
+                coverage = coverage_of(path)
             except ReportError as exc:
                 raise failure(f"{stage.name}: {outcome.describe()}; {exc} (stages.{stage.name}.coverage)",
                               outcome) from exc

@@ -220,7 +220,8 @@ class Stage:
         log_path = self.workspace.logs / f"{self.name}.log"
         log_path.unlink(missing_ok=True)
         plan = self.report_plan if KIND_SCHEMAS[spec.kind].test_report else None
-        planned = REPORT_DIR if plan and plan.report else None
+        # The detected runner's own report file: only this stage's (stages at once share the folder).
+        planned = plan.report if plan and plan.report else None
         for rel in (spec.report, spec.junit, spec.coverage, spec.artifacts, planned):  # never read a stale report
             if rel:
                 try:
@@ -228,8 +229,7 @@ class Stage:
                 except LinkInTheWay as exc:  # left alone: report_path() refuses to read through it
                     self.context.log.warning(f"{self.name}: stale {rel} not removed: {exc}")
         if planned:  # node's junit reporter does not create the folder of its destination
-            with contextlib.suppress(OSError):
-                (self.workspace.app_dir / planned).mkdir()
+            self.report_dir()
         request = self.bounded(self.request(argv, log_path=log_path, node_modules=node_modules))
         outcome = self.runner.run(request, log=self.log)
         shutil.rmtree(self.room.root, ignore_errors=True)  # HOME, TMPDIR, the node_modules layer
@@ -255,6 +255,18 @@ class Stage:
             if fail_over_limits:
                 raise failure(message, outcome, limit=f"limits.{hit.key}", limit_value=hit.value)
         return outcome
+
+    def report_dir(self) -> None:
+        """The folder detected runners write their reports to, made by us and handed to the stage user
+        (the checkout is the stage user's; a folder we make in it is ours until handed over)."""
+        folder = self.workspace.app_dir / REPORT_DIR
+        if folder.is_symlink():
+            raise failure(f"{self.name}: {REPORT_DIR} in the checkout is a link: not written through")
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        folder.chmod(0o755)
+        if self.workspaces.sandbox:
+            self.workspaces.user.own(folder)
 
     @property
     def limits(self) -> Limits:

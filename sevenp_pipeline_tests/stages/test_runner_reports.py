@@ -69,7 +69,8 @@ def test_each_runner_is_detected_counted_and_names_its_failure(run: dg.ExecuteIn
                        and e.asset_check_evaluation_data.asset_key.path[-1] == stage)
     # "1 of N tests failed: <suite> > <test>": the named test is one the fixture's sources define.
     assert description and "1 of " in description and "tests failed: " in description, description
-    named = description.split("tests failed: ", 1)[1].split(" > ")[-1].strip()
-    assert named and named in _fixture_sources(), description
+    named = description.split("tests failed: ", 1)[1].split("; ")[0].split(" > ")[-1].strip()
+    assert named and f'"{named}"' in _fixture_sources(), description
+    assert f"reports/{stage}." in str(meta["report"])  # the runner's own report, kept
 
 
