@@ -18,8 +18,8 @@ import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
+from sevenp_pipeline import test_reports
 from sevenp_pipeline.resources.processes import MAX_LINE_BYTES, MB, ExecuteRequest, Outcome, ProcessRunner
-from sevenp_pipeline.stages import kinds
 from sevenp_pipeline_tests.conftest import Pipeline
 
 # Prints N MB of 4 KB lines (write(2) straight to the pipe: node's own stdout would buffer it all),
@@ -87,8 +87,8 @@ def _big_files(root: Path, size: int) -> dict[tuple[int, int], list[Path]]:
 @pytest.mark.integration
 def test_output_capped_in_the_event_log_stored_once_and_limits_named(make_pipeline, monkeypatch) -> None:
     parsed: list[Path] = []
-    real_junit = kinds.junit_summary
-    monkeypatch.setattr(kinds, "junit_summary", lambda path: parsed.append(path) or real_junit(path))
+    real_junit = test_reports.junit_summary
+    monkeypatch.setattr(test_reports, "junit_summary", lambda path: parsed.append(path) or real_junit(path))
     pipe = make_pipeline(STAGES)
     pipe.remote.write("scripts/flood.js", FLOOD_JS)
     sha = pipe.remote.commit("chore: a flooding script")

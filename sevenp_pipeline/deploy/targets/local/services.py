@@ -281,9 +281,9 @@ class EnvironmentServices:
             raise ServiceError(f"postgresql not ready after {self.startup_timeout_seconds:.0f}s: "
                                f"{_tail(folder / 'postgresql.log')}")
         if fresh:
-            helpers._psql(pg_bin, folder, sockets, port, PG_USER,
-                          [f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
-                           f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""], secrets=(password,))
+            helpers._psql(pg_bin, folder, sockets, port, PG_USER, statements=[
+                              f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
+                              f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""], secrets=(password,))
         entry.update(pid=keeper.program_pid("postgresql"), port=port)
         if log:
             log(f"postgresql for {self.root.name} on 127.0.0.1:{port} under its keeper (pid {entry['pid']}, "
