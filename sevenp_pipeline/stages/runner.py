@@ -415,7 +415,9 @@ class Stage:
     def base_metadata(self, outcome: Outcome) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "command": outcome.command,
-            "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
+            # Text, not a number: Dagster plots every numeric entry across commits, and a constant
+            # exit code is a flat line that says nothing.
+            "exit_code": dg.MetadataValue.text(str(outcome.exit_code if outcome.exit_code is not None else -1)),
             "duration_s": round(outcome.duration, 2),
         }
         if outcome.leftovers:
