@@ -159,5 +159,7 @@ def gated_result(context: dg.AssetExecutionContext, *, metadata: dict[str, Any],
 
 
 def _links(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The report and log links of a stage's metadata, for its step failure."""
-    return {k: v for k, v in metadata.items() if isinstance(v, dg.UrlMetadataValue | dg.PathMetadataValue)}
+    """The report and log links of a stage's metadata and its output's tail, for its step failure: the
+    step says where to read more without opening the asset."""
+    return {k: v for k, v in metadata.items()
+            if isinstance(v, dg.UrlMetadataValue | dg.PathMetadataValue) or k == "output_tail"}
