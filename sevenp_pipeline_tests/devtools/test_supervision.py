@@ -155,7 +155,7 @@ def test_kill_9_of_each_stack_process_is_repaired_and_the_run_in_flight_finishes
         run = wait_for_runs(instance, tags={TAG_COMMIT: sha}, finished=False, timeout=120)[0]
         wait_for_message(instance, run.run_id, "setTimeout(", timeout=180)  # the slow stage has started
         pids = stack.service_pids()
-        assert pids.keys() == {"code server", "webserver", "daemon"}
+        assert pids.keys() == {"code server", "webserver", "daemon", "artifact server"}
 
         # The daemon and the code server (the run worker's parent) die while the run is in flight.
         killed_at = time.time()
