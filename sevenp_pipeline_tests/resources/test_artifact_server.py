@@ -1,54 +1,23 @@
 """The read-only artifact server, through a real uvicorn on a loopback port and raw HTTP requests
-(http.client sends the path as written: no client-side normalisation of ``..`` hides a bug)."""
+(sevenp_pipeline_tests/artifact_http.py)."""
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
-from sevenp_pipeline.resources.artifact_server import INLINE_LIMIT, create_app
+from sevenp_pipeline.resources.artifact_server import INLINE_LIMIT
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
+from sevenp_pipeline_tests.artifact_http import Reply, Served, serve_artifacts
 
 APP, SHA, OTHER = "web", "a" * 40, "b" * 40
 SECRET = "the-secret-outside-the-store"
 JUNIT = '<?xml version="1.0"?><testsuites tests="1"><testsuite name="unit" tests="1"/></testsuites>\n'
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode(errors="replace")
-
-
-@dataclass
-class Served:
-    root: Path
-    port: int
-
-    def get(self, path: str, method: str = "GET") -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)  # the raw path, as written
-            conn.endheaders()
-            response = conn.getresponse()
-            return Reply(response.status, response.headers, response.read())
-        finally:
-            conn.close()
 
 
 def _write(path: Path, data: str | bytes) -> Path:
@@ -73,22 +42,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     _write(commit / "build_artifact-dist.tar.gz", b"\x1f\x8b\x08\x00fake-gzip")
     _write(root / APP / OTHER / "reports" / "unit_test_results.xml", JUNIT.replace("unit", "other"))
     os.utime(root / APP / SHA, (time.time() - 3600, time.time() - 3600))  # the older commit
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(root), log_level="warning", access_log=False,
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield Served(root=root, port=sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_artifacts(root) as served:
+        yield served
 
 
 def _refused(reply: Reply) -> None:
