@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import dagster as dg
 import pytest
 
+from sevenp_pipeline.asset_helpers import failure
 from sevenp_pipeline.resources.artifact_server import INLINE_LIMIT
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
+from sevenp_pipeline.resources.processes import Outcome
 from sevenp_pipeline_tests.artifact_http import Reply, Served, serve_artifacts
 
 APP, SHA, OTHER = "web", "a" * 40, "b" * 40
@@ -186,3 +189,11 @@ def test_the_store_links_each_artifact_through_the_server(served: Served, tmp_pa
     assert store.uri(app=APP, sha=SHA, name="reports/./x/../y.txt").endswith(f"/web/{SHA}/reports/y.txt")
     with pytest.raises(ValueError, match="escapes the store"):
         store.uri(app=APP, sha=SHA, name=f"../{OTHER}/x")  # another commit's folder: not this commit's
+
+
+def test_a_step_failure_keeps_the_stages_http_log_link(tmp_path: Path) -> None:
+    outcome = Outcome(label="lint", command="npm run lint", exit_code=1, started=0.0, ended=1.0, tail=("boom",),
+                      log_path=tmp_path / "lint.log")
+    link = dg.MetadataValue.url(f"http://127.0.0.1:3001/web/{SHA}/logs/lint.log")
+    assert failure("lint failed", outcome, log=link).metadata["log"] == link
+    assert failure("lint failed", outcome).metadata["log"] == dg.MetadataValue.path(str(tmp_path / "lint.log"))
