@@ -136,8 +136,8 @@ class ArtifactServer:
         if len(parts) <= 2:  # the root, an app, a commit: folders, listed
             if not found.is_dir():
                 return _not_found()
-            if not is_dir:  # relative links on the page need the slash
-                return RedirectResponse("/" + "/".join(quote(p, safe="") for p in parts) + "/", status_code=308)
+            if not is_dir:  # relative links on the page need the slash; relative, so a proxy's prefix stays
+                return RedirectResponse(quote(parts[-1], safe="") + "/", status_code=308)
             return HTMLResponse(self.page(parts, found))
         if is_dir or not stat.S_ISREG(found.stat().st_mode):
             return _not_found()  # nothing below a commit is listed

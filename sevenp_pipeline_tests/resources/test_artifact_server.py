@@ -161,7 +161,8 @@ def test_the_index_page_lists_the_commits_files(served: Served) -> None:
         assert f'href="{name}"' in reply.text, name
     assert f"{len(JUNIT)} B" in reply.text
     assert "other" not in reply.text  # the other commit's report is not this commit's
-    assert served.get(f"/web/{SHA}").status == 308  # relative links need the slash
+    moved = served.get(f"/web/{SHA}")  # relative links need the slash
+    assert (moved.status, moved.headers["Location"]) == (308, f"{SHA}/")
 
 
 def test_apps_and_commits_newest_first(served: Served) -> None:
