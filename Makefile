@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 3000
+# The read-only artifact server of dev/demo (the links in the metadata); empty: PORT + 1.
+ARTIFACTS_PORT ?=
 export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
@@ -22,12 +24,14 @@ $(VENV)/.installed: pyproject.toml
 
 ## The whole pipeline on the sample app, then the UI (NO_UI=1: print the table and exit).
 demo: install
-	$(BIN)/python -m sevenp_pipeline.devtools.demo --port $(PORT) $(if $(NO_UI),--no-ui,)
+	$(BIN)/python -m sevenp_pipeline.devtools.demo --port $(PORT) $(if $(NO_UI),--no-ui,) \
+		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),)
 
 ## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything.
 dev: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m sevenp_pipeline.devtools.devstack serve --port $(PORT)
+	$(BIN)/python -m sevenp_pipeline.devtools.devstack serve --port $(PORT) \
+		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),)
 
 ## The local image registry outlives runs (later runs find earlier images); this stops it.
 stop: install

@@ -42,7 +42,7 @@ def failure(message: str, outcome: Outcome | None = None, *, retry: bool = False
             duration_s=round(outcome.duration, 2),
             output_tail=dg.MetadataValue.md("```\n" + outcome.tail_text(40) + "\n```"),
         )
-        if outcome.log_path:
+        if outcome.log_path and "log" not in meta:  # the stage's http link to its stored log wins
             meta["log"] = dg.MetadataValue.path(str(outcome.log_path))
     return dg.Failure(description=message, metadata=meta, allow_retries=retry)
 

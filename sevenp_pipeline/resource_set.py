@@ -58,7 +58,8 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
                                   str(Path.home())}),
             sandbox=settings.sandbox,
         ),
-        "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir)),
+        # Linked over HTTP (the artifact server of make dev / make demo): the UI cannot open file:// links.
+        "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir), base_url=settings.artifacts_url),
         # Under the cache folder, not the workspaces: restoring outlives workspace retention.
         "stage_cache": StageResultCache(root=str(settings.stage_cache_dir)),
         # Per instance, under the home (see service_dirs for the unprivileged server user's access).

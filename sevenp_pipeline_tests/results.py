@@ -4,10 +4,14 @@ an asset materialized, the verdict of each check, which assets ran, and the step
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import dagster as dg
 from dagster._core.loader import LoadingContextForTest
+
+from sevenp_pipeline.config import Settings
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -68,3 +72,17 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
             else e.step_failure_data.error)
         for e in result.all_events if e.is_step_failure
     )
+
+
+def artifact_file(settings: Settings, uri: str) -> Path:
+    """The file in the local artifact store that a metadata link (``<base_url>/<app>/<sha>/<name>``)
+    names: what the artifact server would send."""
+    base = settings.artifacts_url.rstrip("/") + "/"
+    assert uri.startswith(base), f"{uri} is not a link to the artifact server at {base}"
+    return settings.artifacts_dir.joinpath(*(unquote(p) for p in uri[len(base):].split("/")))
+
+
+def artifact_url(settings: Settings, path: Path) -> str:
+    """The link the store gives ``path`` (a file under its root)."""
+    rel = path.relative_to(settings.artifacts_dir).parts
+    return settings.artifacts_url.rstrip("/") + "/" + "/".join(quote(p, safe="") for p in rel)

@@ -296,7 +296,8 @@ def test_artifact_is_0600_in_folders_0700(tmp_path: Path) -> None:
     with _umask(0o022):
         uri = store.put_file(app="web", sha="abc123", name="reports/report.json", path=source)
     stored = store.local_path(app="web", sha="abc123", name="reports/report.json")
-    assert stored is not None and uri == stored.as_uri() and stored.read_text() == "{}"
+    assert stored is not None and stored.read_text() == "{}"
+    assert uri == "http://127.0.0.1:3001/web/abc123/reports/report.json"  # the artifact server's link
     assert _mode(stored) == 0o600
     assert {_mode(p) for p in (stored.parent, stored.parent.parent, tmp_path / "artifacts")} == {0o700}
 

@@ -77,7 +77,7 @@ def test_the_resource_set_reads_the_environment_through_the_settings(tmp_path: P
                         "SEVENP_SANDBOX": "off", "AWS_REGION": "eu-west-1",
                         "SEVENP_ECS_ENDPOINT_URL": "http://127.0.0.1:1", "SEVENP_UI_URL": "http://ui:3000",
                         "SEVENP_KEEP_COMMITS_PER_BRANCH": "3", "SEVENP_STAGE_CACHE_DAYS": "2",
-                        "SEVENP_HOME_BUDGET_GB": "0"}.items():
+                        "SEVENP_HOME_BUDGET_GB": "0", "SEVENP_ARTIFACTS_URL": "https://ci.example/artifacts/"}.items():
         monkeypatch.setenv(name, value)
     resources = build_resources(Settings.from_env())
     workspaces, retention = resources["workspaces"], resources["workspace_retention"]
@@ -87,6 +87,14 @@ def test_the_resource_set_reads_the_environment_through_the_settings(tmp_path: P
     assert resources["deploy_targets"].ecs.region_name == "eu-west-1"
     assert resources["deploy_targets"].ecs.endpoint_url == "http://127.0.0.1:1"
     assert resources["notifier"].ui_url == "http://ui:3000"
+    store = resources["artifact_store"]
+    assert store.base_url == "https://ci.example/artifacts"
+    assert store.uri(app="web", sha="abc", name="logs/unit.log") == "https://ci.example/artifacts/web/abc/logs/unit.log"
+    monkeypatch.setenv("SEVENP_ARTIFACTS_URL", "/srv/artifacts")
+    with pytest.raises(ValueError, match="SEVENP_ARTIFACTS_URL='/srv/artifacts': expected an http"):
+        Settings.from_env()
+    monkeypatch.setenv("SEVENP_ARTIFACTS_URL", "")
+    assert Settings.from_env().artifacts_url == "http://127.0.0.1:3001"
     monkeypatch.setenv("SEVENP_STAGE_CACHE_DAYS", "0")
     with pytest.raises(ValueError, match="SEVENP_STAGE_CACHE_DAYS='0': expected more than 0 days"):
         Settings.from_env()

@@ -13,6 +13,8 @@ DEFAULT_KEEP_PER_BRANCH = 5
 DEFAULT_STAGE_CACHE_DAYS = 14.0
 DEFAULT_HOME_BUDGET_GB = 20.0
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
+# The artifact server of `make dev` / `make demo` (the UI's port + 1): resources/artifact_server.py.
+DEFAULT_ARTIFACTS_URL = "http://127.0.0.1:3001"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Settings:
     aws_region: str | None = None  # AWS_REGION; None: boto3's default chain
     ecs_endpoint_url: str | None = None  # SEVENP_ECS_ENDPOINT_URL: e.g. a moto server
     ui_url: str = DEFAULT_UI_URL  # SEVENP_UI_URL: where notifications link runs
+    artifacts_url: str = DEFAULT_ARTIFACTS_URL  # SEVENP_ARTIFACTS_URL: where metadata links artifacts
     keep_per_branch: int = DEFAULT_KEEP_PER_BRANCH  # SEVENP_KEEP_COMMITS_PER_BRANCH
     stage_cache_days: float = DEFAULT_STAGE_CACHE_DAYS  # SEVENP_STAGE_CACHE_DAYS
     home_budget_gb: float = DEFAULT_HOME_BUDGET_GB  # SEVENP_HOME_BUDGET_GB; 0: no budget
@@ -53,6 +56,7 @@ class Settings:
                    aws_region=os.environ.get("AWS_REGION") or None,
                    ecs_endpoint_url=os.environ.get("SEVENP_ECS_ENDPOINT_URL") or None,
                    ui_url=os.environ.get("SEVENP_UI_URL") or DEFAULT_UI_URL,
+                   artifacts_url=_artifacts_url(os.environ.get("SEVENP_ARTIFACTS_URL", "")),
                    keep_per_branch=_keep_per_branch(os.environ.get("SEVENP_KEEP_COMMITS_PER_BRANCH", "")),
                    stage_cache_days=_stage_cache_days(os.environ.get("SEVENP_STAGE_CACHE_DAYS", "")),
                    home_budget_gb=_home_budget_gb(os.environ.get("SEVENP_HOME_BUDGET_GB", "")))
@@ -93,6 +97,14 @@ class Settings:
     @property
     def services_dir(self) -> Path:
         return self.home / "services"
+
+
+def _artifacts_url(raw: str) -> str:
+    if not raw:
+        return DEFAULT_ARTIFACTS_URL
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError(f"SEVENP_ARTIFACTS_URL={raw!r}: expected an http:// or https:// URL")
+    return raw.rstrip("/")
 
 
 def _keep_per_branch(raw: str) -> int:

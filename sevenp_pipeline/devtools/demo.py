@@ -1,7 +1,8 @@
 """`make demo`: the whole CI pipeline on the sample app, on embedded defaults, then the UI.
 
 1. makes a local git "remote" holding examples/7p-education-api (a bare repo under the home);
-2. starts Dagster (webserver + daemon) on a SQLite instance under the home;
+2. starts Dagster (webserver + daemon) on a SQLite instance under the home, and the read-only
+   artifact server (the UI's port + 1) the metadata links point at;
 3. waits for the push sensor's first tick, pushes a commit to `develop`;
 4. waits for the run the sensor starts and prints one line per stage;
 5. waits for the staging deploy the pipeline's success starts (develop deploys to staging), prints
@@ -36,6 +37,7 @@ from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools.devstack import (
     DevStackError,
     LocalDagster,
+    artifacts_taken_message,
     demo_signing_key,
     port_available,
     port_taken_message,
@@ -157,6 +159,15 @@ def stop_environments(settings: Settings) -> None:
                     say(f"stopping {app.name}/{env} failed: {exc}")
 
 
+def _taken_port(port: int, artifacts_port: int) -> str:
+    """Why the demo cannot start (the UI's or the artifact server's port is taken), or ""."""
+    if not port_available(port):
+        return port_taken_message(port, "127.0.0.1", "demo")
+    if not port_available(artifacts_port):
+        return artifacts_taken_message(artifacts_port, "127.0.0.1", "demo")
+    return ""
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -166,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-ui", action="store_true", help="exit after the table (status 1 if it failed)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument("--artifacts-port", type=int, default=None,
+                        help="the read-only artifact server's port (default: --port + 1)")
     parser.add_argument("--branch", default="develop")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the pipeline")
     args = parser.parse_args(argv)
@@ -175,17 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     # script, a process inherits SIGINT ignored, and SIGTERM would skip `finally`).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
-    if not port_available(args.port):  # before anything starts: nothing to clean up
-        print(f"demo: {port_taken_message(args.port, '127.0.0.1', 'demo')}", file=sys.stderr, flush=True)
+    artifacts_port = args.artifacts_port or args.port + 1
+    taken = _taken_port(args.port, artifacts_port)
+    if taken:  # before anything starts: nothing to clean up
+        print(f"demo: {taken}", file=sys.stderr, flush=True)
         return 2
     settings = Settings.from_env()
     runner = ProcessRunner()
     remote = LocalRemote(settings.home, runner)
     remote.ensure()
     stack = LocalDagster(home=settings.home, port=args.port, apps_dir=settings.apps_dir,
-                         extra_env=demo_signing_key(settings.home, log=say))
+                         extra_env=demo_signing_key(settings.home, log=say), artifacts_port=artifacts_port)
     os.environ["DAGSTER_HOME"] = str(stack.dagster_home)
-    say(f"starting Dagster (webserver + daemon) on {stack.url}; log: {stack.log_path}")
+    say(f"starting Dagster (webserver + daemon) on {stack.url}, artifacts on {stack.artifacts_url}; "
+        f"log: {stack.log_path}")
     try:
         stack.start()  # fails fast if the wrapper exits (its port taken meanwhile, the webserver died)
         sensor = f"{APP.replace('-', '_')}_git_push_sensor"
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             f"in {(instance.get_run_record_by_id(run.run_id).end_time or time.time()) - started:.1f}s")
         say(f"run page: {stack.url}/runs/{run.run_id}")
         say(f"asset graph: {stack.url}/asset-groups")
+        links = os.environ.get("SEVENP_ARTIFACTS_URL") or stack.artifacts_url  # what the code server links
+        say(f"artifacts of {sha[:12]}: {links.rstrip('/')}/{app.key}/{sha}/")
         ok = run.status == dg.DagsterRunStatus.SUCCESS
         staging = [e for e, spec in app.deploy_environments.items()
                    if not spec.after and args.branch in spec.branches]
@@ -225,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = deploy.status == dg.DagsterRunStatus.SUCCESS
         if args.no_ui:
             return 0 if ok else 1
-        say(f"the UI stays up at {stack.url} — press Ctrl-C to stop")
+        say(f"the UI stays up at {stack.url} (artifacts: {stack.artifacts_url}) — press Ctrl-C to stop")
         try:
             while stack.process is not None and stack.process.alive():
                 time.sleep(1)

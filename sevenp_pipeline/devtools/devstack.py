@@ -7,8 +7,10 @@ through :class:`LocalDagster`) runs the stack under its supervisor (devtools/sup
 - it refuses to start, naming the port, when the UI port cannot be bound;
 - it starts the code server (``dagster code-server start``, location ``sevenp_pipeline`` on a free
   loopback port), then the webserver and the daemon on a workspace file pointing at it
-  (``$DAGSTER_HOME/workspace-supervised.yaml``), and restarts each one when it dies; it keeps the
-  local image registry up;
+  (``$DAGSTER_HOME/workspace-supervised.yaml``), and the read-only artifact server
+  (resources/artifact_server.py) on ``--artifacts-port`` (default: the UI's port + 1), whose address
+  the code server links artifacts with (``SEVENP_ARTIFACTS_URL``, unless set); it restarts each one
+  when it dies; it keeps the local image registry up;
 - it exits non-zero when the UI does not answer within ``--startup-timeout``, or a process keeps
   dying right after its start; SIGINT/SIGTERM stop everything (the registry outlives it by design);
 - its children start with SIGINT/SIGTERM at their defaults (a process started in the background by a
@@ -112,6 +114,7 @@ class LocalDagster:
     home: Path
     port: int
     apps_dir: Path | None = None
+    artifacts_port: int = 0  # 0: the UI's port + 1 when free (make demo), else any free port
     extra_env: dict[str, str] = field(default_factory=dict)
     runner: ProcessRunner = field(default_factory=ProcessRunner)
     process: RunningProcess | None = None
@@ -123,6 +126,11 @@ class LocalDagster:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def artifacts_url(self) -> str:
+        """Where the artifact server answers (set once :meth:`start` picked its port)."""
+        return f"http://127.0.0.1:{self.artifacts_port or self.port + 1}"
 
     @property
     def log_path(self) -> Path:
@@ -141,8 +149,13 @@ class LocalDagster:
     def start(self, *, timeout: float = 120) -> None:
         self.prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.artifacts_port:
+            from sevenp_pipeline.resources.services import free_port  # noqa: PLC0415
+
+            self.artifacts_port = self.port + 1 if port_available(self.port + 1) else free_port()
         self.process = self.runner.start(ExecuteRequest(
-            argv=[sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(self.port)],
+            argv=[sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(self.port),
+                  "--artifacts-port", str(self.artifacts_port)],
             cwd=PROJECT_ROOT, label="devstack serve", env=self.env(), log_path=self.log_path,
         ))
         try:
@@ -301,9 +314,15 @@ def port_available(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def port_taken_message(port: int, host: str, target: str) -> str:
-    return (f"port {port} on {host} is already in use, so the Dagster UI cannot start there: stop what "
-            f"listens on it (e.g. `ss -ltnp 'sport = :{port}'`) or run `make {target} PORT=<a free port>`")
+def port_taken_message(port: int, host: str, target: str, *, what: str = "the Dagster UI",
+                       variable: str = "PORT") -> str:
+    return (f"port {port} on {host} is already in use, so {what} cannot start there: stop what "
+            f"listens on it (e.g. `ss -ltnp 'sport = :{port}'`) or run `make {target} {variable}=<a free port>`")
+
+
+def artifacts_taken_message(port: int, host: str, target: str) -> str:
+    return port_taken_message(port, host, target, what="the artifact server (the UI's port + 1)",
+                              variable="ARTIFACTS_PORT")
 
 
 def _answers(url: str) -> bool:
@@ -325,6 +344,7 @@ def _stdout_path(fallback: Path) -> Path:
 
 
 WORKSPACE_FILE = "workspace-supervised.yaml"
+ARTIFACT_SERVER = "sevenp_pipeline.resources.artifact_server"
 
 
 def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
@@ -343,8 +363,9 @@ def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
 
 
 def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env: dict[str, str],
-                   log_path: Path) -> list[Service]:
-    """The code server, the webserver and the daemon, as the supervisor starts them."""
+                   log_path: Path, artifacts_root: Path, artifacts_port: int) -> list[Service]:
+    """The code server, the webserver, the daemon and the artifact server, as the supervisor starts
+    them (the code server first)."""
     bindir = Path(sys.executable).parent
 
     def service(name: str, argv: list[str]) -> Service:
@@ -359,6 +380,8 @@ def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env
                                 "--location-name", LOCATION, "-h", host, "-p", str(grpc_port)]),
         service("webserver", [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]),
         service("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)]),
+        service("artifact server", [sys.executable, "-m", ARTIFACT_SERVER, "--root", str(artifacts_root),
+                                    "--host", host, "--port", str(artifacts_port)]),
     ]
 
 
@@ -371,9 +394,10 @@ def _listening(host: str, port: int) -> bool:
 
 
 def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
-          say: Callable[[str], None] | None = None) -> int:
+          say: Callable[[str], None] | None = None, artifacts_port: int | None = None) -> int:
     """Runs the supervised stack (sevenp_pipeline/devtools/supervisor.py) until interrupted;
-    returns the exit status (non-zero if it failed)."""
+    returns the exit status (non-zero if it failed). ``artifacts_port``: the artifact server's
+    (default: ``port + 1``)."""
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
     from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415
     from sevenp_pipeline.resources.services import free_port  # noqa: PLC0415
@@ -383,6 +407,10 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
 
     if not port_available(port, host):
         tell(port_taken_message(port, host, "dev"))
+        return 2
+    artifacts_port = artifacts_port or port + 1
+    if not port_available(artifacts_port, host):
+        tell(artifacts_taken_message(artifacts_port, host, "dev"))
         return 2
 
     def _stop(*_: object) -> None:
@@ -404,6 +432,9 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         # make dev builds images like make demo: it needs the same local key, or every pushed run
         # would fail at its first stage asking for SEVENP_SIGNING_KEY.
         env = demo_signing_key(settings.home, log=tell)
+        # The code server links artifacts to this server, unless the operator serves them elsewhere.
+        artifacts_url = os.environ.get("SEVENP_ARTIFACTS_URL") or f"http://{host}:{artifacts_port}"
+        env["SEVENP_ARTIFACTS_URL"] = artifacts_url
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
         env["DAGSTER_HOME"] = os.environ["DAGSTER_HOME"] = str(dagster_home)  # dagster.yaml reads it
         if not (dagster_home / "dagster.yaml").exists():
@@ -419,7 +450,8 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         become_subreaper()
         supervisor = Supervisor(
             stack_services(host=host, port=port, grpc_port=grpc_port, workspace=workspace, env=env,
-                           log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log")),
+                           log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log"),
+                           artifacts_root=settings.artifacts_dir, artifacts_port=artifacts_port),
             runner=runner, say=tell)
         deadline = time.monotonic() + startup_timeout
         code_server, *others = supervisor.services.values()
@@ -438,8 +470,8 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
             if not answered:
                 answered = _answers(url)
                 if answered:
-                    tell(f"the Dagster UI answers on {url} (code server on {host}:{grpc_port}; each process is "
-                         f"restarted when it dies)")
+                    tell(f"the Dagster UI answers on {url}; artifacts are served on {artifacts_url} "
+                         f"(code server on {host}:{grpc_port}; each process is restarted when it dies)")
                 elif time.monotonic() > deadline:
                     failure = (f"the Dagster UI did not answer on {url} within {startup_timeout:.0f}s "
                                f"(is port {port} taken? see the log above)")
@@ -451,7 +483,7 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         failure = str(exc)
     finally:
         if failure:
-            tell(f"{failure}; stopping the webserver, the daemon and the code server")
+            tell(f"{failure}; stopping the webserver, the daemon, the code server and the artifact server")
         if watch is not None:
             watch.stop()
         if supervisor is not None:
@@ -466,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "is taken or it never comes up")
     serve_cmd.add_argument("--port", type=int, default=3000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--artifacts-port", type=int, default=None,
+                           help="the read-only artifact server's port (default: --port + 1)")
     serve_cmd.add_argument("--startup-timeout", type=float, default=180,
                            help="seconds for the UI to answer before giving up")
     rerun = sub.add_parser("reexecute", help="re-execute a run (default: only failed steps and downstream)")
@@ -477,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_private_umask()  # inherited by the webserver, daemon, code server and run workers
     if args.command == "serve":
-        return serve(args.port, host=args.host, startup_timeout=args.startup_timeout)
+        return serve(args.port, host=args.host, startup_timeout=args.startup_timeout,
+                     artifacts_port=args.artifacts_port)
     if args.command == "stop-registry":
         from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
         from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415

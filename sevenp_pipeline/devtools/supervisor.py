@@ -9,6 +9,8 @@ children dies (a ``kill -9`` of the daemon took the webserver down and failed th
 - the **webserver** and the **daemon**, each loading a workspace file (under DAGSTER_HOME) that
   points at the code server with ``grpc_server:``. Both watch that server and reconnect to a
   restarted one on their own;
+- the read-only **artifact server** (resources/artifact_server.py), which serves the links in the
+  metadata;
 - the **image registry** (``LocalRegistry``, detached: it outlives the stack): probed every second;
   when its process is gone, or it has not answered for ``registry_unhealthy_seconds``, it is started
   again. A registry stopped on purpose (``make stop``) is left stopped.
@@ -260,7 +262,8 @@ class RegistryWatch:
 
 
 # What identifies each supervised process among the children of ``devstack serve``.
-MARKERS = {"code server": "code-server", "webserver": "dagster-webserver", "daemon": "dagster-daemon"}
+MARKERS = {"code server": "code-server", "webserver": "dagster-webserver", "daemon": "dagster-daemon",
+           "artifact server": "sevenp_pipeline.resources.artifact_server"}
 
 
 def service_pids(serve_pid: int) -> dict[str, int]:

@@ -1,7 +1,9 @@
 """The artifact store role: where reports, logs and build outputs of each commit are kept.
 
 Assets depend on :class:`ArtifactStore`; :class:`LocalArtifactStore` keeps files under the
-pipeline home. An S3 implementation (same interface, dagster-aws) comes with the at-scale issue.
+pipeline home and links them as ``<base_url>/<app>/<sha>/<name>``, the read-only artifact server's
+address (resources/artifact_server.py; ``file://`` links do not open from the Dagster UI). An S3
+implementation (same interface, dagster-aws) comes with the at-scale issue.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import shutil
 import tarfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from urllib.parse import quote
 
 import dagster as dg
 from pydantic import Field
 
+from sevenp_pipeline.config.settings import DEFAULT_ARTIFACTS_URL
 from sevenp_pipeline.files import PRIVATE_FILE_MODE, open_private, private_dir
 
 
@@ -88,10 +92,17 @@ class LocalArtifactStore(ArtifactStore):
     """Artifacts on the local disk, under the pipeline home."""
 
     root: str = Field(description="root folder of the store")
+    base_url: str = Field(default=DEFAULT_ARTIFACTS_URL,
+                          description="where the artifact server serves ``root`` (SEVENP_ARTIFACTS_URL); links "
+                                      "are <base_url>/<app>/<sha>/<name>")
 
     def _path(self, app: str, sha: str, name: str) -> Path:
-        path = (Path(self.root) / app / sha / name).resolve()
-        if Path(self.root).resolve() not in path.parents:
+        """Where ``name`` of the commit is kept: always inside the commit's own folder."""
+        if any(part in ("", ".", "..") or "/" in part for part in (app, sha)):
+            raise ValueError(f"artifact folder {app!r}/{sha!r} is not a plain app and commit")
+        commit = (Path(self.root) / app / sha).resolve()
+        path = (commit / name).resolve()
+        if commit not in path.parents:
             raise ValueError(f"artifact name {name!r} escapes the store")
         return path
 
@@ -112,10 +123,14 @@ class LocalArtifactStore(ArtifactStore):
             tmp.replace(dest)
         else:
             dest.chmod(PRIVATE_FILE_MODE)
-        return dest.as_uri()
+        return self.uri(app=app, sha=sha, name=name)
 
     def uri(self, *, app: str, sha: str, name: str) -> str:
-        return self._path(app, sha, name).as_uri()
+        """``<base_url>/<app>/<sha>/<name>``, each path segment percent-encoded (a name may hold
+        spaces, ``#`` or ``?``); refused like ``put_file`` when it would escape the store."""
+        path = self._path(app, sha, name)
+        segments = path.relative_to(Path(self.root).resolve()).parts  # normalised: no "." or ".." left
+        return self.base_url.rstrip("/") + "/" + "/".join(quote(s, safe="") for s in segments)
 
     def local_path(self, *, app: str, sha: str, name: str) -> Path | None:
         path = self._path(app, sha, name)

@@ -10,6 +10,7 @@ at all (crashed, timed out, wrote no report) raises a step failure naming the co
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from sevenp_pipeline.test_reports import (
 )
 
 MAX_KEPT_ARTIFACTS = 40
+MAX_COVERAGE_HTML_FILES = 5000  # istanbul writes one page per source file, plus its css/js/png
 MAX_SHOWN_ROWS = 1000  # problem lines held for the metadata table (which shows 50 and counts the rest)
 
 
@@ -209,6 +211,7 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
                 raise failure(f"{stage.name}: {outcome.describe()}; {exc} (stages.{stage.name}.coverage)",
                               outcome) from exc
             stage.keep(path, f"reports/{stage.name}-coverage{_extension(path, '.json')}")
+            meta.update(_coverage_html(stage, path))
             meta.update({f"coverage_{m}_pct": coverage.metric(m)
                          for m in ("lines", "statements", "branches", "functions")})
             if spec.gates.min_coverage is not None:
@@ -242,6 +245,31 @@ def _failures_table(stage: Stage, cases: Sequence[TestCase], roots: tuple[str, .
             "at": relative_location(case.location, roots),
             "message": redact(case.message)}))
     return dg.MetadataValue.table(records=records, schema=_FAILURE_COLUMNS)
+
+
+def _coverage_html(stage: Stage, summary: Path) -> dict[str, Any]:
+    """Istanbul's HTML report (the ``lcov`` or ``html`` reporter), beside the coverage summary or
+    under ``coverage/``, kept as ``coverage-html/<stage>/...`` and linked as ``coverage_html``."""
+    app_dir = stage.workspace.app_dir
+    candidates = [summary.parent / "lcov-report", summary.parent, app_dir / "coverage" / "lcov-report",
+                  app_dir / "coverage"]
+    folder = next((c for c in candidates if c.is_relative_to(app_dir) and c != app_dir and not c.is_symlink()
+                   and (c / "index.html").is_file() and not (c / "index.html").is_symlink()), None)
+    if folder is None:
+        return {}
+    stage.confine(folder)
+    files = []
+    for top, dirs, names in os.walk(folder):  # links (files or folders) are skipped, never followed
+        dirs[:] = sorted(d for d in dirs if not Path(top, d).is_symlink())
+        files += [Path(top, n) for n in sorted(names) if Path(top, n).is_file() and not Path(top, n).is_symlink()]
+    if len(files) > MAX_COVERAGE_HTML_FILES:
+        stage.context.log.warning(f"{stage.name}: coverage HTML report not kept: {len(files)} files, over "
+                                  f"{MAX_COVERAGE_HTML_FILES}")
+        return {}
+    prefix = f"coverage-html/{stage.name}"
+    for path in files:
+        stage.keep(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    return {"coverage_html": dg.MetadataValue.url(stage.kept[f"{prefix}/index.html"])}
 
 
 def _artifacts(stage: Stage, folder: Path) -> dict[str, Any]:

@@ -94,6 +94,19 @@ def test_taken_ui_port_exits_non_zero_naming_the_port(argv: list[str], held_port
     assert not (tmp_path / "home" / "remotes").exists()  # the demo made nothing before checking
 
 
+@pytest.mark.parametrize("argv", [
+    ["sevenp_pipeline.devtools.devstack", "serve", "--port"],  # make dev
+    ["sevenp_pipeline.devtools.demo", "--no-ui", "--port"],  # make demo
+], ids=["dev", "demo"])
+def test_taken_artifacts_port_exits_non_zero_naming_it(argv: list[str], held_port: int, tmp_path: Path) -> None:
+    ui_port = free_port()
+    code, output, took = _run([*argv, str(ui_port), "--artifacts-port", str(held_port)], tmp_path / "home")
+    assert code != 0 and took < 20
+    assert f"port {held_port} on 127.0.0.1 is already in use, so the artifact server" in output, output
+    assert "ARTIFACTS_PORT=<a free port>" in output
+    assert _processes_with_env(f"SEVENP_HOME={tmp_path / 'home'}") == []
+
+
 @pytest.mark.integration
 def test_dev_restarts_a_dead_webserver_and_sigterm_stops_everything(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -112,7 +125,11 @@ def test_dev_restarts_a_dead_webserver_and_sigterm_stops_everything(tmp_path: Pa
         except AssertionError as exc:
             pytest.fail(f"{exc}: {(tmp_path / 'serve.log').read_text()[-3000:]}")
         pids = service_pids(serve.pid)
-        assert pids.keys() == {"code server", "webserver", "daemon"}
+        assert pids.keys() == {"code server", "webserver", "daemon", "artifact server"}
+        # The artifact server on the UI's port + 1, read-only: it lists the (empty) store.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/", timeout=5) as response:
+            assert response.status == 200 and response.headers["X-Content-Type-Options"] == "nosniff"
+        assert f"artifacts are served on http://127.0.0.1:{port + 1}" in (tmp_path / "serve.log").read_text()
         assert [line for line in _processes_with_env(marker) if "dagster-webserver" in line]
         os.kill(pids["webserver"], signal.SIGKILL)
         wait_until(lambda: service_pids(serve.pid).get("webserver") not in (None, pids["webserver"]) and _answers(port),

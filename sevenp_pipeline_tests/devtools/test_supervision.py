@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -135,6 +136,14 @@ def test_registry_watch_restarts_a_killed_registry_but_not_a_stopped_one(tmp_pat
         registry.stop()
 
 
+def _serves(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 @pytest.mark.integration
 def test_kill_9_of_each_stack_process_is_repaired_and_the_run_in_flight_finishes(
     make_pipeline, monkeypatch: pytest.MonkeyPatch
@@ -155,7 +164,7 @@ def test_kill_9_of_each_stack_process_is_repaired_and_the_run_in_flight_finishes
         run = wait_for_runs(instance, tags={TAG_COMMIT: sha}, finished=False, timeout=120)[0]
         wait_for_message(instance, run.run_id, "setTimeout(", timeout=180)  # the slow stage has started
         pids = stack.service_pids()
-        assert pids.keys() == {"code server", "webserver", "daemon"}
+        assert pids.keys() == {"code server", "webserver", "daemon", "artifact server"}
 
         # The daemon and the code server (the run worker's parent) die while the run is in flight.
         killed_at = time.time()
@@ -174,6 +183,10 @@ def test_kill_9_of_each_stack_process_is_repaired_and_the_run_in_flight_finishes
         wait_until(lambda: stack.service_pids().get("webserver") not in (None, pids["webserver"]) and stack.answers(),
                    timeout=BACK_WITHIN, what="the UI to answer from a restarted webserver")
 
+        os.kill(pids["artifact server"], signal.SIGKILL)
+        wait_until(lambda: stack.service_pids().get("artifact server") not in (None, pids["artifact server"])
+                   and _serves(stack.artifacts_url), timeout=BACK_WITHIN, what="the artifact server to answer again")
+
         old_registry = registry.running_pid()
         assert old_registry is not None
         os.kill(old_registry, signal.SIGKILL)
@@ -185,7 +198,7 @@ def test_kill_9_of_each_stack_process_is_repaired_and_the_run_in_flight_finishes
         assert finished.status == dg.DagsterRunStatus.SUCCESS
         assert [r.run_id for r in instance.get_runs(dg.RunsFilter(tags={TAG_COMMIT: sha}))] == [run.run_id]
         log = stack.log_path.read_text()
-        for name in ("daemon", "code server", "webserver"):
+        for name in ("daemon", "code server", "webserver", "artifact server"):
             assert f"the {name} (pid {pids[name]}) exited (killed by signal 9)" in log
         assert f"the image registry (pid {old_registry}) is gone; starting it again" in log
 

@@ -21,6 +21,7 @@ from dagster._serdes import serialize_value
 from sevenp_pipeline import test_reports
 from sevenp_pipeline.resources.processes import MAX_LINE_BYTES, MB, ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline_tests.conftest import Pipeline
+from sevenp_pipeline_tests.results import artifact_url
 
 # Prints N MB of 4 KB lines (write(2) straight to the pipe: node's own stdout would buffer it all),
 # or with --file writes an N MB file.
@@ -101,7 +102,7 @@ def test_output_capped_in_the_event_log_stored_once_and_limits_named(make_pipeli
     logged = sum(len(m) for m in messages)
     assert 3.5 * MB < logged < 4.2 * MB, logged  # log_mb: 4 by default
     store_log = pipe.settings.artifacts_dir / pipe.key / sha / "logs" / "big_output.log"
-    truncation = f"output truncated at 4 MB in the run log; full log: {store_log.as_uri()}"
+    truncation = f"output truncated at 4 MB in the run log; full log: {artifact_url(pipe.settings, store_log)}"
     assert sum(truncation in m for m in messages) == 1 and truncation in messages[-1]
     # The full log: 200 MB, redacted and stored once. The workspace's log and the stage cache's
     # blob are the same file (hard links), nothing else in the home holds a copy.
@@ -141,7 +142,7 @@ def test_output_capped_in_the_event_log_stored_once_and_limits_named(make_pipeli
                    if e.asset_key.path[-1] == "big_output"]
     assert restored.metadata["restored_from"].value == sha
     second_log = pipe.settings.artifacts_dir / pipe.key / second_sha / "logs" / "big_output.log"
-    assert restored.metadata["log"].value == second_log.as_uri()
+    assert restored.metadata["log"].value == artifact_url(pipe.settings, second_log)
     assert second_log.read_bytes()[-12:] == b"flood: done\n"
     (paths,) = _big_files(pipe.settings.home, 200 * MB).values()
     assert second_log in paths

@@ -20,6 +20,7 @@ from sevenp_pipeline.config import Settings, load_app_config
 from sevenp_pipeline.resources.services import installed_postgresql
 from sevenp_pipeline_tests.conftest import TINY_APP, Pipeline, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote
+from sevenp_pipeline_tests.results import artifact_file
 
 pytestmark = pytest.mark.integration
 
@@ -213,7 +214,7 @@ def test_the_password_is_in_no_log(runs: Runs) -> None:
     assert "DATABASE_URL=postgresql://***@127.0.0.1:5432/test_db" in events
     assert "DB_PASSWORD=***" in events
     assert password not in events
-    stored = Path(_meta(runs.with_settings, "service_tests")["log"].removeprefix("file://"))
+    stored = artifact_file(runs.settings.settings, _meta(runs.with_settings, "service_tests")["log"])
     log = stored.read_text()
     assert "DATABASE_URL=postgresql://***@127.0.0.1:" in log and "DB_PASSWORD=***" in log
     assert password not in log
@@ -243,7 +244,7 @@ def test_without_wal_level_logical_the_replication_test_fails(runs: Runs) -> Non
     checks = [e.asset_check_evaluation_data for e in runs.without_settings.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [(c.check_name, c.passed) for c in checks] == [("all_tests_pass", False)]
-    log = Path(meta["log"].removeprefix("file://")).read_text()
+    log = artifact_file(runs.settings.settings, meta["log"]).read_text()
     assert "logical decoding requires wal_level >= logical" in log
 
 

@@ -29,7 +29,7 @@ from sevenp_pipeline.stages.cache import Uncacheable, decode_metadata, encode_me
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
 from sevenp_pipeline_tests.gitutil import Remote, git
-from sevenp_pipeline_tests.results import metadata_of
+from sevenp_pipeline_tests.results import artifact_file, metadata_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "apps" / "7p-education-api.yaml"
@@ -257,9 +257,11 @@ def test_metadata_round_trip_moves_artifact_uris() -> None:
         "count": dg.MetadataValue.int(3), "at": dg.MetadataValue.timestamp(1700000000.0),
     }
     encoded = json.loads(json.dumps(encode_metadata(metadata)))
-    decoded = decode_metadata(encoded, {"file:///a/old/logs/lint.log": "file:///a/new/logs/lint.log"})
-    assert decoded["log"] == dg.MetadataValue.url("file:///a/new/logs/lint.log")
-    assert "file:///a/new/logs/lint.log" in decoded["problems"].md_str
+    # An entry stored before artifacts were served over HTTP gets this commit's http links.
+    new = "http://127.0.0.1:3001/web/b0b/logs/lint.log"
+    decoded = decode_metadata(encoded, {"file:///a/old/logs/lint.log": new})
+    assert decoded["log"] == dg.MetadataValue.url(new)
+    assert new in decoded["problems"].md_str and "file://" not in decoded["problems"].md_str
     assert (decoded["errors"], decoded["ratio"], decoded["gates_passed"], decoded["count"]) == (0, 0.5, True, 3)
     assert isinstance(decoded["gates_passed"], bool) and isinstance(decoded["ratio"], float)
     assert decoded["where"] == dg.MetadataValue.path("/srv/x") and decoded["data"].data == {"a": [1, 2]}
@@ -351,8 +353,8 @@ def test_same_tree_on_another_branch_restores_every_cached_stage(make_pipeline) 
         for name in ("errors", "passed", "failed", "coverage_lines_pct", "sha256", "files", "gates_passed"):
             assert after.get(name) == before.get(name), (stage, name)
     junit = _meta(second, "unit_test_results")["junit"]
-    assert sha in junit and Path(junit.removeprefix("file://")).read_bytes() == \
-        Path(_meta(first, "unit_test_results")["junit"].removeprefix("file://")).read_bytes()
+    assert sha in junit and artifact_file(pipe.settings, junit).read_bytes() == \
+        artifact_file(pipe.settings, _meta(first, "unit_test_results")["junit"]).read_bytes()
     # The same check results, saying where they came from.
     checks1, checks2 = _checks(first), _checks(second)
     assert checks1.keys() == checks2.keys()
