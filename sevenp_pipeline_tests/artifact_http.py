@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from sevenp_pipeline.resources.artifact_server import create_app
 
@@ -50,10 +51,12 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve_artifacts(root: Path) -> Iterator[Served]:
+def serve_artifacts(root: Path, app: ASGIApp | None = None) -> Iterator[Served]:
+    """``app``: another ASGI app over the same store (the cockpit's); default: the artifact server."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(root), log_level="warning", access_log=False, lifespan="off"))
+    config = uvicorn.Config(app or create_app(root), log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

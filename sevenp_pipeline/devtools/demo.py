@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"asset graph: {stack.url}/asset-groups")
         links = os.environ.get("SEVENP_ARTIFACTS_URL") or stack.artifacts_url  # what the code server links
         say(f"artifacts of {sha[:12]}: {links.rstrip('/')}/{app.key}/{sha}/")
+        say(f"branches and environments of {app.key}: {links.rstrip('/')}/_cockpit/{app.key}/")
         ok = run.status == dg.DagsterRunStatus.SUCCESS
         staging = [e for e, spec in app.deploy_environments.items()
                    if not spec.after and args.branch in spec.branches]

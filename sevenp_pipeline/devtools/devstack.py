@@ -344,7 +344,7 @@ def _stdout_path(fallback: Path) -> Path:
 
 
 WORKSPACE_FILE = "workspace-supervised.yaml"
-ARTIFACT_SERVER = "sevenp_pipeline.resources.artifact_server"
+ARTIFACT_SERVER = "sevenp_pipeline.cockpit.server"  # the artifact store, and the apps' branch pages
 
 
 def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
@@ -381,7 +381,8 @@ def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env
         service("webserver", [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]),
         service("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)]),
         service("artifact server", [sys.executable, "-m", ARTIFACT_SERVER, "--root", str(artifacts_root),
-                                    "--host", host, "--port", str(artifacts_port)]),
+                                    "--host", host, "--port", str(artifacts_port),
+                                    "--ui-url", f"http://{host}:{port}"]),
     ]
 
 
@@ -470,7 +471,8 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
             if not answered:
                 answered = _answers(url)
                 if answered:
-                    tell(f"the Dagster UI answers on {url}; artifacts are served on {artifacts_url} "
+                    tell(f"the Dagster UI answers on {url}; artifacts are served on {artifacts_url}, "
+                         f"each app's branches and environments on {artifacts_url}/_cockpit/ "
                          f"(code server on {host}:{grpc_port}; each process is restarted when it dies)")
                 elif time.monotonic() > deadline:
                     failure = (f"the Dagster UI did not answer on {url} within {startup_timeout:.0f}s "

@@ -263,7 +263,7 @@ class RegistryWatch:
 
 # What identifies each supervised process among the children of ``devstack serve``.
 MARKERS = {"code server": "code-server", "webserver": "dagster-webserver", "daemon": "dagster-daemon",
-           "artifact server": "sevenp_pipeline.resources.artifact_server"}
+           "artifact server": "sevenp_pipeline.cockpit.server"}
 
 
 def service_pids(serve_pid: int) -> dict[str, int]:

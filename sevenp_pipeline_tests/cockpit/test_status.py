@@ -8,7 +8,9 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from sevenp_pipeline.cockpit.pages import app_page, branch_badge
+from sevenp_pipeline.cockpit.server import create_app
 from sevenp_pipeline.cockpit.status import branches, environments
+from sevenp_pipeline_tests.artifact_http import serve_artifacts
 
 APP = "shop"
 SHAS = [f"{i:040x}" for i in range(1, 5)]
@@ -88,3 +90,27 @@ def test_the_page_escapes_what_a_branch_wrote_and_links_runs_and_badges(instance
     badge = branch_badge(rows, "feature/<b>x</b>")
     assert badge.startswith("<svg") and "failing" in badge and "#c62828" in badge
     assert "unknown" in branch_badge(rows, "nope")
+
+
+def test_served_beside_the_artifacts_with_the_same_refusals(instance: dg.DagsterInstance, tmp_path) -> None:
+    _run(instance, "feature/x", SHAS[0], dg.DagsterRunStatus.FAILURE, **{"sevenp/failure": "lint_report: 3"})
+    _run(instance, "develop", SHAS[1], dg.DagsterRunStatus.SUCCESS)
+    report = tmp_path / APP / SHAS[1] / "reports" / "unit.xml"
+    report.parent.mkdir(parents=True)
+    report.write_text("<testsuites/>")
+    (tmp_path / "outside.txt").write_text("secret")
+    app = create_app(tmp_path, instance=lambda: instance, apps={APP: ["staging"]}, ui_url="http://ui")
+    with serve_artifacts(tmp_path, app) as served:
+        page = served.get(f"/_cockpit/{APP}/")
+        assert page.status == 200 and "feature/x" in page.text and "lint_report: 3" in page.text
+        assert page.headers["Content-Security-Policy"] == "sandbox"
+        badge = served.get(f"/_cockpit/{APP}/badge/feature%2Fx.svg")
+        assert badge.status == 200 and badge.headers["Content-Type"].startswith("image/svg+xml")
+        assert ">failing<" in badge.text
+        assert ">passing<" in served.get(f"/_cockpit/{APP}/badge/develop.svg").text
+        assert served.get("/_cockpit/nope/").status == 404
+        assert f'href="{APP}/"' in served.get("/_cockpit/").text
+        # The artifacts behind it, with the artifact server's refusals.
+        assert served.get(f"/{APP}/{SHAS[1]}/reports/unit.xml").text == "<testsuites/>"
+        for path in ("/_cockpit/../outside.txt", "/_cockpit/%2e%2e/outside.txt", f"/{APP}/../outside.txt"):
+            assert served.get(path).status == 404, path

@@ -130,6 +130,9 @@ def test_dev_restarts_a_dead_webserver_and_sigterm_stops_everything(tmp_path: Pa
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/", timeout=5) as response:
             assert response.status == 200 and response.headers["X-Content-Type-Options"] == "nosniff"
         assert f"artifacts are served on http://127.0.0.1:{port + 1}" in (tmp_path / "serve.log").read_text()
+        # ... and the apps' branch pages beside them, read from this stack's instance (no app here).
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/_cockpit/", timeout=5) as response:
+            assert response.status == 200 and b"<h1>Apps</h1>" in response.read()
         assert [line for line in _processes_with_env(marker) if "dagster-webserver" in line]
         os.kill(pids["webserver"], signal.SIGKILL)
         wait_until(lambda: service_pids(serve.pid).get("webserver") not in (None, pids["webserver"]) and _answers(port),

@@ -1,0 +1,102 @@
+"""The web server ``make dev`` and ``make demo`` run beside the Dagster UI: the read-only artifact
+store (resources/artifact_server.py) and, under ``/_cockpit/``, each app's branches and environments
+page and its SVG status badges, read live from the Dagster instance on every request.
+
+``python -m sevenp_pipeline.cockpit.server --root DIR --port P --ui-url URL``
+
+- ``/_cockpit/``: the apps; ``/_cockpit/<app>/``: its branches and environments;
+- ``/_cockpit/<app>/badge/<branch>.svg``: the branch's CI badge (``feature%2Fx.svg`` for ``feature/x``);
+- everything else: the artifact store, with its refusals (no traversal, no symlink, no listing outside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import html
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import dagster as dg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from sevenp_pipeline.cockpit.pages import app_page, branch_badge
+from sevenp_pipeline.cockpit.status import branches, environments
+from sevenp_pipeline.resources.artifact_server import SecurityHeaders
+from sevenp_pipeline.resources.artifact_server import create_app as artifact_app
+
+PREFIX = "/_cockpit"
+
+
+def create_app(root: Path | str, *, instance: Callable[[], dg.DagsterInstance],
+               apps: Mapping[str, Sequence[str]], ui_url: str) -> ASGIApp:
+    """``apps``: app key -> its deploy environments, in order. ``instance``: the Dagster instance to read."""
+
+    def index(_request: Request) -> Response:
+        items = "".join(f'<li><a href="{html.escape(key)}/">{html.escape(key)}</a></li>' for key in sorted(apps))
+        return HTMLResponse(f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Apps</title></head>"
+                            f"<body><h1>Apps</h1><ul>{items}</ul></body></html>")
+
+    def page(request: Request) -> Response:
+        key = request.path_params["app"]
+        if key not in apps:
+            return PlainTextResponse("not found\n", status_code=404)
+        dagster = instance()
+        envs = environments(dagster, key, apps[key])
+        return HTMLResponse(app_page(key, branches(dagster, key, envs), envs, ui_url=ui_url),
+                            headers={"Cache-Control": "no-store"})
+
+    def badge(request: Request) -> Response:
+        key, name = request.path_params["app"], request.path_params["branch"]
+        if key not in apps or not name.endswith(".svg"):
+            return PlainTextResponse("not found\n", status_code=404)
+        svg = branch_badge(branches(instance(), key), name.removesuffix(".svg"))
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+    cockpit = Starlette(routes=[
+        Route(f"{PREFIX}/", index, methods=["GET", "HEAD"]),
+        Route(PREFIX + "/{app}/", page, methods=["GET", "HEAD"]),
+        Route(PREFIX + "/{app}/badge/{branch:path}", badge, methods=["GET", "HEAD"]),
+        Mount("/", app=artifact_app(root)),
+    ])
+    return SecurityHeaders(cockpit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn  # noqa: PLC0415 (only the server process needs it)
+
+    from sevenp_pipeline.config import ConfigError  # noqa: PLC0415
+    from sevenp_pipeline.config.loader import load_app_configs  # noqa: PLC0415
+    from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
+    from sevenp_pipeline.files import private_dir  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.cockpit.server",
+                                     description="Serve the artifact store and the apps' branch pages over HTTP.")
+    parser.add_argument("--root", help="the store's folder (default: the pipeline home's artifacts/)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3001)
+    parser.add_argument("--ui-url", help="the Dagster UI runs link to (default: SEVENP_UI_URL)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    root = Path(args.root) if args.root else settings.artifacts_dir
+    private_dir(root)  # as the store makes it: the server can start before the first artifact
+    try:
+        configs = load_app_configs(settings.apps_dir)
+    except (ConfigError, OSError) as exc:  # a broken app config must not take the artifacts down
+        print(f"cockpit: app configs in {settings.apps_dir} not read: {exc}", file=sys.stderr)
+        configs = []
+    apps = {app.key: list(app.deploy_environments) for app in configs}
+    uvicorn.run(create_app(root, instance=functools.cache(dg.DagsterInstance.get), apps=apps,
+                           ui_url=args.ui_url or settings.ui_url),
+                host=args.host, port=args.port, log_level="warning", access_log=False, server_header=False,
+                proxy_headers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
