@@ -20,7 +20,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.deploy import history
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
-from sevenp_pipeline.triggers.identity import PUSH, origin_of
+from sevenp_pipeline.triggers.identity import GRAPH, MANUAL, SCHEDULE, origin_of
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
@@ -35,6 +35,8 @@ from sevenp_pipeline.triggers.tags import (
 )
 
 NO_DEPLOY = "none"
+# Runs that have a branch only because triggers/identity.py named one: no branch rules for them.
+BY_HAND = (MANUAL, GRAPH, SCHEDULE)
 
 
 def deploy_job_name(app: AppConfig, environment: str) -> str:
@@ -73,12 +75,11 @@ def next_deploys(app: AppConfig, *, finished_env: str | None, branch: str | None
 
 
 def rule_branch(run: dg.DagsterRun) -> str | None:
-    """The branch whose ``environments.<env>.branches`` rules apply after ``run``: only a pushed commit's
-    (a push run, a re-execution of one, the deploys after it). A run launched by hand or from the graph
-    has a branch too (triggers/identity.py) but deploys only where the person asked (launch options)."""
-    origin = origin_of(run.tags)
-    # "after <job> <run>": a deploy started before deploy runs carried the origin (their branch was a push's)
-    return run.tags.get(TAG_BRANCH) if origin == PUSH or origin.startswith("after ") else None
+    """The branch whose ``environments.<env>.branches`` rules apply after ``run``: a pushed commit's (a
+    push run, a re-execution of one, the deploys after it). A run launched by hand, from the graph or
+    by a schedule has a branch too (triggers/identity.py names it) but deploys only where the person
+    asked (launch options), as before such runs were named."""
+    return None if origin_of(run.tags) in BY_HAND else run.tags.get(TAG_BRANCH)
 
 
 def deploy_tags(app: AppConfig, environment: str, sha: str, run: dg.DagsterRun, approved: set[str]) -> dict[str, str]:

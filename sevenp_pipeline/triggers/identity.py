@@ -166,13 +166,14 @@ def _resolve(context: dg.AssetExecutionContext, app: AppConfig, git: GitClient |
         origin = tags.get(TAG_ORIGIN) or trigger
     else:
         origin = trigger
-    same_commit = inherited.get(TAG_COMMIT) == commit
+    if inherited.get(TAG_COMMIT, commit) != commit:  # tags copied from a run of another commit ("Open in Launchpad")
+        inherited = {k: v for k, v in inherited.items() if k not in (TAG_BRANCH, TAG_MESSAGE, TAG_AUTHOR)}
+    # What the launch set stays (a label: it moves no image tag and starts no deploy); the rest is looked up.
     branch, message, author = (inherited.get(TAG_BRANCH), inherited.get(TAG_MESSAGE), inherited.get(TAG_AUTHOR))
-    if not (same_commit and message and author and branch is not None):
-        if git is not None:
-            branch, message, author = _from_git(context, app, git, commit)
-        else:
-            branch, message, author = _from_checkout(context, app, commit)
+    if not (message and author and branch is not None):
+        found = _from_git(context, app, git, commit) if git is not None else _from_checkout(context, app, commit)
+        branch = branch if branch is not None else found[0]
+        message, author = message or found[1], author or found[2]
     return RunIdentity(app=inherited.get(TAG_APP) or app.name, commit=commit, branch=_clip(branch or ""),
                        message=_clip(message or ""), author=_clip(author or ""), trigger=trigger, origin=origin)
 
