@@ -165,3 +165,48 @@ def test_a_reexecution_of_a_push_run_says_reexecution_and_keeps_push_as_its_orig
     assert tags["dagster/sensor_name"] == "tiny_app_git_push_sensor"  # inherited, and no longer believed
     assert (tags[TAG_TRIGGER], tags[TAG_ORIGIN]) == ("reexecution", "push")
     assert (tags[TAG_BRANCH], tags[TAG_COMMIT], tags[TAG_MESSAGE]) == ("develop", sha, "feat: pushed")
+
+
+def _form(pipe: Pipeline, branch: str, **extra: object) -> dg.ExecuteInProcessResult:
+    job = pipe.defs.resolve_job_def("tiny_app_run_branch_job")
+    return job.execute_in_process(instance=pipe.instance, raise_on_error=False, run_config={
+        "ops": {"tiny_app_resolve_branch": {"config": {"branch": branch, **extra}}}})
+
+
+def test_the_run_branch_form_starts_the_pipeline_for_the_head_with_full_tags(pipeline: Pipeline) -> None:
+    pipeline.remote.commit("feat: older")
+    head = pipeline.remote.commit("fix: develop's head")
+    form = _form(pipeline, "develop", skip_tests=True)
+    assert form.success
+    assert head in pipeline.instance.get_dynamic_partitions("tiny_app_commits")
+    sensor = pipeline.defs.resolve_sensor_def("tiny_app_run_branch_sensor")
+    run = pipeline.instance.get_run_by_id(form.run_id)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=pipeline.instance, dagster_run=run,
+        dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=run.job_name))
+    request = sensor(context)
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == head and request.run_key == f"run-branch:{form.run_id}"
+    assert request.run_config == {"resources": {"launch_options": {"config": {"environment": "none",
+                                                                              "skip_tests": True}}}}
+    assert {k: request.tags[k] for k in (TAG_BRANCH, TAG_COMMIT, TAG_MESSAGE, TAG_TRIGGER)} == {
+        TAG_BRANCH: "develop", TAG_COMMIT: head, TAG_MESSAGE: "fix: develop's head", TAG_TRIGGER: "manual"}
+
+    # The run the daemon starts from it: its first step leaves the form's tags as they are.
+    ci = pipeline.defs.resolve_job_def("tiny_app_ci_job")
+    result = ci.execute_in_process(
+        instance=pipeline.instance, partition_key=head, asset_selection=[dg.AssetKey(["tiny_app", "source_checkout"])],
+        run_config=request.run_config, tags={**request.tags, "dagster/sensor_name": sensor.name})
+    assert result.success
+    found = pipeline.instance.get_runs(filters=dg.RunsFilter(tags={TAG_BRANCH: "develop"}))
+    assert [r.run_id for r in found] == [result.run_id]
+    assert (found[0].tags[TAG_TRIGGER], found[0].tags[TAG_ORIGIN]) == ("manual", "manual")
+
+
+def test_the_run_branch_form_names_the_branches_when_the_branch_does_not_exist(pipeline: Pipeline) -> None:
+    pipeline.remote.commit("feat: on develop")
+    form = _form(pipeline, "no-such-branch")
+    assert not form.success
+    (failure,) = [e for e in form.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "has no branch 'no-such-branch'" in message and "develop, main" in message
