@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -13,6 +14,9 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.processes import Outcome
 from sevenp_pipeline.text import md_text, printable
+from sevenp_pipeline.triggers.tags import TAG_FAILURE
+
+MAX_FAILURE_TAG = 300  # characters of the run's failure tag (the runs list shows it whole)
 
 # Bumped when the meaning of a stage's output changes; part of every data version.
 STAGE_CODE_VERSION = "1"
@@ -68,6 +72,15 @@ def stage_asset_args(
     }
 
 
+def stage_spec(
+    app: AppConfig, partitions: dg.PartitionsDefinition, key: dg.AssetKey, family: str, description: str,
+    *, deps: Sequence[dg.AssetKey] = (), kinds: frozenset[str] = frozenset({"nodejs"}),
+) -> dg.AssetSpec:
+    """:func:`stage_asset_args` as the spec of a multi-asset's one asset."""
+    args = stage_asset_args(app, partitions, key, family, description, kinds=kinds)
+    return dg.AssetSpec(args.pop("key"), deps=list(deps), **args)
+
+
 def md_table(header: list[str], rows: list[list[Any]], limit: int = 50) -> str:
     def cell(v: Any) -> str:
         return md_text(printable(str(v))).replace("|", "\\|")[:300]
@@ -87,8 +100,66 @@ def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey,
     return records[0] if records and records[0].asset_materialization is not None else None
 
 
+def latest_failure(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
+    """The record of the latest failed-gate observation of ``key`` for ``partition`` (:func:`gated_result`)."""
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=5).records
+    for record in records:
+        observation = record.asset_observation
+        if observation is not None and "failure" in observation.metadata:
+            return record
+    return None
+
+
 def partition_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, Any] | None:
     """Metadata of the latest materialization of ``key`` for ``partition`` (None: never materialized)."""
     record = latest_materialization(instance, key, partition)
     mat = record.asset_materialization if record is not None else None
     return None if mat is None else {k: v.value for k, v in mat.metadata.items()}
+
+
+def failed_gates_line(results: Sequence[dg.AssetCheckResult]) -> str:
+    """The failed gates' descriptions as one line: what a developer acts on, no stack trace."""
+    return "; ".join(printable(r.description or f"{r.check_name} did not pass")
+                     for r in results if not r.passed)
+
+
+def tag_failure(context: dg.AssetExecutionContext, line: str) -> None:
+    """Puts ``<stage>: line`` on the run as ``sevenp/failure`` unless an earlier stage already did:
+    the runs list then says why the run failed. Stages that fail at once may race; one of them wins."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    if run is not None and run.tags.get(TAG_FAILURE):
+        return
+    text = f"{context.asset_key.path[-1]}: {line}"
+    if len(text) > MAX_FAILURE_TAG:
+        text = text[: MAX_FAILURE_TAG - 1] + "…"
+    context.instance.add_run_tags(context.run.run_id, {TAG_FAILURE: text})
+
+
+def gated_result(context: dg.AssetExecutionContext, *, metadata: dict[str, Any],
+                 checks: Sequence[dg.AssetCheckResult], data_version: str | None = None,
+                 failure_metadata: dict[str, Any] | None = None) -> Iterator[Any]:
+    """What a gated stage records. Every gate passed: its materialization with the check results.
+    A gate failed: the stage does not materialize (the commit counts as failed in Dagster's partition
+    views and pickers). Its report is recorded as an observation of the asset for the commit, its
+    checks as evaluated (per commit), and the step fails with one line naming what failed, which the
+    run also carries as its ``sevenp/failure`` tag."""
+    if all(r.passed for r in checks):
+        yield dg.MaterializeResult(
+            metadata=metadata, check_results=list(checks),
+            data_version=dg.DataVersion(data_version) if data_version else None)
+        return
+    line = failed_gates_line(checks)
+    yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key,
+                              metadata={"failure": line, **metadata})
+    yield from checks
+    tag_failure(context, line)
+    raise dg.Failure(description=f"{context.asset_key.path[-1]}: {line}",
+                     metadata={**(failure_metadata or {}), **_links(metadata)}, allow_retries=False)
+
+
+def _links(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The report and log links of a stage's metadata and its output's tail, for its step failure: the
+    step says where to read more without opening the asset."""
+    return {k: v for k, v in metadata.items()
+            if isinstance(v, dg.UrlMetadataValue | dg.PathMetadataValue) or k == "output_tail"}

@@ -50,6 +50,7 @@ class TestCase:
     suite: str
     name: str
     message: str
+    location: str = ""  # file:line of the first stack frame in the app's own code, as the runner wrote it
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,26 @@ def junit_summary(path: Path) -> TestSummary:
             else:
                 continue
             message = next((r.message or r.text or "" for r in results), "")
-            failures.append(TestCase(suite=suite.name or "", name=case.name or "", message=message.strip()))
+            stack = "\n".join(r.text or "" for r in results)
+            failures.append(TestCase(suite=suite.name or "", name=case.name or "", message=message.strip(),
+                                     location=stack_location(stack or message)))
     passed = tests - failed - errors - skipped
     return TestSummary(tests, passed, failed, errors, skipped, round(duration, 3), tuple(failures))
+
+
+# A stack frame's or a diagnostic's source position: "(/app/src/x.test.ts:19:7)", "at file:///app/x.js:3",
+# "location: '/app/x.js:7:3'". Frames in node_modules or node's own modules are the runner's, not the app's.
+_FRAME = re.compile(r"(?:file://)?(?P<path>(?:/|\./|[\w@-])[^\s():'\"]*\.(?:[cm]?[jt]sx?)):(?P<line>\d+)(?::\d+)?")
+
+
+def stack_location(text: str) -> str:
+    """``path:line`` of the first frame of ``text`` in the app's own code ("" when there is none)."""
+    for match in _FRAME.finditer(text or ""):
+        path = match["path"]
+        if "node_modules/" in path or path.startswith(("node:", "internal/")):
+            continue
+        return f"{path}:{match['line']}"
+    return ""
 
 
 def coverage_summary(path: Path) -> Coverage:

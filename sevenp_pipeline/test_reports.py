@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sevenp_pipeline.models import Coverage, TestCase, TestSummary
-from sevenp_pipeline.reports import ReportError, coverage_summary, junit_summary
+from sevenp_pipeline.reports import ReportError, coverage_summary, junit_summary, stack_location
 
 TEST_FORMATS: tuple[str, ...] = ("junit", "jest-json", "vitest-json", "mocha-json", "tap")
 COVERAGE_FORMATS: tuple[str, ...] = ("json-summary", "istanbul-json", "lcov")
@@ -115,7 +115,8 @@ def _jest(path: Path, fmt: str) -> TestSummary:
                           f"expected {_EXPECTED[fmt]})") from exc
     failures = [TestCase(suite=" > ".join(c.get("ancestorTitles") or []) or Path(str(f.get("name", ""))).name,
                          name=str(c.get("title") or c.get("fullName") or ""),
-                         message=_message("\n".join(c.get("failureMessages") or [])))
+                         message=_message("\n".join(c.get("failureMessages") or [])),
+                         location=stack_location("\n".join(c.get("failureMessages") or [])))
                 for f, c in failed]
     failures += [TestCase(suite=Path(str(f.get("name", ""))).name, name="(test file failed to run)",
                           message=_message(f.get("message", ""))) for f in broken]
@@ -130,7 +131,8 @@ def _mocha(path: Path) -> TestSummary:
         stats = data["stats"]
         failures = [TestCase(suite=str(f.get("fullTitle", ""))[: -len(f.get("title", ""))].strip()
                              if f.get("title") else "", name=str(f.get("title", "")),
-                             message=_message((f.get("err") or {}).get("message", "")))
+                             message=_message((f.get("err") or {}).get("message", "")),
+                             location=stack_location(str((f.get("err") or {}).get("stack", ""))))
                     for f in data.get("failures", [])]
         tests, passed, pending = int(stats["tests"]), int(stats["passes"]), int(stats.get("pending", 0))
         # A hook failure ("before all" hook) is in failures but not among the tests.
@@ -173,7 +175,8 @@ def tap_summary(text: str, where: str = "TAP") -> TestSummary:
     leaves = [p for i, p in enumerate(points) if i == 0 or points[i - 1]["depth"] <= p["depth"]]
     skipped = sum(1 for p in leaves if p["directive"] == "SKIP")
     failed = [p for p in leaves if not p["ok"] and p["directive"] not in ("SKIP", "TODO")]
-    failures = [TestCase(suite="", name=p["desc"], message=_yaml_message(p["yaml"])) for p in failed]
+    failures = [TestCase(suite="", name=p["desc"], message=_yaml_message(p["yaml"]),
+                         location=stack_location("\n".join(p["yaml"]))) for p in failed]
     if bailed:
         failures.append(TestCase(suite="", name="Bail out!", message=bailed))
     errors = 1 if bailed else 0
@@ -247,3 +250,60 @@ def _lcov(text: str, path: Path) -> Coverage:
     lines = _pct(sums["LH"], sums["LF"])
     return Coverage(lines=lines, statements=lines, branches=_pct(sums["BRH"], sums["BRF"]),
                     functions=_pct(sums["FNH"], sums["FNF"]))
+
+
+# What a failed assertion compared, as runners write it: jest ("Expected: 25" / "Received: 20"), node's
+# assert and mocha ("20 !== 25", actual first), chai and vitest ("expected 80 to be 75"), node's TAP
+# diagnostics ("expected: 25" / "actual: 20") and ava's diff ("- 20" / "+ 25": actual, then expected).
+_JEST_EXPECTED = re.compile(r"^\s*Expected(?: value)?:\s*(.+?)\s*$", re.M)
+_JEST_RECEIVED = re.compile(r"^\s*Received(?: value)?:\s*(.+?)\s*$", re.M)
+_TAP_EXPECTED = re.compile(r"^\s*expected:\s*(.+?)\s*$", re.M)
+_TAP_ACTUAL = re.compile(r"^\s*actual:\s*(.+?)\s*$", re.M)
+_STRICT = re.compile(r"(?:^|:)\s*([^:\n]+?) !==? ([^\n]+?)\s*$", re.M)
+_CHAI = re.compile(r"expected (.+?) to (?:deeply |strictly )?(?:equal|be|eql)\s+(.+?)(?:\s*//.*)?$", re.M)
+_AVA = re.compile(r"^\s*-\s+(.+?)\s*\n\s*\+\s+(.+?)\s*$", re.M)
+MAX_DETAIL = 120
+
+
+def _compared(message: str) -> tuple[str, str] | None:
+    """(expected, received) of a failed comparison, or None when the message is something else."""
+    expected, received = _JEST_EXPECTED.search(message), _JEST_RECEIVED.search(message)
+    if expected and received:
+        return expected[1], received[1]
+    expected, actual = _TAP_EXPECTED.search(message), _TAP_ACTUAL.search(message)
+    if expected and actual:
+        return expected[1], actual[1]
+    for pattern in (_STRICT, _CHAI, _AVA):  # each writes the actual value first
+        match = pattern.search(message)
+        if match:
+            return match[2], match[1]
+    return None
+
+
+def failure_detail(message: str) -> str:
+    """"expected 25, received 20" for a failed comparison, else the message's first line (cut short)."""
+    compared = _compared(message)
+    if compared:
+        detail = f"expected {compared[0]}, received {compared[1]}"
+    else:
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        detail = lines[0] if lines else ""
+    return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
+
+
+def relative_location(location: str, roots: tuple[str, ...] = ()) -> str:
+    """``location`` without the first of ``roots`` (folder prefixes: the app folder) it starts with."""
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if location.startswith(prefix):
+            return location[len(prefix):]
+    return location
+
+
+def failure_line(case: TestCase, roots: tuple[str, ...] = ()) -> str:
+    """One failed test as a developer acts on it: ``suite > test (expected 25, received 20) at
+    src/x.test.ts:19``. ``roots``: folder prefixes to cut from the location (the app folder)."""
+    title = " > ".join(part for part in (case.suite, case.name) if part) or "(unnamed test)"
+    detail = failure_detail(case.message)
+    location = relative_location(case.location, roots)
+    return title + (f" ({detail})" if detail else "") + (f" at {location}" if location else "")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from sevenp_pipeline.asset_helpers import latest_materialization
+from sevenp_pipeline.asset_helpers import latest_failure, latest_materialization
 
 # A stage whose materialization says this in ``not_run`` does not apply to the app (an optional
 # script it does not define): its gates do not block. Any other ``not_run`` (skip_tests) blocks.
@@ -136,7 +136,13 @@ def verdict(instance: dg.DagsterInstance, gates: Gates | Sequence[Gate], partiti
 
 
 def _latest_run(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> tuple[str | None, dict]:
+    """The run of the asset's latest result for the commit: its latest materialization, or a later
+    failure (a stage whose gate failed records an observation instead of materializing)."""
     record = latest_materialization(instance, key, partition)
+    failed = latest_failure(instance, key, partition)
+    if failed is not None and (record is None or failed.storage_id > record.storage_id):
+        assert failed.asset_observation is not None
+        return failed.run_id, {k: v.value for k, v in failed.asset_observation.metadata.items()}
     if record is None or record.asset_materialization is None:
         return None, {}
     return record.run_id, {k: v.value for k, v in record.asset_materialization.metadata.items()}

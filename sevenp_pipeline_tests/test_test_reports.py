@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.reports import ReportError
-from sevenp_pipeline.test_reports import coverage_of, sniff_test_format, tap_summary, test_summary
+from sevenp_pipeline.models import TestCase
+from sevenp_pipeline.reports import ReportError, stack_location
+from sevenp_pipeline.test_reports import coverage_of, failure_line, sniff_test_format, tap_summary, test_summary
 from sevenp_pipeline_tests.conftest import FIXTURES
 
 REPORTS = FIXTURES / "reports"
@@ -90,3 +91,31 @@ def test_partial_coverage_is_computed_like_istanbul(tmp_path: Path) -> None:
     bad.write_text('{"/a.js": {"s": 1}}')
     with pytest.raises(ReportError, match=r"coverage-final\.json"):
         coverage_of(bad)
+
+
+# file -> the failing test as the gate's one line names it (the reports were written in /src/runners-app)
+ONE_LINE = {
+    "jest.json": "pricing (jest) > SAVE25 gives 25 percent (expected 25, received 20) at tests/jest/pricing.test.js:5",
+    "vitest.json": "pricing (vitest) > SAVE25 gives a quarter off (expected 75, received 80) "
+                   "at tests/vitest/pricing.test.mjs:6",
+    "mocha.json": "pricing (mocha) > SAVE25 is worth 25 (expected 25, received 20) at tests/mocha/pricing.spec.js:6",
+    "ava.tap": "ava SAVE25 is worth 25 (expected 25, received 20)",  # ava's TAP has no file position
+    "node.tap": "SAVE25 equals 25 (expected 25, received 20) at tests/node/pricing.test.js:7",
+    "node-junit.xml": "pricing (node:test) > SAVE25 equals 25 (expected 25, received 20) "
+                      "at tests/node/pricing.test.js:7",
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_LINE))
+def test_each_failure_reads_as_one_line_with_what_it_compared_and_where(name: str) -> None:
+    (case,) = test_summary(REPORTS / name).failures
+    assert failure_line(case, ("/src/runners-app",)) == ONE_LINE[name]
+
+
+def test_a_failure_that_compares_nothing_gives_its_first_line_and_no_runner_frame() -> None:
+    case = TestCase("api", "starts", "TypeError: cannot read 'port' of undefined\nsecond line",
+                    stack_location("    at node:internal/x.js:3:1\n    at Object.<anonymous> "
+                                   "(/app/node_modules/jest/x.js:9:2)\n    at start (/app/src/server.ts:12:5)"))
+    assert failure_line(case, ("/app",)) == \
+        "api > starts (TypeError: cannot read 'port' of undefined) at src/server.ts:12"
+    assert failure_line(TestCase("", "x", "")) == "x"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
+from sevenp_pipeline.asset_helpers import gated_result
 from sevenp_pipeline.verdict import Gate, Gates, verdict
 
 PARTITIONS = dg.StaticPartitionsDefinition(["c1", "c2"])
@@ -17,14 +18,19 @@ class Outcome(dg.Config):
 
 
 def _stage(name: str) -> tuple[dg.AssetsDefinition, Gates]:
-    check = dg.AssetCheckSpec("ok", asset=name, blocking=True, description=f"{name} is ok")
+    """A stage as the pipeline builds one: a gate that fails records an observation, not a
+    materialization (asset_helpers.gated_result); a stage that does not run records no check result."""
+    check = dg.AssetCheckSpec("ok", asset=name, blocking=True, description=f"{name} is ok",
+                              partitions_def=PARTITIONS)
 
-    @dg.asset(name=name, partitions_def=PARTITIONS, check_specs=[check])
-    def _asset(config: Outcome) -> dg.MaterializeResult:
-        meta = {"not_run": config.not_run, "reason": f"{config.not_run} said so"} if config.not_run else {}
-        severity = dg.AssetCheckSeverity.WARN if config.not_run else dg.AssetCheckSeverity.ERROR
-        return dg.MaterializeResult(metadata=meta, check_results=[dg.AssetCheckResult(
-            check_name="ok", passed=config.passed and not config.not_run, severity=severity,
+    @dg.multi_asset(name=name, specs=[dg.AssetSpec(name, partitions_def=PARTITIONS)], check_specs=[check],
+                    can_subset=True)
+    def _asset(context: dg.AssetExecutionContext, config: Outcome) -> Iterator[object]:
+        if config.not_run:
+            yield dg.MaterializeResult(metadata={"not_run": config.not_run, "reason": f"{config.not_run} said so"})
+            return
+        yield from gated_result(context, metadata={}, checks=[dg.AssetCheckResult(
+            check_name="ok", passed=config.passed, severity=dg.AssetCheckSeverity.ERROR,
             description="fine" if config.passed else "three things broke")])
 
     return _asset, Gates.of([check], family=name)
@@ -83,13 +89,16 @@ def test_a_failed_check_blocks_naming_gate_and_description(instance: dg.DagsterI
     assert result.failures[0].gate == next(iter(SCAN_GATES))
 
 
-def test_the_run_of_the_latest_materialization_decides(instance: dg.DagsterInstance) -> None:
+def test_the_latest_result_decides(instance: dg.DagsterInstance) -> None:
     _run(instance, LINT)
     _run(instance, SCAN, passed=False)
     _run(instance, SCAN)  # re-run alone, passing
     assert verdict(instance, GATES, "c1").passed
-    _run(instance, SCAN, passed=False)  # and failing again
-    assert "scan" in _why(instance)
+    # Failing again: no new materialization, but the failure recorded after it decides.
+    _run(instance, SCAN, passed=False)
+    assert _why(instance) == {"scan": "did not pass: three things broke"}
+    _run(instance, SCAN)
+    assert verdict(instance, GATES, "c1").passed
     assert verdict(instance, GATES, "c2").failures[0].why == "has not run for this commit"
 
 

@@ -269,6 +269,20 @@ class _Attempt:
             self.notify("deploy_failed", f"{self.app.name}: deploy of {sha[:12]} to {name} failed", str(exc))
             raise failure(f"{self.key.to_user_string()}: {exc}", environment=name) from exc
 
+    def replaced_release(self) -> tuple[str | None, bool]:
+        """The commit this deploy replaced (the newest healthy one before it), and whether this deploy is
+        a rollback: ``make rollback`` said so, or the commit went live here before the one it replaces did
+        (a person materialized an older green partition of the deployment in the UI)."""
+        earlier = [d for d in history.healthy_deployments(self.context.instance, self.app.key, self.name)
+                   if d.run_id != self.run.run_id]
+        replaced = earlier[0].commit if earlier else None
+        first_live: dict[str, float] = {}
+        for deployment in earlier:  # newest first: the last write is the commit's first time live here
+            first_live[deployment.commit] = deployment.timestamp
+        back = (replaced is not None and replaced != self.sha and self.sha in first_live
+                and first_live[self.sha] < first_live[replaced])  # back to a release older than the live one
+        return replaced, bool(self.run.tags.get(TAG_ROLLBACK)) or back
+
     def result(self, outcome: DeployOutcome, started: float, verified: VerifiedImage, *, approval: Approval | None,
                override: Approval | None) -> dg.MaterializeResult:
         """The live release's materialization; a rolled-back deploy raises a failure naming what serves.
@@ -287,6 +301,7 @@ class _Attempt:
                           environment=name, status="rolled_back", reason=outcome.reason, serving=serving,
                           **{k: v for k, v in meta.items() if k != "url"})
         self.tag({TAG_DEPLOY: "live"})
+        replaced, rollback = self.replaced_release()
         self.notify("deploy_succeeded", f"{self.app.name}: {sha[:12]} is live in {name}",
                     f"{image.ref} at {outcome.url}", url=outcome.url)
         return dg.MaterializeResult(
@@ -295,7 +310,7 @@ class _Attempt:
                 "status": "live", "environment": name, "target": self.env.target, "commit": sha,
                 "image_ref": image.ref, "image_digest": image.digest,
                 "since": dg.MetadataValue.timestamp(started), "launched_by": launched_by(run),
-                "rollback": bool(run.tags.get(TAG_ROLLBACK)), "provenance_keyid": verified.keyid,
+                "rollback": rollback, "replaced": replaced or "(first deploy)", "provenance_keyid": verified.keyid,
                 **({"approved_by": approval.approver, "approved_via": approval.via} if approval else {}),
                 **({"override_by": override.approver, "override_reason": override.override} if override else {}),
                 **meta,

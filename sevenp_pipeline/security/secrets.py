@@ -3,10 +3,12 @@
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import importlib.metadata
 import shutil
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
-from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.asset_helpers import failure, fingerprint, gated_result, md_table, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, latest_record
 from sevenp_pipeline.resources.builders.role import ImageBuilder, ImagePushError
@@ -34,7 +36,8 @@ def build_secret_scan(app: AppConfig, partitions: dg.PartitionsDefinition, check
     """``secret_scan`` of the tree ``checkout`` holds and of the layers of ``image``."""
     sec = app.security
     check = dg.AssetCheckSpec("no_secrets", asset=security_key(app, "secret_scan"), blocking=True,
-                              description="no committed secret in the source tree or the image")
+                              description="no committed secret in the source tree or the image",
+                              partitions_def=partitions)
 
     @dg.asset(**stage_asset_args(app, partitions, security_key(app, "secret_scan"), FAMILY,
                                  "Committed secrets in the source tree and the image layers (detect-secrets).",
@@ -42,7 +45,7 @@ def build_secret_scan(app: AppConfig, partitions: dg.PartitionsDefinition, check
               check_specs=[check])
     def secret_scan(context: dg.AssetExecutionContext, workspaces: Workspaces,
                     image_builder: ImageBuilder, registry: Registry, stage_cache: StageResultCache,
-                    launch_options: LaunchOptions) -> dg.MaterializeResult:
+                    launch_options: LaunchOptions) -> Iterator[Any]:
         ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         img = latest_record(context, ImageRecord, image)
@@ -55,11 +58,12 @@ def build_secret_scan(app: AppConfig, partitions: dg.PartitionsDefinition, check
         if cached is not None:
             manifest = cached[0]
             note = f"restored from {manifest.commit[:12]}"
-            return dg.MaterializeResult(
+            yield dg.MaterializeResult(
                 data_version=dg.DataVersion(manifest.data_version),
                 metadata={**decode_metadata(manifest.metadata, {}),
                           **mark_restored(context, stage_cache, manifest, name="secret_scan")},
                 check_results=[decode_check(c, note=note) for c in manifest.checks])
+            return
         registry.prepare(log=context.log.info)
         layout = ws.root / "image-oci"
         shutil.rmtree(layout, ignore_errors=True)
@@ -86,7 +90,6 @@ def build_secret_scan(app: AppConfig, partitions: dg.PartitionsDefinition, check
         if tree:  # only a clean result is stored: a finding is looked at again on the next commit
             save_result(context, stage_cache, app=app.key, name="secret_scan", key=cache_key,
                         data_version=data_version, metadata=metadata, checks=checks)
-        return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata,
-                                    check_results=checks)
+        yield from gated_result(context, data_version=data_version, metadata=metadata, checks=checks)
 
     return ScanAssets(assets=(secret_scan,), gates=Gates.of([check], FAMILY))

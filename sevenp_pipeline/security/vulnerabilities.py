@@ -5,11 +5,13 @@ against the OSV advisory database, suppressions applied, and gated at the app's 
 import datetime as dt
 import functools
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.asset_helpers import failure, fingerprint, gated_result, md_table, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, latest_record
 from sevenp_pipeline.models import Workspace
@@ -54,15 +56,17 @@ def advisory_db(app: AppConfig, workspace_app_dir: Path) -> AdvisoryDatabase:
         raise failure(f"advisory database unusable, scan fails closed: {exc}") from exc
 
 
-def _check_spec(app: AppConfig, name: str) -> dg.AssetCheckSpec:
+def _check_spec(app: AppConfig, name: str, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(NO_BLOCKING_VULNERABILITIES, asset=security_key(app, name), blocking=True,
-                             description=f"no unsuppressed vulnerability ≥ {app.security.severity_threshold}")
+                             description=f"no unsuppressed vulnerability ≥ {app.security.severity_threshold}",
+                             partitions_def=partitions)
 
 
 def vulnerability_result(context: dg.AssetExecutionContext, app: AppConfig, findings: list[Finding], ws: Workspace,
                          db: AdvisoryDatabase, store: ArtifactStore, name: str, check: str,
-                         artifact_uri: str) -> dg.MaterializeResult:
-    """The scan's findings after suppressions, as SARIF, metadata and the gate's result."""
+                         artifact_uri: str) -> Iterator[Any]:
+    """The scan's findings after suppressions, as SARIF, metadata and the gate's result (a blocking
+    finding fails the step: asset_helpers.gated_result)."""
     sec = app.security
     app_dir = ws.app_dir
     try:
@@ -88,9 +92,10 @@ def vulnerability_result(context: dg.AssetExecutionContext, app: AppConfig, find
     counts["unknown"] = sum(1 for f in result.kept if f.severity.upper() not in SEVERITIES)
     rows = [[f.advisory_id, f.severity, f"{f.package}@{f.installed_version}", ", ".join(f.fixed_versions),
              f.summary] for f in sorted(result.kept, key=lambda f: f.severity)]
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(fingerprint(sorted((f.advisory_id, f.purl) for f in result.kept),
-                                                db.fingerprint, [str(s) for s in result.suppressed])),
+    yield from gated_result(
+        context,
+        data_version=fingerprint(sorted((f.advisory_id, f.purl) for f in result.kept),
+                                 db.fingerprint, [str(s) for s in result.suppressed]),
         metadata={
             **{f"vulnerabilities_{k}": v for k, v in counts.items()},
             "vulnerabilities_total": len(result.kept),
@@ -106,7 +111,7 @@ def vulnerability_result(context: dg.AssetExecutionContext, app: AppConfig, find
                 ["advisory", "package", "reason"],
                 [[f.advisory_id, f.package, why] for f, why in result.suppressed])),
         },
-        check_results=[dg.AssetCheckResult(
+        checks=[dg.AssetCheckResult(
             check_name=check, passed=not blocking, severity=dg.AssetCheckSeverity.ERROR,
             description=(f"{len(blocking)} finding(s) at or above {sec.severity_threshold}: "
                          + ", ".join(sorted({f.advisory_id for f in blocking})[:10])) if blocking
@@ -118,19 +123,19 @@ def vulnerability_result(context: dg.AssetExecutionContext, app: AppConfig, find
 def build_vulnerability_report(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.AssetKey,
                                sbom: dg.AssetKey) -> ScanAssets:
     """``vulnerability_report``: the image's SBOM against the advisories."""
-    check = _check_spec(app, "vulnerability_report")
+    check = _check_spec(app, "vulnerability_report", partitions)
 
     @dg.asset(**stage_asset_args(app, partitions, security_key(app, "vulnerability_report"), FAMILY,
                                  "The image SBOM matched against the OSV advisory database; SARIF 2.1.0.",
                                  kinds=frozenset({"osv"})), deps=[sbom], check_specs=[check])
     def vulnerability_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
-                             artifact_store: ArtifactStore) -> dg.MaterializeResult:
+                             artifact_store: ArtifactStore) -> Iterator[Any]:
         ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         db = advisory_db(app, ws.app_dir)
         img = latest_record(context, ImageRecord, image)
         findings = match(sbom_components(context, app), db, source="image")
-        return vulnerability_result(context, app, findings, ws, db, artifact_store, "vulnerability_report",
+        yield from vulnerability_result(context, app, findings, ws, db, artifact_store, "vulnerability_report",
                                     check.name, img.ref)
 
     return ScanAssets(assets=(vulnerability_report,), gates=Gates.of([check], FAMILY))
@@ -138,14 +143,14 @@ def build_vulnerability_report(app: AppConfig, partitions: dg.PartitionsDefiniti
 
 def build_dependency_report(app: AppConfig, partitions: dg.PartitionsDefinition, deps: dg.AssetKey) -> ScanAssets:
     """``dependency_report``: the app's lockfile, read after the install stage ``deps``, against the advisories."""
-    check = _check_spec(app, "dependency_report")
+    check = _check_spec(app, "dependency_report", partitions)
 
     @dg.asset(**stage_asset_args(app, partitions, security_key(app, "dependency_report"), FAMILY,
                                  "The app's lockfile (npm, pnpm or yarn) matched against the OSV advisory "
                                  "database (the spec's OWASP dependency check).", kinds=frozenset({"osv"})),
               deps=[deps], check_specs=[check])
     def dependency_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
-                          artifact_store: ArtifactStore) -> dg.MaterializeResult:
+                          artifact_store: ArtifactStore) -> Iterator[Any]:
         ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         try:
@@ -154,7 +159,7 @@ def build_dependency_report(app: AppConfig, partitions: dg.PartitionsDefinition,
             raise failure(f"dependency_report: {exc}: nothing to check, failing closed") from exc
         db = advisory_db(app, ws.app_dir)
         findings = match(components, db, source="lockfile")
-        return vulnerability_result(context, app, findings, ws, db, artifact_store, "dependency_report",
+        yield from vulnerability_result(context, app, findings, ws, db, artifact_store, "dependency_report",
                                     check.name, lockfile.name)
 
     return ScanAssets(assets=(dependency_report,), gates=Gates.of([check], FAMILY))

@@ -2,12 +2,12 @@
 (stages/commits.py), recorded as the stage's one gate."""
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from sevenp_pipeline.asset_helpers import failure, fingerprint, md_table, stage_asset_args
+from sevenp_pipeline.asset_helpers import failure, fingerprint, gated_result, md_table, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.stages.commits import check_commits
@@ -31,9 +31,9 @@ def build_commitlint_asset(
         **stage_asset_args(app, partitions, key, kind.family, stage_description(app, name),
                            kinds=frozenset({"git"})),
         deps=list(deps),
-        check_specs=kind.check_specs(app, name, key),
+        check_specs=kind.check_specs(app, name, key, partitions),
     )
-    def _asset(context: dg.AssetExecutionContext, git: GitClient) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, git: GitClient) -> Iterator[Any]:
         branch = ensure_run_identity(context, app).branch
         sha = context.partition_key
         before = context.run.tags.get(TAG_BEFORE) or None
@@ -48,20 +48,20 @@ def build_commitlint_asset(
         violations = check_commits(commits, types=types, max_header_length=spec.gates.max_header_length)
         span = f"{before[:12]}..{sha[:12]}" if before else f"{sha[:12]} (not on any other branch)"
         context.log.info("%s: %d commit(s) in %s, %d not conventional", name, len(commits), span, len(violations))
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(name, [c[0] for c in commits], types,
-                                                    spec.gates.max_header_length)),
+        yield from gated_result(
+            context,
+            data_version=fingerprint(name, [c[0] for c in commits], types, spec.gates.max_header_length),
             metadata={
-                "kind": kind.name,
+                "violations": len(violations),
                 "range": span,
                 "branch": branch or "(launched by hand)",
                 "commits_checked": len(commits),
-                "violations": len(violations),
                 "problems": dg.MetadataValue.md(md_table(["commit", "header", "problem"],
                                                          [[v.sha[:12], v.header, v.problem] for v in violations])),
                 "gates_passed": not violations,
+                "kind": kind.name,
             },
-            check_results=[commits_result(len(commits), violations)],
+            checks=[commits_result(len(commits), violations)],
         )
 
     return _asset

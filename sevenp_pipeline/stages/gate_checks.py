@@ -14,6 +14,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import StageGates
 from sevenp_pipeline.models import Coverage, PerformanceSummary, TestSummary
 from sevenp_pipeline.stages.commits import DEFAULT_TYPES, Violation
+from sevenp_pipeline.test_reports import failure_line
 
 NO_LINT_ERRORS = "no_lint_errors"
 CODE_FORMATTED = "code_formatted"
@@ -23,6 +24,7 @@ COVERAGE_THRESHOLD = "coverage_threshold"
 P95_LATENCY_BUDGET = "p95_latency_budget"
 THROUGHPUT_FLOOR = "throughput_floor"
 CONVENTIONAL_COMMITS = "conventional_commits"
+SHOWN_FAILURES = 3  # failed tests named in the gate's one line (the failures table has them all)
 
 
 def _always(_gates: StageGates) -> bool:
@@ -39,8 +41,12 @@ class Gate:
     applies: Callable[[StageGates], bool] = _always
     noun: str = ""
 
-    def spec(self, app: AppConfig, stage: str, key: dg.AssetKey) -> dg.AssetCheckSpec:
-        return dg.AssetCheckSpec(self.name, asset=key, blocking=True, description=self.describe(app, stage))
+    def spec(self, app: AppConfig, stage: str, key: dg.AssetKey,
+             partitions: dg.PartitionsDefinition | None = None) -> dg.AssetCheckSpec:
+        """The blocking check; with ``partitions`` (the commits), evaluated per commit, so the asset's
+        check badges and history say which commit passed or failed, not whichever ran last."""
+        return dg.AssetCheckSpec(self.name, asset=key, blocking=True, description=self.describe(app, stage),
+                                 partitions_def=partitions)
 
 
 def _where(stage: str) -> str:
@@ -89,11 +95,15 @@ def problems_result(gate: Gate, app: AppConfig, stage: str, found: int) -> dg.As
         description=f"{found} {gate.noun}, at most {allowed} allowed", metadata={"found": found, "allowed": allowed})
 
 
-def tests_result(summary: TestSummary, exited_ok: bool, describe: str) -> dg.AssetCheckResult:
+def tests_result(summary: TestSummary, exited_ok: bool, describe: str, *, roots: tuple[str, ...] = (),
+                 redact: Callable[[str], str] = str) -> dg.AssetCheckResult:
+    """``all_tests_pass``; when it fails, its description is the line a developer acts on: "1 of 95
+    tests failed: suite > test (expected 25, received 20) at src/x.test.ts:19" (the first three)."""
     reasons = []
     if summary.failed or summary.errors:
-        named = "; ".join(f"{f.suite} > {f.name}" if f.suite else f.name for f in summary.failures[:5])
-        more = f" (+{len(summary.failures) - 5} more)" if len(summary.failures) > 5 else ""
+        named = redact("; ".join(failure_line(f, roots) for f in summary.failures[:SHOWN_FAILURES]))
+        extra = len(summary.failures) - SHOWN_FAILURES
+        more = f" (+{extra} more)" if extra > 0 else ""
         reasons.append(f"{summary.failed + summary.errors} of {summary.tests} tests failed"
                        + (f": {named}{more}" if named else ""))
     if summary.tests == 0 and exited_ok:

@@ -20,6 +20,7 @@ import dagster as dg
 from sevenp_pipeline.asset_helpers import failure, md_table
 from sevenp_pipeline.config import AppConfig, StageSpec
 from sevenp_pipeline.config.kinds import KIND_SCHEMAS, KindSchema
+from sevenp_pipeline.models import TestCase
 from sevenp_pipeline.reports import (
     ReportError,
     eslint_counts,
@@ -35,7 +36,13 @@ from sevenp_pipeline.stages.gate_checks import Gate
 from sevenp_pipeline.stages.install import build_install_asset
 from sevenp_pipeline.stages.runner import Stage
 from sevenp_pipeline.stages.tool_asset import build_tool_asset
-from sevenp_pipeline.test_reports import coverage_of, sniff_test_format, test_summary
+from sevenp_pipeline.test_reports import (
+    coverage_of,
+    failure_detail,
+    relative_location,
+    sniff_test_format,
+    test_summary,
+)
 
 MAX_KEPT_ARTIFACTS = 40
 MAX_SHOWN_ROWS = 1000  # problem lines held for the metadata table (which shows 50 and counts the rest)
@@ -50,6 +57,7 @@ class Evaluation:
     results: list[dg.AssetCheckResult] = field(default_factory=list)
     data_version: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    failure_metadata: dict[str, Any] = field(default_factory=dict)  # for the step failure when a gate fails
 
 
 AssetBuilder = Callable[[AppConfig, dg.PartitionsDefinition, str, Sequence[dg.AssetKey], "Kind"], dg.AssetsDefinition]
@@ -77,8 +85,9 @@ class Kind:
         """The checks of a stage of this kind, as its ``gates:`` settings turn them on."""
         return [g.name for g in self.gates if g.applies(spec.gates)]
 
-    def check_specs(self, app: AppConfig, stage: str, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-        return [g.spec(app, stage, key) for g in self.gates if g.applies(app.stage(stage).gates)]
+    def check_specs(self, app: AppConfig, stage: str, key: dg.AssetKey,
+                    partitions: dg.PartitionsDefinition | None = None) -> list[dg.AssetCheckSpec]:
+        return [g.spec(app, stage, key, partitions) for g in self.gates if g.applies(app.stage(stage).gates)]
 
 
 def _log_lines(outcome: Outcome) -> Iterator[str]:
@@ -181,10 +190,11 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
     if outcome.timed_out:
         raise failure(f"{stage.name}: {outcome.describe()}; test services were torn down", outcome)
     summary, meta = _test_report(stage, outcome)
-    if summary.failures:
-        meta["failures"] = dg.MetadataValue.md(stage.redact(
-            md_table(["suite", "test", "message"], [[f.suite, f.name, f.message] for f in summary.failures])))
-    results = [gate_checks.tests_result(summary, outcome.ok, outcome.describe())]
+    roots = (str(stage.workspace.app_dir),)
+    failures = _failures_table(stage, summary.failures, roots) if summary.failures else None
+    if failures is not None:
+        meta["failures"] = failures
+    results = [gate_checks.tests_result(summary, outcome.ok, outcome.describe(), roots=roots, redact=stage.redact)]
     coverage_note = ""
     if spec.coverage:
         path = stage.report_file(spec.coverage)
@@ -210,6 +220,28 @@ def _test(stage: Stage, outcome: Outcome) -> Evaluation:
     stage.context.log.info("%s: %d passed, %d failed, %d skipped%s", stage.name, summary.passed,
                            summary.failed + summary.errors, summary.skipped, coverage_note)
     return Evaluation(metadata=meta, results=results)
+
+
+_FAILURE_COLUMNS = dg.TableSchema(columns=[
+    dg.TableColumn("test", "string", description="suite > test"),
+    dg.TableColumn("failure", "string", description="what the assertion compared, or the first line of the error"),
+    dg.TableColumn("at", "string", description="the first frame in the app's own code"),
+    dg.TableColumn("message", "string", description="the runner's message, without colour codes or stack"),
+])
+
+
+def _failures_table(stage: Stage, cases: Sequence[TestCase], roots: tuple[str, ...]) -> dg.TableMetadataValue:
+    """Every failed test as a table with a schema: the UI shows its cells as text, never as markdown
+    (``__tests__`` stays ``__tests__``, ``Object.<anonymous>`` stays whole), and never cuts a path."""
+    redact = stage.redact
+    records = []
+    for case in cases[:MAX_SHOWN_ROWS]:
+        records.append(dg.TableRecord(data={
+            "test": redact(" > ".join(p for p in (case.suite, case.name) if p)),
+            "failure": redact(failure_detail(case.message)),
+            "at": relative_location(case.location, roots),
+            "message": redact(case.message)}))
+    return dg.MetadataValue.table(records=records, schema=_FAILURE_COLUMNS)
 
 
 def _artifacts(stage: Stage, folder: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,7 +419,9 @@ class Stage:
     def base_metadata(self, outcome: Outcome) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "command": outcome.command,
-            "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
+            # Text, not a number: Dagster plots every numeric entry across commits, and a constant
+            # exit code is a flat line that says nothing.
+            "exit_code": dg.MetadataValue.text(str(outcome.exit_code if outcome.exit_code is not None else -1)),
             "duration_s": round(outcome.duration, 2),
         }
         if outcome.leftovers:
@@ -536,23 +538,15 @@ SKIPPED_BY_REQUEST = "skip_tests"  # a person launched the run with skip_tests
 TAG_SKIPPED_STAGES = "sevenp/skipped_stages"
 
 
-def not_run(
-    context: dg.AssetExecutionContext, reason: str, checks: Sequence[str] = (), *, why: str = NOT_APPLICABLE
-) -> dg.MaterializeResult:
-    """A stage that did not run (optional script missing, skip_tests): recorded as skipped, and each
-    of its gates as a WARN-level failure — visible in the UI and history, never mistaken for a pass,
-    and not blocking what is downstream in this run. Promotion reads ``not_run``: a stage skipped
-    by request never lets an image be promoted; the run is tagged with the skipped stages."""
+def not_run(context: dg.AssetExecutionContext, reason: str, *, why: str = NOT_APPLICABLE) -> dg.MaterializeResult:
+    """A stage that did not run (optional script missing, skip_tests): recorded as skipped with no
+    check result, so Dagster shows its gates as skipped (planned, not evaluated, the run went on),
+    neither passed nor failed, and nothing downstream is blocked. Promotion reads ``not_run``: a stage
+    skipped by request never lets an image be promoted; the run is tagged with the skipped stages."""
     context.log.warning("%s not run: %s", context.asset_key.to_user_string(), reason)
     if why == SKIPPED_BY_REQUEST:
         run = context.instance.get_run_by_id(context.run.run_id)
         already = [s for s in (run.tags.get(TAG_SKIPPED_STAGES, "") if run else "").split(",") if s]
         stage = context.asset_key.path[-1]
         context.instance.add_run_tags(context.run.run_id, {TAG_SKIPPED_STAGES: ",".join([*already, stage])})
-    return dg.MaterializeResult(
-        metadata={"skipped": True, "reason": reason, "not_run": why, "gates_passed": False},
-        check_results=[dg.AssetCheckResult(check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                           description=f"not run: {reason}") for name in checks],
-    )
-
-
+    return dg.MaterializeResult(metadata={"skipped": True, "reason": reason, "not_run": why, "gates_passed": False})

@@ -53,8 +53,8 @@ def launch_form(app: AppConfig) -> type[dg.Config]:
         "environment": Field(default=choices[NO_DEPLOY], description="where to deploy when the pipeline passes "
                              "(an environment and those it comes after; launching is the approval a manual one "
                              "needs), or none"),
-        "skip_tests": Field(default=False, description="skip the test stages: their gates record a WARN, never "
-                            "a pass, and the image is not promoted"),
+        "skip_tests": Field(default=False, description="skip the test stages: their gates are not evaluated (never "
+                            "a pass), and the image is not promoted"),
     })
 
 

@@ -265,6 +265,14 @@ def test_failed_health_check_rolls_back_and_rollback_redeploys_the_last_healthy(
     assert registry.healthy() and registry.running_pid() not in (None, killed)
     assert deploys.answer("staging")[1] == good
     assert _materialization(back, "staging_deployment")["launched_by"].startswith(f"rollback from {newer[:12]}")
+    assert (_materialization(back, "staging_deployment")["rollback"],
+            _materialization(back, "staging_deployment")["replaced"]) == (True, newer)
+    # From the asset graph, with no rollback tag: forward again is not a rollback, back to the older
+    # release is, and each names the release it replaced.
+    forward = _materialization(deploys.deploy(newer, "staging"), "staging_deployment")
+    assert (forward["rollback"], forward["replaced"]) == (False, good)
+    again = _materialization(deploys.deploy(good, "staging"), "staging_deployment")
+    assert (again["rollback"], again["replaced"]) == (True, newer)
 
 
 def test_unsigned_tampered_or_unverifiable_images_are_refused(deploys: Deploys) -> None:

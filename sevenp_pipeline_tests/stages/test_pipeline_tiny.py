@@ -15,7 +15,14 @@ from sevenp_pipeline.scanners.provenance import generate_keypair
 from sevenp_pipeline.stages.gates import stage_gates
 from sevenp_pipeline.verdict import verdict
 from sevenp_pipeline_tests.conftest import Pipeline
-from sevenp_pipeline_tests.results import check_verdicts, failure_text, materialized, metadata_of
+from sevenp_pipeline_tests.results import (
+    check_status,
+    check_verdicts,
+    failed_stages,
+    failure_text,
+    materialized,
+    metadata_of,
+)
 
 
 def test_clean_commit_passes_every_stage(pipeline: Pipeline) -> None:
@@ -29,14 +36,16 @@ def test_clean_commit_passes_every_stage(pipeline: Pipeline) -> None:
     assert metadata_of(result, "integration_test_results")["passed"] == 2
     assert len(metadata_of(result, "build_artifact")["sha256"]) == 64
     # The tiny app has no e2e or performance script: those optional stages are not applicable,
-    # recorded as such (WARN results, never a pass), and every other gate passed.
+    # recorded as such, and their gates are neither passed nor failed: skipped, for this commit.
     for optional in ("e2e_test_results", "performance_report"):
         assert metadata_of(result, optional)["not_run"] == "not_applicable"
-    checks = {k: v for k, v in check_verdicts(result).items()
-              if k.split(".")[0] not in ("e2e_test_results", "performance_report")}
+    checks = check_verdicts(result)
     assert len(checks) == 8 and all(checks.values()), checks
-    assert not any(check_verdicts(result)[f"{s}.{c}"] for s, c in (("e2e_test_results", "all_tests_pass"),
-                                                            ("performance_report", "p95_latency_budget")))
+    assert not {k.split(".")[0] for k in checks} & {"e2e_test_results", "performance_report"}
+    for stage, check in (("e2e_test_results", "all_tests_pass"), ("performance_report", "p95_latency_budget")):
+        assert check_status(pipeline.instance, dg.AssetKey([pipeline.key, stage]), check, sha) == "SKIPPED"
+    assert check_status(pipeline.instance, dg.AssetKey([pipeline.key, "lint_report"]), "no_lint_errors",
+                        sha) == "SUCCEEDED"
 
 
 def test_lint_error_stops_everything_downstream(pipeline: Pipeline) -> None:
@@ -48,6 +57,18 @@ def test_lint_error_stops_everything_downstream(pipeline: Pipeline) -> None:
     assert "no-var" in metadata_of(result, "lint_report")["problems"]
     assert check_verdicts(result)["lint_report.no_lint_errors"] is False
     assert not materialized(result) & {"unit_test_results", "integration_test_results", "build_artifact"}
+    # Failed means failed: the stage did not materialize (Dagster counts the commit as failed for it),
+    # its report is an observation, its check failed for this commit, and the run says why in one line.
+    assert failed_stages(result) == {"lint_report"}
+    assert check_status(pipeline.instance, dg.AssetKey([pipeline.key, "lint_report"]), "no_lint_errors",
+                        sha) == "FAILED"
+    assert "lint_report: 1 lint problems, at most 0 allowed" in failure_text(result)
+    run = pipeline.instance.get_run_by_id(result.run_id)
+    assert run.tags["sevenp/failure"] == "lint_report: 1 lint problems, at most 0 allowed"
+    status = pipeline.instance.get_status_by_partition(
+        dg.AssetKey([pipeline.key, "lint_report"]), [sha], pipeline.defs.get_assets_def(
+            dg.AssetKey([pipeline.key, "lint_report"])).partitions_def)
+    assert status[sha].value == "FAILED", status
 
 
 def test_failing_test_and_low_coverage_gate_the_build(pipeline: Pipeline) -> None:
@@ -58,7 +79,7 @@ def test_failing_test_and_low_coverage_gate_the_build(pipeline: Pipeline) -> Non
     assert not result.success
     meta = metadata_of(result, "unit_test_results")
     assert (meta["passed"], meta["failed"]) == (3, 1)
-    assert "nope" in meta["failures"]
+    assert [f["failure"] for f in meta["failures"]] == ["nope"], meta["failures"]
     checks = check_verdicts(result)
     assert checks["unit_test_results.all_tests_pass"] is False
     assert checks["unit_test_results.coverage_threshold"] is False
@@ -125,10 +146,11 @@ def test_skip_tests_launch_option_is_recorded_not_passed(pipeline: Pipeline) -> 
         sha, run_config={"resources": {"launch_options": {"config": {"skip_tests": True}}}})
     assert result.success
     assert metadata_of(result, "unit_test_results")["skipped"] is True
-    warn = [e.asset_check_evaluation_data for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
-    assert {w.check_name for w in warn} == {"all_tests_pass", "coverage_threshold", "p95_latency_budget"}
-    assert all(w.severity == dg.AssetCheckSeverity.WARN for w in warn)
+    # The skipped stages' gates are neither passed nor failed: skipped, for this commit.
+    assert all(check_verdicts(result).values())
+    assert not {k.split(".")[0] for k in check_verdicts(result)} & {"unit_test_results", "e2e_test_results"}
+    for stage, check in (("unit_test_results", "all_tests_pass"), ("unit_test_results", "coverage_threshold")):
+        assert check_status(pipeline.instance, dg.AssetKey([pipeline.key, stage]), check, sha) == "SKIPPED"
     assert "build_artifact" in materialized(result)
     # The run says which stages it skipped, and the commit's gates are not met: no promotion.
     run = pipeline.instance.get_run_by_id(result.run_id)

@@ -14,7 +14,7 @@ from sevenp_pipeline.config import Settings
 from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote
-from sevenp_pipeline_tests.results import check_verdicts, metadata_of
+from sevenp_pipeline_tests.results import check_verdicts, failed_stages, failure_text, materialized, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +67,20 @@ def test_each_runner_is_detected_counted_and_names_its_failure(run: dg.ExecuteIn
     description = next(e.asset_check_evaluation_data.description for e in run.all_events
                        if e.event_type_value == "ASSET_CHECK_EVALUATION"
                        and e.asset_check_evaluation_data.asset_key.path[-1] == stage)
-    # "1 of N tests failed: <suite> > <test>": the named test is one the fixture's sources define.
+    # "1 of N tests failed: <suite> > <test> (expected 25, received 20) at tests/<runner>/x.js:N": the
+    # named test is one the fixture's sources define, with what it compared and where (SAVE25 gives 20).
     assert description and "1 of " in description and "tests failed: " in description, description
-    named = description.split("tests failed: ", 1)[1].split("; ")[0].split(" > ")[-1].strip()
+    line = description.split("tests failed: ", 1)[1].split("; ")[0]
+    named = line.split(" (expected ")[0].split(" > ")[-1].strip()
     assert named and f'"{named}"' in _fixture_sources(), description
+    assert ("(expected 75, received 80)" if runner == "vitest" else "(expected 25, received 20)") in line, line
+    if runner != "ava":  # ava's TAP carries no file position
+        assert f" at tests/{runner}/pricing." in line and ":" in line.rsplit(" at ", 1)[1], line
+    # The failures table: one row per failed test, with a schema, the location relative to the app.
+    assert [row["test"].split(" > ")[-1] for row in meta["failures"]] == [named], meta["failures"]
+    # The stage did not materialize, and its step failed with that one line, no stack trace needed.
+    assert stage in failed_stages(run) and stage not in materialized(run)
+    assert f"{stage}: 1 of " in failure_text(run)
     assert f"reports/{stage}." in str(meta["report"])  # the runner's own report, kept
 
 

@@ -29,6 +29,7 @@ from sevenp_pipeline.stages.cache import Uncacheable, decode_metadata, encode_me
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
 from sevenp_pipeline_tests.gitutil import Remote, git
+from sevenp_pipeline_tests.results import metadata_of
 
 KEY = "0123456789abcdef0123456789abcdef"
 SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "apps" / "7p-education-api.yaml"
@@ -429,7 +430,7 @@ def test_a_failed_gate_is_never_stored_or_restored(pipeline: Pipeline) -> None:
     sha = pipeline.remote.commit("chore: same tree")
     second = pipeline.materialize(sha, QUALITY)
     assert not second.success and _checks(second)["lint_report.no_lint_errors"].passed is False
-    assert _ran(pipeline, sha, "lint_report") and "restored_from" not in _meta(second, "lint_report")
+    assert _ran(pipeline, sha, "lint_report") and "restored_from" not in metadata_of(second, "lint_report")
     assert _restored(second) == dict.fromkeys(["security_lint_report", "format_report", "type_check_report"],
                                               first_sha)
 
