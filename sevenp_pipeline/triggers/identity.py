@@ -41,6 +41,7 @@ from sevenp_pipeline.triggers.tags import (
 
 PUSH, MANUAL, GRAPH, REEXECUTION, SCHEDULE = "push", "manual", "graph", "reexecution", "schedule"
 TRIGGERS = (PUSH, MANUAL, GRAPH, REEXECUTION, SCHEDULE)
+UNKNOWN = "unknown"  # the origin of a re-execution of a run tagged by nothing we know
 PREFERRED_BRANCHES = ("main", "master", "develop")
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"  # the job of a Materialize in the asset graph
 _PARENT = "dagster/parent_run_id"
@@ -142,7 +143,7 @@ def ensure_run_identity(context: dg.AssetExecutionContext, app: AppConfig,
             identity = _resolve(context, app, git, tags, trigger, run.parent_run_id)
             changed = {k: v for k, v in identity.tags().items() if tags.get(k) != v}
             context.instance.add_run_tags(run_id, changed)
-    except Exception as exc:
+    except Exception as exc:  # what a run is labelled must never fail its stage
         context.log.warning("run identity not recorded: %s: %s", type(exc).__name__, exc)
         return RunIdentity.from_tags(context.run.tags)
     context.log.info("run identity: %s run of %s %s%s (%s)", identity.trigger, identity.app, identity.commit[:12],
@@ -161,7 +162,7 @@ def _resolve(context: dg.AssetExecutionContext, app: AppConfig, git: GitClient |
         inherited = {**(dict(parent.tags) if parent else {}), **inherited}
     commit = context.partition_key if context.has_partition_key else inherited.get(TAG_COMMIT, "")
     if trigger == REEXECUTION:
-        origin = origin_of(inherited)
+        origin = origin_of(inherited) or UNKNOWN  # recorded, so the next step does not look again
     elif tags.get(_SENSOR):  # a sensor may start a run on behalf of another (deploys after a pushed commit)
         origin = tags.get(TAG_ORIGIN) or trigger
     else:
