@@ -20,6 +20,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.deploy import history
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
+from sevenp_pipeline.triggers.identity import GRAPH, MANUAL, SCHEDULE, origin_of
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
@@ -29,10 +30,13 @@ from sevenp_pipeline.triggers.tags import (
     TAG_DEPLOY,
     TAG_DEPLOY_ENV,
     TAG_NOTIFIED,
+    TAG_ORIGIN,
     TAG_TRIGGER,
 )
 
 NO_DEPLOY = "none"
+# Runs that have a branch only because triggers/identity.py named one: no branch rules for them.
+BY_HAND = (MANUAL, GRAPH, SCHEDULE)
 
 
 def deploy_job_name(app: AppConfig, environment: str) -> str:
@@ -70,11 +74,21 @@ def next_deploys(app: AppConfig, *, finished_env: str | None, branch: str | None
     return start, waiting
 
 
+def rule_branch(run: dg.DagsterRun) -> str | None:
+    """The branch whose ``environments.<env>.branches`` rules apply after ``run``: a pushed commit's (a
+    push run, a re-execution of one, the deploys after it). A run launched by hand, from the graph or
+    by a schedule has a branch too (triggers/identity.py names it) but deploys only where the person
+    asked (launch options), as before such runs were named."""
+    return None if origin_of(run.tags) in BY_HAND else run.tags.get(TAG_BRANCH)
+
+
 def deploy_tags(app: AppConfig, environment: str, sha: str, run: dg.DagsterRun, approved: set[str]) -> dict[str, str]:
     tags = {TAG_APP: app.name, TAG_COMMIT: sha, TAG_DEPLOY_ENV: history.deploy_env_tag(app.name, environment),
             TAG_TRIGGER: f"after {run.job_name} {run.run_id[:8]}"}
     if run.tags.get(TAG_BRANCH):
         tags[TAG_BRANCH] = run.tags[TAG_BRANCH]
+    if origin_of(run.tags):
+        tags[TAG_ORIGIN] = origin_of(run.tags)
     if approved:
         tags[TAG_APPROVED] = ",".join(sorted(approved))
     return tags
@@ -95,7 +109,7 @@ def build_deploy_triggers(app: AppConfig, ci_job: Any, deploy_jobs: Mapping[str,
         sha = history.run_partition(run) or run.tags.get(TAG_COMMIT)
         if not sha:
             return dg.SkipReason(f"run {run.run_id[:8]} has no commit partition")
-        branch = run.tags.get(TAG_BRANCH)
+        branch = rule_branch(run)
         approved = {a for a in run.tags.get(TAG_APPROVED, "").split(",") if a}
         finished_env = env_of_job.get(run.job_name)
         if finished_env is None:  # the pipeline: the environment picked at launch, or the branch's

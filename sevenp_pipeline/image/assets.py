@@ -33,6 +33,7 @@ from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import checked_out
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 from sevenp_pipeline.triggers.sensors import branch_matches
 
 
@@ -61,6 +62,7 @@ def build_package_assets(
         workspaces: Workspaces,
         git: GitClient,
     ) -> dg.MaterializeResult:
+        ensure_run_identity(context, app)
         workspace = checked_out(workspaces, app, context.partition_key, stage="container_image")
         context_dir = (workspace.app_dir / settings.context).resolve()
         dockerfile = workspace.app_dir / settings.dockerfile

@@ -97,21 +97,28 @@ def semver_tags(version: str) -> list[str]:
 
 def image_tags(
     *, branch: str, sha: str, pr_number: int | None = None, version: str | None = None,
-    git_tag: str | None = None,
+    git_tag: str | None = None, moving: bool = True,
 ) -> list[str]:
-    """The tags for one build, in the spec's order, without duplicates."""
+    """The tags for one build, in the spec's order, without duplicates.
+
+    ``moving=False`` (a run that must not move the branch's tags: launched by hand, or of a commit
+    that is no longer the branch's head) keeps only the tags bound to this commit: ``<branch>-<sha7>``
+    and the ``X.Y.Z`` of a git tag on the commit; not ``<branch>``, ``pr-N``, ``X.Y`` nor a
+    package.json version, which other commits of the branch share."""
     if not _SHA.match(sha):
         raise ValueError(f"commit sha {sha!r} is not a hex commit id")
     if pr_number is not None and (isinstance(pr_number, bool) or int(pr_number) <= 0):
         raise ValueError(f"pull request number {pr_number!r} must be a positive integer")
     tags: list[str] = []
-    if pr_number is None and git_tag is None and branch:
+    if moving and pr_number is None and git_tag is None and branch:
         tags.append(_branch_tag(branch))
-    if pr_number is not None:
+    if moving and pr_number is not None:
         tags.append(f"pr-{int(pr_number)}")
     source = git_tag if git_tag is not None else version
-    if source:
+    if source and moving:
         tags += semver_tags(source)
+    elif git_tag is not None:
+        tags += semver_tags(git_tag)[:1]  # X.Y.Z of the commit's own release tag, not the moving X.Y
     short = sha[:7].lower()
     prefix = _branch_tag(branch, MAX_TAG - len(short) - 1) if branch else "sha"
     tags.append(f"{prefix}-{short}")

@@ -16,13 +16,40 @@ from sevenp_pipeline.image.tags import image_tags
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.triggers.tags import TAG_BRANCH, TAG_PROMOTION
+from sevenp_pipeline.triggers.identity import PUSH, ensure_run_identity
+from sevenp_pipeline.triggers.tags import TAG_PROMOTION
 from sevenp_pipeline.verdict import Gates, verdict
 
 
 def is_release_branch(branch: str) -> bool:
     """Branches whose package.json version may become the X.Y.Z / X.Y tags (a git tag always does)."""
     return branch in ("main", "master") or branch.startswith("release/")
+
+
+def moves_branch_tags(*, origin: str, branch: str, sha: str, head: str | None) -> tuple[bool, str]:
+    """Whether a run's image takes the branch's moving tags (``<branch>``, ``X.Y``, the package.json
+    version), and why (not): only a pushed commit (a push run, or a re-execution of one) that is still
+    the branch's head. A run launched by hand, from the graph, or of a commit the branch has moved on
+    from gets the tags bound to its commit only, so it never moves ``develop`` back to an older image."""
+    if origin != PUSH:
+        return False, f"not a push run (it started as {origin or 'an unknown launch'}): commit tags only"
+    if not branch:
+        return False, "the run has no branch: commit tags only"
+    if head is None:
+        return False, f"the head of {branch} could not be read: commit tags only"
+    if head != sha:
+        return False, f"{branch} has moved on to {head[:12]}: commit tags only"
+    return True, f"{sha[:12]} is the pushed head of {branch}: its tags move here"
+
+
+def _branch_head(context: dg.AssetExecutionContext, git: GitClient, app: AppConfig, branch: str) -> str | None:
+    if not branch:
+        return None
+    try:
+        return git.ls_remote_heads(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds).get(branch)
+    except GitError as exc:
+        context.log.warning("promoted_image: the head of %s could not be read: %s", branch, exc)
+        return None
 
 
 def promoted_key(app: AppConfig) -> dg.AssetKey:
@@ -45,6 +72,7 @@ def build_promotion_asset(
         context: dg.AssetExecutionContext, registry: Registry, git: GitClient, workspaces: Workspaces,
     ) -> dg.MaterializeResult:
         sha = context.partition_key
+        identity = ensure_run_identity(context, app, git)
         # Every gate must have run and passed for this commit, not only the ones this run executed:
         # a stage skipped by request (skip_tests) or a scan that failed in an earlier run never lets
         # an image through.
@@ -56,12 +84,15 @@ def build_promotion_asset(
                           unmet_gates=dg.MetadataValue.md(md_table(
                               ["gate", "of", "why"], [[f.gate.label, f.gate.family, f.why] for f in result.failures])))
         image = latest_record(context, ImageRecord, image_key(app))
-        branch = context.run.tags.get(TAG_BRANCH, "")
+        branch = identity.branch
+        moving, why = moves_branch_tags(origin=identity.origin, branch=branch, sha=sha,
+                                        head=_branch_head(context, git, app, branch))
+        context.log.info("promoted_image: %s", why)
         git_tag = _release_tag(git, app, sha)
         version = None
         if git_tag is None and is_release_branch(branch):
             version = _package_version(workspaces, app, sha)
-        tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version)
+        tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version, moving=moving)
         try:
             registry.prepare(log=context.log.info)
             tagged = registry.tag(repository=app.image_repository, digest=image.digest, tags=tags,
@@ -71,7 +102,8 @@ def build_promotion_asset(
         return dg.MaterializeResult(
             data_version=dg.DataVersion(fingerprint(image.digest, tags)),
             metadata={"digest": image.digest, "tags": dg.MetadataValue.json(tags),
-                      "refs": dg.MetadataValue.json(list(tagged.refs)), "branch": branch or "(launched by hand)"},
+                      "refs": dg.MetadataValue.json(list(tagged.refs)), "branch": branch or "(on no branch)",
+                      "trigger": identity.trigger, "moves_branch_tags": moving, "why_these_tags": why},
         )
 
     return promoted_image

@@ -11,6 +11,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.scanners.licenses import DEFAULT_ALLOWED_LICENSES, LicensePolicyError, check_licenses
 from sevenp_pipeline.security.cache import FAMILY, ScanAssets, security_key
 from sevenp_pipeline.security.sbom import sbom_components
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 from sevenp_pipeline.verdict import Gates
 
 
@@ -24,6 +25,7 @@ def build_license_report(app: AppConfig, partitions: dg.PartitionsDefinition, sb
                                  "Licenses of the image's components against the allowlist (license-checker).",
                                  kinds=frozenset({"spdx"})), deps=[sbom], check_specs=[check])
     def license_report(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        ensure_run_identity(context, app)
         policy = app.security.licenses
         roots = tuple(p.rstrip("/") + "/" for p in policy.paths)
         everything = sbom_components(context, app)

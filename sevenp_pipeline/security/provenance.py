@@ -15,6 +15,7 @@ from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.signing import SigningKey
 from sevenp_pipeline.security.cache import FAMILY, ScanAssets, security_key, workspace_of
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 
 
 def build_provenance(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.AssetKey,
@@ -26,6 +27,7 @@ def build_provenance(app: AppConfig, partitions: dg.PartitionsDefinition, image:
                                  kinds=frozenset({"in-toto"})), deps=[image, sbom])
     def provenance(context: dg.AssetExecutionContext, workspaces: Workspaces, artifact_store: ArtifactStore,
                    signing_key: SigningKey) -> dg.MaterializeResult:
+        identity = ensure_run_identity(context, app)
         sha = context.partition_key
         ws = workspace_of(workspaces, app, sha)
         img = latest_record(context, ImageRecord, image)
@@ -38,7 +40,7 @@ def build_provenance(app: AppConfig, partitions: dg.PartitionsDefinition, image:
                 commit_sha=sha, builder_id=app.provenance.builder_id,
                 build_type="https://sevenp.example/sevenp_pipeline/container-image/v1",
                 external_parameters={"app": app.name, "dockerfile": app.image.dockerfile if app.image else "",
-                                     "branch": context.run.tags.get("sevenp/branch", "")},
+                                     "branch": identity.branch},
                 internal_parameters={"input_hash": img.input_hash, "base_image": img.base_image,
                                      "registry": img.registry},
                 byproducts=[prov.resource_descriptor(Path(bom.cyclonedx_path).name, bom.cyclonedx_sha256,

@@ -28,6 +28,7 @@ from sevenp_pipeline.security.cache import (
     workspace_of,
 )
 from sevenp_pipeline.stages.cache import decode_metadata, mark_restored, save_result
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 
 
 def build_sbom(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.AssetKey) -> ScanAssets:
@@ -39,6 +40,7 @@ def build_sbom(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.As
     def sbom(context: dg.AssetExecutionContext, process_runner: ProcessRunner, workspaces: Workspaces,
              artifact_store: ArtifactStore, registry: Registry, stage_cache: StageResultCache,
              launch_options: LaunchOptions) -> dg.MaterializeResult:
+        ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         img = latest_record(context, ImageRecord, image)
         # The SBOM describes the image: the same digest, scanned by the same syft, gives the same SBOM.

@@ -27,6 +27,7 @@ from sevenp_pipeline.security.cache import (
     workspace_of,
 )
 from sevenp_pipeline.stages.cache import decode_check, decode_metadata, mark_restored, save_result
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 from sevenp_pipeline.verdict import Gates
 
 
@@ -45,6 +46,7 @@ def build_secret_scan(app: AppConfig, partitions: dg.PartitionsDefinition, check
     def secret_scan(context: dg.AssetExecutionContext, workspaces: Workspaces,
                     image_builder: ImageBuilder, registry: Registry, stage_cache: StageResultCache,
                     launch_options: LaunchOptions) -> Iterator[Any]:
+        ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         img = latest_record(context, ImageRecord, image)
         # What it scans: the commit's tree (the checkout) and the image's layers.

@@ -25,6 +25,7 @@ from sevenp_pipeline.scanners.sarif import SarifValidationError, to_sarif, valid
 from sevenp_pipeline.scanners.vex import SuppressionError, apply, gate, load_allowlist, load_openvex
 from sevenp_pipeline.security.cache import FAMILY, TOOL_URI, ScanAssets, security_key, workspace_of
 from sevenp_pipeline.security.sbom import sbom_components
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 from sevenp_pipeline.verdict import Gates
 
 NO_BLOCKING_VULNERABILITIES = "no_blocking_vulnerabilities"
@@ -129,6 +130,7 @@ def build_vulnerability_report(app: AppConfig, partitions: dg.PartitionsDefiniti
                                  kinds=frozenset({"osv"})), deps=[sbom], check_specs=[check])
     def vulnerability_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
                              artifact_store: ArtifactStore) -> Iterator[Any]:
+        ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         db = advisory_db(app, ws.app_dir)
         img = latest_record(context, ImageRecord, image)
@@ -149,6 +151,7 @@ def build_dependency_report(app: AppConfig, partitions: dg.PartitionsDefinition,
               deps=[deps], check_specs=[check])
     def dependency_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
                           artifact_store: ArtifactStore) -> Iterator[Any]:
+        ensure_run_identity(context, app)
         ws = workspace_of(workspaces, app, context.partition_key)
         try:
             lockfile, components = lockfile_components(ws.app_dir)

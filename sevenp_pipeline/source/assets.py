@@ -14,7 +14,7 @@ from sevenp_pipeline.resources.tool_answers import prefetch_tool_answers
 from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
 from sevenp_pipeline.sandbox import SandboxError
 from sevenp_pipeline.scanners.signing import SIGNING_KEY_ENV, SigningKey
-from sevenp_pipeline.triggers.tags import TAG_BRANCH
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 
 
 def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -56,7 +56,7 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
         except SandboxError as exc:
             raise failure(f"source_checkout: {exc}") from exc
         record_inputs(workspace, sha=sha, tree=tree)
-        branch = context.run.tags.get(TAG_BRANCH)
+        branch = ensure_run_identity(context, app, git).branch  # tags a run launched by hand (its first step)
         context.log.info("Checked out %s (%s) by %s: %s", sha[:12], tree[:12], info.author, info.subject)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(tree),

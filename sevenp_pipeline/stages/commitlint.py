@@ -13,7 +13,8 @@ from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.stages.commits import check_commits
 from sevenp_pipeline.stages.gate_checks import commit_types, commits_result
 from sevenp_pipeline.stages.tool_asset import stage_description, stage_key
-from sevenp_pipeline.triggers.tags import TAG_BEFORE, TAG_BRANCH
+from sevenp_pipeline.triggers.identity import ensure_run_identity
+from sevenp_pipeline.triggers.tags import TAG_BEFORE
 
 if TYPE_CHECKING:
     from sevenp_pipeline.stages.kinds import Kind
@@ -33,9 +34,9 @@ def build_commitlint_asset(
         check_specs=kind.check_specs(app, name, key, partitions),
     )
     def _asset(context: dg.AssetExecutionContext, git: GitClient) -> Iterator[Any]:
+        branch = ensure_run_identity(context, app).branch
         sha = context.partition_key
         before = context.run.tags.get(TAG_BEFORE) or None
-        branch = context.run.tags.get(TAG_BRANCH)
         try:
             # Without the branch's previous head (a new branch, a launch by hand), the commits no
             # other branch of the remote has are the ones this push brought.

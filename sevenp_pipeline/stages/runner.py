@@ -48,6 +48,7 @@ from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_po
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
 from sevenp_pipeline.stages.test_runners import REPORT_DIR, ReportPlan, UnknownRunner, plan_for
+from sevenp_pipeline.triggers.identity import ensure_run_identity
 
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".html", ".md", ".sarif", ".lcov", ".info"}
@@ -78,6 +79,9 @@ class Stage:
     # versions it got (in its metadata).
     service_facts: dict[str, str] = field(default_factory=dict)
     service_versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ensure_run_identity(self.context, self.app)  # a run launched by hand gets its branch, commit, trigger
 
     @property
     def sha(self) -> str:

@@ -9,6 +9,7 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.family import Family
+from sevenp_pipeline.triggers.launch_form import build_launch_form, build_launch_form_sensor
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 
 
@@ -30,5 +31,8 @@ def build_ci_job(app: AppConfig, deploy_keys: Sequence[dg.AssetKey]) -> dg.Unres
 
 def build_ci_family(app: AppConfig, partitions: dg.DynamicPartitionsDefinition,
                     job: dg.UnresolvedAssetJobDefinition) -> Family:
-    """The triggers family: the CI job and the git push sensor that launches it per pushed commit."""
-    return Family(dg.Definitions(jobs=[job], sensors=[build_push_sensor(app, job, partitions)]))
+    """The triggers family: the CI job, the git push sensor that launches it per pushed commit, and the
+    "run branch X" launch form with the sensor that launches the CI job for the branch head it resolved."""
+    form = build_launch_form(app, partitions)
+    return Family(dg.Definitions(jobs=[job, form], sensors=[build_push_sensor(app, job, partitions),
+                                                            build_launch_form_sensor(app, form, job)]))

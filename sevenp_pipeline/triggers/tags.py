@@ -14,3 +14,4 @@ TAG_ROLLBACK = "sevenp/rollback"  # the commit a rollback run moves away from
 TAG_NOTIFIED = "sevenp/notified"  # the run already sent its own notification (deploys)
 TAG_DEPLOY = "sevenp/deploy"  # outcome of a deploy run: live | rolled_back | failed | superseded | refused
 TAG_FAILURE = "sevenp/failure"  # the run's first failure, one line: "<stage>: <what failed>" (the runs list says why)
+TAG_ORIGIN = "sevenp/origin"  # what started the run's lineage: its trigger, or a re-executed run's origin

@@ -163,6 +163,14 @@ def test_deploy_sensor_follows_branches_and_approvals(tmp_path: Path) -> None:
         run = finished("web_ci_job", {"sevenp/branch": branch})
         assert _requested(evaluate("web_deploy_sensor", run)) == [("web_deploy_staging_job", SHA, "")]
     assert _requested(evaluate("web_deploy_sensor", finished("web_ci_job", {"sevenp/branch": "feature/x"}))) == []
+    # A run from the graph or the Launchpad is named by its branch (triggers/identity.py), but deploys only
+    # where its launch options say; a re-execution of a push run deploys as the push did.
+    for by_hand in ({"sevenp/trigger": "graph", "sevenp/origin": "graph"}, {"sevenp/trigger": "manual"}):
+        assert _requested(evaluate("web_deploy_sensor", finished("web_ci_job", {"sevenp/branch": "develop",
+                                                                               **by_hand}))) == []
+    rerun = {"sevenp/branch": "develop", "sevenp/trigger": "reexecution", "sevenp/origin": "push"}
+    assert _requested(evaluate("web_deploy_sensor", finished("web_ci_job", rerun))) == [
+        ("web_deploy_staging_job", SHA, "")]
     # staging went live from main: production (approval: manual) waits for a person.
     staged = finished("web_deploy_staging_job", {"sevenp/branch": "main", "sevenp/deploy": "live"})
     skipped = evaluate("web_deploy_sensor", staged)

@@ -369,11 +369,16 @@ def test_an_operators_override_deploys_off_branch_named_and_recorded_unless_the_
     assert not deploys.deploy(sha, "production").success
 
 
+def pushed(branch: str) -> dict[str, str]:
+    """The tags of a run the push sensor starts for ``branch``: only a pushed head moves branch tags."""
+    return {"sevenp/branch": branch, "sevenp/trigger": "push", "dagster/sensor_name": f"{KEY}_git_push_sensor"}
+
+
 def test_a_branch_named_Main_leaves_the_main_tag_where_main_put_it(deploys: Deploys) -> None:
     """Round one: branches `Main` and `-main` moved the registry's `:main` through the orchestrator's own
     tagging (both sanitize to `main`). A `Main` branch's image gets a suffixed tag of its own."""
     sha = deploys.commit("chore: main's own", version="main-1")
-    result = deploys.pipeline(sha, tags={"sevenp/branch": "main"})
+    result = deploys.pipeline(sha, tags=pushed("main"))
     assert result.success, _failures(result)
     registry = build_resources(deploys.settings)["registry"]
     repository = deploys.app.image_repository
@@ -383,10 +388,35 @@ def test_a_branch_named_Main_leaves_the_main_tag_where_main_put_it(deploys: Depl
     try:
         deploys.remote.write("VERSION", "IMPOSTOR\n")
         impostor = deploys.remote.commit("feat: looks like main", push_to="Main")
-        result = deploys.pipeline(impostor, tags={"sevenp/branch": "Main"})
+        result = deploys.pipeline(impostor, tags=pushed("Main"))
         assert result.success, _failures(result)
     finally:
         git("checkout", "--quiet", "main", cwd=deploys.remote.clone)
     assert registry.find(repository, "main") == main_digest
     own = [t for t in registry.tags(repository) if re.fullmatch(r"main-branch-[0-9a-f]{8}", t)]
     assert len(own) == 1 and registry.find(repository, own[0]) not in (None, main_digest)
+
+
+def test_only_the_pushed_head_moves_the_branch_tag_a_graph_run_of_an_older_commit_does_not(
+        deploys: Deploys) -> None:
+    """Issue 17: a run from the graph (or the Launchpad, or of a commit the branch moved on from) tags
+    its image with the commit's own tag only; `main` stays on the image of main's pushed head."""
+    registry = build_resources(deploys.settings)["registry"]
+    repository = deploys.app.image_repository
+    older = deploys.commit("feat: the older one", version="older-1")
+    assert deploys.pipeline(older, tags=pushed("main")).success
+    newer = deploys.commit("feat: the newer one", version="newer-1")
+    result = deploys.pipeline(newer, tags=pushed("main"))
+    assert result.success, _failures(result)
+    main_digest = registry.find(repository, "main")
+    assert main_digest is not None and main_digest == registry.find(repository, f"main-{newer[:7]}")
+
+    result = deploys.pipeline(older)  # a Materialize from the graph: no sevenp tags at launch
+    assert result.success, _failures(result)
+    run = deploys.instance.get_run_by_id(result.run_id)
+    assert (run.tags["sevenp/branch"], run.tags["sevenp/trigger"]) == ("main", "graph")
+    assert registry.find(repository, "main") == main_digest
+    assert registry.find(repository, f"main-{older[:7]}") not in (None, main_digest)
+    # A push run that finishes after its branch moved on does not move the tag back either.
+    assert deploys.pipeline(older, tags=pushed("main")).success
+    assert registry.find(repository, "main") == main_digest

@@ -82,7 +82,8 @@ def test_image_scans_gates_provenance_and_promotion(sample: Pipeline, signing_ke
     assert metadata_of(result, "secret_scan")["secrets_in_source"] == 0
     promoted = metadata_of(result, "promoted_image")
     assert promoted["digest"] == image["digest"]
-    assert set(promoted["tags"]) >= {f"sha-{sha[:7]}"}  # launched by hand: no branch tag
+    # From the graph (not a push): the commit's own tag on its branch, never the branch's moving `develop`.
+    assert promoted["tags"] == [f"develop-{sha[:7]}"] and promoted["moves_branch_tags"] is False
     stored = sample.settings.home / "artifacts" / sample.key / sha
     envelope = json.loads((stored / "provenance.intoto.json").read_text())
     statement = prov.verify(envelope, public_key_pem=signing_key, expected_subject_digest=image["digest"],
