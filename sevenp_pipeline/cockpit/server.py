@@ -15,7 +15,7 @@ import argparse
 import functools
 import html
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -26,36 +26,38 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from sevenp_pipeline.cockpit.pages import app_page, branch_badge
-from sevenp_pipeline.cockpit.status import branches, environments
+from sevenp_pipeline.cockpit.status import AppRef, branches, environments
 from sevenp_pipeline.resources.artifact_server import SecurityHeaders
 from sevenp_pipeline.resources.artifact_server import create_app as artifact_app
 
 PREFIX = "/_cockpit"
 
 
-def create_app(root: Path | str, *, instance: Callable[[], dg.DagsterInstance],
-               apps: Mapping[str, Sequence[str]], ui_url: str) -> ASGIApp:
-    """``apps``: app key -> its deploy environments, in order. ``instance``: the Dagster instance to read."""
+def create_app(root: Path | str, *, instance: Callable[[], dg.DagsterInstance], apps: Sequence[AppRef],
+               ui_url: str) -> ASGIApp:
+    """``apps``: the configured apps, served under their keys. ``instance``: the Dagster instance to read."""
+    by_key = {app.key: app for app in apps}
 
     def index(_request: Request) -> Response:
-        items = "".join(f'<li><a href="{html.escape(key)}/">{html.escape(key)}</a></li>' for key in sorted(apps))
+        items = "".join(f'<li><a href="{html.escape(key)}/">{html.escape(by_key[key].name)}</a></li>'
+                        for key in sorted(by_key))
         return HTMLResponse(f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Apps</title></head>"
                             f"<body><h1>Apps</h1><ul>{items}</ul></body></html>")
 
     def page(request: Request) -> Response:
-        key = request.path_params["app"]
-        if key not in apps:
+        app = by_key.get(request.path_params["app"])
+        if app is None:
             return PlainTextResponse("not found\n", status_code=404)
         dagster = instance()
-        envs = environments(dagster, key, apps[key])
-        return HTMLResponse(app_page(key, branches(dagster, key, envs), envs, ui_url=ui_url),
+        envs = environments(dagster, app)
+        return HTMLResponse(app_page(app.name, branches(dagster, app, envs), envs, ui_url=ui_url),
                             headers={"Cache-Control": "no-store"})
 
     def badge(request: Request) -> Response:
-        key, name = request.path_params["app"], request.path_params["branch"]
-        if key not in apps or not name.endswith(".svg"):
+        app, name = by_key.get(request.path_params["app"]), request.path_params["branch"]
+        if app is None or not name.endswith(".svg"):
             return PlainTextResponse("not found\n", status_code=404)
-        svg = branch_badge(branches(instance(), key), name.removesuffix(".svg"))
+        svg = branch_badge(branches(instance(), app), name.removesuffix(".svg"))
         return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     cockpit = Starlette(routes=[
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:  # a broken app config must not take the artifacts down
         print(f"cockpit: app configs in {settings.apps_dir} not read: {exc}", file=sys.stderr)
         configs = []
-    apps = {app.key: list(app.deploy_environments) for app in configs}
+    apps = [AppRef(app.name, app.key, tuple(app.deploy_environments)) for app in configs]
     uvicorn.run(create_app(root, instance=functools.cache(dg.DagsterInstance.get), apps=apps,
                            ui_url=args.ui_url or settings.ui_url),
                 host=args.host, port=args.port, log_level="warning", access_log=False, server_header=False,

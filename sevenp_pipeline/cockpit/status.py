@@ -2,8 +2,12 @@
 (head commit, message, author, CI status with the failing stage, the run) and every environment
 (live commit, its branch, URL, since when, health, smoke tests, the run, the previous healthy commit).
 
-A branch's status is its newest pipeline run's: deploy runs (``sevenp/deploy-env``) and housekeeping
-are not a branch's CI. A run's ``sevenp/failure`` tag is the one line that says why it failed.
+A branch's head is the commit its newest pushed run was for (``sevenp/origin`` push); its status is
+the newest run for that head, whatever launched it (a re-execution from failure turns it green). A run
+by hand of an older commit (a graph materialization, a form run of another commit) is not the
+branch's status. Deploy runs (``sevenp/deploy-env``) and housekeeping are not a branch's CI. A run's
+``sevenp/failure`` tag is the one line that says why it failed. Runs carry the app's name in
+``sevenp/app``; assets are under the app's key (its name with ``_`` for ``-``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from sevenp_pipeline.triggers.tags import (
     TAG_DEPLOY_ENV,
     TAG_FAILURE,
     TAG_MESSAGE,
+    TAG_ORIGIN,
+    TAG_TRIGGER,
 )
 
 RUNS_READ = 500  # an app's newest runs read per page: enough for every active branch's latest
@@ -32,6 +38,15 @@ _STATUS = {
     dg.DagsterRunStatus.CANCELED: CANCELED,
     dg.DagsterRunStatus.CANCELING: CANCELED,
 }
+
+
+@dataclass(frozen=True)
+class AppRef:
+    """An app as the cockpit reads it: its name (run tags), its key (asset keys, URLs), its environments."""
+
+    name: str
+    key: str
+    environments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,17 +84,21 @@ def _commit(run: dg.DagsterRun) -> str:
     return run.tags.get(TAG_COMMIT) or run.tags.get("dagster/partition", "")
 
 
-def pipeline_runs(instance: dg.DagsterInstance, app_key: str, limit: int = RUNS_READ) -> list[dg.RunRecord]:
+def pipeline_runs(instance: dg.DagsterInstance, app: AppRef, limit: int = RUNS_READ) -> list[dg.RunRecord]:
     """The app's pipeline runs (no deploy or housekeeping runs), newest first."""
-    records = instance.get_run_records(filters=dg.RunsFilter(tags={TAG_APP: app_key}), limit=limit)
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={TAG_APP: app.name}), limit=limit)
     return [r for r in records if TAG_DEPLOY_ENV not in r.dagster_run.tags]
 
 
-def environments(instance: dg.DagsterInstance, app_key: str, names: Sequence[str]) -> list[EnvironmentStatus]:
-    """Each of ``names`` as its deploys recorded it: the newest healthy deploy is what is live."""
+def _pushed(run: dg.DagsterRun) -> bool:
+    return (run.tags.get(TAG_ORIGIN) or run.tags.get(TAG_TRIGGER)) == "push"
+
+
+def environments(instance: dg.DagsterInstance, app: AppRef) -> list[EnvironmentStatus]:
+    """Each of the app's environments as its deploys recorded it: the newest healthy deploy is live."""
     out = []
-    for name in names:
-        healthy = history.healthy_deployments(instance, app_key, name, limit=50)
+    for name in app.environments:
+        healthy = history.healthy_deployments(instance, app.key, name, limit=50)
         if not healthy:
             out.append(EnvironmentStatus(name, "", "", "", None, None, None, "", ""))
             continue
@@ -88,7 +107,7 @@ def environments(instance: dg.DagsterInstance, app_key: str, names: Sequence[str
         run = instance.get_run_by_id(live.run_id)
         branch = run.tags.get(TAG_BRANCH, "") if run else ""
         if not branch:  # a deploy run launched by hand: the branch of the commit's pipeline run
-            branch = next((r.dagster_run.tags.get(TAG_BRANCH, "") for r in pipeline_runs(instance, app_key)
+            branch = next((r.dagster_run.tags.get(TAG_BRANCH, "") for r in pipeline_runs(instance, app)
                            if _commit(r.dagster_run) == live.commit and r.dagster_run.tags.get(TAG_BRANCH)), "")
         meta = live.metadata
         since = meta.get("since")
@@ -101,16 +120,21 @@ def environments(instance: dg.DagsterInstance, app_key: str, names: Sequence[str
     return out
 
 
-def branches(instance: dg.DagsterInstance, app_key: str, envs: Sequence[EnvironmentStatus] = ()) -> list[BranchStatus]:
-    """Every branch the app's runs were for, by its newest run, newest first."""
+def branches(instance: dg.DagsterInstance, app: AppRef, envs: Sequence[EnvironmentStatus] = ()) -> list[BranchStatus]:
+    """Every branch the app's runs were for, at its head, newest first."""
     live = {e.environment: e.commit for e in envs if e.commit}
-    seen: dict[str, BranchStatus] = {}
-    for record in pipeline_runs(instance, app_key):
+    runs = [r for r in pipeline_runs(instance, app) if r.dagster_run.tags.get(TAG_BRANCH)]
+    heads: dict[str, str] = {}
+    for record in runs:  # newest first: the first pushed run of a branch names its head
         run = record.dagster_run
-        branch = run.tags.get(TAG_BRANCH, "")
-        if not branch or branch in seen:
+        if _pushed(run):
+            heads.setdefault(run.tags[TAG_BRANCH], _commit(run))
+    seen: dict[str, BranchStatus] = {}
+    for record in runs:
+        run = record.dagster_run
+        branch, commit = run.tags[TAG_BRANCH], _commit(run)
+        if branch in seen or heads.get(branch, commit) != commit:
             continue
-        commit = _commit(run)
         seen[branch] = BranchStatus(
             branch=branch, commit=commit, message=run.tags.get(TAG_MESSAGE, ""), author=run.tags.get(TAG_AUTHOR, ""),
             status=_STATUS.get(run.status, RUNNING), failure=run.tags.get(TAG_FAILURE, ""), run_id=run.run_id,

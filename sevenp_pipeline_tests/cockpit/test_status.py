@@ -9,10 +9,12 @@ from dagster._core.test_utils import create_run_for_test
 
 from sevenp_pipeline.cockpit.pages import app_page, branch_badge
 from sevenp_pipeline.cockpit.server import create_app
-from sevenp_pipeline.cockpit.status import branches, environments
+from sevenp_pipeline.cockpit.status import AppRef, branches, environments
 from sevenp_pipeline_tests.artifact_http import serve_artifacts
 
-APP = "shop"
+APP = "shop_api"  # the app's key: asset keys and URLs
+NAME = "shop-api"  # its name: run tags
+REF = AppRef(NAME, APP, ("staging", "production"))
 SHAS = [f"{i:040x}" for i in range(1, 5)]
 PARTITIONS = dg.StaticPartitionsDefinition(SHAS)
 
@@ -36,14 +38,14 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def _run(instance: dg.DagsterInstance, branch: str, sha: str, status: dg.DagsterRunStatus, **tags: str) -> str:
     run = create_run_for_test(instance, job_name=f"{APP}_ci_job", status=status, tags={
-        "sevenp/app": APP, "sevenp/branch": branch, "sevenp/commit": sha, "sevenp/author": "Ada <ada@x>",
-        "sevenp/message": f"feat: {branch} work\n\nbody", **tags})
+        "sevenp/app": NAME, "sevenp/branch": branch, "sevenp/commit": sha, "sevenp/author": "Ada <ada@x>",
+        "sevenp/message": f"feat: {branch} work\n\nbody", "sevenp/trigger": "push", "sevenp/origin": "push", **tags})
     return run.run_id
 
 
 def _deploy(instance: dg.DagsterInstance, sha: str) -> None:
     assert dg.materialize([staging_deployment], instance=instance, partition_key=sha,
-                          tags={"sevenp/app": APP, "sevenp/deploy-env": f"{APP}/staging"}).success
+                          tags={"sevenp/app": NAME, "sevenp/deploy-env": f"{NAME}/staging"}).success
 
 
 def test_each_branch_by_its_newest_run_with_the_failing_line(instance: dg.DagsterInstance) -> None:
@@ -53,14 +55,23 @@ def test_each_branch_by_its_newest_run_with_the_failing_line(instance: dg.Dagste
          **{"sevenp/failure": "lint_report: 3 lint problems, at most 0 allowed"})
     _run(instance, "main", SHAS[3], dg.DagsterRunStatus.STARTED)
     _deploy(instance, SHAS[1])  # a deploy run is not a branch's CI
-    rows = {r.branch: r for r in branches(instance, APP)}
+    rows = {r.branch: r for r in branches(instance, REF)}
     assert set(rows) == {"develop", "feature/x", "main"}
     assert (rows["develop"].status, rows["develop"].commit, rows["develop"].run_id) == ("passing", SHAS[1], fixed)
     assert rows["develop"].failure == "" and rows["develop"].title == "feat: develop work"
     assert (rows["feature/x"].status, rows["feature/x"].failure) == (
         "failing", "lint_report: 3 lint problems, at most 0 allowed")
     assert rows["main"].status == "running"
-    assert branches(instance, "other-app") == []
+    assert branches(instance, AppRef("other-app", "other_app")) == []
+    # A run by hand of an older develop commit is not develop's status; a re-execution of the head is.
+    _run(instance, "develop", SHAS[0], dg.DagsterRunStatus.FAILURE, **{"sevenp/trigger": "graph",
+                                                                       "sevenp/origin": "graph"})
+    assert branches(instance, REF)[0].branch == "main"  # newest first: main's run is the newest at its head
+    assert {r.branch: r.run_id for r in branches(instance, REF)}["develop"] == fixed
+    again = _run(instance, "develop", SHAS[1], dg.DagsterRunStatus.FAILURE,
+                 **{"sevenp/trigger": "reexecution", "sevenp/failure": "unit_test_results: flaky"})
+    develop = {r.branch: r for r in branches(instance, REF)}["develop"]
+    assert (develop.run_id, develop.status, develop.failure) == (again, "failing", "unit_test_results: flaky")
 
 
 def test_environments_show_the_live_commit_its_branch_and_the_rollback_target(instance: dg.DagsterInstance) -> None:
@@ -68,20 +79,20 @@ def test_environments_show_the_live_commit_its_branch_and_the_rollback_target(in
     _run(instance, "develop", SHAS[1], dg.DagsterRunStatus.SUCCESS)
     _deploy(instance, SHAS[0])
     _deploy(instance, SHAS[1])
-    (staging, production) = environments(instance, APP, ["staging", "production"])
+    (staging, production) = environments(instance, REF)
     assert (staging.commit, staging.branch, staging.previous) == (SHAS[1], "develop", SHAS[0])
     assert (staging.url, staging.health, staging.smoke, staging.since) == (
         "http://127.0.0.1:8080", True, True, 1_700_000_000.0)
     assert production.commit == "" and production.run_id == ""
-    rows = branches(instance, APP, [staging, production])
+    rows = branches(instance, REF, [staging, production])
     assert rows[0].deployed_to == ("staging",)
 
 
 def test_the_page_escapes_what_a_branch_wrote_and_links_runs_and_badges(instance: dg.DagsterInstance) -> None:
     run_id = _run(instance, "feature/<b>x</b>", SHAS[0], dg.DagsterRunStatus.FAILURE,
                   **{"sevenp/message": "fix: <script>alert(1)</script>", "sevenp/failure": "a & b <i>"})
-    rows = branches(instance, APP)
-    page = app_page(APP, rows, environments(instance, APP, ["staging"]), ui_url="http://127.0.0.1:3000/")
+    rows = branches(instance, REF)
+    page = app_page(NAME, rows, environments(instance, REF), ui_url="http://127.0.0.1:3000/")
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "a &amp; b &lt;i&gt;" in page and "<b>x</b>" not in page
     assert f'href="http://127.0.0.1:3000/runs/{run_id}"' in page
@@ -99,7 +110,7 @@ def test_served_beside_the_artifacts_with_the_same_refusals(instance: dg.Dagster
     report.parent.mkdir(parents=True)
     report.write_text("<testsuites/>")
     (tmp_path / "outside.txt").write_text("secret")
-    app = create_app(tmp_path, instance=lambda: instance, apps={APP: ["staging"]}, ui_url="http://ui")
+    app = create_app(tmp_path, instance=lambda: instance, apps=[REF], ui_url="http://ui")
     with serve_artifacts(tmp_path, app) as served:
         page = served.get(f"/_cockpit/{APP}/")
         assert page.status == 200 and "feature/x" in page.text and "lint_report: 3" in page.text
@@ -109,7 +120,7 @@ def test_served_beside_the_artifacts_with_the_same_refusals(instance: dg.Dagster
         assert ">failing<" in badge.text
         assert ">passing<" in served.get(f"/_cockpit/{APP}/badge/develop.svg").text
         assert served.get("/_cockpit/nope/").status == 404
-        assert f'href="{APP}/"' in served.get("/_cockpit/").text
+        assert f'href="{APP}/">{NAME}<' in served.get("/_cockpit/").text
         # The artifacts behind it, with the artifact server's refusals.
         assert served.get(f"/{APP}/{SHAS[1]}/reports/unit.xml").text == "<testsuites/>"
         for path in ("/_cockpit/../outside.txt", "/_cockpit/%2e%2e/outside.txt", f"/{APP}/../outside.txt"):
