@@ -129,7 +129,9 @@ def test_dev_restarts_a_dead_webserver_and_sigterm_stops_everything(tmp_path: Pa
         # The artifact server on the UI's port + 1, read-only: it lists the (empty) store.
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/", timeout=5) as response:
             assert response.status == 200 and response.headers["X-Content-Type-Options"] == "nosniff"
-        assert f"artifacts are served on http://127.0.0.1:{port + 1}" in (tmp_path / "serve.log").read_text()
+        # Said by the supervisor once it saw the UI answer: a moment after this test saw it.
+        wait_until(lambda: f"artifacts are served on http://127.0.0.1:{port + 1}" in
+                   (tmp_path / "serve.log").read_text(), timeout=10, what="the stack to say where artifacts are")
         # ... and the apps' branch pages beside them, read from this stack's instance (no app here).
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/_cockpit/", timeout=5) as response:
             assert response.status == 200 and b"<h1>Apps</h1>" in response.read()
