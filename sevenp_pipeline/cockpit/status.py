@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from sevenp_pipeline.deploy import history
+from sevenp_pipeline.triggers.identity import PUSH
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
     TAG_AUTHOR,
@@ -91,7 +92,7 @@ def pipeline_runs(instance: dg.DagsterInstance, app: AppRef, limit: int = RUNS_R
 
 
 def _pushed(run: dg.DagsterRun) -> bool:
-    return (run.tags.get(TAG_ORIGIN) or run.tags.get(TAG_TRIGGER)) == "push"
+    return (run.tags.get(TAG_ORIGIN) or run.tags.get(TAG_TRIGGER)) == PUSH
 
 
 def environments(instance: dg.DagsterInstance, app: AppRef) -> list[EnvironmentStatus]:
