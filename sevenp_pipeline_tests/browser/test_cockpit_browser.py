@@ -6,8 +6,11 @@ Playwright. Screenshots of every page land in ``test-artifacts/browser/`` (kept 
 2. the stage's Partitions tab in the Dagster UI counts that commit under "Failed";
 3. the cockpit page shows the branch failing, naming the stage and the test in one line;
 4. the commit's artifact index links the jest report and istanbul's HTML coverage report, and both open;
-5. push the fix, re-execute the failed run from failure through the run page's menu, and the branch
-   turns green on the cockpit page.
+5. Re-execute > From failure on the failed run's page re-runs only the failed stage (the commit still
+   has the bug, so it fails again);
+6. push the fix: the sensor's run passes and the branch turns green on the cockpit page (and badge);
+7. launch "run branch develop" from the launch form in the Launchpad (no SHA) and find its run under
+   the runs list's develop filter.
 """
 
 from __future__ import annotations
@@ -139,6 +142,21 @@ def _reexecute_from_failure(page: playwright_api.Page, ui: str, run_id: str) -> 
     return page.url.rsplit("/runs/", 1)[1].split("?")[0].split("/")[0]
 
 
+def _launch_run_branch(page: playwright_api.Page, ui: str, branch: str) -> str:
+    """Types the branch into the launch form in the Launchpad's config editor, clicks Launch Run; returns the run id."""
+    page.goto(f"{ui}/locations/sevenp_pipeline/jobs/{KEY}_run_branch_job/playground")
+    # The Launchpad opens on the form's defaults (environment, skip_tests): the branch goes below them.
+    page.locator(".CodeMirror").get_by_text("skip_tests: false").click()
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")
+    page.keyboard.type(f"branch: {branch}")
+    page.keyboard.press("Escape")  # closes the editor's completion hints
+    _shot(page, "launchpad-run-branch")
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    return page.url.rsplit("/runs/", 1)[1].split("?")[0].split("/")[0]
+
+
 @pytest.mark.timeout(300)
 def test_a_failed_commit_in_the_browser(browsed: Browsed, page: playwright_api.Page) -> None:
     stack, instance, expect = browsed.stack, browsed.instance, playwright_api.expect
@@ -152,12 +170,12 @@ def test_a_failed_commit_in_the_browser(browsed: Browsed, page: playwright_api.P
     assert line.startswith(f"{STAGE}: 1 of 3 tests failed: ") and FAILED_TEST in line, line
     assert "(expected 25, received 20) at tests/jest/pricing.test.js:" in line, line
 
-    # 2. The stage's Partitions tab counts the commit under "Failed", none materialized; the
-    # commit's row in the list carries a red dot (checked through the legend, which the UI names).
+    # 2. The stage's Partitions tab counts the commit under "Failed" (the status filters' counts), none
+    # materialized, and lists the commit.
     page.goto(f"{stack.url}/assets/{KEY}/{STAGE}?view=partitions")
     expect(page.get_by_text("Failed (1)", exact=True)).to_be_visible()
     expect(page.get_by_text("Materialized (0)", exact=True)).to_be_visible()
-    expect(page.get_by_text(f"{sha[:13]}", exact=False).first).to_be_visible()
+    expect(page.get_by_text(sha[:13]).filter(visible=True).first).to_be_visible()  # its row in the list
     _shot(page, "1-partitions-failed")
 
     # 3. The cockpit: develop is failing, with the stage and the test in one line.
@@ -214,3 +232,15 @@ def test_a_failed_commit_in_the_browser(browsed: Browsed, page: playwright_api.P
     expect(page.get_by_text("Failed (1)", exact=True)).to_be_visible()  # the broken commit stays failed
     expect(page.get_by_text("Materialized (1)", exact=True)).to_be_visible()
     _shot(page, "7-partitions-after-fix")
+
+    # 7. "Run branch develop" from the launch form (the Launchpad of <app>_run_branch_job, no SHA):
+    # the run its sensor starts is found under the develop filter of the runs list.
+    form_run_id = _launch_run_branch(page, stack.url, "develop")
+    manual = wait_for_runs(instance, tags={"sevenp/form-run": form_run_id}, timeout=120)[-1]
+    assert manual.status == dg.DagsterRunStatus.SUCCESS, manual.tags.get("sevenp/failure")
+    assert manual.tags[TAG_COMMIT] == fixed_sha and manual.tags["sevenp/trigger"] == "manual", manual.tags
+    page.goto(f"{stack.url}/runs?q[]=tag:{TAG_BRANCH}%3Ddevelop")
+    expect(page.get_by_role("link", name=f"run {manual.run_id[:8]}", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"sevenp/form-run: {form_run_id}")).to_be_visible()  # the manual run's tag
+    expect(page.get_by_role("link", name=f"run {failed.run_id[:8]}", exact=True)).to_be_visible()
+    _shot(page, "8-runs-develop-filter")
