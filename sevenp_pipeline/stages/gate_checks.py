@@ -108,7 +108,7 @@ def tests_result(summary: TestSummary, exited_ok: bool, describe: str, *, roots:
                        + (f": {named}{more}" if named else ""))
     if summary.tests == 0 and exited_ok:
         reasons.append("no test was run")
-    if not exited_ok:
+    if not exited_ok and not (summary.failed or summary.errors):  # failed tests already say why it exited non-zero
         reasons.append(describe)
     return dg.AssetCheckResult(
         check_name=ALL_TESTS_PASS, passed=not reasons, severity=dg.AssetCheckSeverity.ERROR,

@@ -70,6 +70,7 @@ def test_each_runner_is_detected_counted_and_names_its_failure(run: dg.ExecuteIn
     # "1 of N tests failed: <suite> > <test> (expected 25, received 20) at tests/<runner>/x.js:N": the
     # named test is one the fixture's sources define, with what it compared and where (SAVE25 gives 20).
     assert description and "1 of " in description and "tests failed: " in description, description
+    assert "exited with code" not in description  # the failed test is why: the exit code adds nothing
     line = description.split("tests failed: ", 1)[1].split("; ")[0]
     named = line.split(" (expected ")[0].split(" > ")[-1].strip()
     assert named and f'"{named}"' in _fixture_sources(), description
