@@ -217,7 +217,7 @@ def test_a_broken_app_file_breaks_only_its_app(tmp_path: Path, load_warnings: li
     assert defs.resolve_job_def("web_ci_job")
     assert {k.path[0] for k in defs.resolve_asset_graph().get_all_asset_keys()} == {"web"}
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"web_git_push_sensor", "billing_api_config_error"}
+    assert set(sensors) == {"web_git_push_sensor", "web_run_branch_sensor", "billing_api_config_error"}
     error = sensors["billing_api_config_error"]
     assert error.default_status == dg.DefaultSensorStatus.RUNNING
     assert "billing-api.yaml" in error.description and "stages.lint_report.timout_seconds" in error.description
@@ -250,7 +250,8 @@ def test_two_apps_two_groups_no_code_change(tmp_path: Path) -> None:
     prefixes = {k.path[0] for k in graph.get_all_asset_keys()}
     assert prefixes == {"web", "billing_api"}
     assert defs.resolve_job_def("web_ci_job") and defs.resolve_job_def("billing_api_ci_job")
-    assert {s.name for s in defs.sensors} == {"web_git_push_sensor", "billing_api_git_push_sensor"}
+    assert {s.name for s in defs.sensors} == {"web_git_push_sensor", "billing_api_git_push_sensor",
+                                              "web_run_branch_sensor", "billing_api_run_branch_sensor"}
 
 
 def test_relative_url_resolves_against_the_config_file(tmp_path: Path) -> None:

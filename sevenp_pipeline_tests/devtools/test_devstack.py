@@ -107,12 +107,21 @@ def test_taken_artifacts_port_exits_non_zero_naming_it(argv: list[str], held_por
     assert _processes_with_env(f"SEVENP_HOME={tmp_path / 'home'}") == []
 
 
+def _free_pair() -> int:
+    """A free port whose next one is free too: the UI's and the artifact server's (port + 1)."""
+    for _ in range(50):
+        port = free_port()
+        if port_available(port + 1):
+            return port
+    raise AssertionError("no two free consecutive loopback ports")
+
+
 @pytest.mark.integration
 def test_dev_restarts_a_dead_webserver_and_sigterm_stops_everything(tmp_path: Path) -> None:
     home = tmp_path / "home"
     apps = tmp_path / "apps"
     apps.mkdir()
-    port = free_port()
+    port = _free_pair()
     marker = f"SEVENP_HOME={home}"
     env = {**os.environ, "SEVENP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
            "SEVENP_APPS_DIR": str(apps), "PYTHONPATH": str(PROJECT_ROOT)}

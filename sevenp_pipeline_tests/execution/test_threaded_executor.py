@@ -437,16 +437,22 @@ def test_app_config_execution_max_workers_is_checked_at_load(tmp_path: Path, val
         load_app_config(path)
 
 
+def _ci_job(defs: dg.Definitions) -> dg.JobDefinition:
+    """The app's CI job (beside it: the run-branch form's job, which runs no stage)."""
+    (job,) = [j for j in defs.jobs if j.name.endswith("_ci_job")]  # type: ignore[union-attr]
+    return job  # type: ignore[return-value]
+
+
 def test_app_job_runs_on_the_threaded_executor_with_the_apps_max_workers(tmp_path: Path) -> None:
     path = tmp_path / "web.yaml"
     path.write_text("name: web\nrepository: {url: /srv/web.git}\nexecution: {max_workers: 3}\nstages: {}\n")
-    (job,) = build_app_definitions(load_app_config(path)).jobs  # type: ignore[misc]
+    job = _ci_job(build_app_definitions(load_app_config(path)))
     executor = job.executor_def  # type: ignore[union-attr]
     assert executor.name == "threaded"
     assert executor.config_schema.as_field().config_type.fields["max_workers"].default_value == 3
 
     path.write_text("name: web\nrepository: {url: /srv/web.git}\nstages: {}\n")
-    (job,) = build_app_definitions(load_app_config(path)).jobs  # type: ignore[misc]
+    job = _ci_job(build_app_definitions(load_app_config(path)))
     assert job.executor_def is threaded_executor  # type: ignore[union-attr]
 
 

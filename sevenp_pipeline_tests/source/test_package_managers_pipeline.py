@@ -98,9 +98,10 @@ def test_three_apps_share_one_code_location(side_by_side) -> None:
     assert stages["yarn_app"] == ["api_docs", "build_artifact", "e2e_test_results", "lint_report",
                                   "node_dependencies", "performance_report", "source_checkout", "unit_test_results"]
     assert "type_check_report" in stages["pnpm_vitest_app"]
-    # No app here builds an image, so none deploys: one push sensor each, no deploy sensors.
-    assert {s.name for s in defs.sensors} == {"7p_education_api_git_push_sensor",
-                                              "pnpm_vitest_app_git_push_sensor", "yarn_app_git_push_sensor"}
+    # No app here builds an image, so none deploys: a push sensor and a run-branch form's sensor each,
+    # no deploy sensors.
+    assert {s.name for s in defs.sensors} == {f"{app}_{sensor}" for app in (
+        "7p_education_api", "pnpm_vitest_app", "yarn_app") for sensor in ("git_push_sensor", "run_branch_sensor")}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -180,7 +180,9 @@ def test_dependencies_reused_and_data_versions_stable_for_same_inputs(pipeline: 
     assert versions(third)["lint_report"] != v1["lint_report"]
 
 
-def _server_pids() -> set[int]:
+def _server_pids(home: Path) -> set[int]:
+    """PostgreSQL and Redis servers whose folders are under ``home``'s services (not another test's)."""
+    markers = {str(h / "services" / "svc-").encode() for h in (home, home.resolve())}
     pids = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -189,15 +191,16 @@ def _server_pids() -> set[int]:
             except OSError:
                 continue
             if cmd and (cmd[0].endswith(b"/postgres") or b"redis-server" in cmd[0]) and \
-                    any(b"/svc-" in part for part in cmd):
+                    any(marker in part for part in cmd for marker in markers):
                 pids.add(int(proc.name))
     return pids
 
 
 def test_no_leftover_servers_after_runs(pipeline: Pipeline) -> None:
-    before = _server_pids()
+    home = pipeline.settings.home
     assert pipeline.materialize(pipeline.remote.push("develop")).success
-    assert _server_pids() == before
+    started = _server_pids(home)
+    assert started == set(), started
 
 
 def test_one_failed_partition_can_be_materialized_alone(make_pipeline, stage_visible_dir: Path) -> None:

@@ -20,7 +20,7 @@ from sevenp_pipeline.config import Settings, load_app_config
 from sevenp_pipeline.resources.services import installed_postgresql
 from sevenp_pipeline_tests.conftest import TINY_APP, Pipeline, reachable_home
 from sevenp_pipeline_tests.gitutil import Remote
-from sevenp_pipeline_tests.results import artifact_file
+from sevenp_pipeline_tests.results import artifact_file, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -190,8 +190,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 
 
 def _meta(result: dg.ExecuteInProcessResult, stage: str) -> dict:
-    found = {e.asset_key.path[-1]: e.materialization for e in result.get_asset_materialization_events()}
-    return {k: v.value for k, v in found[stage].metadata.items()}
+    return metadata_of(result, stage)  # a stage whose gate failed recorded an observation instead
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
