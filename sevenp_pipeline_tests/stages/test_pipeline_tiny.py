@@ -113,7 +113,7 @@ def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
                       "exports.hang = () => new Promise(() => setInterval(() => {}, 1000));\n")
     sha = pipe.remote.commit("a test that never ends")
     assert pipe.materialize(sha, "source_checkout,node_dependencies").success
-    before = _server_pids()
+    before = _server_pids(pipe.settings.home)
     started = time.monotonic()
     result = pipe.materialize(sha, "integration_test_results")
     assert time.monotonic() - started < 60
@@ -121,7 +121,7 @@ def test_hanging_stage_is_killed_and_services_torn_down(make_pipeline) -> None:
     text = failure_text(result)
     assert "timed out after its 3 s limit; killed after " in text, text  # the limit, not the measured time
     assert "test services were torn down" in text
-    assert _server_pids() == before
+    assert _server_pids(pipe.settings.home) == before
 
 
 def test_a_reports_link_out_of_the_checkout_removes_nothing_there(pipeline: Pipeline, tmp_path: Path) -> None:
