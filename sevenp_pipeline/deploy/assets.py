@@ -1,5 +1,5 @@
 """Deployments as assets partitioned by commit: ``<env>_deployment`` per environment of the app, and
-``release_notes`` after the last environment of the chain (production by default).
+``release_notes``, written in the same step as the last environment of the chain (production by default).
 
 A deployment's materialization is a release that went live: what runs where, since when, from which
 image digest, launched by whom, with its health check and smoke tests. A deploy that failed or was
@@ -84,14 +84,14 @@ def _outcome_metadata(outcome: DeployOutcome) -> dict[str, Any]:
 
 def build_deploy_assets(app: AppConfig, partitions: dg.PartitionsDefinition, promoted: dg.AssetKey,
                         gates: Gates) -> list[dg.AssetsDefinition]:
-    """One deployment asset per environment (each after ``promoted_image`` and its ``after``), then
-    ``release_notes`` after the environment nothing follows (none when several or none do)."""
+    """One deployment asset per environment (each after ``promoted_image`` and its ``after``). The
+    environment nothing follows (none when several or none do) also writes ``release_notes``, in the
+    same step: the two are one multi-asset that cannot be split, so a deploy launched from the asset
+    graph, the deploy job, ``make deploy`` or a rollback always produces the notes of what went live."""
     envs = app.deploy_environments
-    assets = [_deployment_asset(app, partitions, name, promoted, gates) for name in envs]
     terminal = [n for n in envs if not any(e.after == n for e in envs.values())]
-    if len(terminal) == 1 and len(envs) > 0:
-        assets.append(_release_notes_asset(app, partitions, terminal[0]))
-    return assets
+    notes_after = terminal[0] if len(terminal) == 1 else None
+    return [_deployment_asset(app, partitions, name, promoted, gates, with_notes=name == notes_after) for name in envs]
 
 
 def _description(name: str, env: EnvironmentSpec) -> str:
@@ -103,16 +103,25 @@ def _description(name: str, env: EnvironmentSpec) -> str:
 
 
 def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name: str, promoted: dg.AssetKey,
-                      gates: Gates) -> dg.AssetsDefinition:
+                      gates: Gates, *, with_notes: bool) -> dg.AssetsDefinition:
     env = app.deploy_environments[name]
     key = history.deployment_key(app.key, name)
     deps = [promoted] + ([history.deployment_key(app.key, env.after)] if env.after else [])
     tag_value = history.deploy_env_tag(app.name, name)
+    specs = [dg.AssetSpec(key, group_name=app.key, deps=deps, description=_description(name, env),
+                          kinds=set(target_schema(env.target).kinds),
+                          tags={"sevenp/stage": "deploy", "sevenp/environment": name},
+                          code_version=DEPLOY_CODE_VERSION, skippable=True)]
+    if with_notes:
+        specs.append(dg.AssetSpec(
+            release_notes_key(app), group_name=app.key, deps=[key], kinds={"markdown"},
+            tags={"sevenp/stage": "deploy"}, code_version=DEPLOY_CODE_VERSION, skippable=True,
+            description=f"The conventional commits between the previous and this {name} revision, grouped by "
+                        f"type (the changelog): written by the {name} deploy's step once the commit is live."))
 
-    @dg.asset(key=key, group_name=app.key, partitions_def=partitions, deps=deps, description=_description(name, env),
-              kinds=set(target_schema(env.target).kinds),
-              tags={"sevenp/stage": "deploy", "sevenp/environment": name},
-              code_version=DEPLOY_CODE_VERSION, output_required=False)
+    # One step (op name = the asset's default step key); not subsettable, so nobody deploys the last
+    # environment without its release notes.
+    @dg.multi_asset(name=f"{app.key}__{key.path[-1]}", specs=specs, partitions_def=partitions, can_subset=False)
     def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,
                    artifact_store: ArtifactStore, workspaces: Workspaces, process_runner: ProcessRunner,
                    notifier: SlackNotifier, git: GitClient, registry: Registry) -> Iterator[dg.MaterializeResult]:
@@ -141,7 +150,10 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
         if deployed is None:
             return
         outcome, started = deployed
-        yield attempt.result(outcome, started, verified, approval=approval, override=override)
+        live, replaced = attempt.result(outcome, started, verified, approval=approval, override=override)
+        yield live
+        if with_notes:
+            yield _release_notes(context, app, name, replaced, git, artifact_store)
 
     return deployment
 
@@ -284,8 +296,9 @@ class _Attempt:
         return replaced, bool(self.run.tags.get(TAG_ROLLBACK)) or back
 
     def result(self, outcome: DeployOutcome, started: float, verified: VerifiedImage, *, approval: Approval | None,
-               override: Approval | None) -> dg.MaterializeResult:
-        """The live release's materialization; a rolled-back deploy raises a failure naming what serves.
+               override: Approval | None) -> tuple[dg.MaterializeResult, str | None]:
+        """The live release's materialization and the commit it replaced; a rolled-back deploy raises a
+        failure naming what serves.
 
         Raises:
             dg.Failure: the deploy was rolled back (or never went live).
@@ -305,6 +318,7 @@ class _Attempt:
         self.notify("deploy_succeeded", f"{self.app.name}: {sha[:12]} is live in {name}",
                     f"{image.ref} at {outcome.url}", url=outcome.url)
         return dg.MaterializeResult(
+            asset_key=self.key,
             data_version=dg.DataVersion(fingerprint(image.digest, name, run.run_id)),
             metadata={
                 "status": "live", "environment": name, "target": self.env.target, "commit": sha,
@@ -315,38 +329,43 @@ class _Attempt:
                 **({"override_by": override.approver, "override_reason": override.override} if override else {}),
                 **meta,
             },
-        )
+        ), replaced
 
 
-def _release_notes_asset(app: AppConfig, partitions: dg.PartitionsDefinition, environment: str) -> dg.AssetsDefinition:
-    @dg.asset(key=dg.AssetKey([app.key, "release_notes"]), group_name=app.key, partitions_def=partitions,
-              deps=[history.deployment_key(app.key, environment)], kinds={"markdown"},
-              tags={"sevenp/stage": "deploy"}, code_version=DEPLOY_CODE_VERSION,
-              description=f"The conventional commits between the previous and this {environment} revision, "
-                          "grouped by type (the changelog).")
-    def release_notes(context: dg.AssetExecutionContext, git: GitClient,
-                      artifact_store: ArtifactStore) -> dg.MaterializeResult:
-        sha = context.partition_key
-        deployments = history.healthy_deployments(context.instance, app.key, environment)
-        this = next((d for d in deployments if d.commit == sha), None)
-        if this is None:
-            raise failure(f"release_notes: {sha[:12]} never went live in {environment}")
-        previous = next((d.commit for d in deployments if d.timestamp < this.timestamp and d.commit != sha), None)
-        try:
-            git.ensure_commit(app.key, app.repository.url, sha, log=context.log.info)
-            commits = git.commits_between(app.key, sha, previous=previous)
-        except GitError as exc:
-            raise failure(f"release_notes: {exc}", retry=True) from exc
-        notes = render_release_notes(app.name, environment, previous, sha, commits)
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sevenp-release-notes-{app.key}-{sha}.md"
-        path.write_text(notes, encoding="utf-8")
-        try:
-            uri = artifact_store.put_file(app=app.key, sha=sha, name="RELEASE_NOTES.md", path=path)
-        finally:
-            path.unlink(missing_ok=True)
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(fingerprint(previous, sha, notes)),
-            metadata={"previous_commit": previous or "(first release)", "commits": len(commits),
-                      "notes": dg.MetadataValue.md(notes), "file": dg.MetadataValue.url(uri)})
+def release_notes_key(app: AppConfig) -> dg.AssetKey:
+    return dg.AssetKey([app.key, "release_notes"])
 
-    return release_notes
+
+def _release_notes(context: dg.AssetExecutionContext, app: AppConfig, environment: str, replaced: str | None,
+                   git: GitClient, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    """``release_notes`` of the commit that just went live in ``environment``: the commits since the
+    release it replaced (a redeploy of the live commit: since the one before that).
+
+    Raises:
+        dg.Failure: git could not list the commits. The release stays live and recorded; re-executing
+            the step deploys the same commit again (a no-op switch) and writes the notes.
+    """
+    sha = context.partition_key
+    previous = replaced
+    if previous == sha:
+        earlier = [d.commit for d in history.healthy_deployments(context.instance, app.key, environment)
+                   if d.commit != sha]
+        previous = earlier[0] if earlier else None
+    try:
+        git.ensure_commit(app.key, app.repository.url, sha, log=context.log.info)
+        commits = git.commits_between(app.key, sha, previous=previous)
+    except GitError as exc:
+        raise failure(f"release_notes: {sha[:12]} is live in {environment}, but its notes could not be "
+                      f"written: {exc}") from exc
+    notes = render_release_notes(app.name, environment, previous, sha, commits)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sevenp-release-notes-{app.key}-{sha}.md"
+    path.write_text(notes, encoding="utf-8")
+    try:
+        uri = artifact_store.put_file(app=app.key, sha=sha, name="RELEASE_NOTES.md", path=path)
+    finally:
+        path.unlink(missing_ok=True)
+    return dg.MaterializeResult(
+        asset_key=release_notes_key(app),
+        data_version=dg.DataVersion(fingerprint(previous, sha, notes)),
+        metadata={"commits": len(commits), "previous_commit": previous or "(first release)",
+                  "notes": dg.MetadataValue.md(notes), "file": dg.MetadataValue.url(uri)})

@@ -79,12 +79,13 @@ def test_the_deployment_asset_takes_label_and_kinds_from_the_entry(tmp_path: Pat
     app = _app(tmp_path)
     partitions = dg.DynamicPartitionsDefinition(name="web_commits")
     assets = build_deploy_assets(app, partitions, dg.AssetKey(["web", "promoted_image"]), [])
-    by_key = {a.key.to_user_string(): a for a in assets}
-    staging, production = by_key["web/staging_deployment"], by_key["web/production_deployment"]
-    assert "(local, blue-green behind nginx)" in (staging.descriptions_by_key[staging.key] or "")
-    assert "(ecs, ECS service)" in (production.descriptions_by_key[production.key] or "")
-    assert staging.specs_by_key[staging.key].kinds == set(TARGETS["local"].kinds)
-    assert production.specs_by_key[production.key].kinds == {"ecs"}
+    specs = {k.to_user_string(): a.specs_by_key[k] for a in assets for k in a.keys}
+    staging, production = specs["web/staging_deployment"], specs["web/production_deployment"]
+    assert "(local, blue-green behind nginx)" in (staging.description or "")
+    assert "(ecs, ECS service)" in (production.description or "")
+    assert staging.kinds == set(TARGETS["local"].kinds)
+    assert production.kinds == {"ecs"}
+    assert specs["web/release_notes"].kinds == {"markdown"}  # written by the production deploy's step
 
 
 def test_the_target_section_survives_a_dump_and_an_instance(tmp_path: Path) -> None:
