@@ -2,7 +2,11 @@
 
 The cursor holds the heads seen at the last tick (``{"heads": {branch: sha}}``). The first tick
 records a baseline and starts nothing: like a push hook, the sensor reacts to pushes made after
-it was switched on. A head that moved to a commit already run gets no second run (run_key = SHA).
+it was switched on. The run key is ``<branch>@<sha>``: a branch that moves to a commit already run
+on *another* branch (a fast-forward merge, GitHub's "rebase and merge", a new branch at an existing
+commit) runs the pipeline for that branch, so its image tags and its environments follow (the stage
+cache restores the unchanged stages); the same branch moving back to a commit it already ran does not
+run it again.
 
 An unreachable remote is not a traceback every tick: the tick is skipped with one line naming the
 remote and git's error (also logged as one warning), the heads are kept, and the cursor records
@@ -36,7 +40,7 @@ from sevenp_pipeline.triggers.tags import (
 )
 
 __all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "backoff_seconds", "branch_matches", "build_push_sensor",
-           "new_heads"]
+           "new_heads", "push_run_key"]
 _MAX_TAG = 200
 MAX_BACKOFF_SECONDS = 300.0
 _MAX_ERROR = 400
@@ -52,6 +56,11 @@ def branch_matches(branch: str, rules: Branches) -> bool:
 def new_heads(previous: Mapping[str, str], current: Mapping[str, str], rules: Branches) -> dict[str, str]:
     """Branches (matching the rules) whose head is new or moved since the last tick."""
     return {b: s for b, s in sorted(current.items()) if branch_matches(b, rules) and previous.get(b) != s}
+
+
+def push_run_key(branch: str, sha: str) -> str:
+    """One run per commit *per branch*: the key the daemon deduplicates push runs by."""
+    return f"{branch}@{sha}"
 
 
 def backoff_seconds(failures: int, base: float) -> float:
@@ -119,7 +128,7 @@ def build_push_sensor(
             info = git.commit_info(app.key, sha)
             context.log.info("push on %s: %s by %s", printable(branch), sha[:12], info.author)
             requests.append(dg.RunRequest(
-                run_key=sha,
+                run_key=push_run_key(branch, sha),
                 partition_key=sha,
                 tags={TAG_APP: app.name, TAG_BRANCH: _clip(branch), TAG_COMMIT: sha, TAG_TRIGGER: "push",
                       TAG_AUTHOR: _clip(info.author), TAG_MESSAGE: _clip(info.subject),

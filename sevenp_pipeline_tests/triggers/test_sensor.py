@@ -14,6 +14,7 @@ from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.triggers.sensors import TAG_BRANCH, TAG_COMMIT, TAG_MESSAGE, backoff_seconds
 from sevenp_pipeline_tests.conftest import Pipeline
+from sevenp_pipeline_tests.gitutil import git
 
 
 def _tick(pipeline: Pipeline, cursor: str | None) -> dg.SensorResult:
@@ -36,13 +37,34 @@ def test_first_tick_records_baseline_then_each_push_starts_one_run(pipeline: Pip
     second = _tick(pipeline, first.cursor)
     assert [r.partition_key for r in second.run_requests] == [sha]
     request = second.run_requests[0]
-    assert request.run_key == sha
+    assert request.run_key == f"develop@{sha}"
     assert request.tags[TAG_BRANCH] == "develop" and request.tags[TAG_COMMIT] == sha
     assert request.tags[TAG_MESSAGE] == "feat: add things"
     assert second.dynamic_partitions_requests[0].partition_keys == [sha]
 
     third = _tick(pipeline, second.cursor)
     assert third.run_requests == [] and "no new commits" in third.skip_reason.skip_message
+
+
+def test_a_fast_forward_to_a_commit_built_on_another_branch_runs_for_that_branch(pipeline: Pipeline) -> None:
+    """main moving to develop's head (merge --ff-only, "rebase and merge") gets main's own run."""
+    cursor = _tick(pipeline, None).cursor
+    sha = pipeline.remote.commit("feat: built on develop")
+    on_develop = _tick(pipeline, cursor)
+    assert [r.run_key for r in on_develop.run_requests] == [f"develop@{sha}"]
+
+    pipeline.remote.push("main")  # the fast-forward: main now points at the commit develop ran
+    on_main = _tick(pipeline, on_develop.cursor)
+    assert [(r.run_key, r.partition_key, r.tags[TAG_BRANCH]) for r in on_main.run_requests] == [
+        (f"main@{sha}", sha, "main")]
+
+    newer = pipeline.remote.commit("fix: on develop")
+    moved_on = _tick(pipeline, on_main.cursor)
+    assert [r.run_key for r in moved_on.run_requests] == [f"develop@{newer}"]
+    git("push", "--quiet", "--force", "origin", f"{sha}:refs/heads/develop", cwd=pipeline.remote.clone)
+    rewound = _tick(pipeline, moved_on.cursor)
+    # develop back at a commit it already ran: the key of its first run, which the daemon never launches twice
+    assert [r.run_key for r in rewound.run_requests] == on_develop.run_requests[0].run_key.split()
 
 
 def test_branch_rules_filter_pushes(make_pipeline) -> None:
