@@ -21,6 +21,7 @@ from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
+from sevenp_pipeline.forge.client import GITHUB_TOKEN_ENV, GITLAB_TOKEN_ENV, ForgeClient
 from sevenp_pipeline.resources.notify import SLACK_WEBHOOK_ENV, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
@@ -79,6 +80,9 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
             aws_session_token=_secret(settings, "AWS_SESSION_TOKEN"))),
         "notifier": SlackNotifier(webhook_url=_secret(settings, SLACK_WEBHOOK_ENV),
                                   ui_url=settings.ui_url),
+        # Commit statuses: only the forge sensor (in the daemon) holds the tokens, never a run worker.
+        "forge": ForgeClient(github_token=_secret(settings, GITHUB_TOKEN_ENV),
+                             gitlab_token=_secret(settings, GITLAB_TOKEN_ENV), ui_url=settings.ui_url),
     }
 
 
@@ -101,7 +105,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
     Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
     test_services, workspace_retention, launch_options, signing_key, stage_cache, deploy_targets,
-    notifier, registry.
+    notifier, forge, registry.
     """
     runner = ProcessRunner()
     if settings.registry == "ecr":

@@ -263,6 +263,73 @@ class Trigger(BaseModel):
     ls_remote_timeout_seconds: float = Field(default=30, gt=0)
 
 
+# The spec's required contexts (branch protection: code-quality, testing, security-scan), by what they
+# cover: declared stages by kind, built-in assets by name. ``forge.contexts`` replaces them by stage name.
+DEFAULT_FORGE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "code-quality": (("install", "lint", "format", "typecheck", "commitlint"), ("license_report",)),
+    "testing": (("test", "e2e", "performance"), ()),
+    "security-scan": ((), ("vulnerability_report", "dependency_report", "secret_scan")),
+}
+_CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,99}$")
+_FORGE_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+
+
+class ForgeSettings(BaseModel):
+    """Where the pipeline reports commit statuses: GitHub or GitLab (or nowhere: ``none``)."""
+
+    model_config = _STRICT
+
+    kind: Literal["github", "gitlab", "none"] = "none"
+    api_url: str | None = Field(default=None, description="API base; default https://api.github.com or "
+                                                          "https://gitlab.com/api/v4 (set it for a self-hosted forge)")
+    repository: str = Field(default="", description="owner/name on GitHub, the project path on GitLab")
+    context_prefix: str = Field(default="sevenp", description="per-stage contexts are <prefix>/<stage>; "
+                                                              "the run's is <prefix>/pipeline")
+    contexts: dict[str, list[str]] | None = Field(
+        default=None, description="group contexts a branch protection can require, each the stages it covers; "
+                                  "default: code-quality, testing and security-scan as in the spec")
+
+    @field_validator("api_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value
+
+    @field_validator("context_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _CONTEXT.match(value):
+            raise ValueError(f"'{value}': use letters, digits and . _ / -")
+        return value
+
+    @field_validator("contexts")
+    @classmethod
+    def _context_names(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for name, stages in (value or {}).items():
+            if not _CONTEXT.match(name):
+                raise ValueError(f"'{name}': a context name uses letters, digits and . _ / -")
+            if not stages:
+                raise ValueError(f"{name}: lists no stage")
+        return value
+
+    @model_validator(mode="after")
+    def _repository(self) -> ForgeSettings:
+        if self.kind != "none" and not _FORGE_REPOSITORY.match(self.repository):
+            raise ValueError(f"repository: '{self.repository}' is not a {self.kind} repository path "
+                             "(owner/name, or group/subgroup/project on GitLab)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+    @property
+    def base_url(self) -> str:
+        default = "https://api.github.com" if self.kind == "github" else "https://gitlab.com/api/v4"
+        return (self.api_url or default).rstrip("/")
+
+
 _PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PG_SETTING = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 _REDIS_DIRECTIVE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -632,6 +699,8 @@ class AppConfig(BaseModel):
     limits: StageLimits = Field(default_factory=StageLimits,
                                 description="defaults of every stage's and the image build's limits")
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    forge: ForgeSettings = Field(default_factory=ForgeSettings,
+                                 description="the GitHub or GitLab repository that gets commit statuses")
     environments: dict[str, EnvironmentSpec] | None = Field(
         default=None, description="deployment environments; default (with an image): staging and production "
                                   "as in the spec; {} deploys nowhere")
@@ -741,6 +810,28 @@ class AppConfig(BaseModel):
             if len(same) > 1:
                 raise ValueError(f"stages: {same[1]}: only one {kind.name} stage is allowed ({same[0]} is one)")
         return self
+
+    @model_validator(mode="after")
+    def _forge_contexts(self) -> AppConfig:
+        known = set(self.stages) | RESERVED_STAGE_NAMES | {f"{e}_deployment" for e in self.deploy_environments}
+        for name, stages in (self.forge.contexts or {}).items():
+            for stage in stages:
+                if stage not in known:
+                    raise ValueError(f"forge.contexts.{name}: no stage named '{stage}' "
+                                     f"(stages: {', '.join(sorted(known))})")
+        return self
+
+    def forge_groups(self) -> dict[str, list[str]]:
+        """Each group context and the stages (asset names) it covers, in pipeline order."""
+        if self.forge.contexts is not None:
+            return {name: list(stages) for name, stages in self.forge.contexts.items()}
+        groups = {}
+        for name, (kinds, builtins) in DEFAULT_FORGE_GROUPS.items():
+            members = [n for n in self.stage_names() if self.stages[n].kind in kinds]
+            members += [b for b in builtins if self.image is not None]
+            if members:
+                groups[name] = members
+        return groups
 
     def stage_names(self) -> list[str]:
         """Enabled stages in an order where every stage comes after what it needs."""

@@ -1,0 +1,177 @@
+"""Commit statuses on GitHub and GitLab, over their REST APIs.
+
+GitHub: ``POST /repos/{owner}/{repo}/statuses/{sha}`` (states pending, success, failure, error).
+GitLab: ``POST /projects/{id}/statuses/{sha}`` (pending, running, success, failed, canceled, skipped),
+the project id being the URL-encoded path. Plain ``urllib`` as the Slack notifier uses: one POST per
+status needs no client library (PyGithub and python-gitlab would bring their own retry and paging
+layers for a single endpoint each, and neither knows the other's API).
+
+The tokens are secrets: they come from ``dg.EnvVar(SEVENP_GITHUB_TOKEN / SEVENP_GITLAB_TOKEN)`` in the
+resource set, go only into the request's header, and no message quotes them. Reporting never
+raises: :meth:`ForgeClient.post_status` retries connection errors, 5xx, 429 and GitHub's rate-limit
+403s (honouring ``Retry-After`` and ``x-ratelimit-reset``, cut to ``max_retry_after_seconds``) and
+returns what happened; a refused token (401, 403) is returned as ``auth`` naming the variable, for
+the caller to say once per run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from sevenp_pipeline.config.models import ForgeSettings
+
+GITHUB_TOKEN_ENV = "SEVENP_GITHUB_TOKEN"
+GITLAB_TOKEN_ENV = "SEVENP_GITLAB_TOKEN"
+State = Literal["pending", "running", "success", "failure", "error", "skipped"]
+_GITHUB_STATE = {"pending": "pending", "running": "pending", "success": "success", "failure": "failure",
+                 "error": "error", "skipped": "success"}
+_GITLAB_STATE = {"pending": "pending", "running": "running", "success": "success", "failure": "failed",
+                 "error": "failed", "skipped": "skipped"}
+_GITHUB_MAX_DESCRIPTION = 140
+_GITLAB_MAX_DESCRIPTION = 255
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """One context's state on one commit, as the forge shows it beside the commit or pull request."""
+
+    context: str
+    state: State
+    description: str
+    target_url: str
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What came of one post: ``ok``; ``auth`` (the token was refused: stop for this run); ``failed``."""
+
+    outcome: Literal["ok", "auth", "failed"]
+    message: str = ""
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ForgeClient(dg.ConfigurableResource):
+    """Posts commit statuses to the forge an app's ``forge:`` section names."""
+
+    github_token: str | None = Field(default=None, description=f"a secret: dg.EnvVar('{GITHUB_TOKEN_ENV}')")
+    gitlab_token: str | None = Field(default=None, description=f"a secret: dg.EnvVar('{GITLAB_TOKEN_ENV}')")
+    ui_url: str = Field(default="http://127.0.0.1:3000", description="base URL of the Dagster UI, for run links")
+    attempts: int = Field(default=4, ge=1, le=10, description="tries per status")
+    timeout_seconds: float = Field(default=10, gt=0, description="per request")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="wait before the 2nd try; doubles after")
+    max_retry_after_seconds: float = Field(default=30, ge=0, description="a longer wait the forge asks for is cut")
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
+
+    @staticmethod
+    def token_variable(forge: ForgeSettings) -> str:
+        return GITHUB_TOKEN_ENV if forge.kind == "github" else GITLAB_TOKEN_ENV
+
+    def post_status(self, forge: ForgeSettings, sha: str, status: CommitStatus, *, log: LogFn) -> Posted:
+        """Posts ``status`` on commit ``sha``; never raises."""
+        token = self.github_token if forge.kind == "github" else self.gitlab_token
+        variable = self.token_variable(forge)
+        if not token:
+            return Posted("auth", f"{forge.kind} token not set ({variable}): commit statuses are not posted")
+        url, body, headers = self._request(forge, sha, status, token)
+        try:
+            return self._post(url, body, headers, forge, variable, status.context, log)
+        except Exception as exc:  # reporting must never fail what it reports on
+            return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token))
+
+    def _request(self, forge: ForgeSettings, sha: str, status: CommitStatus,
+                 token: str) -> tuple[str, bytes, dict[str, str]]:
+        headers = {"Content-Type": "application/json", "User-Agent": "sevenp-pipeline"}
+        if forge.kind == "github":
+            owner, _, name = forge.repository.partition("/")
+            url = (f"{forge.base_url}/repos/{urllib.parse.quote(owner, safe='')}/"
+                   f"{urllib.parse.quote(name, safe='')}/statuses/{sha}")
+            body = {"state": _GITHUB_STATE[status.state], "context": status.context, "target_url": status.target_url,
+                    "description": _clip(status.description, _GITHUB_MAX_DESCRIPTION)}
+            headers |= {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+                        "X-GitHub-Api-Version": "2022-11-28"}
+        else:
+            project = urllib.parse.quote(forge.repository, safe="")
+            url = f"{forge.base_url}/projects/{project}/statuses/{sha}"
+            body = {"state": _GITLAB_STATE[status.state], "name": status.context, "target_url": status.target_url,
+                    "description": _clip(status.description, _GITLAB_MAX_DESCRIPTION)}
+            headers |= {"PRIVATE-TOKEN": token}
+        return url, json.dumps(body).encode(), headers
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str], forge: ForgeSettings, variable: str,
+              context: str, log: LogFn) -> Posted:
+        problem = ""
+        for attempt in range(1, self.attempts + 1):
+            request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+            wait: float | None = None
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:  # noqa: S310
+                    response.read(4096)
+                    return Posted("ok")
+            except urllib.error.HTTPError as exc:
+                text = exc.read(300).decode(errors="replace")
+                problem = f"HTTP {exc.code} {_clip(text, 200)}".strip()
+                limited = exc.code == 429 or (exc.code == 403 and _rate_limited(exc.headers, text))
+                if limited:
+                    wait = _retry_after(exc.headers)
+                elif exc.code in (401, 403):
+                    return Posted("auth", f"{forge.kind} refused the token in {variable} (HTTP {exc.code}) for "
+                                          f"{forge.repository}: commit statuses are not posted for this run")
+                elif exc.code == 400 and forge.kind == "gitlab" and "transition" in text.lower():
+                    return Posted("ok")  # GitLab refuses a status the commit already has
+                elif exc.code < 500:
+                    return Posted("failed", f"{forge.kind} refused status {context}: {problem}")
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                problem = f"no answer: {getattr(exc, 'reason', exc)}"
+            if attempt < self.attempts:
+                delay = self.backoff_seconds * 2 ** (attempt - 1) if wait is None else wait
+                delay = min(delay, self.max_retry_after_seconds)
+                log(f"{forge.kind} status {context}: {problem} (attempt {attempt}/{self.attempts}); "
+                    f"retrying in {delay:.1f}s")
+                time.sleep(delay)
+        return Posted("failed", f"{forge.kind} status {context} not posted after {self.attempts} attempt(s): "
+                                f"{problem}")
+
+    @staticmethod
+    def _scrub(text: str, token: str) -> str:
+        return text.replace(token, "<token>") if token else text
+
+
+def _rate_limited(headers, text: str) -> bool:  # noqa: ANN001 (an http.client.HTTPMessage)
+    """GitHub's primary (remaining 0) and secondary ("secondary rate limit", Retry-After) limits are 403s."""
+    return (headers.get("x-ratelimit-remaining") == "0" or headers.get("Retry-After") is not None
+            or "rate limit" in text.lower())
+
+
+def _retry_after(headers) -> float | None:  # noqa: ANN001
+    """Seconds the forge asks to wait: Retry-After (seconds or an HTTP date), else x-ratelimit-reset."""
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    reset = headers.get("x-ratelimit-reset")
+    if reset and reset.isdigit():
+        return max(0.0, int(reset) - time.time())
+    return None

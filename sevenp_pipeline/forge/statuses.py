@@ -1,0 +1,74 @@
+"""What the forge should show for one run: a status per stage, per group context, and for the run.
+
+Read from the run's stage table (``devtools/stage_table.stage_rows``: the same rows ``make demo`` prints),
+so a stage's description is the one-line figure or failure the cockpit shows ("1 of 95 tests failed:
+…", "94 passed, coverage 100%"). A stage the run has not reached is ``pending``; once the run ended,
+a stage it never reached is ``error`` ("not run"), so a required context never stays pending or turns
+green without having run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from sevenp_pipeline.config import AppConfig
+from sevenp_pipeline.devtools.stage_table import StageRow
+from sevenp_pipeline.forge.client import CommitStatus, State
+
+ACTIVE = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING})
+_DONE = ("success", "skipped")
+
+
+def _stage_state(row: StageRow, active: bool, canceled: bool) -> tuple[State, str]:
+    if row.status == "SUCCESS":
+        return "success", row.figure or "passed"
+    if row.status == "SKIPPED":
+        return "skipped", f"skipped: {row.figure}" if row.figure else "skipped"
+    if row.status == "FAILURE":
+        return "failure", row.figure or "failed"
+    if row.status == "IN_PROGRESS":
+        return ("running", "running") if active else ("error", "stopped before it finished")
+    if active:
+        return "pending", "waiting for the stages it needs"
+    return "error", "not run: the run was canceled" if canceled else "not run: a stage it needs failed"
+
+
+def run_statuses(app: AppConfig, run: dg.DagsterRun, rows: Sequence[StageRow], target_url: str) -> list[CommitStatus]:
+    """Every status the run's commit should carry now: stages, then groups, then ``<prefix>/pipeline``."""
+    prefix = app.forge.context_prefix
+    active = run.status in ACTIVE
+    canceled = run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING)
+    stages = {r.stage: _stage_state(r, active, canceled) for r in rows if not r.stage.startswith(" ")}
+    out = [CommitStatus(f"{prefix}/{stage}", state, text, target_url) for stage, (state, text) in stages.items()]
+    for group, members in app.forge_groups().items():
+        present = [m for m in members if m in stages]
+        if present:
+            state, text = _group(present, stages)
+            out.append(CommitStatus(group, state, text, target_url))
+    if active:
+        finished = sum(1 for s, _ in stages.values() if s in _DONE)
+        out.append(CommitStatus(f"{prefix}/pipeline", "pending", f"running: {finished} of {len(stages)} stages done",
+                                target_url))
+    elif run.status == dg.DagsterRunStatus.SUCCESS:
+        out.append(CommitStatus(f"{prefix}/pipeline", "success", f"{len(stages)} stages passed", target_url))
+    else:
+        failed = [s for s, (state, _) in stages.items() if state == "failure"]
+        text = ("canceled" if canceled else
+                f"failed: {failed[0]}: {stages[failed[0]][1]}" if failed else "failed")
+        out.append(CommitStatus(f"{prefix}/pipeline", "error" if canceled else "failure", text, target_url))
+    return out
+
+
+def _group(members: list[str], stages: dict[str, tuple[State, str]]) -> tuple[State, str]:
+    bad = [m for m in members if stages[m][0] in ("failure", "error")]
+    if bad:
+        first = stages[bad[0]]
+        return "failure", f"{len(bad)} of {len(members)} failed: {bad[0]}: {first[1]}"
+    waiting = [m for m in members if stages[m][0] in ("pending", "running")]
+    if waiting:
+        return "pending", f"{len(members) - len(waiting)} of {len(members)} done"
+    skipped = sum(1 for m in members if stages[m][0] == "skipped")
+    return "success", f"{len(members) - skipped} passed" + (f", {skipped} skipped" if skipped else "")

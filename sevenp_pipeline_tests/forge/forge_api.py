@@ -1,0 +1,89 @@
+"""Test helper: the commit-status endpoints of GitHub and GitLab, as their REST docs define them, served
+over real HTTP (``httpserver.http_server``). There is no GitHub or GitLab to run here, so this answers
+what those endpoints answer, including what they refuse:
+
+- GitHub ``POST /repos/{owner}/{repo}/statuses/{sha}``: Bearer token (401 "Bad credentials"), states
+  pending|success|failure|error, description at most 140 characters (422 otherwise), 404 for another
+  repository; ``GET …/commits/{sha}/status`` gives the combined status (the latest per context).
+- GitLab ``POST /api/v4/projects/{url-encoded path}/statuses/{sha}``: ``PRIVATE-TOKEN`` (401), states
+  pending|running|success|failed|canceled|skipped, and 400 "Cannot transition status" when the
+  commit's status of that name is already in that state.
+
+``fail_next`` queues answers (a 503, a 429 with Retry-After, a secondary-rate-limit 403) served before
+the next real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+
+from sevenp_pipeline_tests.httpserver import Answer, Request
+
+_GITHUB = re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})$")
+_GITHUB_COMBINED = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/status$")
+_GITLAB = re.compile(r"^/api/v4/projects/([^/]+)/statuses/([0-9a-f]{40})$")
+GITHUB_STATES = {"pending", "success", "failure", "error"}
+GITLAB_STATES = {"pending", "running", "success", "failed", "canceled", "skipped"}
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+@dataclass
+class ForgeAPI:
+    repository: str
+    token: str
+    posts: list[dict[str, str]] = field(default_factory=list)  # every accepted status, in order
+    fail_next: list[Answer] = field(default_factory=list)
+
+    def __call__(self, request: Request) -> Answer:
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        path = urllib.parse.urlsplit(request.path).path
+        if m := _GITHUB.match(path):
+            return self._github(request, f"{m[1]}/{m[2]}", m[3])
+        if m := _GITHUB_COMBINED.match(path):
+            latest = self.latest(m[3])
+            return _json(200, {"sha": m[3], "statuses": [{"context": c, **s} for c, s in latest.items()]})
+        if m := _GITLAB.match(path):
+            return self._gitlab(request, urllib.parse.unquote(m[1]), m[2])
+        return _json(404, {"message": "Not Found"})
+
+    def _github(self, request: Request, repository: str, sha: str) -> Answer:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return _json(401, {"message": "Bad credentials"})
+        if repository != self.repository:
+            return _json(404, {"message": "Not Found"})
+        body = json.loads(request.body)
+        if body.get("state") not in GITHUB_STATES or len(body.get("description", "")) > 140:
+            return _json(422, {"message": "Validation Failed"})
+        self.posts.append({"sha": sha, "context": body.get("context", "default"), "state": body["state"],
+                           "description": body.get("description", ""), "target_url": body.get("target_url", "")})
+        return _json(201, {"state": body["state"]})
+
+    def _gitlab(self, request: Request, project: str, sha: str) -> Answer:
+        if request.headers.get("private-token") != self.token:
+            return _json(401, {"message": "401 Unauthorized"})
+        if project != self.repository:
+            return _json(404, {"message": "404 Project Not Found"})
+        body = json.loads(request.body)
+        state, name = body.get("state"), body.get("name", "default")
+        if state not in GITLAB_STATES:
+            return _json(400, {"error": "state does not have a valid value"})
+        if self.latest(sha).get(name, {}).get("state") == state:
+            return _json(400, {"message": f"Cannot transition status via :{state} from :{state}"})
+        self.posts.append({"sha": sha, "context": name, "state": state,
+                           "description": body.get("description", ""), "target_url": body.get("target_url", "")})
+        return _json(201, {"status": state})
+
+    def latest(self, sha: str) -> dict[str, dict[str, str]]:
+        """The commit's status per context, as the forge shows it now."""
+        out: dict[str, dict[str, str]] = {}
+        for post in self.posts:
+            if post["sha"] == sha:
+                out[post["context"]] = {k: post[k] for k in ("state", "description", "target_url")}
+        return out

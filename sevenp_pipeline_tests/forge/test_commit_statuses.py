@@ -1,0 +1,187 @@
+"""Commit statuses: real pipeline runs of the tiny app, the forge status sensor evaluated as the daemon
+would, and the GitHub/GitLab status endpoints over HTTP (``forge_api``)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sevenp_pipeline.config import ConfigError, load_app_config
+from sevenp_pipeline.devtools.stage_table import StageRow
+from sevenp_pipeline.forge.sensor import forge_sensor_name
+from sevenp_pipeline.forge.statuses import run_statuses
+from sevenp_pipeline_tests.conftest import Pipeline
+from sevenp_pipeline_tests.forge.forge_api import ForgeAPI
+from sevenp_pipeline_tests.httpserver import Answer, Server, http_server
+
+REPO = "acme/tiny-app"
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    value = "ghp_" + secrets.token_hex(18)
+    monkeypatch.setenv("SEVENP_GITHUB_TOKEN", value)
+    monkeypatch.setenv("SEVENP_GITLAB_TOKEN", value)
+    return value
+
+
+@pytest.fixture
+def forge_server(token: str) -> Iterator[tuple[Server, ForgeAPI]]:
+    api = ForgeAPI(repository=REPO, token=token)
+    with http_server(api) as server:
+        yield server, api
+
+
+def _forge_pipeline(make_pipeline: Callable[..., Pipeline], server: Server, kind: str = "github") -> Pipeline:
+    base = server.url if kind == "github" else f"{server.url}/api/v4"
+    return make_pipeline(f"forge:\n  kind: {kind}\n  api_url: {base}\n  repository: {REPO}\n")
+
+
+def _tick(pipeline: Pipeline, cursor: str | None) -> dg.SensorResult:
+    defs = pipeline.defs
+    sensor = defs.resolve_sensor_def(forge_sensor_name(pipeline.app))
+    with dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources=defs.resources,
+                                 definitions=defs) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_a_failed_and_a_passing_commit_on_github(make_pipeline, forge_server, token: str,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    server, api = forge_server
+    pipeline = _forge_pipeline(make_pipeline, server)
+    pipeline.remote.write("src/old.js", "var x = 1;\nmodule.exports = x;\n")
+    bad = pipeline.remote.commit("use var")
+    failed = pipeline.materialize(bad)
+    assert not failed.success
+
+    first = _tick(pipeline, None)
+    shown = api.latest(bad)
+    run_url = f"http://127.0.0.1:3000/runs/{failed.run_id}"
+    assert shown["sevenp/lint_report"] == {"state": "failure",
+                                           "description": "gate no_lint_errors failed: 1 lint problems, at most 0 allowed",
+                                           "target_url": run_url}
+    assert shown["sevenp/source_checkout"]["state"] == "success"
+    # What never ran because lint failed is not green and not pending: a required check stays red.
+    assert shown["sevenp/unit_test_results"] == {"state": "error", "description": "not run: a stage it needs failed",
+                                                 "target_url": run_url}
+    assert shown["code-quality"]["state"] == "failure"
+    assert shown["code-quality"]["description"].startswith("1 of ")
+    assert "lint_report: gate no_lint_errors failed: 1 lint problems" in shown["code-quality"]["description"]
+    assert shown["testing"]["state"] == "failure"
+    assert shown["sevenp/pipeline"]["state"] == "failure"
+    assert shown["sevenp/pipeline"]["description"].startswith("failed: lint_report: gate no_lint_errors failed")
+    assert all(len(s["description"]) <= 140 for s in shown.values())
+    posted = len(api.posts)
+    assert posted == len(shown)  # one post per context: nothing posted twice
+
+    again = _tick(pipeline, first.cursor)
+    assert len(api.posts) == posted and again.skip_reason.skip_message == "no status changed"
+
+    pipeline.remote.write("src/old.js", "const x = 1;\nmodule.exports = x;\n")
+    good = pipeline.remote.commit("fix: const")
+    passed = pipeline.materialize(good)
+    assert passed.success
+    _tick(pipeline, again.cursor)
+    shown = api.latest(good)
+    assert {c: s["state"] for c, s in shown.items() if c in ("code-quality", "testing", "sevenp/pipeline")} == {
+        "code-quality": "success", "testing": "success", "sevenp/pipeline": "success"}
+    assert shown["sevenp/unit_test_results"]["description"].startswith("3 passed"), shown["sevenp/unit_test_results"]
+    # An optional stage that does not apply is not a failure: GitHub has no "skipped", so success saying so.
+    assert shown["sevenp/e2e_test_results"]["state"] == "success"
+    assert shown["sevenp/e2e_test_results"]["description"].startswith("skipped")
+    assert not any(s["state"] != "success" for s in shown.values()), shown
+    # The token went only into the Authorization header: not into the runs' or the sensor's logs.
+    logged = "".join(capfd.readouterr())
+    assert "lint_report" in logged and token not in logged
+    assert token not in first.cursor and token not in json.dumps(api.posts)
+
+
+def test_gitlab_statuses_and_a_refused_token(make_pipeline, forge_server, token: str,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    server, api = forge_server
+    pipeline = _forge_pipeline(make_pipeline, server, kind="gitlab")
+    sha = pipeline.remote.push("develop")
+    run = pipeline.materialize(sha, "source_checkout,node_dependencies,lint_report")
+    assert run.success
+
+    api.token = "another-token"  # the forge no longer accepts ours
+    capfd.readouterr()
+    refused = _tick(pipeline, None)
+    assert len(server.requests) == 1 and api.posts == []  # one refusal, then this run is left alone
+    _tick(pipeline, refused.cursor)
+    assert len(server.requests) == 1
+    logged = "".join(capfd.readouterr())
+    warnings = [line for line in logged.splitlines() if "refused the token" in line]
+    assert len(warnings) == 1 and "SEVENP_GITLAB_TOKEN" in warnings[0] and "WARNING" in warnings[0], logged
+
+    api.token = token
+    other = pipeline.materialize(sha, "source_checkout,node_dependencies,lint_report")
+    _tick(pipeline, refused.cursor)
+    shown = api.latest(sha)
+    assert {c: s["state"] for c, s in shown.items()} == {
+        "sevenp/source_checkout": "success", "sevenp/node_dependencies": "success", "sevenp/lint_report": "success",
+        "code-quality": "success",
+        "sevenp/pipeline": "success"}
+    assert shown["sevenp/pipeline"]["target_url"].endswith(f"/runs/{other.run_id}")
+    assert token not in "".join(capfd.readouterr())
+
+
+def test_a_forge_that_is_down_or_throttles_loses_no_status(make_pipeline, forge_server) -> None:
+    server, api = forge_server
+    pipeline = _forge_pipeline(make_pipeline, server)
+    sha = pipeline.remote.push("develop")
+    assert pipeline.materialize(sha, "source_checkout").success
+
+    api.fail_next = [Answer(503, b"unavailable")] * 4  # every attempt of the first status
+    down = _tick(pipeline, None)
+    assert "stopped: github status" in down.skip_reason.skip_message and api.posts == []
+    # Throttled: a 429 with Retry-After, then GitHub's secondary rate limit (a 403): waited out, not lost.
+    api.fail_next = [Answer(429, b"{}", {"Retry-After": "1"}),
+                     Answer(403, b'{"message": "You have exceeded a secondary rate limit"}', {"Retry-After": "1"})]
+    back = _tick(pipeline, down.cursor)
+    assert back.skip_reason.skip_message == "2 status(es) posted"
+    assert {c: s["state"] for c, s in api.latest(sha).items()} == {
+        "sevenp/source_checkout": "success", "sevenp/pipeline": "success"}
+
+
+def _run(status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    return dg.DagsterRun(job_name="tiny_app_ci_job", run_id="r" * 8, status=status)
+
+
+def test_statuses_while_a_run_is_in_progress_and_after_a_cancel(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(f"name: web\nrepository: {{url: x}}\nforge: {{kind: github, repository: {REPO}}}\n")
+    app = load_app_config(path)
+    rows = [StageRow("source_checkout", "SUCCESS", 1.0, "3 changed files"),
+            StageRow("lint_report", "IN_PROGRESS", None, ""),
+            StageRow("unit_test_results", "NOT RUN", None, "")]
+    live = {s.context: (s.state, s.description) for s in run_statuses(app, _run(dg.DagsterRunStatus.STARTED), rows, "u")}
+    assert live["sevenp/lint_report"] == ("running", "running")
+    assert live["sevenp/unit_test_results"] == ("pending", "waiting for the stages it needs")
+    assert live["code-quality"][0] == "pending" and live["testing"][0] == "pending"
+    assert live["sevenp/pipeline"] == ("pending", "running: 1 of 3 stages done")
+    gone = {s.context: (s.state, s.description) for s in run_statuses(app, _run(dg.DagsterRunStatus.CANCELED), rows, "u")}
+    assert gone["sevenp/lint_report"] == ("error", "stopped before it finished")
+    assert gone["sevenp/unit_test_results"] == ("error", "not run: the run was canceled")
+    assert gone["sevenp/pipeline"] == ("error", "canceled")
+
+
+@pytest.mark.parametrize(("forge", "error"), [
+    ("{kind: github}", r"forge: .*repository: '' is not a github repository path"),
+    ("{kind: bitbucket, repository: a/b}", r"forge\.kind: "),
+    ("{kind: github, repository: a/b, contexts: {testing: [unit_tests]}}",
+     r"forge.contexts.testing: no stage named 'unit_tests'"),
+    ("{kind: gitlab, repository: a/b, api_url: 'gitlab.local'}", r"forge\.api_url: .*not an http"),
+])
+def test_bad_forge_settings_are_named(tmp_path: Path, forge: str, error: str) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(f"name: web\nrepository: {{url: x}}\nforge: {forge}\n")
+    with pytest.raises(ConfigError, match=rf"app\.yaml: .*{error}"):
+        load_app_config(path)
