@@ -261,6 +261,11 @@ class Trigger(BaseModel):
     poll_interval_seconds: int = Field(default=5, ge=1)
     enabled: bool = True
     ls_remote_timeout_seconds: float = Field(default=30, gt=0)
+    pull_requests: Literal["head", "merge", "off"] = Field(
+        default="head", description="run pull/merge requests: their head (refs/pull/N/head, "
+                                    "refs/merge-requests/N/head), GitHub's merge result (refs/pull/N/merge), or off")
+    tags: list[str] = Field(default_factory=lambda: ["v*"], description="git tags whose push runs the pipeline "
+                                                                        "(fnmatch patterns); [] for none")
 
 
 # The spec's required contexts (branch protection: code-quality, testing, security-scan), by what they

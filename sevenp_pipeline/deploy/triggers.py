@@ -31,6 +31,7 @@ from sevenp_pipeline.triggers.tags import (
     TAG_DEPLOY_ENV,
     TAG_NOTIFIED,
     TAG_ORIGIN,
+    TAG_PR,
     TAG_TRIGGER,
 )
 
@@ -109,6 +110,9 @@ def build_deploy_triggers(app: AppConfig, ci_job: Any, deploy_jobs: Mapping[str,
         sha = history.run_partition(run) or run.tags.get(TAG_COMMIT)
         if not sha:
             return dg.SkipReason(f"run {run.run_id[:8]} has no commit partition")
+        if run.tags.get(TAG_PR):  # whatever its launch options say: its code is not on a branch yet
+            return dg.SkipReason(f"run {run.run_id[:8]} is of pull request {run.tags[TAG_PR]}: "
+                                 "a pull-request run never deploys")
         branch = rule_branch(run)
         approved = {a for a in run.tags.get(TAG_APPROVED, "").split(",") if a}
         finished_env = env_of_job.get(run.job_name)

@@ -3,7 +3,7 @@ the app's registry, whichever run recorded them."""
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -12,12 +12,13 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.family import Family
 from sevenp_pipeline.image.assets import image_key
 from sevenp_pipeline.image.records import ImageRecord, latest_record
-from sevenp_pipeline.image.tags import image_tags
+from sevenp_pipeline.image.tags import image_tags, semver_tags
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.triggers.identity import PUSH, ensure_run_identity
-from sevenp_pipeline.triggers.tags import TAG_PROMOTION
+from sevenp_pipeline.triggers.sensors import PULL_REQUEST, TAG
+from sevenp_pipeline.triggers.tags import TAG_PR, TAG_PROMOTION, TAG_REF
 from sevenp_pipeline.verdict import Gates, verdict
 
 
@@ -50,6 +51,39 @@ def _branch_head(context: dg.AssetExecutionContext, git: GitClient, app: AppConf
     except GitError as exc:
         context.log.warning("promoted_image: the head of %s could not be read: %s", branch, exc)
         return None
+
+
+def _event_tags(context: dg.AssetExecutionContext, git: GitClient, app: AppConfig, sha: str, origin: str,
+                run_tags: Mapping[str, str]) -> tuple[list[str], bool, str]:
+    """The tags of a pull-request run (``pr-N``) or a tag run (the tag's semver tags), as the spec's
+    metadata step makes them for those events: only while the ref still points at this commit, and,
+    for a tag, only when a release branch holds the commit (anyone who can push a branch can push a tag)."""
+    ref = run_tags[TAG_REF]
+    try:
+        head = git.ls_remote_refs(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds).get(ref)
+    except GitError as exc:
+        context.log.warning("promoted_image: %s could not be read: %s", ref, exc)
+        head = None
+    commit_only = image_tags(branch="", sha=sha, moving=False)
+    if head != sha:
+        return commit_only, False, f"{ref} {'is gone' if head is None else f'moved on to {head[:12]}'}: commit tags only"
+    if origin == PULL_REQUEST:
+        number = int(run_tags.get(TAG_PR, "0") or 0)
+        if number <= 0:
+            return commit_only, False, f"{ref}: no pull request number: commit tags only"
+        return (image_tags(branch="", sha=sha, pr_number=number), True,
+                f"{sha[:12]} is the head of pull request {number}: pr-{number}")
+    tag = ref.removeprefix("refs/tags/")
+    try:
+        released = bool(git.branches_containing(app.key, app.repository.url, sha, allowed=is_release_branch))
+    except GitError:
+        released = False
+    if not released:
+        return commit_only, False, f"tag {tag}: no release branch (main, master, release/*) holds {sha[:12]}: " \
+                                   "commit tags only"
+    if not semver_tags(tag):
+        return commit_only, False, f"tag {tag} is not a semantic version: commit tags only"
+    return image_tags(branch="", sha=sha, git_tag=tag), True, f"tag {tag} on a release branch: its semver tags"
 
 
 def promoted_key(app: AppConfig) -> dg.AssetKey:
@@ -85,14 +119,18 @@ def build_promotion_asset(
                               ["gate", "of", "why"], [[f.gate.label, f.gate.family, f.why] for f in result.failures])))
         image = latest_record(context, ImageRecord, image_key(app))
         branch = identity.branch
-        moving, why = moves_branch_tags(origin=identity.origin, branch=branch, sha=sha,
-                                        head=_branch_head(context, git, app, branch))
+        run_tags = context.run.tags
+        if identity.origin in (PULL_REQUEST, TAG) and run_tags.get(TAG_REF):
+            tags, moving, why = _event_tags(context, git, app, sha, identity.origin, run_tags)
+        else:
+            moving, why = moves_branch_tags(origin=identity.origin, branch=branch, sha=sha,
+                                            head=_branch_head(context, git, app, branch))
+            git_tag = _release_tag(git, app, sha)
+            version = None
+            if git_tag is None and is_release_branch(branch):
+                version = _package_version(workspaces, app, sha)
+            tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version, moving=moving)
         context.log.info("promoted_image: %s", why)
-        git_tag = _release_tag(git, app, sha)
-        version = None
-        if git_tag is None and is_release_branch(branch):
-            version = _package_version(workspaces, app, sha)
-        tags = image_tags(branch=branch, sha=sha, git_tag=git_tag, version=version, moving=moving)
         try:
             registry.prepare(log=context.log.info)
             tagged = registry.tag(repository=app.image_repository, digest=image.digest, tags=tags,

@@ -73,6 +73,24 @@ class GitClient(dg.ConfigurableResource):
                 heads[ref.removeprefix("refs/heads/")] = sha
         return heads
 
+    def ls_remote_refs(self, url: str, *, timeout: float = 30) -> dict[str, str]:
+        """Returns ``{ref: commit sha}`` for every ref of the remote (heads, tags, pull/merge requests);
+        an annotated tag maps to the commit it points at (its peeled ``^{}`` line)."""
+        try:
+            out = self._git(["ls-remote", "--", url], cwd=Path("/"), label="git ls-remote", timeout=timeout)
+        except GitError as exc:
+            raise GitError(f"cannot list the refs of remote {url}: {exc}") from exc
+        refs: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if not ref.startswith("refs/") or not is_sha(sha):
+                continue
+            if ref.endswith("^{}"):
+                refs[ref.removesuffix("^{}")] = sha  # the peeled line follows its tag's: it wins
+            else:
+                refs.setdefault(ref, sha)
+        return refs
+
     def mirror_path(self, app_key: str) -> Path:
         return Path(self.cache_dir) / "git" / f"{app_key}.git"
 

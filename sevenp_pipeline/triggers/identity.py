@@ -28,7 +28,7 @@ import dagster as dg
 from sevenp_pipeline.asset_helpers import latest_materialization
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.resources.git import GitClient, GitError
-from sevenp_pipeline.triggers.sensors import branch_matches
+from sevenp_pipeline.triggers.sensors import PULL_REQUEST, TAG, branch_matches
 from sevenp_pipeline.triggers.tags import (
     TAG_APP,
     TAG_AUTHOR,
@@ -40,7 +40,7 @@ from sevenp_pipeline.triggers.tags import (
 )
 
 PUSH, MANUAL, GRAPH, REEXECUTION, SCHEDULE = "push", "manual", "graph", "reexecution", "schedule"
-TRIGGERS = (PUSH, MANUAL, GRAPH, REEXECUTION, SCHEDULE)
+TRIGGERS = (PUSH, PULL_REQUEST, TAG, MANUAL, GRAPH, REEXECUTION, SCHEDULE)
 UNKNOWN = "unknown"  # the origin of a re-execution of a run tagged by nothing we know
 PREFERRED_BRANCHES = ("main", "master", "develop")
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"  # the job of a Materialize in the asset graph

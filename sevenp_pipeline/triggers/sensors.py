@@ -1,8 +1,17 @@
-"""The git push sensor: polls an app's remote and starts one run per new head commit.
+"""The git push sensor: polls an app's remote and starts one run per new head commit of a watched
+branch, pull/merge request or release tag.
 
-The cursor holds the heads seen at the last tick (``{"heads": {branch: sha}}``). The first tick
-records a baseline and starts nothing: like a push hook, the sensor reacts to pushes made after
-it was switched on. The run key is ``<branch>@<sha>``: a branch that moves to a commit already run
+The cursor holds the refs seen at the last tick (``{"heads": {branch: sha}, "prs": {n: [ref, sha]},
+"tags": {tag: sha}}``). The first tick records a baseline and starts nothing: like a push hook, the
+sensor reacts to pushes made after it was switched on.
+
+- A **pull request** (GitHub ``refs/pull/N/head``, or ``/merge`` with ``trigger.pull_requests: merge``;
+  GitLab ``refs/merge-requests/N/head``) whose head moved gets a run tagged ``sevenp/pr=N`` and
+  ``sevenp/ref``, trigger ``pull_request``, on no branch: its image is tagged ``pr-N``, and it never
+  deploys (the deploy sensor refuses it).
+- A new or moved **tag** matching ``trigger.tags`` (default ``v*``) gets a run with trigger ``tag``:
+  its image gets the semver tags when a release branch holds the commit.
+- A **branch**: The run key is ``<branch>@<sha>``: a branch that moves to a commit already run
 on *another* branch (a fast-forward merge, GitHub's "rebase and merge", a new branch at an existing
 commit) runs the pipeline for that branch, so its image tags and its environments follow (the stage
 cache restores the unchanged stages); the same branch moving back to a commit it already ran does not
@@ -18,8 +27,10 @@ backoff skips without calling git; the first success clears it.
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import fnmatch
 import json
+import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -36,11 +47,15 @@ from sevenp_pipeline.triggers.tags import (
     TAG_BRANCH,
     TAG_COMMIT,
     TAG_MESSAGE,
+    TAG_PR,
+    TAG_REF,
     TAG_TRIGGER,
 )
 
+PULL_REQUEST, TAG = "pull_request", "tag"  # the triggers of pull-request and tag runs
+
 __all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "backoff_seconds", "branch_matches", "build_push_sensor",
-           "new_heads", "push_run_key"]
+           "new_heads", "pull_requests", "push_run_key", "release_tags"]
 _MAX_TAG = 200
 MAX_BACKOFF_SECONDS = 300.0
 _MAX_ERROR = 400
@@ -61,6 +76,63 @@ def new_heads(previous: Mapping[str, str], current: Mapping[str, str], rules: Br
 def push_run_key(branch: str, sha: str) -> str:
     """One run per commit *per branch*: the key the daemon deduplicates push runs by."""
     return f"{branch}@{sha}"
+
+
+_PR_REFS = {"head": (re.compile(r"^refs/pull/([1-9][0-9]{0,9})/head$"),
+                     re.compile(r"^refs/merge-requests/([1-9][0-9]{0,9})/head$")),
+             "merge": (re.compile(r"^refs/pull/([1-9][0-9]{0,9})/merge$"),
+                      re.compile(r"^refs/merge-requests/([1-9][0-9]{0,9})/head$")),
+             "off": ()}
+
+
+def pull_requests(refs: Mapping[str, str], mode: str) -> dict[str, list[str]]:
+    """``{number: [ref, sha]}`` of the remote's pull requests (GitHub ``refs/pull/N/head``, or
+    ``/merge`` for the merge result) and merge requests (GitLab ``refs/merge-requests/N/head``)."""
+    out: dict[str, list[str]] = {}
+    for ref, sha in sorted(refs.items()):
+        for pattern in _PR_REFS[mode]:
+            if match := pattern.match(ref):
+                out[match[1]] = [ref, sha]
+    return out
+
+
+def release_tags(refs: Mapping[str, str], patterns: list[str]) -> dict[str, str]:
+    """``{tag: commit sha}`` of the remote's tags matching ``trigger.tags``."""
+    return {ref.removeprefix("refs/tags/"): sha for ref, sha in sorted(refs.items())
+            if ref.startswith("refs/tags/") and any(fnmatch.fnmatchcase(ref.removeprefix("refs/tags/"), p)
+                                                   for p in patterns)}
+
+
+@dataclass(frozen=True)
+class _Push:
+    """One ref that moved: a branch head, a pull/merge request head, or a new tag."""
+
+    ref: str
+    sha: str
+    before: str
+    branch: str = ""
+    pr: str = ""
+    tag: str = ""
+
+    @property
+    def run_key(self) -> str:
+        return push_run_key(self.branch if self.branch else f"pr-{self.pr}" if self.pr else f"tag-{self.tag}",
+                            self.sha)
+
+    @property
+    def trigger(self) -> str:
+        return PULL_REQUEST if self.pr else TAG if self.tag else "push"
+
+    @property
+    def label(self) -> str:
+        return (f"push on {self.branch}" if self.branch else f"pull request {self.pr} ({self.ref})" if self.pr
+                else f"tag {self.tag}")
+
+    @property
+    def extra_tags(self) -> dict[str, str]:
+        if self.pr:
+            return {TAG_PR: self.pr, TAG_REF: self.ref}
+        return {TAG_REF: self.ref} if self.tag else {}
 
 
 def backoff_seconds(failures: int, base: float) -> float:
@@ -112,30 +184,41 @@ def build_push_sensor(
             return dg.SensorResult(skip_reason=line, cursor=cursor)
 
     def _poll(context: dg.SensorEvaluationContext, git: GitClient, state: dict[str, Any]) -> dg.SensorResult:
-        heads = git.ls_remote_heads(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds)
+        refs = git.ls_remote_refs(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds)
+        heads = {r.removeprefix("refs/heads/"): s for r, s in refs.items() if r.startswith("refs/heads/")}
         watched = {b: s for b, s in heads.items() if branch_matches(b, app.branches)}
-        cursor = json.dumps({"heads": watched}, sort_keys=True)  # a success clears any backoff
+        prs = pull_requests(refs, app.trigger.pull_requests)
+        tags = release_tags(refs, app.trigger.tags)
+        cursor = json.dumps({"heads": watched, "prs": prs, "tags": tags}, sort_keys=True)  # clears any backoff
         if "heads" not in state:
-            return dg.SensorResult(skip_reason=f"baseline recorded: {len(watched)} watched head(s); "
+            return dg.SensorResult(skip_reason=f"baseline recorded: {len(watched)} watched head(s), "
+                                               f"{len(prs)} pull request(s), {len(tags)} tag(s); "
                                                "runs start from the next push", cursor=cursor)
         previous = state["heads"]
-        moved = new_heads(previous, heads, app.branches)
-        if not moved:
-            return dg.SensorResult(skip_reason="no new commits on watched branches", cursor=cursor)
+        # A cursor from before pull requests and tags were watched: theirs is a baseline too.
+        previous_prs, previous_tags = state.get("prs", prs), state.get("tags", tags)
+        events = [_Push(f"refs/heads/{b}", s, previous.get(b, ""), branch=b)
+                  for b, s in new_heads(previous, heads, app.branches).items()]
+        events += [_Push(ref, s, previous_prs.get(n, [None, ""])[1], pr=n)
+                   for n, (ref, s) in sorted(prs.items(), key=lambda i: int(i[0]))
+                   if previous_prs.get(n, [None, ""])[1] != s]
+        events += [_Push(f"refs/tags/{t}", s, "", tag=t) for t, s in sorted(tags.items()) if previous_tags.get(t) != s]
+        if not events:
+            return dg.SensorResult(skip_reason="no new commits on watched branches, pull requests or tags",
+                                   cursor=cursor)
         git.fetch(app.key, app.repository.url)
         requests = []
-        for branch, sha in moved.items():
-            info = git.commit_info(app.key, sha)
-            context.log.info("push on %s: %s by %s", printable(branch), sha[:12], info.author)
+        for event in events:
+            info = git.commit_info(app.key, event.sha)
+            context.log.info("%s: %s by %s", printable(event.label), event.sha[:12], info.author)
             requests.append(dg.RunRequest(
-                run_key=push_run_key(branch, sha),
-                partition_key=sha,
-                tags={TAG_APP: app.name, TAG_BRANCH: _clip(branch), TAG_COMMIT: sha, TAG_TRIGGER: "push",
-                      TAG_AUTHOR: _clip(info.author), TAG_MESSAGE: _clip(info.subject),
-                      TAG_BEFORE: previous.get(branch, "")},
+                run_key=event.run_key, partition_key=event.sha,
+                tags={TAG_APP: app.name, TAG_BRANCH: _clip(event.branch), TAG_COMMIT: event.sha,
+                      TAG_TRIGGER: event.trigger, TAG_AUTHOR: _clip(info.author), TAG_MESSAGE: _clip(info.subject),
+                      TAG_BEFORE: event.before, **event.extra_tags},
             ))
         known = set(context.instance.get_dynamic_partitions(partitions.name)) if context.instance else set()
-        added = sorted({sha for sha in moved.values()} - known)
+        added = sorted({e.sha for e in events} - known)
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[partitions.build_add_request(added)] if added else [],

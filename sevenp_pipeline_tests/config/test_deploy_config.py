@@ -188,6 +188,10 @@ def test_deploy_sensor_follows_branches_and_approvals(tmp_path: Path) -> None:
                                                                   "production,staging")]
     none = {"resources": {"launch_options": {"config": {"environment": "none"}}}}
     assert _requested(evaluate("web_deploy_sensor", finished("web_ci_job", {"sevenp/branch": "main"}, none))) == []
+    # A pull request's run never deploys: not by a branch rule, not by launch options, not re-executed.
+    for pr in ({"sevenp/branch": "main", "sevenp/trigger": "pull_request"}, {}):
+        refused = evaluate("web_deploy_sensor", finished("web_ci_job", {"sevenp/pr": "7", **pr}, run_config=chosen))
+        assert isinstance(refused, dg.SkipReason) and "pull request 7" in refused.skip_message
 
 
 def test_failure_notifier_posts_once_per_failed_run(tmp_path: Path) -> None:

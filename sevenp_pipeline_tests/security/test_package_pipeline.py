@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from sevenp_pipeline.resource_set import build_resources
@@ -16,6 +17,7 @@ from sevenp_pipeline.resources.artifacts import sha256_file
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
+from sevenp_pipeline_tests.gitutil import git
 from sevenp_pipeline_tests.results import check_verdicts, failure_text, materialized, metadata_of
 
 pytestmark = [
@@ -182,3 +184,51 @@ def test_planted_aws_key_fails_the_secret_gate_and_a_later_promotion(sample: Pip
     assert "has not run" not in text and "type_check_report" not in text
     run = sample.instance.get_run_by_id(alone.run_id)
     assert run.tags["sevenp/promotion"] == "refused"
+
+
+def _push_sensor_tick(pipe: Pipeline, cursor: str | None) -> dg.SensorResult:
+    defs = pipe.defs
+    sensor = defs.resolve_sensor_def(f"{pipe.key}_git_push_sensor")
+    with dg.build_sensor_context(instance=pipe.instance, cursor=cursor, resources=defs.resources,
+                                 definitions=defs) as context:
+        return sensor(context)
+
+
+def _as_started_by(pipe: Pipeline, request: dg.RunRequest) -> dict[str, str]:
+    """The tags the daemon gives a run it starts for the push sensor's request."""
+    return {**request.tags, "dagster/sensor_name": f"{pipe.key}_git_push_sensor"}
+
+
+def test_a_pull_request_gets_pr_n_and_a_release_tag_its_semver_tags(sample: Pipeline) -> None:
+    cursor = _push_sensor_tick(sample, None).cursor
+    clone = sample.remote.clone
+    sha = sample.remote.commit("feat: proposed in pull request 7", push_to=None)
+    git("push", "--quiet", "origin", f"{sha}:refs/pull/7/head", cwd=clone)
+    opened = _push_sensor_tick(sample, cursor)
+    (request,) = opened.run_requests
+    result = sample.materialize(sha, PACKAGE, tags=_as_started_by(sample, request))
+    assert result.success, failure_text(result)
+    promoted = metadata_of(result, "promoted_image")
+    assert promoted["tags"] == ["pr-7", f"sha-{sha[:7]}"] and promoted["moves_branch_tags"] is True
+    assert any(ref.endswith(":pr-7") for ref in promoted["refs"]), promoted["refs"]
+
+    # Merged to main and tagged: the tag's run gets the semver tags (a release branch holds the commit).
+    sample.remote.push("main")
+    git("tag", "-a", "v1.4.0", "-m", "release 1.4.0", sha, cwd=clone)
+    git("push", "--quiet", "origin", "refs/tags/v1.4.0", cwd=clone)
+    pushed = _push_sensor_tick(sample, opened.cursor)
+    keys = {r.run_key: r for r in pushed.run_requests}
+    assert set(keys) == {f"main@{sha}", f"tag-v1.4.0@{sha}"}
+    tagged = sample.materialize(sha, "promoted_image", tags=_as_started_by(sample, keys[f"tag-v1.4.0@{sha}"]))
+    assert tagged.success, failure_text(tagged)
+    assert metadata_of(tagged, "promoted_image")["tags"] == ["1.4.0", "1.4", f"sha-{sha[:7]}"]
+
+    # A tag on a commit no release branch holds (anyone who can push a branch can push a tag) gets none.
+    loose = sample.remote.commit("chore: on a feature branch", push_to="feature/loose")
+    git("tag", "v9.9.9", loose, cwd=clone)
+    git("push", "--quiet", "origin", "refs/tags/v9.9.9", cwd=clone)
+    later = {r.run_key: r for r in _push_sensor_tick(sample, pushed.cursor).run_requests}
+    refused = sample.materialize(loose, PACKAGE, tags=_as_started_by(sample, later[f"tag-v9.9.9@{loose}"]))
+    assert refused.success, failure_text(refused)
+    meta = metadata_of(refused, "promoted_image")
+    assert meta["tags"] == [f"sha-{loose[:7]}"] and "no release branch" in meta["why_these_tags"]

@@ -13,6 +13,7 @@ import dagster as dg
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.triggers.sensors import TAG_BRANCH, TAG_COMMIT, TAG_MESSAGE, backoff_seconds
+from sevenp_pipeline.triggers.tags import TAG_PR, TAG_REF, TAG_TRIGGER
 from sevenp_pipeline_tests.conftest import Pipeline
 from sevenp_pipeline_tests.gitutil import git
 
@@ -65,6 +66,42 @@ def test_a_fast_forward_to_a_commit_built_on_another_branch_runs_for_that_branch
     rewound = _tick(pipeline, moved_on.cursor)
     # develop back at a commit it already ran: the key of its first run, which the daemon never launches twice
     assert [r.run_key for r in rewound.run_requests] == on_develop.run_requests[0].run_key.split()
+
+
+def test_pull_requests_and_release_tags_start_their_own_runs(pipeline: Pipeline) -> None:
+    cursor = _tick(pipeline, None).cursor
+    clone = pipeline.remote.clone
+    sha = pipeline.remote.commit("feat: proposed in a pull request", push_to=None)
+    git("push", "--quiet", "origin", f"{sha}:refs/pull/7/head", cwd=clone)  # what GitHub keeps per PR
+    git("push", "--quiet", "origin", f"{sha}:refs/merge-requests/3/head", cwd=clone)  # GitLab's
+    opened = _tick(pipeline, cursor)
+    assert [(r.run_key, r.partition_key, r.tags[TAG_PR], r.tags[TAG_REF], r.tags[TAG_BRANCH], r.tags[TAG_TRIGGER])
+            for r in opened.run_requests] == [
+        (f"pr-3@{sha}", sha, "3", "refs/merge-requests/3/head", "", "pull_request"),
+        (f"pr-7@{sha}", sha, "7", "refs/pull/7/head", "", "pull_request")]
+    assert opened.run_requests[1].tags[TAG_MESSAGE] == "feat: proposed in a pull request"
+
+    newer = pipeline.remote.commit("fix: review comments", push_to=None)
+    git("push", "--quiet", "--force", "origin", f"{newer}:refs/pull/7/head", cwd=clone)
+    git("tag", "-a", "v1.4.0", "-m", "release 1.4.0", sha, cwd=clone)  # annotated: the run is of its commit
+    git("tag", "scratch", sha, cwd=clone)  # not matching trigger.tags (v*)
+    git("push", "--quiet", "origin", "refs/tags/v1.4.0", "refs/tags/scratch", cwd=clone)
+    moved = _tick(pipeline, opened.cursor)
+    assert [(r.run_key, r.tags[TAG_TRIGGER], r.tags.get(TAG_REF), r.tags["sevenp/before"])
+            for r in moved.run_requests] == [
+        (f"pr-7@{newer}", "pull_request", "refs/pull/7/head", sha),
+        (f"tag-v1.4.0@{sha}", "tag", "refs/tags/v1.4.0", "")]
+    assert _tick(pipeline, moved.cursor).run_requests == []
+
+
+def test_pull_requests_can_be_switched_off_or_built_as_merge_results(make_pipeline) -> None:
+    off = make_pipeline("trigger: {pull_requests: 'off', tags: []}\n")
+    cursor = _tick(off, None).cursor
+    sha = off.remote.commit("feat: x", push_to=None)
+    git("push", "--quiet", "origin", f"{sha}:refs/pull/9/head", f"{sha}:refs/pull/9/merge", cwd=off.remote.clone)
+    git("tag", "v2.0.0", sha, cwd=off.remote.clone)
+    git("push", "--quiet", "origin", "refs/tags/v2.0.0", cwd=off.remote.clone)
+    assert _tick(off, cursor).run_requests == []
 
 
 def test_branch_rules_filter_pushes(make_pipeline) -> None:
@@ -146,7 +183,7 @@ def test_unreachable_remote_skips_with_one_line_backs_off_and_recovers(pipeline:
     shutil.move(moved, pipeline.remote.url)
     recovered = _tick(pipeline, _expire_backoff(again.cursor))  # the cursor's heads were not advanced
     assert [r.partition_key for r in recovered.run_requests] == [sha]
-    assert set(json.loads(recovered.cursor)) == {"heads"}  # a success clears the backoff
+    assert set(json.loads(recovered.cursor)) == {"heads", "prs", "tags"}  # a success clears the backoff
 
 
 def test_first_tick_failing_still_records_the_baseline_later(pipeline: Pipeline) -> None:
