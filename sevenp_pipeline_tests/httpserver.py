@@ -53,7 +53,7 @@ def http_server(respond: Responder = lambda _req: Answer()) -> Iterator[Server]:
             self.end_headers()
             self.wfile.write(answer.body)
 
-        do_GET = do_POST = _handle
+        do_GET = do_POST = do_PATCH = do_PUT = _handle
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -1,8 +1,10 @@
-"""Commit statuses on GitHub and GitLab, over their REST APIs.
+"""Commit statuses and the pull-request comment on GitHub and GitLab, over their REST APIs.
 
 GitHub: ``POST /repos/{owner}/{repo}/statuses/{sha}`` (states pending, success, failure, error).
 GitLab: ``POST /projects/{id}/statuses/{sha}`` (pending, running, success, failed, canceled, skipped),
-the project id being the URL-encoded path. Plain ``urllib`` as the Slack notifier uses: one POST per
+the project id being the URL-encoded path. The comment: GitHub issue comments (``/issues/{n}/comments``,
+edited with ``PATCH /issues/comments/{id}``), GitLab merge-request notes (``/merge_requests/{iid}/notes``,
+edited with ``PUT``). Plain ``urllib`` as the Slack notifier uses: one POST per
 status needs no client library (PyGithub and python-gitlab would bring their own retry and paging
 layers for a single endpoint each, and neither knows the other's API).
 
@@ -39,6 +41,7 @@ _GITHUB_STATE = {"pending": "pending", "running": "pending", "success": "success
 _GITLAB_STATE = {"pending": "pending", "running": "running", "success": "success", "failure": "failed",
                  "error": "failed", "skipped": "skipped"}
 _GITHUB_MAX_DESCRIPTION = 140
+_MAX_ANSWER = 4 * 1024 * 1024
 _GITLAB_MAX_DESCRIPTION = 255
 LogFn = Callable[[str], None]
 
@@ -59,6 +62,7 @@ class Posted:
 
     outcome: Literal["ok", "auth", "failed"]
     message: str = ""
+    answer: object = None  # the forge's JSON answer, when it sent one
 
 
 def _clip(text: str, limit: int) -> str:
@@ -98,33 +102,27 @@ class ForgeClient(dg.ConfigurableResource):
 
     def _request(self, forge: ForgeSettings, sha: str, status: CommitStatus,
                  token: str) -> tuple[str, bytes, dict[str, str]]:
-        headers = {"Content-Type": "application/json", "User-Agent": "sevenp-pipeline"}
+        headers = self._headers(forge, token)
         if forge.kind == "github":
-            owner, _, name = forge.repository.partition("/")
-            url = (f"{forge.base_url}/repos/{urllib.parse.quote(owner, safe='')}/"
-                   f"{urllib.parse.quote(name, safe='')}/statuses/{sha}")
+            url = f"{forge.base_url}/repos/{self._github_repo(forge)}/statuses/{sha}"
             body = {"state": _GITHUB_STATE[status.state], "context": status.context, "target_url": status.target_url,
                     "description": _clip(status.description, _GITHUB_MAX_DESCRIPTION)}
-            headers |= {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
-                        "X-GitHub-Api-Version": "2022-11-28"}
         else:
             project = urllib.parse.quote(forge.repository, safe="")
             url = f"{forge.base_url}/projects/{project}/statuses/{sha}"
             body = {"state": _GITLAB_STATE[status.state], "name": status.context, "target_url": status.target_url,
                     "description": _clip(status.description, _GITLAB_MAX_DESCRIPTION)}
-            headers |= {"PRIVATE-TOKEN": token}
         return url, json.dumps(body).encode(), headers
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str], forge: ForgeSettings, variable: str,
-              context: str, log: LogFn) -> Posted:
+    def _post(self, url: str, body: bytes | None, headers: dict[str, str], forge: ForgeSettings, variable: str,
+              context: str, log: LogFn, method: str = "POST") -> Posted:
         problem = ""
         for attempt in range(1, self.attempts + 1):
-            request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+            request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
             wait: float | None = None
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:  # noqa: S310
-                    response.read(4096)
-                    return Posted("ok")
+                    return Posted("ok", answer=_json_or_none(response.read(_MAX_ANSWER)))
             except urllib.error.HTTPError as exc:
                 text = exc.read(300).decode(errors="replace")
                 problem = f"HTTP {exc.code} {_clip(text, 200)}".strip()
@@ -149,9 +147,67 @@ class ForgeClient(dg.ConfigurableResource):
         return Posted("failed", f"{forge.kind} status {context} not posted after {self.attempts} attempt(s): "
                                 f"{problem}")
 
+    def upsert_comment(self, forge: ForgeSettings, number: int, marker: str, body: str, *,
+                       known_id: int | None, log: LogFn) -> tuple[Posted, int | None]:
+        """Creates or edits the one comment of the pull/merge request ``number`` that carries ``marker``:
+        ``known_id`` when the caller has it, else the request's comment holding the marker (found by
+        listing them: a restarted sensor edits its comment, it does not add one), else a new one.
+        Returns what happened and the comment's id."""
+        token = self.github_token if forge.kind == "github" else self.gitlab_token
+        variable = self.token_variable(forge)
+        if not token:
+            return Posted("auth", f"{forge.kind} token not set ({variable}): no pull request comment"), known_id
+        base, headers = self._comments_url(forge, number), self._headers(forge, token)
+        try:
+            if known_id is None:
+                listed = self._post(f"{base}?per_page=100", None, headers, forge, variable, "comments", log, "GET")
+                if listed.outcome != "ok":
+                    return listed, None
+                for comment in listed.answer if isinstance(listed.answer, list) else []:
+                    if isinstance(comment, dict) and marker in str(comment.get("body", "")):
+                        known_id = int(comment["id"])
+                        break
+            payload = json.dumps({"body": body}).encode()
+            if known_id is not None:
+                edit = "PATCH" if forge.kind == "github" else "PUT"
+                url = (f"{forge.base_url}/repos/{self._github_repo(forge)}/issues/comments/{known_id}"
+                       if forge.kind == "github" else f"{base}/{known_id}")
+                return self._post(url, payload, headers, forge, variable, "comment", log, edit), known_id
+            created = self._post(base, payload, headers, forge, variable, "comment", log)
+            new_id = created.answer.get("id") if isinstance(created.answer, dict) else None
+            return created, int(new_id) if new_id is not None else None
+        except Exception as exc:  # reporting must never fail what it reports on
+            return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token)), known_id
+
+    @staticmethod
+    def _github_repo(forge: ForgeSettings) -> str:
+        owner, _, name = forge.repository.partition("/")
+        return f"{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
+
+    def _comments_url(self, forge: ForgeSettings, number: int) -> str:
+        if forge.kind == "github":
+            return f"{forge.base_url}/repos/{self._github_repo(forge)}/issues/{int(number)}/comments"
+        project = urllib.parse.quote(forge.repository, safe="")
+        return f"{forge.base_url}/projects/{project}/merge_requests/{int(number)}/notes"
+
+    @staticmethod
+    def _headers(forge: ForgeSettings, token: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": "sevenp-pipeline"}
+        if forge.kind == "github":
+            return headers | {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+                              "X-GitHub-Api-Version": "2022-11-28"}
+        return headers | {"PRIVATE-TOKEN": token}
+
     @staticmethod
     def _scrub(text: str, token: str) -> str:
         return text.replace(token, "<token>") if token else text
+
+
+def _json_or_none(raw: bytes) -> object:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _rate_limited(headers, text: str) -> bool:  # noqa: ANN001 (an http.client.HTTPMessage)

@@ -72,3 +72,42 @@ def _group(members: list[str], stages: dict[str, tuple[State, str]]) -> tuple[St
         return "pending", f"{len(members) - len(waiting)} of {len(members)} done"
     skipped = sum(1 for m in members if stages[m][0] == "skipped")
     return "success", f"{len(members) - skipped} passed" + (f", {skipped} skipped" if skipped else "")
+
+
+_ICON = {"success": "✅", "skipped": "⏭️", "failure": "❌", "error": "⛔", "pending": "⏳", "running": "🔄"}
+
+
+def comment_marker(app: AppConfig) -> str:
+    """What finds the app's one comment on a pull request again (an HTML comment: not rendered)."""
+    return f"<!-- sevenp_pipeline:{app.name} -->"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|").replace("`", "'")[:300] or " "
+
+
+def pr_comment(app: AppConfig, run: dg.DagsterRun, sha: str, statuses: Sequence[CommitStatus]) -> str:
+    """The pull request's comment for ``run``: the outcome, a link to the run, and one table row per stage
+    with its one-line figure or failure (failing tests by name, coverage, vulnerabilities, image size, as
+    the stage reports them)."""
+    prefix = f"{app.forge.context_prefix}/"
+    stages = [s for s in statuses if s.context.startswith(prefix) and s.context != f"{prefix}pipeline"]
+    overall = next((s for s in statuses if s.context == f"{prefix}pipeline"), None)
+    state = overall.state if overall else "pending"
+    headline = {"success": "passed", "failure": "failed", "error": "was canceled"}.get(state, "is running")
+    bad = [s for s in stages if s.state in ("failure", "error")]
+    lines = [comment_marker(app),
+             f"### {_ICON.get(state, '⏳')} {app.name}: the pipeline {headline} on `{sha[:12]}`",
+             "",
+             f"[Run {run.run_id[:8]}]({overall.target_url if overall else ''})"
+             + (f" · {len(bad)} of {len(stages)} stages failed" if bad else f" · {len(stages)} stages"),
+             "",
+             "| stage | state | result |",
+             "|---|---|---|"]
+    lines += [f"| {s.context.removeprefix(prefix)} | {_ICON.get(s.state, '')} {s.state} | {_cell(s.description)} |"
+              for s in stages]
+    groups = [s for s in statuses if not s.context.startswith(prefix)]
+    if groups:
+        lines += ["", "Required checks: " + ", ".join(f"{_ICON.get(g.state, '')} `{g.context}`" for g in groups)]
+    lines += ["", "<sub>Edited in place by sevenp_pipeline on each run of this pull request.</sub>"]
+    return "\n".join(lines)

@@ -25,6 +25,10 @@ from sevenp_pipeline_tests.httpserver import Answer, Request
 _GITHUB = re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})$")
 _GITHUB_COMBINED = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/status$")
 _GITLAB = re.compile(r"^/api/v4/projects/([^/]+)/statuses/([0-9a-f]{40})$")
+_GITHUB_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments$")
+_GITHUB_COMMENT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)$")
+_GITLAB_NOTES = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/notes$")
+_GITLAB_NOTE = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/notes/([0-9]+)$")
 GITHUB_STATES = {"pending", "success", "failure", "error"}
 GITLAB_STATES = {"pending", "running", "success", "failed", "canceled", "skipped"}
 
@@ -39,6 +43,8 @@ class ForgeAPI:
     token: str
     posts: list[dict[str, str]] = field(default_factory=list)  # every accepted status, in order
     fail_next: list[Answer] = field(default_factory=list)
+    comments: dict[int, dict[str, object]] = field(default_factory=dict)  # id -> {"pr", "body", "edits"}
+    comment_calls: list[str] = field(default_factory=list)  # "create 7", "edit 1", "list 7"
 
     def __call__(self, request: Request) -> Answer:
         if self.fail_next:
@@ -51,7 +57,45 @@ class ForgeAPI:
             return _json(200, {"sha": m[3], "statuses": [{"context": c, **s} for c, s in latest.items()]})
         if m := _GITLAB.match(path):
             return self._gitlab(request, urllib.parse.unquote(m[1]), m[2])
+        github = request.headers.get("authorization") == f"Bearer {self.token}"
+        gitlab = request.headers.get("private-token") == self.token
+        if m := _GITHUB_COMMENTS.match(path):
+            return self._comments(request, github, f"{m[1]}/{m[2]}", int(m[3]))
+        if m := _GITHUB_COMMENT.match(path):
+            return self._edit(request, github, f"{m[1]}/{m[2]}", int(m[3]), "PATCH")
+        if m := _GITLAB_NOTES.match(path):
+            return self._comments(request, gitlab, urllib.parse.unquote(m[1]), int(m[2]))
+        if m := _GITLAB_NOTE.match(path):
+            return self._edit(request, gitlab, urllib.parse.unquote(m[1]), int(m[3]), "PUT")
         return _json(404, {"message": "Not Found"})
+
+    def _comments(self, request: Request, authorized: bool, repository: str, number: int) -> Answer:
+        if not authorized:
+            return _json(401, {"message": "Bad credentials"})
+        if repository != self.repository:
+            return _json(404, {"message": "Not Found"})
+        if request.method == "GET":
+            self.comment_calls.append(f"list {number}")
+            return _json(200, [{"id": i, "body": c["body"]} for i, c in self.comments.items() if c["pr"] == number])
+        body = json.loads(request.body).get("body")
+        if not body:
+            return _json(422, {"message": "Validation Failed"})
+        new_id = len(self.comments) + 1
+        self.comments[new_id] = {"pr": number, "body": body, "edits": 0}
+        self.comment_calls.append(f"create {number}")
+        return _json(201, {"id": new_id, "body": body})
+
+    def _edit(self, request: Request, authorized: bool, repository: str, comment_id: int, method: str) -> Answer:
+        if not authorized:
+            return _json(401, {"message": "Bad credentials"})
+        if repository != self.repository or comment_id not in self.comments:
+            return _json(404, {"message": "Not Found"})
+        if request.method != method:
+            return _json(405, {"message": "Method Not Allowed"})
+        self.comments[comment_id]["body"] = json.loads(request.body)["body"]
+        self.comments[comment_id]["edits"] = int(self.comments[comment_id]["edits"]) + 1
+        self.comment_calls.append(f"edit {comment_id}")
+        return _json(200, {"id": comment_id})
 
     def _github(self, request: Request, repository: str, sha: str) -> Answer:
         if request.headers.get("authorization") != f"Bearer {self.token}":

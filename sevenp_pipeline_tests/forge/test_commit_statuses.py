@@ -17,6 +17,7 @@ from sevenp_pipeline.forge.sensor import forge_sensor_name
 from sevenp_pipeline.forge.statuses import run_statuses
 from sevenp_pipeline_tests.conftest import Pipeline
 from sevenp_pipeline_tests.forge.forge_api import ForgeAPI
+from sevenp_pipeline_tests.gitutil import git
 from sevenp_pipeline_tests.httpserver import Answer, Server, http_server
 
 REPO = "acme/tiny-app"
@@ -149,6 +150,47 @@ def test_a_forge_that_is_down_or_throttles_loses_no_status(make_pipeline, forge_
     assert back.skip_reason.skip_message == "2 status(es) posted"
     assert {c: s["state"] for c, s in api.latest(sha).items()} == {
         "sevenp/source_checkout": "success", "sevenp/pipeline": "success"}
+
+
+def _pr_run_tags(pipeline: Pipeline, sha: str, number: str) -> dict[str, str]:
+    """The commit pushed as pull request ``number``'s head, and its run's tags as the push sensor sets them."""
+    git("push", "--quiet", "--force", "origin", f"{sha}:refs/pull/{number}/head", cwd=pipeline.remote.clone)
+    return {"sevenp/pr": number, "sevenp/ref": f"refs/pull/{number}/head", "sevenp/trigger": "pull_request",
+            "sevenp/branch": "", "sevenp/commit": sha, "sevenp/app": pipeline.app.name,
+            "dagster/sensor_name": f"{pipeline.key}_git_push_sensor"}
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_a_pull_request_keeps_one_comment_edited_run_after_run(make_pipeline, forge_server, kind: str) -> None:
+    server, api = forge_server
+    pipeline = _forge_pipeline(make_pipeline, server, kind=kind)
+    pipeline.remote.write("src/old.js", "var x = 1;\nmodule.exports = x;\n")
+    bad = pipeline.remote.commit("feat: var", push_to=None)
+    failed = pipeline.materialize(bad, "source_checkout,node_dependencies,lint_report",
+                                  tags=_pr_run_tags(pipeline, bad, "7"))
+    assert not failed.success
+    first = _tick(pipeline, None)
+    (comment,) = api.comments.values()
+    assert comment["pr"] == 7 and comment["edits"] == 0
+    body = str(comment["body"])
+    assert f"the pipeline failed on `{bad[:12]}`" in body and f"/runs/{failed.run_id}" in body
+    assert "| lint_report | ❌ failure | gate no_lint_errors failed: 1 lint problems, at most 0 allowed |" in body
+    assert "❌ `code-quality`" in body
+
+    pipeline.remote.write("src/old.js", "const x = 1;\nmodule.exports = x;\n")
+    good = pipeline.remote.commit("fix: const", push_to=None)
+    passed = pipeline.materialize(good, "source_checkout,node_dependencies,lint_report",
+                                  tags=_pr_run_tags(pipeline, good, "7"))
+    assert passed.success
+    second = _tick(pipeline, first.cursor)
+    (comment,) = api.comments.values()  # the same comment, edited: no second one
+    assert comment["edits"] == 1 and f"the pipeline passed on `{good[:12]}`" in str(comment["body"])
+    assert "| lint_report | ✅ success |" in str(comment["body"])
+    # A sensor that lost its cursor finds its comment again by the marker and edits it.
+    again = pipeline.materialize(good, "source_checkout", tags=_pr_run_tags(pipeline, good, "7"))
+    _tick(pipeline, json.dumps({"since": json.loads(second.cursor)["since"]}))
+    assert len(api.comments) == 1 and api.comments[1]["edits"] == 2 and again.run_id in str(api.comments[1]["body"])
+    assert api.comment_calls.count(f"create 7") == 1
 
 
 def _run(status: dg.DagsterRunStatus) -> dg.DagsterRun:
