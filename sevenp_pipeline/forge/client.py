@@ -1,4 +1,5 @@
-"""Commit statuses and the pull-request comment on GitHub and GitLab, over their REST APIs.
+"""Commit statuses, deployment statuses and the pull-request comment on GitHub and GitLab, over their
+REST APIs.
 
 GitHub: ``POST /repos/{owner}/{repo}/statuses/{sha}`` (states pending, success, failure, error).
 GitLab: ``POST /projects/{id}/statuses/{sha}`` (pending, running, success, failed, canceled, skipped),
@@ -18,6 +19,8 @@ the caller to say once per run.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import time
 import urllib.error
@@ -40,6 +43,9 @@ _GITHUB_STATE = {"pending": "pending", "running": "pending", "success": "success
                  "error": "error", "skipped": "success"}
 _GITLAB_STATE = {"pending": "pending", "running": "running", "success": "success", "failure": "failed",
                  "error": "failed", "skipped": "skipped"}
+DeployState = Literal["in_progress", "success", "failure", "error"]
+_GITHUB_DEPLOY_STATE = {"in_progress": "in_progress", "success": "success", "failure": "failure", "error": "error"}
+_GITLAB_DEPLOY_STATE = {"in_progress": "running", "success": "success", "failure": "failed", "error": "canceled"}
 _GITHUB_MAX_DESCRIPTION = 140
 _MAX_ANSWER = 4 * 1024 * 1024
 _GITLAB_MAX_DESCRIPTION = 255
@@ -179,6 +185,65 @@ class ForgeClient(dg.ConfigurableResource):
         except Exception as exc:  # reporting must never fail what it reports on
             return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token)), known_id
 
+    def deployment(self, forge: ForgeSettings, *, deployment_id: int | None, sha: str, ref: str, environment: str,
+                   state: DeployState, url: str, log_url: str, description: str,
+                   log: LogFn) -> tuple[Posted, int | None]:
+        """Creates the forge's deployment of ``sha`` to ``environment`` (once: ``deployment_id`` None) and
+        sets its state: GitHub Deployments (``POST /deployments``, then ``/deployments/{id}/statuses``),
+        GitLab deployments (``POST /deployments`` with ``status``, then ``PUT /deployments/{id}``)."""
+        token = self.github_token if forge.kind == "github" else self.gitlab_token
+        variable = self.token_variable(forge)
+        if not token:
+            return Posted("auth", f"{forge.kind} token not set ({variable}): no deployment status"), deployment_id
+        headers = self._headers(forge, token)
+        try:
+            if forge.kind == "github":
+                base = f"{forge.base_url}/repos/{self._github_repo(forge)}/deployments"
+                if deployment_id is None:
+                    created = self._post(base, json.dumps({
+                        "ref": sha, "environment": environment, "auto_merge": False, "required_contexts": [],
+                        "description": _clip(description, _GITHUB_MAX_DESCRIPTION),
+                        "production_environment": environment == "production"}).encode(),
+                        headers, forge, variable, f"deployment {environment}", log)
+                    deployment_id = _id_of(created)
+                    if created.outcome != "ok" or deployment_id is None:
+                        return created, None
+                body = {"state": _GITHUB_DEPLOY_STATE[state], "log_url": log_url, "auto_inactive": True,
+                        "description": _clip(description, _GITHUB_MAX_DESCRIPTION)}
+                if url:
+                    body["environment_url"] = url
+                posted = self._post(f"{base}/{deployment_id}/statuses", json.dumps(body).encode(), headers, forge,
+                                    variable, f"deployment {environment}", log)
+                return posted, deployment_id
+            base = f"{forge.base_url}/projects/{urllib.parse.quote(forge.repository, safe='')}/deployments"
+            if deployment_id is None:
+                created = self._post(base, json.dumps({
+                    "environment": environment, "sha": sha, "ref": ref, "tag": False,
+                    "status": _GITLAB_DEPLOY_STATE[state]}).encode(), headers, forge, variable,
+                    f"deployment {environment}", log)
+                return created, _id_of(created)
+            posted = self._post(f"{base}/{deployment_id}", json.dumps({"status": _GITLAB_DEPLOY_STATE[state]}).encode(),
+                                headers, forge, variable, f"deployment {environment}", log, "PUT")
+            return posted, deployment_id
+        except Exception as exc:  # reporting must never fail what it reports on
+            return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token)), deployment_id
+
+    def upload_sarif(self, forge: ForgeSettings, *, sha: str, ref: str, sarif: bytes, log: LogFn) -> Posted:
+        """Uploads a SARIF report to GitHub code scanning (``POST /code-scanning/sarifs``: gzip, then
+        base64, as the API asks) for ``sha`` on ``ref`` (``refs/heads/…`` or ``refs/pull/N/head``)."""
+        token = self.github_token
+        if forge.kind != "github":
+            return Posted("failed", "SARIF upload is GitHub code scanning only")
+        if not token:
+            return Posted("auth", f"github token not set ({GITHUB_TOKEN_ENV}): no SARIF upload")
+        body = json.dumps({"commit_sha": sha, "ref": ref, "tool_name": "sevenp_pipeline",
+                           "sarif": base64.b64encode(gzip.compress(sarif)).decode()}).encode()
+        try:
+            return self._post(f"{forge.base_url}/repos/{self._github_repo(forge)}/code-scanning/sarifs", body,
+                              self._headers(forge, token), forge, GITHUB_TOKEN_ENV, "code scanning", log)
+        except Exception as exc:  # reporting must never fail what it reports on
+            return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token))
+
     @staticmethod
     def _github_repo(forge: ForgeSettings) -> str:
         owner, _, name = forge.repository.partition("/")
@@ -201,6 +266,13 @@ class ForgeClient(dg.ConfigurableResource):
     @staticmethod
     def _scrub(text: str, token: str) -> str:
         return text.replace(token, "<token>") if token else text
+
+
+def _id_of(posted: Posted) -> int | None:
+    answer = posted.answer
+    if posted.outcome == "ok" and isinstance(answer, dict) and isinstance(answer.get("id"), int):
+        return answer["id"]
+    return None
 
 
 def _json_or_none(raw: bytes) -> object:

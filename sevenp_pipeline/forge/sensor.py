@@ -7,6 +7,15 @@ and posts only what changed since it last posted. A sensor, not code in the stag
 never fail or slow a stage, a run worker needs no forge token, and a forge that is down costs one
 skipped tick (the next one posts what is still missing).
 
+A run that deploys (a deploy job, or a *Materialize* of ``<env>_deployment``) posts no commit status:
+it creates the forge's deployment of the commit to that environment (GitHub Deployments, GitLab
+deployments) and sets its state as the deploy step goes (in progress, success with the environment's
+URL, failure with the reason), linking the run.
+
+On GitHub, a run whose ``vulnerability_report`` wrote its SARIF uploads it to code scanning once
+(for the branch, or ``refs/pull/N/head``), so the findings show in the Security tab and the PR. GitLab
+cannot ingest SARIF: its ``vulnerability_report`` status links the report instead of the run.
+
 A pull-request run (tagged ``sevenp/pr``) also keeps the request's one comment up to date: the
 stage table with each stage's one-line result, written when the run is first seen and edited when it
 ends; the same comment is edited by every later run of the request (found by a hidden marker if the
@@ -29,14 +38,20 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.devtools.stage_table import stage_rows
 from sevenp_pipeline.forge.client import ForgeClient
-from sevenp_pipeline.forge.statuses import ACTIVE, comment_marker, pr_comment, run_statuses
+from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.deploy.history import deploy_env_tag
+from sevenp_pipeline.deploy.triggers import deploy_job_name
+from sevenp_pipeline.forge.statuses import ACTIVE, comment_marker, deployment_states, pr_comment, run_statuses
 from sevenp_pipeline.triggers.identity import IMPLICIT_ASSET_JOB
-from sevenp_pipeline.triggers.tags import TAG_APP, TAG_COMMIT, TAG_PR
+from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT, TAG_DEPLOY_ENV, TAG_PR
 
 FIRST_LOOK_SECONDS = 600.0  # the first tick also reports runs that ended this long ago
 KEEP_SECONDS = 600.0
 _AUTH = "!auth"
 _COMMENTED = "!comment"
+_DEPLOYMENT = "!deployment:"
+_SARIF = "!sarif"
+SARIF_NAME = "reports/vulnerability_report.sarif"  # where security/vulnerabilities.py stores it
 _DONE_AT = "!done"
 _MAX_RUNS = 50
 
@@ -47,28 +62,45 @@ def forge_sensor_name(app: AppConfig) -> str:
 
 def _runs(instance: dg.DagsterInstance, app: AppConfig, job_names: set[str],
           since: float) -> list[tuple[dg.DagsterRun, float]]:
-    """The app's pipeline runs in progress or changed since ``since``, oldest first, with their creation time."""
-    tags = {TAG_APP: app.name}
-    active = instance.get_run_records(filters=dg.RunsFilter(tags=tags, statuses=list(ACTIVE)), limit=_MAX_RUNS)
-    changed = instance.get_run_records(filters=dg.RunsFilter(
-        tags=tags, updated_after=dt.datetime.fromtimestamp(since, tz=dt.timezone.utc)), limit=_MAX_RUNS)
+    """The app's pipeline and deploy runs in progress or changed since ``since``, oldest first, with their
+    creation time. A deploy refused before its step named the run's app is found by its environment tag."""
+    after = dt.datetime.fromtimestamp(since, tz=dt.timezone.utc)
+    records = []
+    for tags in [{TAG_APP: app.name}, *({TAG_DEPLOY_ENV: deploy_env_tag(app.name, env)}
+                                        for env in app.deploy_environments)]:
+        records += instance.get_run_records(filters=dg.RunsFilter(tags=tags, statuses=list(ACTIVE)), limit=_MAX_RUNS)
+        records += instance.get_run_records(filters=dg.RunsFilter(tags=tags, updated_after=after), limit=_MAX_RUNS)
     seen: dict[str, tuple[dg.DagsterRun, float]] = {}
-    for record in [*active, *changed]:
+    for record in records:
         run = record.dagster_run
         if run.job_name in job_names and (run.tags.get(TAG_COMMIT) or run.tags.get("dagster/partition")):
             seen.setdefault(run.run_id, (run, record.create_timestamp.timestamp()))
     return sorted(seen.values(), key=lambda item: item[1])
 
 
+def _deployed_url(instance: dg.DagsterInstance, run_id: str, env: str) -> str:
+    """The URL the run's ``<env>_deployment`` materialization recorded (where the release answers)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        mat = event.step_materialization_data.materialization if event else None
+        if mat is not None and mat.asset_key.path[-1] == f"{env}_deployment":
+            url = mat.metadata.get("url")
+            return str(url.value) if url is not None else ""
+    return ""
+
+
 def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
-    job_names = {ci_job_name, IMPLICIT_ASSET_JOB}
+    job_names = {ci_job_name, IMPLICIT_ASSET_JOB, *(deploy_job_name(app, env) for env in app.deploy_environments)}
 
     @dg.sensor(
         name=forge_sensor_name(app), minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Posts the commit statuses of {app.name}'s pipeline runs to {app.forge.kind} "
                     f"{app.forge.repository}: one per stage, the group contexts "
-                    f"({', '.join(app.forge_groups()) or 'none'}) and {app.forge.context_prefix}/pipeline.")
-    def _sensor(context: dg.SensorEvaluationContext, forge: ForgeClient) -> dg.SensorResult:
+                    f"({', '.join(app.forge_groups()) or 'none'}) and {app.forge.context_prefix}/pipeline; "
+                    "deployment statuses; the pull-request comment.")
+    def _sensor(context: dg.SensorEvaluationContext, forge: ForgeClient,
+                artifact_store: ArtifactStore) -> dg.SensorResult:
         state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
         now = time.time()
         since = float(state.get("since", now - FIRST_LOOK_SECONDS))
@@ -84,7 +116,11 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             if mine.get(_AUTH) or trouble:
                 continue
             sha = run.tags.get(TAG_COMMIT) or run.tags["dagster/partition"]
-            wanted = run_statuses(app, run, stage_rows(instance, run.run_id), forge.run_url(run.run_id))
+            rows = stage_rows(instance, run.run_id)
+            links = {}
+            if app.forge.kind == "gitlab" and artifact_store.local_path(app=app.key, sha=sha, name=SARIF_NAME):
+                links["vulnerability_report"] = artifact_store.uri(app=app.key, sha=sha, name=SARIF_NAME)
+            wanted = run_statuses(app, run, rows, forge.run_url(run.run_id), links)
             for status in wanted:
                 if mine.get(status.context) == [status.state, status.description]:
                     continue
@@ -103,6 +139,10 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             if (number and newest.get(number) == run.run_id and created >= comments.get(number, {}).get("created", 0)
                     and not trouble and not mine.get(_AUTH)):
                 trouble = _comment(context, forge, run, created, sha, wanted, mine, comments)
+            if not trouble and not mine.get(_AUTH):
+                trouble = _deployments(context, forge, run, sha, rows, mine)
+            if not trouble and not mine.get(_AUTH) and not mine.get(_SARIF) and app.forge.kind == "github":
+                trouble = _sarif(context, forge, artifact_store, run, sha, rows, mine)
             if run.status not in ACTIVE and not trouble:
                 mine.setdefault(_DONE_AT, now)
         for run_id in [r for r, m in posted.items() if now - float(m.get(_DONE_AT, now)) > KEEP_SECONDS]:
@@ -114,6 +154,53 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             return dg.SensorResult(skip_reason=f"{sent} status(es) posted; stopped: {trouble}", cursor=cursor)
         return dg.SensorResult(skip_reason=f"{sent} status(es) posted" if sent else "no status changed",
                                cursor=cursor)
+
+    def _sarif(context: dg.SensorEvaluationContext, forge: ForgeClient, store: ArtifactStore, run: dg.DagsterRun,
+               sha: str, rows: list, mine: dict[str, Any]) -> str:
+        """The run's vulnerability report to GitHub code scanning, once, when the stage wrote it."""
+        if not any(r.stage == "vulnerability_report" and r.status in ("SUCCESS", "FAILURE") for r in rows):
+            return ""
+        path = store.local_path(app=app.key, sha=sha, name=SARIF_NAME)
+        number, branch = run.tags.get(TAG_PR), run.tags.get(TAG_BRANCH)
+        ref = f"refs/pull/{number}/head" if number else f"refs/heads/{branch}" if branch else ""
+        if path is None or not ref:
+            mine[_SARIF] = "none"  # nothing to upload (no report kept, or the commit is on no branch)
+            return ""
+        result = forge.upload_sarif(app.forge, sha=sha, ref=ref, sarif=path.read_bytes(), log=context.log.info)
+        if result.outcome == "ok":
+            mine[_SARIF] = ref
+            return ""
+        context.log.warning(f"run {run.run_id[:8]}: SARIF upload: {result.message}")
+        if result.outcome == "auth":
+            mine[_AUTH] = True
+            return ""
+        return result.message
+
+    def _deployments(context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun, sha: str,
+                     rows: list, mine: dict[str, Any]) -> str:
+        """The forge's deployment of each environment the run deployed (or tried to): created when the
+        deploy step is first seen, its state set as it changes; the URL of a live one is the environment's."""
+        for env, (state, text) in deployment_states(run, rows).items():
+            key = f"{_DEPLOYMENT}{env}"
+            known = mine.get(key, {})
+            if known.get("state") == [state, text]:
+                continue
+            url = _deployed_url(context.instance, run.run_id, env) if state == "success" else ""
+            result, deployment_id = forge.deployment(
+                app.forge, deployment_id=known.get("id"), sha=sha, ref=run.tags.get(TAG_BRANCH) or "main",
+                environment=env, state=state, url=url, log_url=forge.run_url(run.run_id), description=text,
+                log=context.log.info)
+            if result.outcome == "ok":
+                mine[key] = {"id": deployment_id, "state": [state, text]}
+                continue
+            context.log.warning(f"run {run.run_id[:8]}: {env} deployment status: {result.message}")
+            if result.outcome == "auth":
+                mine[_AUTH] = True
+                return ""
+            if deployment_id is not None:
+                mine[key] = {"id": deployment_id}
+            return result.message
+        return ""
 
     def _comment(context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun, created: float,
                  sha: str, wanted: list, mine: dict[str, Any], comments: dict[str, Any]) -> str:

@@ -9,13 +9,13 @@ green without having run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.devtools.stage_table import StageRow
-from sevenp_pipeline.forge.client import CommitStatus, State
+from sevenp_pipeline.forge.client import CommitStatus, DeployState, State
 
 ACTIVE = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING})
@@ -36,13 +36,42 @@ def _stage_state(row: StageRow, active: bool, canceled: bool) -> tuple[State, st
     return "error", "not run: the run was canceled" if canceled else "not run: a stage it needs failed"
 
 
-def run_statuses(app: AppConfig, run: dg.DagsterRun, rows: Sequence[StageRow], target_url: str) -> list[CommitStatus]:
-    """Every status the run's commit should carry now: stages, then groups, then ``<prefix>/pipeline``."""
+def is_deploy_step(stage: str) -> bool:
+    return stage.endswith("_deployment") or stage == "release_notes"
+
+
+def deployment_states(run: dg.DagsterRun, rows: Sequence[StageRow]) -> dict[str, tuple[DeployState, str]]:
+    """``{environment: (state, description)}`` for each deployment step of the run that started."""
+    active = run.status in ACTIVE
+    out: dict[str, tuple[DeployState, str]] = {}
+    for row in rows:
+        if not row.stage.endswith("_deployment"):
+            continue
+        env = row.stage.removesuffix("_deployment")
+        if row.status == "IN_PROGRESS":
+            out[env] = ("in_progress", "deploying") if active else ("error", "stopped before it finished")
+        elif row.status == "SUCCESS":
+            out[env] = ("success", row.figure or "live")
+        elif row.status == "FAILURE":
+            out[env] = ("failure", row.figure or "failed")
+    return out
+
+
+def run_statuses(app: AppConfig, run: dg.DagsterRun, rows: Sequence[StageRow], target_url: str,
+                 links: Mapping[str, str] | None = None) -> list[CommitStatus]:
+    """Every status the run's commit should carry now: stages, then groups, then ``<prefix>/pipeline``.
+    Deployments are not commit statuses (they are the forge's deployments): a run of deploy steps only
+    posts none, so a deploy never overwrites the commit's pipeline result. ``links`` gives a stage's status
+    another link than the run (GitLab: the vulnerability report's SARIF, which it cannot ingest)."""
+    rows = [r for r in rows if not is_deploy_step(r.stage)]
+    if not rows:
+        return []
     prefix = app.forge.context_prefix
     active = run.status in ACTIVE
     canceled = run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING)
     stages = {r.stage: _stage_state(r, active, canceled) for r in rows if not r.stage.startswith(" ")}
-    out = [CommitStatus(f"{prefix}/{stage}", state, text, target_url) for stage, (state, text) in stages.items()]
+    out = [CommitStatus(f"{prefix}/{stage}", state, text, (links or {}).get(stage, target_url))
+           for stage, (state, text) in stages.items()]
     for group, members in app.forge_groups().items():
         present = [m for m in members if m in stages]
         if present:

@@ -30,6 +30,7 @@ from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY, TAG_ROLLBACK
 from sevenp_pipeline_tests.conftest import FIXTURES, reachable_home
+from sevenp_pipeline_tests.forge.forge_api import ForgeAPI
 from sevenp_pipeline_tests.gitutil import Remote, git
 from sevenp_pipeline_tests.httpserver import Server, http_server
 from sevenp_pipeline_tests.waiting import wait_until
@@ -51,7 +52,7 @@ NO_DEFAULT_STAGES = "".join(f"  {s}: null\n" for s in (
     "performance_report"))
 
 
-def deploy_app_config(url: str, base_image: str) -> str:
+def deploy_app_config(url: str, base_image: str, forge: str = "") -> str:
     """The deploy app's pipeline: install, one command stage, the package half, staging then production
     (a person's), short health checks, no environment servers."""
     return f"""\
@@ -71,7 +72,7 @@ deploy:
 environments:
   staging: {{branches: [main]}}
   production: {{branches: [main], after: staging, approval: manual}}
-"""
+{forge}"""
 
 
 def stop_environments(home: Path, app: AppConfig) -> None:
@@ -88,6 +89,15 @@ class Deploys:
     app: AppConfig
     slack: Server
     public_key: str
+    forge: ForgeAPI
+
+    def forge_tick(self, cursor: str | None) -> dg.SensorResult:
+        """One evaluation of the app's forge status sensor, as the daemon runs it."""
+        defs = build_definitions(self.settings)
+        sensor = defs.resolve_sensor_def(f"{KEY}_forge_status_sensor")
+        with dg.build_sensor_context(instance=self.instance, cursor=cursor, resources=defs.resources,
+                                     definitions=defs) as context:
+            return sensor(context)
 
     def pipeline(self, sha: str, *, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
         return self._run(sha, PIPELINE, tags=tags)
@@ -156,20 +166,25 @@ def _materialization(result: dg.ExecuteInProcessResult, name: str) -> dict | Non
 def deploys(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploys]:
     root = tmp_path_factory.mktemp("deploys")
     private, public = prov.generate_keypair()
-    with reachable_home() as home, http_server() as slack, pytest.MonkeyPatch.context() as env:
+    forge = ForgeAPI(repository="acme/deploy-app", token="ghp_forge-token-no-stage-may-see-91c2")
+    with (reachable_home() as home, http_server() as slack, http_server(forge) as forge_server,
+          pytest.MonkeyPatch.context() as env):
         env.setenv("SEVENP_SIGNING_KEY", private)
+        env.setenv("SEVENP_GITHUB_TOKEN", forge.token)
         env.setenv("SEVENP_SLACK_WEBHOOK_URL", slack.url + "/services/T0/B0/not-a-real-token-4e1c9")
         env.setenv("AWS_SECRET_ACCESS_KEY", "deploy-credential-that-no-stage-may-see-7f3a")
         remote = Remote(root, DEPLOY_APP, NAME)
         apps = root / "apps"
         apps.mkdir()
-        (apps / f"{NAME}.yaml").write_text(deploy_app_config(remote.url, stack.base.ref))
+        (apps / f"{NAME}.yaml").write_text(deploy_app_config(
+            remote.url, stack.base.ref,
+            f"forge: {{kind: github, api_url: '{forge_server.url}', repository: acme/deploy-app}}\n"))
         settings = Settings(home=home, apps_dir=apps)
         stack.registry.grant(home)  # the app's base image is in the session's registry
         instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
         app = load_app_config(apps / f"{NAME}.yaml")
         try:
-            yield Deploys(remote, settings, instance, app, slack, public)
+            yield Deploys(remote, settings, instance, app, slack, public, forge)
         finally:
             stop_environments(home, app)
             build_resources(settings)["registry"].stop()
@@ -214,6 +229,17 @@ def test_staging_then_production_by_a_person(deploys: Deploys) -> None:
     notes = _materialization(prod, "release_notes")
     assert notes is not None and notes["previous_commit"] == "(first release)"
     assert "first release" in notes["notes"] and "Features" in notes["notes"]
+
+    # The forge saw it: the pipeline's commit statuses, and one deployment per deploy step with its URL.
+    deploys.forge_tick(None)
+    assert deploys.forge.latest(sha)["sevenp/pipeline"]["state"] == "success"
+    assert not any("deployment" in context for context in deploys.forge.latest(sha))  # deploys are deployments
+    shown = [(d["environment"], d["sha"], d["states"], d["environment_url"], str(d["log_url"]).rsplit("/", 1)[-1])
+             for d in deploys.forge.deployments.values()]
+    assert shown == [
+        ("staging", sha, ["success"], deploys.url("staging"), result.run_id),
+        ("production", sha, ["failure"], "", unapproved.run_id),
+        ("production", sha, ["success"], deploys.url("production"), prod.run_id)], shown
 
 
 def test_production_refused_until_staging_smoke_passed(deploys: Deploys) -> None:

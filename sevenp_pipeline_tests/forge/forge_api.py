@@ -15,6 +15,8 @@ the next real ones.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 import urllib.parse
@@ -25,6 +27,13 @@ from sevenp_pipeline_tests.httpserver import Answer, Request
 _GITHUB = re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})$")
 _GITHUB_COMBINED = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/status$")
 _GITLAB = re.compile(r"^/api/v4/projects/([^/]+)/statuses/([0-9a-f]{40})$")
+_GITHUB_DEPLOYMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/deployments$")
+_GITHUB_DEPLOYMENT_STATUSES = re.compile(r"^/repos/([^/]+)/([^/]+)/deployments/([0-9]+)/statuses$")
+_GITLAB_DEPLOYMENTS = re.compile(r"^/api/v4/projects/([^/]+)/deployments$")
+_GITLAB_DEPLOYMENT = re.compile(r"^/api/v4/projects/([^/]+)/deployments/([0-9]+)$")
+GITHUB_DEPLOY_STATES = {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
+GITLAB_DEPLOY_STATES = {"running", "success", "failed", "canceled"}
+_GITHUB_SARIFS = re.compile(r"^/repos/([^/]+)/([^/]+)/code-scanning/sarifs$")
 _GITHUB_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments$")
 _GITHUB_COMMENT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)$")
 _GITLAB_NOTES = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/notes$")
@@ -45,6 +54,9 @@ class ForgeAPI:
     fail_next: list[Answer] = field(default_factory=list)
     comments: dict[int, dict[str, object]] = field(default_factory=dict)  # id -> {"pr", "body", "edits"}
     comment_calls: list[str] = field(default_factory=list)  # "create 7", "edit 1", "list 7"
+    # id -> {"environment", "sha", "ref", "states": [state, ...], "environment_url", "log_url"}
+    deployments: dict[int, dict[str, object]] = field(default_factory=dict)
+    sarifs: list[dict[str, object]] = field(default_factory=list)  # {"commit_sha", "ref", "sarif": the JSON}
 
     def __call__(self, request: Request) -> Answer:
         if self.fail_next:
@@ -59,6 +71,16 @@ class ForgeAPI:
             return self._gitlab(request, urllib.parse.unquote(m[1]), m[2])
         github = request.headers.get("authorization") == f"Bearer {self.token}"
         gitlab = request.headers.get("private-token") == self.token
+        if m := _GITHUB_SARIFS.match(path):
+            return self._sarif(request, github, f"{m[1]}/{m[2]}")
+        if m := _GITHUB_DEPLOYMENTS.match(path):
+            return self._deploy(request, github, f"{m[1]}/{m[2]}", None, GITHUB_DEPLOY_STATES)
+        if m := _GITHUB_DEPLOYMENT_STATUSES.match(path):
+            return self._deploy(request, github, f"{m[1]}/{m[2]}", int(m[3]), GITHUB_DEPLOY_STATES)
+        if m := _GITLAB_DEPLOYMENTS.match(path):
+            return self._deploy(request, gitlab, urllib.parse.unquote(m[1]), None, GITLAB_DEPLOY_STATES)
+        if m := _GITLAB_DEPLOYMENT.match(path):
+            return self._deploy(request, gitlab, urllib.parse.unquote(m[1]), int(m[2]), GITLAB_DEPLOY_STATES)
         if m := _GITHUB_COMMENTS.match(path):
             return self._comments(request, github, f"{m[1]}/{m[2]}", int(m[3]))
         if m := _GITHUB_COMMENT.match(path):
@@ -68,6 +90,52 @@ class ForgeAPI:
         if m := _GITLAB_NOTE.match(path):
             return self._edit(request, gitlab, urllib.parse.unquote(m[1]), int(m[3]), "PUT")
         return _json(404, {"message": "Not Found"})
+
+    def _sarif(self, request: Request, authorized: bool, repository: str) -> Answer:
+        """Code scanning: commit_sha, a full ref, and the SARIF gzip-compressed then base64-encoded."""
+        if not authorized:
+            return _json(401, {"message": "Bad credentials"})
+        if repository != self.repository:
+            return _json(404, {"message": "Not Found"})
+        body = json.loads(request.body)
+        try:
+            sarif = json.loads(gzip.decompress(base64.b64decode(body["sarif"], validate=True)))
+        except (KeyError, ValueError, OSError):
+            return _json(400, {"message": "Invalid request: sarif is not gzip-compressed base64 SARIF"})
+        if not re.fullmatch(r"[0-9a-f]{40}", str(body.get("commit_sha"))) or not str(body.get("ref")).startswith("refs/"):
+            return _json(422, {"message": "Validation Failed"})
+        self.sarifs.append({"commit_sha": body["commit_sha"], "ref": body["ref"], "sarif": sarif})
+        return _json(202, {"id": f"sarif-{len(self.sarifs)}"})
+
+    def _deploy(self, request: Request, authorized: bool, repository: str, deployment_id: int | None,
+                states: set[str]) -> Answer:
+        """GitHub: POST /deployments (ref, environment) creates; POST /deployments/{id}/statuses sets a state.
+        GitLab: POST /deployments (environment, sha, ref, status) creates; PUT /deployments/{id} sets status."""
+        if not authorized:
+            return _json(401, {"message": "Bad credentials"})
+        if repository != self.repository:
+            return _json(404, {"message": "Not Found"})
+        body = json.loads(request.body)
+        if deployment_id is None:
+            if not body.get("environment") or not (body.get("ref") or body.get("sha")):
+                return _json(422, {"message": "Validation Failed"})
+            if "status" in body and body["status"] not in states:
+                return _json(400, {"error": "status does not have a valid value"})
+            new_id = len(self.deployments) + 1
+            self.deployments[new_id] = {"environment": body["environment"], "sha": body.get("sha") or body["ref"],
+                                        "ref": body.get("ref", ""), "states": [body["status"]] if "status" in body
+                                        else [], "environment_url": "", "log_url": ""}
+            return _json(201, {"id": new_id})
+        if deployment_id not in self.deployments:
+            return _json(404, {"message": "Not Found"})
+        state = body.get("state") or body.get("status")
+        if state not in states:
+            return _json(422, {"message": "Validation Failed"})
+        deployment = self.deployments[deployment_id]
+        deployment["states"] = [*deployment["states"], state]  # type: ignore[misc]
+        deployment["environment_url"] = body.get("environment_url", deployment["environment_url"])
+        deployment["log_url"] = body.get("log_url", deployment["log_url"])
+        return _json(201 if request.method == "POST" else 200, {"id": deployment_id, "state": state})
 
     def _comments(self, request: Request, authorized: bool, repository: str, number: int) -> Answer:
         if not authorized:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +18,9 @@ from sevenp_pipeline.resources.artifacts import sha256_file
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.sarif import validate_sarif
 from sevenp_pipeline_tests.conftest import SAMPLE_APP, Pipeline
+from sevenp_pipeline_tests.forge.forge_api import ForgeAPI
 from sevenp_pipeline_tests.gitutil import git
+from sevenp_pipeline_tests.httpserver import http_server
 from sevenp_pipeline_tests.results import check_verdicts, failure_text, materialized, metadata_of
 
 pytestmark = [
@@ -199,7 +202,29 @@ def _as_started_by(pipe: Pipeline, request: dg.RunRequest) -> dict[str, str]:
     return {**request.tags, "dagster/sensor_name": f"{pipe.key}_git_push_sensor"}
 
 
-def test_a_pull_request_gets_pr_n_and_a_release_tag_its_semver_tags(sample: Pipeline) -> None:
+@pytest.fixture
+def forge_sample(make_pipeline, signing_key: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pipeline, ForgeAPI]]:
+    """The sample app with GitHub as its forge (the status endpoints served over HTTP: forge_api)."""
+    api = ForgeAPI(repository="acme/7p-education-api", token="ghp_" + "5" * 36)
+    monkeypatch.setenv("SEVENP_GITHUB_TOKEN", api.token)
+    with http_server(api) as server:
+        pipe: Pipeline = make_pipeline(
+            PACKAGE_CONFIG + f"forge: {{kind: github, api_url: '{server.url}', repository: {api.repository}}}\n",
+            source=SAMPLE_APP, name="7p-education-api")
+        yield pipe, api
+        build_resources(pipe.settings)["registry"].stop()
+
+
+def _forge_tick(pipe: Pipeline) -> dg.SensorResult:
+    defs = pipe.defs
+    sensor = defs.resolve_sensor_def(f"{pipe.key}_forge_status_sensor")
+    with dg.build_sensor_context(instance=pipe.instance, cursor=None, resources=defs.resources,
+                                 definitions=defs) as context:
+        return sensor(context)
+
+
+def test_a_pull_request_gets_pr_n_and_a_release_tag_its_semver_tags(forge_sample: tuple[Pipeline, ForgeAPI]) -> None:
+    sample, api = forge_sample
     cursor = _push_sensor_tick(sample, None).cursor
     clone = sample.remote.clone
     sha = sample.remote.commit("feat: proposed in pull request 7", push_to=None)
@@ -211,6 +236,15 @@ def test_a_pull_request_gets_pr_n_and_a_release_tag_its_semver_tags(sample: Pipe
     promoted = metadata_of(result, "promoted_image")
     assert promoted["tags"] == ["pr-7", f"sha-{sha[:7]}"] and promoted["moves_branch_tags"] is True
     assert any(ref.endswith(":pr-7") for ref in promoted["refs"]), promoted["refs"]
+    # On the forge: the statuses, the vulnerability report in code scanning for the PR, the PR's comment.
+    _forge_tick(sample)
+    assert api.latest(sha)["security-scan"]["state"] == "success"
+    (uploaded,) = api.sarifs
+    assert (uploaded["commit_sha"], uploaded["ref"]) == (sha, "refs/pull/7/head")
+    validate_sarif(uploaded["sarif"])
+    (comment,) = api.comments.values()
+    assert comment["pr"] == 7 and "| vulnerability_report | ✅ success |" in str(comment["body"])
+    assert "| promoted_image | ✅ success | tags ['pr-7'" in str(comment["body"]), comment["body"]
 
     # Merged to main and tagged: the tag's run gets the semver tags (a release branch holds the commit).
     sample.remote.push("main")
