@@ -266,6 +266,8 @@ class Trigger(BaseModel):
                                     "refs/merge-requests/N/head), GitHub's merge result (refs/pull/N/merge), or off")
     tags: list[str] = Field(default_factory=lambda: ["v*"], description="git tags whose push runs the pipeline "
                                                                         "(fnmatch patterns); [] for none")
+    cancel_superseded: bool = Field(default=False, description="a push cancels the branch's (or pull request's) "
+                                                               "queued and running pipeline runs of older commits")
 
 
 # The spec's required contexts (branch protection: code-quality, testing, security-scan), by what they

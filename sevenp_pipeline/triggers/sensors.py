@@ -57,6 +57,7 @@ PULL_REQUEST, TAG = "pull_request", "tag"  # the triggers of pull-request and ta
 __all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "backoff_seconds", "branch_matches", "build_push_sensor",
            "new_heads", "pull_requests", "push_run_key", "release_tags"]
 _MAX_TAG = 200
+_SENSOR_TAG = "dagster/sensor_name"  # only runs this sensor started are canceled: never a person's
 MAX_BACKOFF_SECONDS = 300.0
 _MAX_ERROR = 400
 
@@ -203,6 +204,14 @@ def build_push_sensor(
                    for n, (ref, s) in sorted(prs.items(), key=lambda i: int(i[0]))
                    if previous_prs.get(n, [None, ""])[1] != s]
         events += [_Push(f"refs/tags/{t}", s, "", tag=t) for t, s in sorted(tags.items()) if previous_tags.get(t) != s]
+        for gone in sorted(set(previous) - set(watched)):  # a deleted branch: its queued runs are moot
+            _cancel_runs(context, {TAG_BRANCH: gone}, keep="", queued_only=True, why=f"branch {gone} was deleted")
+        if app.trigger.cancel_superseded:
+            for event in events:
+                if event.branch or event.pr:
+                    selector = {TAG_BRANCH: event.branch} if event.branch else {TAG_PR: event.pr}
+                    _cancel_runs(context, selector, keep=event.sha, queued_only=False,
+                                 why=f"superseded by {event.sha[:12]} on {event.label.removeprefix('push on ')}")
         if not events:
             return dg.SensorResult(skip_reason="no new commits on watched branches, pull requests or tags",
                                    cursor=cursor)
@@ -224,5 +233,29 @@ def build_push_sensor(
             dynamic_partitions_requests=[partitions.build_add_request(added)] if added else [],
             cursor=cursor,
         )
+
+    def _cancel_runs(context: dg.SensorEvaluationContext, selector: dict[str, str], *, keep: str,
+                     queued_only: bool, why: str) -> None:
+        """Cancels the app's push-started CI runs matching ``selector`` (not of commit ``keep``): queued ones
+        leave the queue, started ones are terminated through the run launcher. Never fails the tick."""
+        statuses = [dg.DagsterRunStatus.QUEUED] + ([] if queued_only else [
+            dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+        instance = context.instance
+        try:
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=statuses,
+                                                           tags={TAG_APP: app.name, **selector}))
+        except Exception as exc:  # a cancel must never stop the runs that follow from starting
+            context.log.warning(f"runs to cancel not read ({why}): {type(exc).__name__}: {exc}")
+            return
+        for run in runs:
+            if run.tags.get(TAG_COMMIT) == keep or run.tags.get(_SENSOR_TAG) != _sensor.name:
+                continue
+            try:
+                done = instance.run_coordinator.cancel_run(run.run_id)
+            except Exception as exc:
+                context.log.warning(f"run {run.run_id[:8]} not canceled ({why}): {type(exc).__name__}: {exc}")
+                continue
+            context.log.info(f"run {run.run_id[:8]} of {run.tags.get(TAG_COMMIT, '')[:12]} "
+                             f"{'canceled' if done else 'could not be canceled'}: {why}")
 
     return _sensor

@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.test_utils import create_run_for_test
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
@@ -102,6 +105,52 @@ def test_pull_requests_can_be_switched_off_or_built_as_merge_results(make_pipeli
     git("tag", "v2.0.0", sha, cwd=off.remote.clone)
     git("push", "--quiet", "origin", "refs/tags/v2.0.0", cwd=off.remote.clone)
     assert _tick(off, cursor).run_requests == []
+
+
+def _queued_instance() -> dg.DagsterInstance:
+    return dg.instance_for_test(overrides={"run_coordinator": {
+        "module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}})
+
+
+def test_a_newer_push_cancels_the_branchs_queued_run_and_a_deleted_branch_its_queue(make_pipeline) -> None:
+    pipe = make_pipeline("trigger: {cancel_superseded: true}\n")
+    sensor_name = f"{pipe.key}_git_push_sensor"
+    with _queued_instance() as instance:
+        def tick(cursor: str | None) -> dg.SensorResult:
+            defs = pipe.defs
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources,
+                                         definitions=defs) as context:
+                return defs.resolve_sensor_def(sensor_name)(context)
+
+        def queued(sha: str, branch: str, **tags: str) -> str:
+            job = f"{pipe.key}_ci_job"
+            origin = RemoteJobOrigin(repository_origin=RemoteRepositoryOrigin(
+                code_location_origin=InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)),
+                repository_name="__repository__"), job_name=job)
+            return create_run_for_test(instance, job_name=job, status=dg.DagsterRunStatus.QUEUED,
+                                       remote_job_origin=origin,
+                                       tags={"sevenp/app": pipe.app.name, TAG_BRANCH: branch, TAG_COMMIT: sha,
+                                             "dagster/sensor_name": sensor_name, **tags}).run_id
+
+        cursor = tick(None).cursor
+        old = pipe.remote.commit("feat: one")
+        cursor = tick(cursor).cursor
+        superseded = queued(old, "develop")
+        by_hand = queued(old, "develop", **{"dagster/sensor_name": ""})  # a person's run is never canceled
+        other = queued(old, "feature/y")
+        new = pipe.remote.commit("feat: two")
+        result = tick(cursor)
+        assert [r.run_key for r in result.run_requests] == [f"develop@{new}"]
+        status = {run_id: instance.get_run_by_id(run_id).status for run_id in (superseded, by_hand, other)}
+        assert status == {superseded: dg.DagsterRunStatus.CANCELED, by_hand: dg.DagsterRunStatus.QUEUED,
+                          other: dg.DagsterRunStatus.QUEUED}
+
+        pipe.remote.push("feature/y")
+        cursor = tick(result.cursor).cursor
+        waiting = queued(new, "feature/y")
+        git("push", "--quiet", "origin", "--delete", "feature/y", cwd=pipe.remote.clone)
+        tick(cursor)
+        assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.CANCELED
 
 
 def test_branch_rules_filter_pushes(make_pipeline) -> None:
