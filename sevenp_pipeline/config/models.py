@@ -637,6 +637,9 @@ class EnvironmentSpec(BaseModel):
     after: str | None = Field(default=None, description="environment whose smoke tests must pass first")
     approval: Literal["auto", "manual"] = Field(
         default="auto", description="manual: only a person launches it (the spec's protected environment)")
+    approvers: list[str] = Field(
+        default_factory=list, description="forge user names whose approving review or '/deploy <env>' comment "
+                                          "approves a deploy here (approval: manual; needs forge:)")
     allow_override: bool = Field(
         default=True, description="an operator may deploy here a commit that `branches` refuses (make deploy "
         "OVERRIDE='why'), named and recorded on the deployment; false: the branch rule has no exception")
@@ -645,6 +648,20 @@ class EnvironmentSpec(BaseModel):
     health: HealthCheckSettings | None = Field(default=None, description="default: deploy.health")
     keep_previous_seconds: float | None = Field(default=None, ge=0, le=3600)
     _target_settings: BaseModel | None = PrivateAttr(default=None)
+
+    @field_validator("approvers")
+    @classmethod
+    def _forge_logins(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", v)]
+        if bad:
+            raise ValueError(f"not forge user names: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _approvers_need_manual(self) -> EnvironmentSpec:
+        if self.approvers and self.approval != "manual":
+            raise ValueError("approvers: only an environment with approval: manual waits for an approval")
+        return self
 
     @field_validator("target")
     @classmethod
@@ -816,6 +833,14 @@ class AppConfig(BaseModel):
             same = [n for n in order if self.stages[n].kind == kind.name]
             if len(same) > 1:
                 raise ValueError(f"stages: {same[1]}: only one {kind.name} stage is allowed ({same[0]} is one)")
+        return self
+
+    @model_validator(mode="after")
+    def _approvers_need_a_forge(self) -> AppConfig:
+        for name, env in (self.environments or {}).items():
+            if env.approvers and not self.forge.enabled:
+                raise ValueError(f"environments.{name}.approvers: approvals by forge identity need a forge: section "
+                                 "(kind: github or gitlab)")
         return self
 
     @model_validator(mode="after")

@@ -244,6 +244,21 @@ class ForgeClient(dg.ConfigurableResource):
         except Exception as exc:  # reporting must never fail what it reports on
             return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token))
 
+    def get(self, forge: ForgeSettings, path: str, *, log: LogFn) -> Posted:
+        """``GET <api>/<repository's prefix>/<path>`` (GitHub ``/repos/o/r/…``, GitLab ``/projects/id/…``):
+        the JSON answer in ``answer``; retried like a post, never raises."""
+        token = self.github_token if forge.kind == "github" else self.gitlab_token
+        variable = self.token_variable(forge)
+        if not token:
+            return Posted("auth", f"{forge.kind} token not set ({variable})")
+        prefix = (f"{forge.base_url}/repos/{self._github_repo(forge)}" if forge.kind == "github"
+                  else f"{forge.base_url}/projects/{urllib.parse.quote(forge.repository, safe='')}")
+        try:
+            return self._post(f"{prefix}/{path.lstrip('/')}", None, self._headers(forge, token), forge, variable,
+                              path.split("?", 1)[0], log, "GET")
+        except Exception as exc:  # reporting must never fail what it reports on
+            return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token))
+
     @staticmethod
     def _github_repo(forge: ForgeSettings) -> str:
         owner, _, name = forge.repository.partition("/")

@@ -24,7 +24,7 @@ import pytest
 from sevenp_pipeline.config import AppConfig, Settings, load_app_config
 from sevenp_pipeline.definitions import build_definitions
 from sevenp_pipeline.deploy import history
-from sevenp_pipeline.deploy.approvals import record_approval
+from sevenp_pipeline.deploy.approvals import find_approval, record_approval
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.scanners import provenance as prov
@@ -52,7 +52,7 @@ NO_DEFAULT_STAGES = "".join(f"  {s}: null\n" for s in (
     "performance_report"))
 
 
-def deploy_app_config(url: str, base_image: str, forge: str = "") -> str:
+def deploy_app_config(url: str, base_image: str, forge: str = "", approvers: str = "") -> str:
     """The deploy app's pipeline: install, one command stage, the package half, staging then production
     (a person's), short health checks, no environment servers."""
     return f"""\
@@ -71,7 +71,7 @@ deploy:
   stop_timeout_seconds: 2
 environments:
   staging: {{branches: [main]}}
-  production: {{branches: [main], after: staging, approval: manual}}
+  production: {{branches: [main], after: staging, approval: manual{approvers}}}
 {forge}"""
 
 
@@ -178,7 +178,8 @@ def deploys(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploys
         apps.mkdir()
         (apps / f"{NAME}.yaml").write_text(deploy_app_config(
             remote.url, stack.base.ref,
-            f"forge: {{kind: github, api_url: '{forge_server.url}', repository: acme/deploy-app}}\n"))
+            f"forge: {{kind: github, api_url: '{forge_server.url}', repository: acme/deploy-app}}\n",
+            approvers=", approvers: [ada]"))
         settings = Settings(home=home, apps_dir=apps)
         stack.registry.grant(home)  # the app's base image is in the session's registry
         instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
@@ -240,6 +241,37 @@ def test_staging_then_production_by_a_person(deploys: Deploys) -> None:
         ("staging", sha, ["success"], deploys.url("staging"), result.run_id),
         ("production", sha, ["failure"], "", unapproved.run_id),
         ("production", sha, ["success"], deploys.url("production"), prod.run_id)], shown
+
+
+def test_an_approving_review_on_the_forge_deploys_production(deploys: Deploys) -> None:
+    sha = deploys.released("feat: reviewed on the forge", version="1.1")
+    assert deploys.deploy(sha, "staging").success
+    defs = build_definitions(deploys.settings)
+    sensor = defs.resolve_sensor_def(f"{KEY}_forge_approval_sensor")
+
+    def tick() -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(instance=deploys.instance, resources=defs.resources, definitions=defs) as context:
+            return sensor(context)
+
+    waiting = tick()
+    assert isinstance(waiting, dg.SkipReason) and "no new approval" in waiting.skip_message
+    # A review by someone who is not an approver, and a '/deploy production' comment by them: nothing.
+    deploys.forge.pulls[21] = {"commits": [sha], "reviews": [("mallory", "APPROVED")]}
+    deploys.forge.human_comment(21, "mallory", "/deploy production")
+    assert isinstance(tick(), dg.SkipReason)
+    assert find_approval(deploys.settings.home, KEY, "production", sha) is None
+    deploys.forge.pulls[21]["reviews"].append(("ada", "APPROVED"))
+    (request,) = tick().run_requests
+    assert (request.job_name, request.partition_key) == (f"{KEY}_deploy_production_job", sha)
+    record = find_approval(deploys.settings.home, KEY, "production", sha)
+    assert record is not None and (record.approver, record.via) == ("ada", "github review on pull request 21")
+    prod = deploys.deploy(sha, "production", tags=request.tags)
+    assert prod.success, _failures(prod)
+    meta = _materialization(prod, "production_deployment")
+    assert meta is not None and (meta["approved_by"], meta["approved_via"]) == ("ada", "github review on pull request 21")
+    assert deploys.answer("production")[1] == sha
+    done = tick()  # live there now: nobody is asked again
+    assert isinstance(done, dg.SkipReason) and "no new approval" in done.skip_message
 
 
 def test_production_refused_until_staging_smoke_passed(deploys: Deploys) -> None:

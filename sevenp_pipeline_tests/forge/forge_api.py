@@ -34,6 +34,12 @@ _GITLAB_DEPLOYMENT = re.compile(r"^/api/v4/projects/([^/]+)/deployments/([0-9]+)
 GITHUB_DEPLOY_STATES = {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
 GITLAB_DEPLOY_STATES = {"running", "success", "failed", "canceled"}
 _GITHUB_SARIFS = re.compile(r"^/repos/([^/]+)/([^/]+)/code-scanning/sarifs$")
+_GITHUB_COMMIT_PULLS = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/pulls$")
+_GITHUB_REVIEWS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews$")
+_GITHUB_COMMIT_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/comments$")
+_GITLAB_COMMIT_MRS = re.compile(r"^/api/v4/projects/([^/]+)/repository/commits/([0-9a-f]{40})/merge_requests$")
+_GITLAB_APPROVALS = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/approvals$")
+_GITLAB_COMMIT_COMMENTS = re.compile(r"^/api/v4/projects/([^/]+)/repository/commits/([0-9a-f]{40})/comments$")
 _GITHUB_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments$")
 _GITHUB_COMMENT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)$")
 _GITLAB_NOTES = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/notes$")
@@ -50,6 +56,7 @@ def _json(status: int, body: object, headers: dict[str, str] | None = None) -> A
 class ForgeAPI:
     repository: str
     token: str
+    bot: str = "sevenp-bot"  # the login the token belongs to (the pipeline's own comments)
     posts: list[dict[str, str]] = field(default_factory=list)  # every accepted status, in order
     fail_next: list[Answer] = field(default_factory=list)
     comments: dict[int, dict[str, object]] = field(default_factory=dict)  # id -> {"pr", "body", "edits"}
@@ -57,6 +64,10 @@ class ForgeAPI:
     # id -> {"environment", "sha", "ref", "states": [state, ...], "environment_url", "log_url"}
     deployments: dict[int, dict[str, object]] = field(default_factory=dict)
     sarifs: list[dict[str, object]] = field(default_factory=list)  # {"commit_sha", "ref", "sarif": the JSON}
+    # What people did on the forge: pull/merge requests (the commits they hold, reviews/approvals by login)
+    # and comments on commits; comments on a request are `comments` entries with an "author".
+    pulls: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # n -> {"commits", "approved_by", "reviews"}
+    commit_comments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sha -> [(login, body)]
 
     def __call__(self, request: Request) -> Answer:
         if self.fail_next:
@@ -71,6 +82,25 @@ class ForgeAPI:
             return self._gitlab(request, urllib.parse.unquote(m[1]), m[2])
         github = request.headers.get("authorization") == f"Bearer {self.token}"
         gitlab = request.headers.get("private-token") == self.token
+        if request.method == "GET" and (m := _GITHUB_COMMIT_PULLS.match(path)):
+            return self._read(github, f"{m[1]}/{m[2]}", lambda: [
+                {"number": n} for n, p in sorted(self.pulls.items()) if m[3] in p["commits"]])
+        if request.method == "GET" and (m := _GITHUB_REVIEWS.match(path)):
+            return self._read(github, f"{m[1]}/{m[2]}", lambda: [
+                {"user": {"login": login}, "state": state}
+                for login, state in self.pulls.get(int(m[3]), {}).get("reviews", [])])
+        if request.method == "GET" and (m := _GITHUB_COMMIT_COMMENTS.match(path)):
+            return self._read(github, f"{m[1]}/{m[2]}", lambda: [
+                {"user": {"login": login}, "body": body} for login, body in self.commit_comments.get(m[3], [])])
+        if request.method == "GET" and (m := _GITLAB_COMMIT_MRS.match(path)):
+            return self._read(gitlab, urllib.parse.unquote(m[1]), lambda: [
+                {"iid": n} for n, p in sorted(self.pulls.items()) if m[2] in p["commits"]])
+        if request.method == "GET" and (m := _GITLAB_APPROVALS.match(path)):
+            return self._read(gitlab, urllib.parse.unquote(m[1]), lambda: {"approved_by": [
+                {"user": {"username": login}} for login in self.pulls.get(int(m[2]), {}).get("approved_by", [])]})
+        if request.method == "GET" and (m := _GITLAB_COMMIT_COMMENTS.match(path)):
+            return self._read(gitlab, urllib.parse.unquote(m[1]), lambda: [
+                {"author": {"username": login}, "note": body} for login, body in self.commit_comments.get(m[2], [])])
         if m := _GITHUB_SARIFS.match(path):
             return self._sarif(request, github, f"{m[1]}/{m[2]}")
         if m := _GITHUB_DEPLOYMENTS.match(path):
@@ -90,6 +120,17 @@ class ForgeAPI:
         if m := _GITLAB_NOTE.match(path):
             return self._edit(request, gitlab, urllib.parse.unquote(m[1]), int(m[3]), "PUT")
         return _json(404, {"message": "Not Found"})
+
+    def _read(self, authorized: bool, repository: str, answer) -> Answer:  # noqa: ANN001 (a callable)
+        if not authorized:
+            return _json(401, {"message": "Bad credentials"})
+        if repository != self.repository:
+            return _json(404, {"message": "Not Found"})
+        return _json(200, answer())
+
+    def human_comment(self, number: int, login: str, body: str) -> None:
+        """A person's comment on pull/merge request ``number``."""
+        self.comments[len(self.comments) + 1] = {"pr": number, "body": body, "edits": 0, "author": login}
 
     def _sarif(self, request: Request, authorized: bool, repository: str) -> Answer:
         """Code scanning: commit_sha, a full ref, and the SARIF gzip-compressed then base64-encoded."""
@@ -144,7 +185,10 @@ class ForgeAPI:
             return _json(404, {"message": "Not Found"})
         if request.method == "GET":
             self.comment_calls.append(f"list {number}")
-            return _json(200, [{"id": i, "body": c["body"]} for i, c in self.comments.items() if c["pr"] == number])
+            author = str(self.bot)
+            return _json(200, [{"id": i, "body": c["body"], "user": {"login": c.get("author", author)},
+                                "author": {"username": c.get("author", author)}}
+                               for i, c in self.comments.items() if c["pr"] == number])
         body = json.loads(request.body).get("body")
         if not body:
             return _json(422, {"message": "Validation Failed"})
