@@ -384,6 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         forge = ROUTES.get(self.path.split("?", 1)[0])
+        self.close_connection = True  # one delivery per connection: a body left unread cannot be misread
         if forge is None:
             self._reply(404, {"error": "not found"})
             return
@@ -393,7 +394,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if int(length) > MAX_BODY:
             log.info("webhook %s: 413 body of %s bytes refused unread", forge, length)
-            self.close_connection = True
             self._reply(413, {"error": f"body over {MAX_BODY} bytes"})
             return
         body = self.rfile.read(int(length))
