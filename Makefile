@@ -27,11 +27,13 @@ demo: install
 	$(BIN)/python -m sevenp_pipeline.devtools.demo --port $(PORT) $(if $(NO_UI),--no-ui,) \
 		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),)
 
-## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything.
+## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything
+## (with SEVENP_WEBHOOK_SECRET set: the webhook receiver too, on WEBHOOK_PORT, default PORT + 2).
 dev: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m sevenp_pipeline.devtools.devstack serve --port $(PORT) \
-		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),)
+		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),) \
+		$(if $(WEBHOOK_PORT),--webhook-port $(WEBHOOK_PORT),)
 
 ## The local image registry outlives runs (later runs find earlier images); this stops it.
 stop: install

@@ -95,6 +95,11 @@ class Settings:
         return self.home / "artifacts"
 
     @property
+    def webhooks_dir(self) -> Path:
+        """Deliveries the webhook receiver accepted, for the push sensor (forge/webhooks.py)."""
+        return self.home / "webhooks"
+
+    @property
     def services_dir(self) -> Path:
         return self.home / "services"
 

@@ -11,6 +11,8 @@ through :class:`LocalDagster`) runs the stack under its supervisor (devtools/sup
   (resources/artifact_server.py) on ``--artifacts-port`` (default: the UI's port + 1), whose address
   the code server links artifacts with (``SEVENP_ARTIFACTS_URL``, unless set); it restarts each one
   when it dies; it keeps the local image registry up;
+- when ``SEVENP_WEBHOOK_SECRET`` is set (a forge delivers webhooks), it also runs the webhook receiver
+  (forge/webhooks.py) on ``--webhook-port`` (default: the UI's port + 2); without it nothing changes;
 - it exits non-zero when the UI does not answer within ``--startup-timeout``, or a process keeps
   dying right after its start; SIGINT/SIGTERM stop everything (the registry outlives it by design);
 - its children start with SIGINT/SIGTERM at their defaults (a process started in the background by a
@@ -344,6 +346,7 @@ def _stdout_path(fallback: Path) -> Path:
 
 
 WORKSPACE_FILE = "workspace-supervised.yaml"
+WEBHOOK_SECRET = "SEVENP_WEBHOOK_SECRET"  # noqa: S105 (the variable's name; forge/webhooks.py reads it)
 ARTIFACT_SERVER = "sevenp_pipeline.cockpit.server"  # the artifact store, and the apps' branch pages
 
 
@@ -363,9 +366,11 @@ def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
 
 
 def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env: dict[str, str],
-                   log_path: Path, artifacts_root: Path, artifacts_port: int) -> list[Service]:
+                   log_path: Path, artifacts_root: Path, artifacts_port: int,
+                   webhook_port: int | None = None) -> list[Service]:
     """The code server, the webserver, the daemon and the artifact server, as the supervisor starts
-    them (the code server first)."""
+    them (the code server first), and the webhook receiver on ``webhook_port`` when given (it reads
+    its secret from the inherited environment: the secret is in no argument list)."""
     bindir = Path(sys.executable).parent
 
     def service(name: str, argv: list[str]) -> Service:
@@ -383,6 +388,8 @@ def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env
         service("artifact server", [sys.executable, "-m", ARTIFACT_SERVER, "--root", str(artifacts_root),
                                     "--host", host, "--port", str(artifacts_port),
                                     "--ui-url", f"http://{host}:{port}"]),
+        *([service("webhook receiver", [sys.executable, "-m", "sevenp_pipeline.forge.webhooks", "--host", host,
+                                        "--port", str(webhook_port)])] if webhook_port else []),
     ]
 
 
@@ -395,10 +402,12 @@ def _listening(host: str, port: int) -> bool:
 
 
 def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
-          say: Callable[[str], None] | None = None, artifacts_port: int | None = None) -> int:
+          say: Callable[[str], None] | None = None, artifacts_port: int | None = None,
+          webhook_port: int | None = None) -> int:
     """Runs the supervised stack (sevenp_pipeline/devtools/supervisor.py) until interrupted;
     returns the exit status (non-zero if it failed). ``artifacts_port``: the artifact server's
-    (default: ``port + 1``)."""
+    (default: ``port + 1``); ``webhook_port``: the webhook receiver's (default: ``port + 2``), run
+    only when ``SEVENP_WEBHOOK_SECRET`` is set."""
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
     from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415
     from sevenp_pipeline.resources.services import free_port  # noqa: PLC0415
@@ -412,6 +421,11 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
     artifacts_port = artifacts_port or port + 1
     if not port_available(artifacts_port, host):
         tell(artifacts_taken_message(artifacts_port, host, "dev"))
+        return 2
+    webhook_port = (webhook_port or port + 2) if Settings.secret_is_set(WEBHOOK_SECRET) else None
+    if webhook_port and not port_available(webhook_port, host):
+        tell(port_taken_message(webhook_port, host, "dev", what="the webhook receiver (the UI's port + 2)",
+                                variable="WEBHOOK_PORT"))
         return 2
 
     def _stop(*_: object) -> None:
@@ -452,7 +466,8 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         supervisor = Supervisor(
             stack_services(host=host, port=port, grpc_port=grpc_port, workspace=workspace, env=env,
                            log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log"),
-                           artifacts_root=settings.artifacts_dir, artifacts_port=artifacts_port),
+                           artifacts_root=settings.artifacts_dir, artifacts_port=artifacts_port,
+                           webhook_port=webhook_port),
             runner=runner, say=tell)
         deadline = time.monotonic() + startup_timeout
         code_server, *others = supervisor.services.values()
@@ -472,7 +487,9 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
                 answered = _answers(url)
                 if answered:
                     tell(f"the Dagster UI answers on {url}; artifacts are served on {artifacts_url}, "
-                         f"each app's branches and environments on {artifacts_url}/_cockpit/ "
+                         f"each app's branches and environments on {artifacts_url}/_cockpit/"
+                         + (f", webhooks are received on http://{host}:{webhook_port}/webhooks/{{github,gitlab}} "
+                            if webhook_port else " ") +
                          f"(code server on {host}:{grpc_port}; each process is restarted when it dies)")
                 elif time.monotonic() > deadline:
                     failure = (f"the Dagster UI did not answer on {url} within {startup_timeout:.0f}s "
@@ -502,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--artifacts-port", type=int, default=None,
                            help="the read-only artifact server's port (default: --port + 1)")
+    serve_cmd.add_argument("--webhook-port", type=int, default=None,
+                           help=f"the webhook receiver's port (default: --port + 2; run only when {WEBHOOK_SECRET} "
+                                "is set)")
     serve_cmd.add_argument("--startup-timeout", type=float, default=180,
                            help="seconds for the UI to answer before giving up")
     rerun = sub.add_parser("reexecute", help="re-execute a run (default: only failed steps and downstream)")
@@ -514,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     use_private_umask()  # inherited by the webserver, daemon, code server and run workers
     if args.command == "serve":
         return serve(args.port, host=args.host, startup_timeout=args.startup_timeout,
-                     artifacts_port=args.artifacts_port)
+                     artifacts_port=args.artifacts_port, webhook_port=args.webhook_port)
     if args.command == "stop-registry":
         from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
         from sevenp_pipeline.resources.registries.local import LocalRegistry  # noqa: PLC0415

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT
-from sevenp_pipeline.devtools.devstack import LocalDagster, port_available
+from sevenp_pipeline.devtools.devstack import LocalDagster, port_available, stack_services
 from sevenp_pipeline.devtools.supervisor import service_pids
 from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline_tests.waiting import wait_until, wait_while
@@ -55,9 +55,10 @@ def held_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _run(argv: list[str], home: Path, timeout: float = 20) -> tuple[int, str, float]:
+def _run(argv: list[str], home: Path, timeout: float = 20,
+         extra_env: dict[str, str] | None = None) -> tuple[int, str, float]:
     env = {**os.environ, "SEVENP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-           "PYTHONPATH": str(PROJECT_ROOT)}
+           "PYTHONPATH": str(PROJECT_ROOT), **(extra_env or {})}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", *argv], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, start_new_session=True, check=False)
@@ -105,6 +106,27 @@ def test_taken_artifacts_port_exits_non_zero_naming_it(argv: list[str], held_por
     assert f"port {held_port} on 127.0.0.1 is already in use, so the artifact server" in output, output
     assert "ARTIFACTS_PORT=<a free port>" in output
     assert _processes_with_env(f"SEVENP_HOME={tmp_path / 'home'}") == []
+
+
+def test_taken_webhook_port_exits_non_zero_naming_it_when_a_secret_is_set(held_port: int, tmp_path: Path) -> None:
+    ui_port = free_port()
+    argv = ["sevenp_pipeline.devtools.devstack", "serve", "--port", str(ui_port), "--artifacts-port",
+            str(free_port()), "--webhook-port", str(held_port)]
+    code, output, took = _run(argv, tmp_path / "home", extra_env={"SEVENP_WEBHOOK_SECRET": "whsec-0123456789abcdef"})
+    assert code != 0 and took < 20
+    assert f"port {held_port} on 127.0.0.1 is already in use, so the webhook receiver" in output, output
+    assert "WEBHOOK_PORT=<a free port>" in output and "whsec-0123456789abcdef" not in output
+    assert _processes_with_env(f"SEVENP_HOME={tmp_path / 'home'}") == []
+
+
+def test_the_webhook_receiver_is_a_service_only_when_given_a_port(tmp_path: Path) -> None:
+    common = {"host": "127.0.0.1", "port": 3000, "grpc_port": 4000, "workspace": tmp_path / "w.yaml", "env": {},
+              "log_path": tmp_path / "log", "artifacts_root": tmp_path / "a", "artifacts_port": 3001}
+    assert "webhook receiver" not in [s.name for s in stack_services(**common)]
+    receiver = stack_services(**common, webhook_port=3002)[-1]
+    assert receiver.name == "webhook receiver"
+    # The secret is inherited from the environment, never an argument (argument lists are world-readable).
+    assert list(receiver.request.argv[-4:]) == ["--host", "127.0.0.1", "--port", "3002"]
 
 
 def _free_pair() -> int:
