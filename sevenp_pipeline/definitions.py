@@ -13,6 +13,7 @@ from sevenp_pipeline.deploy.family import build_deploy_assets_family, build_depl
 from sevenp_pipeline.deploy.watchdog import build_environment_watchdog
 from sevenp_pipeline.family import Family, merge
 from sevenp_pipeline.files import use_private_umask
+from sevenp_pipeline.forge.family import build_forge_family
 from sevenp_pipeline.housekeeping.jobs import build_housekeeping_definitions
 from sevenp_pipeline.image.assets import build_image_family
 from sevenp_pipeline.promotion.assets import build_promotion_family
@@ -55,8 +56,10 @@ def _families(app: AppConfig) -> tuple[list[Family], Gates]:
         deploys = build_deploy_assets_family(app, partitions, *promotion.outputs, gates)
     ci_job = build_ci_job(app, deploys.asset_keys if deploys else [])
     families.append(build_ci_family(app, partitions, ci_job))
-    if deploys is not None:
-        families.append(build_deploy_family(app, deploys, ci_job))
+    deploy_family = build_deploy_family(app, deploys, ci_job) if deploys is not None else None
+    if deploy_family is not None:
+        families.append(deploy_family)
+    families.append(build_forge_family(app, ci_job, deploy_family))
     return families, gates
 
 

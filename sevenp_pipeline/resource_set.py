@@ -15,13 +15,13 @@ import dagster as dg
 from sevenp_pipeline.config import Settings
 from sevenp_pipeline.deploy.targets.ecs import EcsDeployer
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
+from sevenp_pipeline.forge.client import GITHUB_TOKEN_ENV, GITLAB_TOKEN_ENV, ForgeClient
 from sevenp_pipeline.housekeeping.retention import WorkspaceRetention
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
-from sevenp_pipeline.forge.client import GITHUB_TOKEN_ENV, GITLAB_TOKEN_ENV, ForgeClient
 from sevenp_pipeline.resources.notify import SLACK_WEBHOOK_ENV, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
@@ -31,6 +31,7 @@ from sevenp_pipeline.resources.stage_cache import StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import STAGE_USER
 from sevenp_pipeline.scanners.signing import SIGNING_KEY_ENV, SigningKey
+from sevenp_pipeline.triggers.webhook_spool import WebhookInbox
 
 
 def _secret(settings: Settings, name: str) -> dg.EnvVar | None:
@@ -83,6 +84,8 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         # Commit statuses: only the forge sensor (in the daemon) holds the tokens, never a run worker.
         "forge": ForgeClient(github_token=_secret(settings, GITHUB_TOKEN_ENV),
                              gitlab_token=_secret(settings, GITLAB_TOKEN_ENV), ui_url=settings.ui_url),
+        # What the webhook receiver accepted (forge/webhooks.py), read by the push sensors.
+        "webhook_inbox": WebhookInbox(root=str(settings.webhooks_dir)),
     }
 
 
@@ -105,7 +108,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
     Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
     test_services, workspace_retention, launch_options, signing_key, stage_cache, deploy_targets,
-    notifier, forge, registry.
+    notifier, forge, webhook_inbox, registry.
     """
     runner = ProcessRunner()
     if settings.registry == "ecr":

@@ -16,7 +16,7 @@ from sevenp_pipeline.scanners.signing import SigningKey
 
 KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
         "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry",
-        "deploy_targets", "notifier", "forge"}
+        "deploy_targets", "notifier", "forge", "webhook_inbox"}
 
 
 def _settings(tmp_path: Path, registry: str = "local", endpoint: str | None = None) -> Settings:

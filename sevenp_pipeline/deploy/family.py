@@ -11,7 +11,6 @@ from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.deploy.triggers import build_deploy_triggers, deploy_job_name, deploy_job_selection
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.family import Family
-from sevenp_pipeline.forge.approval_sensor import build_forge_approval_sensor
 from sevenp_pipeline.triggers.sensors import TAG_APP
 from sevenp_pipeline.triggers.tags import TAG_DEPLOY_ENV
 from sevenp_pipeline.verdict import Gates
@@ -36,6 +35,4 @@ def build_deploy_family(app: AppConfig, assets: Family, ci_job: dg.UnresolvedAss
         ) for env in app.deploy_environments
     }
     sensors = build_deploy_triggers(app, ci_job, jobs) if jobs else []
-    if app.forge.enabled and any(spec.approvers for spec in app.deploy_environments.values()):
-        sensors.append(build_forge_approval_sensor(app, jobs))
     return Family(dg.Definitions(assets=assets.defs.assets, jobs=list(jobs.values()), sensors=sensors))

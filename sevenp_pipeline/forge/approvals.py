@@ -58,7 +58,7 @@ def _is_deploy_command(body: str, env: str) -> bool:
     return len(words) >= 2 and words[0] == "/deploy" and words[1] == env
 
 
-def find_forge_approval(client: ForgeClient, forge: ForgeSettings, *, sha: str, env: str,
+def find_forge_approval(client: ForgeClient, forge: ForgeSettings, *, sha: str, env: str,  # noqa: PLR0911
                         approvers: Iterable[str], log: LogFn) -> ForgeApproval | None:
     """The first approval of ``sha`` for ``env`` by one of ``approvers`` the forge knows, else None.
     Raises ForgeTrouble when the forge could not be asked."""

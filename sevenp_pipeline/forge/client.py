@@ -36,8 +36,8 @@ from pydantic import Field
 
 from sevenp_pipeline.config.models import ForgeSettings
 
-GITHUB_TOKEN_ENV = "SEVENP_GITHUB_TOKEN"
-GITLAB_TOKEN_ENV = "SEVENP_GITLAB_TOKEN"
+GITHUB_TOKEN_ENV = "SEVENP_GITHUB_TOKEN"  # noqa: S105 (the variable's name)
+GITLAB_TOKEN_ENV = "SEVENP_GITLAB_TOKEN"  # noqa: S105
 State = Literal["pending", "running", "success", "failure", "error", "skipped"]
 _GITHUB_STATE = {"pending": "pending", "running": "pending", "success": "success", "failure": "failure",
                  "error": "error", "skipped": "success"}
@@ -297,13 +297,13 @@ def _json_or_none(raw: bytes) -> object:
         return None
 
 
-def _rate_limited(headers, text: str) -> bool:  # noqa: ANN001 (an http.client.HTTPMessage)
+def _rate_limited(headers, text: str) -> bool:
     """GitHub's primary (remaining 0) and secondary ("secondary rate limit", Retry-After) limits are 403s."""
     return (headers.get("x-ratelimit-remaining") == "0" or headers.get("Retry-After") is not None
             or "rate limit" in text.lower())
 
 
-def _retry_after(headers) -> float | None:  # noqa: ANN001
+def _retry_after(headers) -> float | None:
     """Seconds the forge asks to wait: Retry-After (seconds or an HTTP date), else x-ratelimit-reset."""
     value = headers.get("Retry-After")
     if value:

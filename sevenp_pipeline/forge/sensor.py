@@ -36,12 +36,12 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.devtools.stage_table import stage_rows
-from sevenp_pipeline.forge.client import ForgeClient
-from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.deploy.triggers import deploy_job_name
+from sevenp_pipeline.devtools.stage_table import stage_rows
+from sevenp_pipeline.forge.client import ForgeClient
 from sevenp_pipeline.forge.statuses import ACTIVE, comment_marker, deployment_states, pr_comment, run_statuses
+from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.triggers.identity import IMPLICIT_ASSET_JOB
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT, TAG_DEPLOY_ENV, TAG_PR
 
@@ -138,11 +138,11 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             number = run.tags.get(TAG_PR)
             if (number and newest.get(number) == run.run_id and created >= comments.get(number, {}).get("created", 0)
                     and not trouble and not mine.get(_AUTH)):
-                trouble = _comment(context, forge, run, created, sha, wanted, mine, comments)
+                trouble = _comment(app, context, forge, run, created, sha, wanted, mine, comments)
             if not trouble and not mine.get(_AUTH):
-                trouble = _deployments(context, forge, run, sha, rows, mine)
+                trouble = _deployments(app, context, forge, run, sha, rows, mine)
             if not trouble and not mine.get(_AUTH) and not mine.get(_SARIF) and app.forge.kind == "github":
-                trouble = _sarif(context, forge, artifact_store, run, sha, rows, mine)
+                trouble = _sarif(app, context, forge, artifact_store, run, sha, rows, mine)
             if run.status not in ACTIVE and not trouble:
                 mine.setdefault(_DONE_AT, now)
         for run_id in [r for r, m in posted.items() if now - float(m.get(_DONE_AT, now)) > KEEP_SECONDS]:
@@ -155,75 +155,78 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
         return dg.SensorResult(skip_reason=f"{sent} status(es) posted" if sent else "no status changed",
                                cursor=cursor)
 
-    def _sarif(context: dg.SensorEvaluationContext, forge: ForgeClient, store: ArtifactStore, run: dg.DagsterRun,
-               sha: str, rows: list, mine: dict[str, Any]) -> str:
-        """The run's vulnerability report to GitHub code scanning, once, when the stage wrote it."""
-        if not any(r.stage == "vulnerability_report" and r.status in ("SUCCESS", "FAILURE") for r in rows):
-            return ""
-        path = store.local_path(app=app.key, sha=sha, name=SARIF_NAME)
-        number, branch = run.tags.get(TAG_PR), run.tags.get(TAG_BRANCH)
-        ref = f"refs/pull/{number}/head" if number else f"refs/heads/{branch}" if branch else ""
-        if path is None or not ref:
-            mine[_SARIF] = "none"  # nothing to upload (no report kept, or the commit is on no branch)
-            return ""
-        result = forge.upload_sarif(app.forge, sha=sha, ref=ref, sarif=path.read_bytes(), log=context.log.info)
-        if result.outcome == "ok":
-            mine[_SARIF] = ref
-            return ""
-        context.log.warning(f"run {run.run_id[:8]}: SARIF upload: {result.message}")
-        if result.outcome == "auth":
-            mine[_AUTH] = True
-            return ""
-        return result.message
-
-    def _deployments(context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun, sha: str,
-                     rows: list, mine: dict[str, Any]) -> str:
-        """The forge's deployment of each environment the run deployed (or tried to): created when the
-        deploy step is first seen, its state set as it changes; the URL of a live one is the environment's."""
-        for env, (state, text) in deployment_states(run, rows).items():
-            key = f"{_DEPLOYMENT}{env}"
-            known = mine.get(key, {})
-            if known.get("state") == [state, text]:
-                continue
-            url = _deployed_url(context.instance, run.run_id, env) if state == "success" else ""
-            result, deployment_id = forge.deployment(
-                app.forge, deployment_id=known.get("id"), sha=sha, ref=run.tags.get(TAG_BRANCH) or "main",
-                environment=env, state=state, url=url, log_url=forge.run_url(run.run_id), description=text,
-                log=context.log.info)
-            if result.outcome == "ok":
-                mine[key] = {"id": deployment_id, "state": [state, text]}
-                continue
-            context.log.warning(f"run {run.run_id[:8]}: {env} deployment status: {result.message}")
-            if result.outcome == "auth":
-                mine[_AUTH] = True
-                return ""
-            if deployment_id is not None:
-                mine[key] = {"id": deployment_id}
-            return result.message
-        return ""
-
-    def _comment(context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun, created: float,
-                 sha: str, wanted: list, mine: dict[str, Any], comments: dict[str, Any]) -> str:
-        """Keeps the pull request's one comment up to date: written when the run is first seen and
-        when it ends (not on every stage: an edit notifies nobody, but each costs an API call).
-        Returns what went wrong, "" when nothing did."""
-        finished = run.status not in ACTIVE
-        done = mine.get(_COMMENTED)  # "started" or "final": what this run has written
-        if done == "final" or (done == "started" and not finished):
-            return ""
-        number = run.tags[TAG_PR]
-        body = pr_comment(app, run, sha, wanted)
-        known = comments.get(number, {})
-        result, comment_id = forge.upsert_comment(app.forge, int(number), comment_marker(app), body,
-                                                  known_id=known.get("id"), log=context.log.info)
-        if result.outcome == "ok":
-            comments[number] = {"id": comment_id if comment_id is not None else known.get("id"), "created": created}
-            mine[_COMMENTED] = "final" if finished else "started"
-            return ""
-        context.log.warning(f"run {run.run_id[:8]}: pull request {number} comment: {result.message}")
-        if result.outcome == "auth":
-            mine[_AUTH] = True
-            return ""
-        return result.message
-
     return _sensor
+
+
+def _sarif(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClient, store: ArtifactStore,
+           run: dg.DagsterRun, sha: str, rows: list, mine: dict[str, Any]) -> str:
+    """The run's vulnerability report to GitHub code scanning, once, when the stage wrote it."""
+    if not any(r.stage == "vulnerability_report" and r.status in ("SUCCESS", "FAILURE") for r in rows):
+        return ""
+    path = store.local_path(app=app.key, sha=sha, name=SARIF_NAME)
+    number, branch = run.tags.get(TAG_PR), run.tags.get(TAG_BRANCH)
+    ref = f"refs/pull/{number}/head" if number else f"refs/heads/{branch}" if branch else ""
+    if path is None or not ref:
+        mine[_SARIF] = "none"  # nothing to upload (no report kept, or the commit is on no branch)
+        return ""
+    result = forge.upload_sarif(app.forge, sha=sha, ref=ref, sarif=path.read_bytes(), log=context.log.info)
+    if result.outcome == "ok":
+        mine[_SARIF] = ref
+        return ""
+    context.log.warning(f"run {run.run_id[:8]}: SARIF upload: {result.message}")
+    if result.outcome == "auth":
+        mine[_AUTH] = True
+        return ""
+    return result.message
+
+
+def _deployments(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun, sha: str,
+                 rows: list, mine: dict[str, Any]) -> str:
+    """The forge's deployment of each environment the run deployed (or tried to): created when the
+    deploy step is first seen, its state set as it changes; the URL of a live one is the environment's."""
+    for env, (state, text) in deployment_states(run, rows).items():
+        key = f"{_DEPLOYMENT}{env}"
+        known = mine.get(key, {})
+        if known.get("state") == [state, text]:
+            continue
+        url = _deployed_url(context.instance, run.run_id, env) if state == "success" else ""
+        result, deployment_id = forge.deployment(
+            app.forge, deployment_id=known.get("id"), sha=sha, ref=run.tags.get(TAG_BRANCH) or "main",
+            environment=env, state=state, url=url, log_url=forge.run_url(run.run_id), description=text,
+            log=context.log.info)
+        if result.outcome == "ok":
+            mine[key] = {"id": deployment_id, "state": [state, text]}
+            continue
+        context.log.warning(f"run {run.run_id[:8]}: {env} deployment status: {result.message}")
+        if result.outcome == "auth":
+            mine[_AUTH] = True
+            return ""
+        if deployment_id is not None:
+            mine[key] = {"id": deployment_id}
+        return result.message
+    return ""
+
+
+def _comment(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun,
+             created: float, sha: str, wanted: list, mine: dict[str, Any], comments: dict[str, Any]) -> str:
+    """Keeps the pull request's one comment up to date: written when the run is first seen and
+    when it ends (not on every stage: an edit notifies nobody, but each costs an API call).
+    Returns what went wrong, "" when nothing did."""
+    finished = run.status not in ACTIVE
+    done = mine.get(_COMMENTED)  # "started" or "final": what this run has written
+    if done == "final" or (done == "started" and not finished):
+        return ""
+    number = run.tags[TAG_PR]
+    body = pr_comment(app, run, sha, wanted)
+    known = comments.get(number, {})
+    result, comment_id = forge.upsert_comment(app.forge, int(number), comment_marker(app), body,
+                                              known_id=known.get("id"), log=context.log.info)
+    if result.outcome == "ok":
+        comments[number] = {"id": comment_id if comment_id is not None else known.get("id"), "created": created}
+        mine[_COMMENTED] = "final" if finished else "started"
+        return ""
+    context.log.warning(f"run {run.run_id[:8]}: pull request {number} comment: {result.message}")
+    if result.outcome == "auth":
+        mine[_AUTH] = True
+        return ""
+    return result.message

@@ -66,7 +66,8 @@ def _event_tags(context: dg.AssetExecutionContext, git: GitClient, app: AppConfi
         head = None
     commit_only = image_tags(branch="", sha=sha, moving=False)
     if head != sha:
-        return commit_only, False, f"{ref} {'is gone' if head is None else f'moved on to {head[:12]}'}: commit tags only"
+        where = "is gone" if head is None else f"moved on to {head[:12]}"
+        return commit_only, False, f"{ref} {where}: commit tags only"
     if origin == PULL_REQUEST:
         number = int(run_tags.get(TAG_PR, "0") or 0)
         if number <= 0:

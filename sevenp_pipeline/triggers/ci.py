@@ -1,5 +1,5 @@
-"""The CI job of one app (every asset of its group but the deployments), its push sensor, and its forge
-status sensor when the app names a forge."""
+"""The CI job of one app (every asset of its group but the deployments) and its push sensor (the forge's
+sensors are added by definitions.py: forge/ builds on triggers/)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.execution.threads import threaded_executor_for
 from sevenp_pipeline.family import Family
-from sevenp_pipeline.forge.sensor import build_forge_sensor
 from sevenp_pipeline.triggers.launch_form import build_launch_form, build_launch_form_sensor
 from sevenp_pipeline.triggers.sensors import TAG_APP, build_push_sensor
 
@@ -37,6 +36,4 @@ def build_ci_family(app: AppConfig, partitions: dg.DynamicPartitionsDefinition,
     "run branch X" launch form with the sensor that launches the CI job for the branch head it resolved."""
     form = build_launch_form(app, partitions)
     sensors = [build_push_sensor(app, job, partitions), build_launch_form_sensor(app, form, job)]
-    if app.forge.enabled:  # commit statuses: only for an app that names its forge
-        sensors.append(build_forge_sensor(app, job.name))
     return Family(dg.Definitions(jobs=[job, form], sensors=sensors))

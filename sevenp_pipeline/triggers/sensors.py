@@ -48,9 +48,12 @@ from sevenp_pipeline.triggers.tags import (
     TAG_COMMIT,
     TAG_MESSAGE,
     TAG_PR,
+    TAG_PR_BASE,
+    TAG_PR_HEAD,
     TAG_REF,
     TAG_TRIGGER,
 )
+from sevenp_pipeline.triggers.webhook_spool import WebhookEvent, WebhookInbox
 
 PULL_REQUEST, TAG = "pull_request", "tag"  # the triggers of pull-request and tag runs
 
@@ -59,6 +62,7 @@ __all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "backoff_seconds", "branch_mat
 _MAX_TAG = 200
 _SENSOR_TAG = "dagster/sensor_name"  # only runs this sensor started are canceled: never a person's
 MAX_BACKOFF_SECONDS = 300.0
+WEBHOOK_TICK_SECONDS = 2
 _MAX_ERROR = 400
 
 
@@ -114,6 +118,9 @@ class _Push:
     branch: str = ""
     pr: str = ""
     tag: str = ""
+    base: str = ""  # a pull request's base and head branch, when a webhook named them
+    head: str = ""
+    webhook: bool = False  # from a webhook delivery, not the poll
 
     @property
     def run_key(self) -> str:
@@ -132,7 +139,8 @@ class _Push:
     @property
     def extra_tags(self) -> dict[str, str]:
         if self.pr:
-            return {TAG_PR: self.pr, TAG_REF: self.ref}
+            names = {TAG_PR_BASE: _clip(self.base), TAG_PR_HEAD: _clip(self.head)}
+            return {TAG_PR: self.pr, TAG_REF: self.ref, **{k: v for k, v in names.items() if v}}
         return {TAG_REF: self.ref} if self.tag else {}
 
 
@@ -159,12 +167,16 @@ def build_push_sensor(
     @dg.sensor(
         name=f"{app.key}_git_push_sensor",
         job=job,
-        minimum_interval_seconds=app.trigger.poll_interval_seconds,
+        # With a forge, webhook deliveries are read every few seconds; git is still polled every
+        # poll_interval_seconds (the fallback for a delivery that never arrived).
+        minimum_interval_seconds=min(app.trigger.poll_interval_seconds, WEBHOOK_TICK_SECONDS)
+        if app.forge.enabled else app.trigger.poll_interval_seconds,
         default_status=(dg.DefaultSensorStatus.RUNNING if app.trigger.enabled
                         else dg.DefaultSensorStatus.STOPPED),
         description=f"Starts {job.name} for each new head pushed to {app.repository.url}.",
     )
-    def _sensor(context: dg.SensorEvaluationContext, git: GitClient) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext, git: GitClient,
+                webhook_inbox: WebhookInbox) -> dg.SensorResult:
         state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
         url = _one_line(app.repository.url)
         wait = float(state.get("retry_after", 0)) - time.time()
@@ -173,53 +185,84 @@ def build_push_sensor(
                 skip_reason=f"remote {url} unreachable ({state.get('failures', 1)} failure(s) in a row); "
                             f"next try in {wait:.0f}s", cursor=context.cursor)
         try:
-            return _poll(context, git, state)
+            return _tick(context, git, webhook_inbox, state)
         except GitError as exc:
             failures = int(state.get("failures", 0)) + 1
             delay = backoff_seconds(failures, app.trigger.poll_interval_seconds)
             line = (f"cannot reach remote {url} ({failures} failure(s) in a row, next try in {delay:.0f}s): "
                     f"{_one_line(str(exc))}")
             context.log.warning(line)
-            # The heads stay as they were: the pushes made meanwhile are found by the next success.
+            # The heads and the webhook cursor stay as they were: what was pushed meanwhile is found
+            # by the next success.
             cursor = json.dumps({**state, "failures": failures, "retry_after": time.time() + delay}, sort_keys=True)
             return dg.SensorResult(skip_reason=line, cursor=cursor)
 
-    def _poll(context: dg.SensorEvaluationContext, git: GitClient, state: dict[str, Any]) -> dg.SensorResult:
-        refs = git.ls_remote_refs(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds)
-        heads = {r.removeprefix("refs/heads/"): s for r, s in refs.items() if r.startswith("refs/heads/")}
-        watched = {b: s for b, s in heads.items() if branch_matches(b, app.branches)}
-        prs = pull_requests(refs, app.trigger.pull_requests)
-        tags = release_tags(refs, app.trigger.tags)
-        cursor = json.dumps({"heads": watched, "prs": prs, "tags": tags}, sort_keys=True)  # clears any backoff
+    def _tick(context: dg.SensorEvaluationContext, git: GitClient, inbox: WebhookInbox,
+              state: dict[str, Any]) -> dg.SensorResult:
+        now = time.time()
+        delivered = inbox.pending(app.key, state.get("webhook_after", "")) if app.forge.enabled else []
         if "heads" not in state:
-            return dg.SensorResult(skip_reason=f"baseline recorded: {len(watched)} watched head(s), "
+            refs = git.ls_remote_refs(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds)
+            heads, prs, tags = _watched(app, refs)
+            cursor = {"heads": heads, "prs": prs, "tags": tags, "polled_at": now,
+                      "webhook_after": delivered[-1][0] if delivered else state.get("webhook_after", "")}
+            return dg.SensorResult(skip_reason=f"baseline recorded: {len(heads)} watched head(s), "
                                                f"{len(prs)} pull request(s), {len(tags)} tag(s); "
-                                               "runs start from the next push", cursor=cursor)
-        previous = state["heads"]
-        # A cursor from before pull requests and tags were watched: theirs is a baseline too.
-        previous_prs, previous_tags = state.get("prs", prs), state.get("tags", tags)
-        events = [_Push(f"refs/heads/{b}", s, previous.get(b, ""), branch=b)
-                  for b, s in new_heads(previous, heads, app.branches).items()]
-        events += [_Push(ref, s, previous_prs.get(n, [None, ""])[1], pr=n)
-                   for n, (ref, s) in sorted(prs.items(), key=lambda i: int(i[0]))
-                   if previous_prs.get(n, [None, ""])[1] != s]
-        events += [_Push(f"refs/tags/{t}", s, "", tag=t) for t, s in sorted(tags.items()) if previous_tags.get(t) != s]
-        for gone in sorted(set(previous) - set(watched)):  # a deleted branch: its queued runs are moot
-            _cancel_runs(context, {TAG_BRANCH: gone}, keep="", queued_only=True, why=f"branch {gone} was deleted")
+                                               "runs start from the next push",
+                                   cursor=json.dumps(cursor, sort_keys=True))
+        # A cursor from before pull requests and tags were watched: theirs is a baseline too (the poll's).
+        seen = {"heads": dict(state["heads"]), "prs": dict(state.get("prs", {})), "tags": dict(state.get("tags", {}))}
+        events, gone_branches, closed_prs = _from_webhooks(app, context, delivered, seen)
+        # Without a forge the sensor ticks once per poll interval: every tick polls.
+        polled = not app.forge.enabled or "prs" not in state or "tags" not in state or (
+            now - float(state.get("polled_at", 0)) >= app.trigger.poll_interval_seconds - 0.5)
+        if polled:  # every poll interval; with webhooks, the fallback for a delivery that never came
+            refs = git.ls_remote_refs(app.repository.url, timeout=app.trigger.ls_remote_timeout_seconds)
+            heads, prs, tags = _watched(app, refs)
+            prs_before = seen["prs"] if "prs" in state else prs
+            tags_before = seen["tags"] if "tags" in state else tags
+            events += [_Push(f"refs/heads/{b}", s, seen["heads"].get(b, ""), branch=b)
+                       for b, s in new_heads(seen["heads"], heads, app.branches).items()]
+            events += [_Push(ref, s, prs_before.get(n, [None, ""])[1], pr=n)
+                       for n, (ref, s) in sorted(prs.items(), key=lambda i: int(i[0]))
+                       if prs_before.get(n, [None, ""])[1] != s]
+            events += [_Push(f"refs/tags/{t}", s, "", tag=t) for t, s in sorted(tags.items())
+                       if tags_before.get(t) != s]
+            gone_branches += sorted(set(seen["heads"]) - set(heads))
+            seen = {"heads": heads, "prs": prs, "tags": tags}
+        cursor = json.dumps({**seen, "polled_at": now if polled else state.get("polled_at", 0),
+                             "webhook_after": delivered[-1][0] if delivered else state.get("webhook_after", "")},
+                            sort_keys=True)  # no failures/retry_after: a success clears the backoff
+        for gone in sorted(set(gone_branches)):  # a deleted branch: its queued runs are moot
+            _cancel_runs(app, context, {TAG_BRANCH: gone}, job_name=job.name, sensor_name=_sensor.name,
+                         keep="", queued_only=True, why=f"branch {gone} was deleted")
+        for number in closed_prs:  # a closed or merged request: nothing of its runs is wanted any more
+            _cancel_runs(app, context, {TAG_PR: number}, job_name=job.name, sensor_name=_sensor.name,
+                         keep="", queued_only=False, why=f"pull request {number} was closed")
         if app.trigger.cancel_superseded:
             for event in events:
                 if event.branch or event.pr:
                     selector = {TAG_BRANCH: event.branch} if event.branch else {TAG_PR: event.pr}
-                    _cancel_runs(context, selector, keep=event.sha, queued_only=False,
+                    _cancel_runs(app, context, selector, job_name=job.name, sensor_name=_sensor.name,
+                                 keep=event.sha, queued_only=False,
                                  why=f"superseded by {event.sha[:12]} on {event.label.removeprefix('push on ')}")
         if not events:
             return dg.SensorResult(skip_reason="no new commits on watched branches, pull requests or tags",
                                    cursor=cursor)
         git.fetch(app.key, app.repository.url)
-        requests = []
-        for event in events:
+        requests, shas = [], set()
+        unique: dict[str, _Push] = {}
+        for event in events:  # the webhook's and the poll's: one run (the webhook's, which names more)
+            unique.setdefault(event.run_key, event)
+        for event in unique.values():
+            if event.webhook and not git.has_commit(app.key, event.sha):
+                context.log.warning(f"{printable(event.label)}: commit {event.sha[:12]} from a webhook is not on "
+                                    f"the remote any more (force-pushed away?): no run")
+                continue
             info = git.commit_info(app.key, event.sha)
-            context.log.info("%s: %s by %s", printable(event.label), event.sha[:12], info.author)
+            context.log.info("%s: %s by %s%s", printable(event.label), event.sha[:12], info.author,
+                             " (webhook)" if event.webhook else "")
+            shas.add(event.sha)
             requests.append(dg.RunRequest(
                 run_key=event.run_key, partition_key=event.sha,
                 tags={TAG_APP: app.name, TAG_BRANCH: _clip(event.branch), TAG_COMMIT: event.sha,
@@ -227,35 +270,83 @@ def build_push_sensor(
                       TAG_BEFORE: event.before, **event.extra_tags},
             ))
         known = set(context.instance.get_dynamic_partitions(partitions.name)) if context.instance else set()
-        added = sorted({e.sha for e in events} - known)
+        added = sorted(shas - known)
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[partitions.build_add_request(added)] if added else [],
             cursor=cursor,
+            skip_reason=None if requests else "the commits named by webhooks are no longer on the remote",
         )
 
-    def _cancel_runs(context: dg.SensorEvaluationContext, selector: dict[str, str], *, keep: str,
-                     queued_only: bool, why: str) -> None:
-        """Cancels the app's push-started CI runs matching ``selector`` (not of commit ``keep``): queued ones
-        leave the queue, started ones are terminated through the run launcher. Never fails the tick."""
-        statuses = [dg.DagsterRunStatus.QUEUED] + ([] if queued_only else [
-            dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
-        instance = context.instance
-        try:
-            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=statuses,
-                                                           tags={TAG_APP: app.name, **selector}))
-        except Exception as exc:  # a cancel must never stop the runs that follow from starting
-            context.log.warning(f"runs to cancel not read ({why}): {type(exc).__name__}: {exc}")
-            return
-        for run in runs:
-            if run.tags.get(TAG_COMMIT) == keep or run.tags.get(_SENSOR_TAG) != _sensor.name:
-                continue
-            try:
-                done = instance.run_coordinator.cancel_run(run.run_id)
-            except Exception as exc:
-                context.log.warning(f"run {run.run_id[:8]} not canceled ({why}): {type(exc).__name__}: {exc}")
-                continue
-            context.log.info(f"run {run.run_id[:8]} of {run.tags.get(TAG_COMMIT, '')[:12]} "
-                             f"{'canceled' if done else 'could not be canceled'}: {why}")
-
     return _sensor
+
+
+def _watched(app: AppConfig, refs: Mapping[str, str]) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    heads = {r.removeprefix("refs/heads/"): s for r, s in refs.items()
+             if r.startswith("refs/heads/") and branch_matches(r.removeprefix("refs/heads/"), app.branches)}
+    return heads, pull_requests(refs, app.trigger.pull_requests), release_tags(refs, app.trigger.tags)
+
+
+def _from_webhooks(app: AppConfig, context: dg.SensorEvaluationContext, delivered: list[tuple[str, WebhookEvent]],
+                   seen: dict[str, dict[str, Any]]) -> tuple[list[_Push], list[str], list[str]]:
+    """The webhook deliveries as pushes (updating ``seen``, so the poll does not start them again),
+    deleted branches and closed pull requests."""
+    events: list[_Push] = []
+    gone: list[str] = []
+    closed: list[str] = []
+    for _name, event in delivered:
+        if event.kind == "push":
+            branch = event.ref.removeprefix("refs/heads/")
+            if branch_matches(branch, app.branches) and seen["heads"].get(branch) != event.sha:
+                events.append(_Push(event.ref, event.sha, event.before or seen["heads"].get(branch, ""),
+                                    branch=branch, webhook=True))
+                seen["heads"][branch] = event.sha
+        elif event.kind == "tag":
+            tag = event.ref.removeprefix("refs/tags/")
+            if release_tags({event.ref: event.sha}, app.trigger.tags) and seen["tags"].get(tag) != event.sha:
+                events.append(_Push(event.ref, event.sha, "", tag=tag, webhook=True))
+                seen["tags"][tag] = event.sha
+        elif event.kind == "pull_request" and event.pr_number is not None:
+            number = str(event.pr_number)
+            # With trigger.pull_requests: merge the run is of GitHub's merge commit, which the
+            # payload does not name: the poll finds it.
+            if pull_requests({event.ref: event.sha}, app.trigger.pull_requests) and \
+                    seen["prs"].get(number, [None, ""])[1] != event.sha:
+                events.append(_Push(event.ref, event.sha, seen["prs"].get(number, [None, ""])[1], pr=number,
+                                    base=event.base_branch, head=event.head_branch, webhook=True))
+                seen["prs"][number] = [event.ref, event.sha]
+        elif event.kind == "delete" and event.ref.startswith("refs/heads/"):
+            branch = event.ref.removeprefix("refs/heads/")
+            if seen["heads"].pop(branch, None) is not None:
+                gone.append(branch)
+        elif event.kind == "pr_closed" and event.pr_number is not None and app.trigger.pull_requests != "off":
+            closed.append(str(event.pr_number))
+        else:
+            continue
+        context.log.debug(f"webhook {event.kind} {printable(event.ref)} {event.sha[:12]}")
+    return events, gone, closed
+
+
+def _cancel_runs(app: AppConfig, context: dg.SensorEvaluationContext, selector: dict[str, str], *, job_name: str,
+                 sensor_name: str, keep: str, queued_only: bool, why: str) -> None:
+    """Cancels the app's push-started CI runs matching ``selector`` (not of commit ``keep``): queued ones
+    leave the queue, started ones are terminated through the run launcher. Never fails the tick."""
+    statuses = [dg.DagsterRunStatus.QUEUED] + ([] if queued_only else [
+        dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+    instance = context.instance
+    try:
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=statuses,
+                                                       tags={TAG_APP: app.name, **selector}))
+    except Exception as exc:  # a cancel must never stop the runs that follow from starting
+        context.log.warning(f"runs to cancel not read ({why}): {type(exc).__name__}: {exc}")
+        return
+    for run in runs:
+        if run.tags.get(TAG_COMMIT) == keep or run.tags.get(_SENSOR_TAG) != sensor_name:
+            continue
+        try:
+            done = instance.run_coordinator.cancel_run(run.run_id)
+        except Exception as exc:
+            context.log.warning(f"run {run.run_id[:8]} not canceled ({why}): {type(exc).__name__}: {exc}")
+            continue
+        context.log.info(f"run {run.run_id[:8]} of {run.tags.get(TAG_COMMIT, '')[:12]} "
+                         f"{'canceled' if done else 'could not be canceled'}: {why}")

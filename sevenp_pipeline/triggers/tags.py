@@ -16,4 +16,6 @@ TAG_DEPLOY = "sevenp/deploy"  # outcome of a deploy run: live | rolled_back | fa
 TAG_FAILURE = "sevenp/failure"  # the run's first failure, one line: "<stage>: <what failed>" (the runs list says why)
 TAG_ORIGIN = "sevenp/origin"  # what started the run's lineage: its trigger, or a re-executed run's origin
 TAG_PR = "sevenp/pr"  # the pull/merge request number of a run the push sensor started for refs/pull/N/…
+TAG_PR_BASE = "sevenp/pr-base"  # a pull request's base branch (when a webhook named it)
+TAG_PR_HEAD = "sevenp/pr-head"  # and its head branch
 TAG_REF = "sevenp/ref"  # the ref a pull-request or tag run was started for (refs/pull/7/head, refs/tags/v1.4.0)

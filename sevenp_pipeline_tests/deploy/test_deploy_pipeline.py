@@ -268,7 +268,8 @@ def test_an_approving_review_on_the_forge_deploys_production(deploys: Deploys) -
     prod = deploys.deploy(sha, "production", tags=request.tags)
     assert prod.success, _failures(prod)
     meta = _materialization(prod, "production_deployment")
-    assert meta is not None and (meta["approved_by"], meta["approved_via"]) == ("ada", "github review on pull request 21")
+    assert meta is not None
+    assert (meta["approved_by"], meta["approved_via"]) == ("ada", "github review on pull request 21")
     assert deploys.answer("production")[1] == sha
     done = tick()  # live there now: nobody is asked again
     assert isinstance(done, dg.SkipReason) and "no new approval" in done.skip_message

@@ -121,7 +121,7 @@ class ForgeAPI:
             return self._edit(request, gitlab, urllib.parse.unquote(m[1]), int(m[3]), "PUT")
         return _json(404, {"message": "Not Found"})
 
-    def _read(self, authorized: bool, repository: str, answer) -> Answer:  # noqa: ANN001 (a callable)
+    def _read(self, authorized: bool, repository: str, answer) -> Answer:
         if not authorized:
             return _json(401, {"message": "Bad credentials"})
         if repository != self.repository:
@@ -143,7 +143,8 @@ class ForgeAPI:
             sarif = json.loads(gzip.decompress(base64.b64decode(body["sarif"], validate=True)))
         except (KeyError, ValueError, OSError):
             return _json(400, {"message": "Invalid request: sarif is not gzip-compressed base64 SARIF"})
-        if not re.fullmatch(r"[0-9a-f]{40}", str(body.get("commit_sha"))) or not str(body.get("ref")).startswith("refs/"):
+        sha_ok = re.fullmatch(r"[0-9a-f]{40}", str(body.get("commit_sha")))
+        if not sha_ok or not str(body.get("ref")).startswith("refs/"):
             return _json(422, {"message": "Validation Failed"})
         self.sarifs.append({"commit_sha": body["commit_sha"], "ref": body["ref"], "sarif": sarif})
         return _json(202, {"id": f"sarif-{len(self.sarifs)}"})

@@ -65,9 +65,8 @@ def test_a_failed_and_a_passing_commit_on_github(make_pipeline, forge_server, to
     first = _tick(pipeline, None)
     shown = api.latest(bad)
     run_url = f"http://127.0.0.1:3000/runs/{failed.run_id}"
-    assert shown["sevenp/lint_report"] == {"state": "failure",
-                                           "description": "gate no_lint_errors failed: 1 lint problems, at most 0 allowed",
-                                           "target_url": run_url}
+    lint_failed = "gate no_lint_errors failed: 1 lint problems, at most 0 allowed"
+    assert shown["sevenp/lint_report"] == {"state": "failure", "description": lint_failed, "target_url": run_url}
     assert shown["sevenp/source_checkout"]["state"] == "success"
     # What never ran because lint failed is not green and not pending: a required check stays red.
     assert shown["sevenp/unit_test_results"] == {"state": "error", "description": "not run: a stage it needs failed",
@@ -190,7 +189,7 @@ def test_a_pull_request_keeps_one_comment_edited_run_after_run(make_pipeline, fo
     again = pipeline.materialize(good, "source_checkout", tags=_pr_run_tags(pipeline, good, "7"))
     _tick(pipeline, json.dumps({"since": json.loads(second.cursor)["since"]}))
     assert len(api.comments) == 1 and api.comments[1]["edits"] == 2 and again.run_id in str(api.comments[1]["body"])
-    assert api.comment_calls.count(f"create 7") == 1
+    assert api.comment_calls.count("create 7") == 1
 
 
 def _run(status: dg.DagsterRunStatus) -> dg.DagsterRun:
@@ -204,12 +203,14 @@ def test_statuses_while_a_run_is_in_progress_and_after_a_cancel(tmp_path: Path) 
     rows = [StageRow("source_checkout", "SUCCESS", 1.0, "3 changed files"),
             StageRow("lint_report", "IN_PROGRESS", None, ""),
             StageRow("unit_test_results", "NOT RUN", None, "")]
-    live = {s.context: (s.state, s.description) for s in run_statuses(app, _run(dg.DagsterRunStatus.STARTED), rows, "u")}
+    started = run_statuses(app, _run(dg.DagsterRunStatus.STARTED), rows, "u")
+    live = {s.context: (s.state, s.description) for s in started}
     assert live["sevenp/lint_report"] == ("running", "running")
     assert live["sevenp/unit_test_results"] == ("pending", "waiting for the stages it needs")
     assert live["code-quality"][0] == "pending" and live["testing"][0] == "pending"
     assert live["sevenp/pipeline"] == ("pending", "running: 1 of 3 stages done")
-    gone = {s.context: (s.state, s.description) for s in run_statuses(app, _run(dg.DagsterRunStatus.CANCELED), rows, "u")}
+    canceled = run_statuses(app, _run(dg.DagsterRunStatus.CANCELED), rows, "u")
+    gone = {s.context: (s.state, s.description) for s in canceled}
     assert gone["sevenp/lint_report"] == ("error", "stopped before it finished")
     assert gone["sevenp/unit_test_results"] == ("error", "not run: the run was canceled")
     assert gone["sevenp/pipeline"] == ("error", "canceled")

@@ -203,7 +203,8 @@ def _as_started_by(pipe: Pipeline, request: dg.RunRequest) -> dict[str, str]:
 
 
 @pytest.fixture
-def forge_sample(make_pipeline, signing_key: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pipeline, ForgeAPI]]:
+def forge_sample(make_pipeline, signing_key: str,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pipeline, ForgeAPI]]:
     """The sample app with GitHub as its forge (the status endpoints served over HTTP: forge_api)."""
     api = ForgeAPI(repository="acme/7p-education-api", token="ghp_" + "5" * 36)
     monkeypatch.setenv("SEVENP_GITHUB_TOKEN", api.token)
