@@ -190,6 +190,10 @@ def test_planted_aws_key_fails_the_secret_gate_and_a_later_promotion(sample: Pip
 
 
 def _push_sensor_tick(pipe: Pipeline, cursor: str | None) -> dg.SensorResult:
+    """A tick after the poll interval: an app with a forge reads webhooks every 2 s and polls git only
+    every poll_interval_seconds, so the cursor's last poll is moved back."""
+    if cursor:
+        cursor = json.dumps({**json.loads(cursor), "polled_at": 0})
     defs = pipe.defs
     sensor = defs.resolve_sensor_def(f"{pipe.key}_git_push_sensor")
     with dg.build_sensor_context(instance=pipe.instance, cursor=cursor, resources=defs.resources,
