@@ -83,6 +83,19 @@ def stage_rows(instance: dg.DagsterInstance, run_id: str) -> list[StageRow]:
     return rows
 
 
+def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, Any]]:
+    """``{asset name: its metadata values}`` for every asset the run materialized (the last one wins),
+    read as :func:`stage_rows` reads them: the figures a pull request's comment compares with its base."""
+    out: dict[str, dict[str, Any]] = {}
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        mat = event.step_materialization_data.materialization if event else None
+        if mat is not None:
+            out[mat.asset_key.path[-1]] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
 def _deploy_checks(meta: dict[str, Any]) -> list[StageRow]:
     """A deployment's health check and smoke tests, as rows under it."""
     rows = []

@@ -19,12 +19,18 @@ cannot ingest SARIF: its ``vulnerability_report`` status links the report instea
 A pull-request run (tagged ``sevenp/pr``) also keeps the request's one comment up to date: the
 stage table with each stage's one-line result, written when the run is first seen and edited when it
 ends; the same comment is edited by every later run of the request (found by a hidden marker if the
-cursor lost its id), never a new one per push.
+cursor lost its id), never a new one per push. Below the table, the run's coverage, vulnerabilities and
+image size against the base branch's latest successful run (:mod:`sevenp_pipeline.forge.compare`). The
+base branch is the run's ``sevenp/pr-base`` tag, else what the forge says of the request (``GET
+/pulls/{n}``, ``GET /merge_requests/{iid}``: asked once per newest run of the request, kept in the
+cursor's ``pulls``), which also gives its title: checked against the app's commitlint rule and posted as
+``<prefix>/pr-title``, counted in the group covering the commitlint stage (``code-quality``).
 
 The cursor holds, per run, the (state, description) last posted for each context, and ``!auth`` for a
 run whose token the forge refused (said once, then that run is left alone); a finished run is kept
 for ten minutes after its last post, then dropped. ``comments`` maps a request's number to its
-comment id and the creation time of the run it shows.
+comment id and the creation time of the run it shows; ``pulls`` a request's number to its base branch
+and title and the run they were asked for.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
@@ -38,12 +44,13 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.deploy.triggers import deploy_job_name
-from sevenp_pipeline.devtools.stage_table import stage_rows
+from sevenp_pipeline.devtools.stage_table import run_metadata, stage_rows
 from sevenp_pipeline.forge.client import ForgeClient
+from sevenp_pipeline.forge.compare import PullInfo, base_figures, compared, comparison, title_check
 from sevenp_pipeline.forge.statuses import ACTIVE, comment_marker, deployment_states, pr_comment, run_statuses
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.triggers.identity import IMPLICIT_ASSET_JOB
-from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT, TAG_DEPLOY_ENV, TAG_PR
+from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT, TAG_DEPLOY_ENV, TAG_PR, TAG_PR_BASE
 
 FIRST_LOOK_SECONDS = 600.0  # the first tick also reports runs that ended this long ago
 KEEP_SECONDS = 600.0
@@ -54,6 +61,8 @@ _SARIF = "!sarif"
 SARIF_NAME = "reports/vulnerability_report.sarif"  # where security/vulnerabilities.py stores it
 _DONE_AT = "!done"
 _MAX_RUNS = 50
+PULL_RETRY_SECONDS = 60.0  # a pull request the forge did not describe is asked again after this
+PULL_KEEP_SECONDS = 86400.0
 
 
 def forge_sensor_name(app: AppConfig) -> str:
@@ -109,6 +118,7 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
         sent, trouble = 0, ""
         runs = _runs(instance, app, job_names, since - 5)  # 5 s: a run updated while the last tick read
         comments: dict[str, Any] = state.get("comments", {})
+        pulls: dict[str, Any] = state.get("pulls", {})
         # A pull request's comment shows its newest run: an older run ending late does not take it back.
         newest = {run.tags[TAG_PR]: run.run_id for run, _ in runs if run.tags.get(TAG_PR)}
         for run, created in runs:
@@ -120,7 +130,10 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             links = {}
             if app.forge.kind == "gitlab" and artifact_store.local_path(app=app.key, sha=sha, name=SARIF_NAME):
                 links["vulnerability_report"] = artifact_store.uri(app=app.key, sha=sha, name=SARIF_NAME)
-            wanted = run_statuses(app, run, rows, forge.run_url(run.run_id), links)
+            number = run.tags.get(TAG_PR)
+            pull = _pull(app, context, forge, run, number, newest.get(number), pulls, now) if number else {}
+            title = title_check(app, pull["title"]) if "title" in pull else None
+            wanted = run_statuses(app, run, rows, forge.run_url(run.run_id), links, title)
             for status in wanted:
                 if mine.get(status.context) == [status.state, status.description]:
                     continue
@@ -135,10 +148,10 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
                     break
                 mine[status.context] = [status.state, status.description]
                 sent += 1
-            number = run.tags.get(TAG_PR)
             if (number and newest.get(number) == run.run_id and created >= comments.get(number, {}).get("created", 0)
                     and not trouble and not mine.get(_AUTH)):
-                trouble = _comment(app, context, forge, run, created, sha, wanted, mine, comments)
+                trouble = _comment(app, context, forge, run, created, sha, wanted, mine, comments,
+                                   base=run.tags.get(TAG_PR_BASE) or pull.get("base", ""), job_names=job_names)
             if not trouble and not mine.get(_AUTH):
                 trouble = _deployments(app, context, forge, run, sha, rows, mine)
             if not trouble and not mine.get(_AUTH) and not mine.get(_SARIF) and app.forge.kind == "github":
@@ -147,9 +160,11 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
                 mine.setdefault(_DONE_AT, now)
         for run_id in [r for r, m in posted.items() if now - float(m.get(_DONE_AT, now)) > KEEP_SECONDS]:
             del posted[run_id]
+        for number in [n for n, p in pulls.items() if now - float(p.get("at", now)) > PULL_KEEP_SECONDS]:
+            del pulls[number]
         # While a post failed, `since` stays: the runs that changed meanwhile are read again next tick.
-        cursor = json.dumps({"since": since if trouble else now, "runs": posted, "comments": comments},
-                            sort_keys=True)
+        cursor = json.dumps({"since": since if trouble else now, "runs": posted, "comments": comments,
+                             "pulls": pulls}, sort_keys=True)
         if trouble:
             return dg.SensorResult(skip_reason=f"{sent} status(es) posted; stopped: {trouble}", cursor=cursor)
         return dg.SensorResult(skip_reason=f"{sent} status(es) posted" if sent else "no status changed",
@@ -207,17 +222,43 @@ def _deployments(app: AppConfig, context: dg.SensorEvaluationContext, forge: For
     return ""
 
 
+def _pull(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun, number: str,
+          newest: str | None, pulls: dict[str, Any], now: float) -> dict[str, Any]:
+    """What the forge says of pull request ``number`` (``{"base", "title"}``; {} while it said nothing),
+    asked once per newest run of the request (a push after the title was edited checks the new title) and
+    kept in the cursor; a request the forge did not describe is asked again after a minute."""
+    known: dict[str, Any] = pulls.get(number, {})
+    if known.get("run") == run.run_id or newest != run.run_id or now < float(known.get("retry", 0)):
+        return known
+    kind = app.forge.kind
+    result = forge.get(app.forge, f"pulls/{int(number)}" if kind == "github" else f"merge_requests/{int(number)}",
+                       log=context.log.info)
+    info = PullInfo.from_answer(kind, result.answer) if result.outcome == "ok" else None
+    if info is None:
+        context.log.warning(f"pull request {number}: the forge did not describe it "
+                            f"({result.message or 'no title in its answer'}): no title check, and the base branch "
+                            "only from the run's tags")
+        pulls[number] = {**known, "at": known.get("at", now), "retry": now + PULL_RETRY_SECONDS}
+    else:
+        pulls[number] = {"run": run.run_id, "base": info.base, "title": info.title, "at": now}
+    return pulls[number]
+
+
 def _comment(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClient, run: dg.DagsterRun,
-             created: float, sha: str, wanted: list, mine: dict[str, Any], comments: dict[str, Any]) -> str:
+             created: float, sha: str, wanted: list, mine: dict[str, Any], comments: dict[str, Any], *,
+             base: str, job_names: set[str]) -> str:
     """Keeps the pull request's one comment up to date: written when the run is first seen and
-    when it ends (not on every stage: an edit notifies nobody, but each costs an API call).
-    Returns what went wrong, "" when nothing did."""
+    when it ends (not on every stage: an edit notifies nobody, but each costs an API call), with the
+    run's figures against ``base``'s latest successful run. Returns what went wrong, "" when nothing did."""
     finished = run.status not in ACTIVE
     done = mine.get(_COMMENTED)  # "started" or "final": what this run has written
     if done == "final" or (done == "started" and not finished):
         return ""
     number = run.tags[TAG_PR]
-    body = pr_comment(app, run, sha, wanted)
+    head = run_metadata(context.instance, run.run_id)
+    base_run = base_figures(context.instance, app, base, job_names) if base and compared(app, head) else None
+    against = comparison(app, base, head, base_run, forge.run_url(base_run.run_id) if base_run else "")
+    body = pr_comment(app, run, sha, wanted, against)
     known = comments.get(number, {})
     result, comment_id = forge.upsert_comment(app.forge, int(number), comment_marker(app), body,
                                               known_id=known.get("id"), log=context.log.info)

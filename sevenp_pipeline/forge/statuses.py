@@ -16,6 +16,7 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.devtools.stage_table import StageRow
 from sevenp_pipeline.forge.client import CommitStatus, DeployState, State
+from sevenp_pipeline.forge.compare import TITLE_CONTEXT, commitlint_stage
 
 ACTIVE = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING})
@@ -58,11 +59,14 @@ def deployment_states(run: dg.DagsterRun, rows: Sequence[StageRow]) -> dict[str,
 
 
 def run_statuses(app: AppConfig, run: dg.DagsterRun, rows: Sequence[StageRow], target_url: str,
-                 links: Mapping[str, str] | None = None) -> list[CommitStatus]:
+                 links: Mapping[str, str] | None = None,
+                 title: tuple[State, str] | None = None) -> list[CommitStatus]:
     """Every status the run's commit should carry now: stages, then groups, then ``<prefix>/pipeline``.
     Deployments are not commit statuses (they are the forge's deployments): a run of deploy steps only
     posts none, so a deploy never overwrites the commit's pipeline result. ``links`` gives a stage's status
-    another link than the run (GitLab: the vulnerability report's SARIF, which it cannot ingest)."""
+    another link than the run (GitLab: the vulnerability report's SARIF, which it cannot ingest).
+    ``title`` is a pull request's title check (``compare.title_check``): ``<prefix>/pr-title``, counted in
+    each group that covers the app's commitlint stage (``code-quality`` by default), not in the pipeline."""
     rows = [r for r in rows if not is_deploy_step(r.stage)]
     if not rows:
         return []
@@ -72,10 +76,16 @@ def run_statuses(app: AppConfig, run: dg.DagsterRun, rows: Sequence[StageRow], t
     stages = {r.stage: _stage_state(r, active, canceled) for r in rows if not r.stage.startswith(" ")}
     out = [CommitStatus(f"{prefix}/{stage}", state, text, (links or {}).get(stage, target_url))
            for stage, (state, text) in stages.items()]
+    checked = dict(stages)
+    if title is not None:
+        out.append(CommitStatus(f"{prefix}/{TITLE_CONTEXT}", title[0], title[1], target_url))
+        checked[TITLE_CONTEXT] = title
     for group, members in app.forge_groups().items():
         present = [m for m in members if m in stages]
+        if title is not None and commitlint_stage(app) in members:
+            present.append(TITLE_CONTEXT)
         if present:
-            state, text = _group(present, stages)
+            state, text = _group(present, checked)
             out.append(CommitStatus(group, state, text, target_url))
     if active:
         finished = sum(1 for s, _ in stages.values() if s in _DONE)
@@ -115,12 +125,16 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|").replace("`", "'")[:300] or " "
 
 
-def pr_comment(app: AppConfig, run: dg.DagsterRun, sha: str, statuses: Sequence[CommitStatus]) -> str:
-    """The pull request's comment for ``run``: the outcome, a link to the run, and one table row per stage
+def pr_comment(app: AppConfig, run: dg.DagsterRun, sha: str, statuses: Sequence[CommitStatus],
+               against: Sequence[str] = ()) -> str:
+    """The pull request's comment for ``run``: the outcome, a link to the run, one table row per stage
     with its one-line figure or failure (failing tests by name, coverage, vulnerabilities, image size, as
-    the stage reports them)."""
+    the stage reports them), the title check, and ``against``: the lines comparing the run with its base
+    branch (``compare.comparison``)."""
     prefix = f"{app.forge.context_prefix}/"
-    stages = [s for s in statuses if s.context.startswith(prefix) and s.context != f"{prefix}pipeline"]
+    title = next((s for s in statuses if s.context == f"{prefix}{TITLE_CONTEXT}"), None)
+    stages = [s for s in statuses if s.context.startswith(prefix) and s is not title
+              and s.context != f"{prefix}pipeline"]
     overall = next((s for s in statuses if s.context == f"{prefix}pipeline"), None)
     state = overall.state if overall else "pending"
     headline = {"success": "passed", "failure": "failed", "error": "was canceled"}.get(state, "is running")
@@ -135,6 +149,10 @@ def pr_comment(app: AppConfig, run: dg.DagsterRun, sha: str, statuses: Sequence[
              "|---|---|---|"]
     lines += [f"| {s.context.removeprefix(prefix)} | {_ICON.get(s.state, '')} {s.state} | {_cell(s.description)} |"
               for s in stages]
+    if against:
+        lines += ["", *against]
+    if title is not None:
+        lines += ["", f"Title: {_ICON.get(title.state, '')} {_cell(title.description)}"]
     groups = [s for s in statuses if not s.context.startswith(prefix)]
     if groups:
         lines += ["", "Required checks: " + ", ".join(f"{_ICON.get(g.state, '')} `{g.context}`" for g in groups)]

@@ -5,6 +5,8 @@ what those endpoints answer, including what they refuse:
 - GitHub ``POST /repos/{owner}/{repo}/statuses/{sha}``: Bearer token (401 "Bad credentials"), states
   pending|success|failure|error, description at most 140 characters (422 otherwise), 404 for another
   repository; ``GET …/commits/{sha}/status`` gives the combined status (the latest per context).
+- GitHub ``GET …/pulls/{n}`` and GitLab ``GET …/merge_requests/{iid}``: a request of ``pulls`` with its
+  ``title`` and base branch (``base.ref``, ``target_branch``); 404 for another number.
 - GitLab ``POST /api/v4/projects/{url-encoded path}/statuses/{sha}``: ``PRIVATE-TOKEN`` (401), states
   pending|running|success|failed|canceled|skipped, and 400 "Cannot transition status" when the
   commit's status of that name is already in that state.
@@ -21,6 +23,7 @@ import json
 import re
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any
 
 from sevenp_pipeline_tests.httpserver import Answer, Request
 
@@ -35,6 +38,8 @@ GITHUB_DEPLOY_STATES = {"error", "failure", "inactive", "in_progress", "queued",
 GITLAB_DEPLOY_STATES = {"running", "success", "failed", "canceled"}
 _GITHUB_SARIFS = re.compile(r"^/repos/([^/]+)/([^/]+)/code-scanning/sarifs$")
 _GITHUB_COMMIT_PULLS = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/pulls$")
+_GITHUB_PULL = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/([0-9]+)$")
+_GITLAB_MR = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)$")
 _GITHUB_REVIEWS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/reviews$")
 _GITHUB_COMMIT_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]{40})/comments$")
 _GITLAB_COMMIT_MRS = re.compile(r"^/api/v4/projects/([^/]+)/repository/commits/([0-9a-f]{40})/merge_requests$")
@@ -66,7 +71,9 @@ class ForgeAPI:
     sarifs: list[dict[str, object]] = field(default_factory=list)  # {"commit_sha", "ref", "sarif": the JSON}
     # What people did on the forge: pull/merge requests (the commits they hold, reviews/approvals by login)
     # and comments on commits; comments on a request are `comments` entries with an "author".
-    pulls: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # n -> {"commits", "approved_by", "reviews"}
+    # n -> {"commits", "approved_by", "reviews", "title", "base"}
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pull_reads: list[int] = field(default_factory=list)  # every GET of one pull/merge request, in order
     commit_comments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sha -> [(login, body)]
 
     def __call__(self, request: Request) -> Answer:
@@ -85,6 +92,14 @@ class ForgeAPI:
         if request.method == "GET" and (m := _GITHUB_COMMIT_PULLS.match(path)):
             return self._read(github, f"{m[1]}/{m[2]}", lambda: [
                 {"number": n} for n, p in sorted(self.pulls.items()) if m[3] in p["commits"]])
+        if request.method == "GET" and (m := _GITHUB_PULL.match(path)):
+            return self._pull(github, f"{m[1]}/{m[2]}", int(m[3]), lambda p: {
+                "number": int(m[3]), "title": p.get("title", ""), "state": "open",
+                "base": {"ref": p.get("base", "main")}, "head": {"ref": p.get("head", "feature")}})
+        if request.method == "GET" and (m := _GITLAB_MR.match(path)):
+            return self._pull(gitlab, urllib.parse.unquote(m[1]), int(m[2]), lambda p: {
+                "iid": int(m[2]), "title": p.get("title", ""), "state": "opened",
+                "target_branch": p.get("base", "main"), "source_branch": p.get("head", "feature")})
         if request.method == "GET" and (m := _GITHUB_REVIEWS.match(path)):
             return self._read(github, f"{m[1]}/{m[2]}", lambda: [
                 {"user": {"login": login}, "state": state}
@@ -127,6 +142,14 @@ class ForgeAPI:
         if repository != self.repository:
             return _json(404, {"message": "Not Found"})
         return _json(200, answer())
+
+    def _pull(self, authorized: bool, repository: str, number: int, answer) -> Answer:
+        """GitHub ``GET /pulls/{n}`` (``base.ref``, ``title``), GitLab ``GET /merge_requests/{iid}``
+        (``target_branch``, ``title``); 404 for a request that does not exist."""
+        self.pull_reads.append(number)
+        if authorized and repository == self.repository and number not in self.pulls:
+            return _json(404, {"message": "Not Found"})
+        return self._read(authorized, repository, lambda: answer(self.pulls[number]))
 
     def human_comment(self, number: int, login: str, body: str) -> None:
         """A person's comment on pull/merge request ``number``."""

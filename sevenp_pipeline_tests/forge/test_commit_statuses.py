@@ -192,6 +192,66 @@ def test_a_pull_request_keeps_one_comment_edited_run_after_run(make_pipeline, fo
     assert api.comment_calls.count("create 7") == 1
 
 
+_UNIT = "source_checkout,node_dependencies,lint_report,security_lint_report,format_report,type_check_report," \
+        "unit_test_results"
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_a_pull_request_against_main_and_its_title(make_pipeline, forge_server, kind: str) -> None:
+    server, api = forge_server
+    base = f"{server.url}/api/v4" if kind == "gitlab" else server.url
+    pipeline = make_pipeline(f"forge:\n  kind: {kind}\n  api_url: {base}\n  repository: {REPO}\n"
+                             "stages:\n  commit_messages: {enabled: true}\n")
+    main = pipeline.remote.push("main")
+    on_main = pipeline.materialize(main, _UNIT)
+    assert on_main.success and pipeline.instance.get_run_by_id(on_main.run_id).tags["sevenp/branch"] == "main"
+
+    pipeline.remote.write("coverage-pct.txt", "85")
+    head = pipeline.remote.commit("test: less", push_to=None)
+    api.pulls[7] = {"commits": [head], "title": "Lower the coverage", "base": "main"}
+    first = pipeline.materialize(head, _UNIT, tags=_pr_run_tags(pipeline, head, "7"))
+    assert first.success
+    ticked = _tick(pipeline, None)
+    body = str(api.comments[1]["body"])
+    assert (f"**Against `main`** ([run {on_main.run_id[:8]}](http://127.0.0.1:3000/runs/{on_main.run_id}) "
+            f"of `{main[:12]}`):\n- coverage 85% (\u22125.0 against main)") in body, body
+    assert "Title: ❌ the title is not a conventional commit: header is not 'type(scope): subject'" in body
+    shown = api.latest(head)
+    assert shown["sevenp/pr-title"]["state"] == ("failure" if kind == "github" else "failed")
+    assert shown["code-quality"]["state"] == shown["sevenp/pr-title"]["state"]
+    assert "pr-title: the title is not a conventional commit" in shown["code-quality"]["description"]
+    assert api.pull_reads == [7]
+    _tick(pipeline, ticked.cursor)
+    assert api.pull_reads == [7]  # asked once, kept in the cursor
+    assert json.loads(ticked.cursor)["pulls"]["7"]["title"] == "Lower the coverage"
+
+    # The title fixed, the next push checks it again; a base named by the webhook has no run to compare with.
+    api.pulls[7]["title"] = "test: lower the coverage"
+    tags = _pr_run_tags(pipeline, head, "7") | {"sevenp/pr-base": "release"}
+    again = pipeline.materialize(head, _UNIT, tags=tags)
+    _tick(pipeline, ticked.cursor)
+    assert api.pull_reads == [7, 7]
+    assert api.latest(head)["sevenp/pr-title"]["state"] == "success"
+    assert api.latest(head)["code-quality"]["state"] == "success"
+    body = str(api.comments[1]["body"])
+    assert again.run_id in body and "**Against `release`**: no run of release to compare with." in body
+    assert "Title: ✅ the title is a conventional commit" in body
+
+
+def test_a_request_the_forge_does_not_know_still_gets_its_comment(make_pipeline, forge_server) -> None:
+    server, api = forge_server
+    pipeline = _forge_pipeline(make_pipeline, server)
+    sha = pipeline.remote.commit("feat: x", push_to=None)
+    run = pipeline.materialize(sha, "source_checkout", tags=_pr_run_tags(pipeline, sha, "9"))
+    assert run.success
+    result = _tick(pipeline, None)
+    assert api.pull_reads == [9] and "pr-title" not in json.dumps(api.posts)
+    assert "status(es) posted" in result.skip_reason.skip_message
+    assert len(api.comments) == 1 and "Title:" not in str(api.comments[1]["body"])
+    _tick(pipeline, result.cursor)
+    assert api.pull_reads == [9]  # asked again only after a minute
+
+
 def _run(status: dg.DagsterRunStatus) -> dg.DagsterRun:
     return dg.DagsterRun(job_name="tiny_app_ci_job", run_id="r" * 8, status=status)
 
