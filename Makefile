@@ -9,7 +9,7 @@ export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
 .PHONY: install system-deps demo dev stop test test-fast lint bench bench-deploy rerun prune clean \
-	deploy rollback deploy-status deploy-stop bench-recovery
+	deploy rollback deploy-status deploy-stop bench-recovery bench-webhook
 
 install: system-deps $(VENV)/.installed
 
@@ -94,6 +94,10 @@ bench-deploy: install
 ## seconds until it is back, and the failed requests of an nginx kill under bench-deploy's load.
 bench-recovery: install
 	$(BIN)/python benchmarks/recovery.py
+
+## push -> run start through a signed webhook delivery vs through the git poll, side by side, one daemon.
+bench-webhook: install
+	$(BIN)/python benchmarks/webhook_latency.py
 
 clean: stop
 	rm -rf $(SEVENP_HOME)
