@@ -29,6 +29,8 @@ from sevenp_pipeline.config.references import check_env, has_references
 from sevenp_pipeline.config.targets import take_target_sections, target_schema, validate_target_section
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_FORGE_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_FORGE_TEAM = re.compile(r"@[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}){0,20}")
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -638,8 +640,9 @@ class EnvironmentSpec(BaseModel):
     approval: Literal["auto", "manual"] = Field(
         default="auto", description="manual: only a person launches it (the spec's protected environment)")
     approvers: list[str] = Field(
-        default_factory=list, description="forge user names whose approving review or '/deploy <env>' comment "
-                                          "approves a deploy here (approval: manual; needs forge:)")
+        default_factory=list, description="forge user names or teams (@org/team-slug on GitHub, @group/subgroup "
+                                          "on GitLab: any member) whose approving review or '/deploy <env>' "
+                                          "comment approves a deploy here (approval: manual; needs forge:)")
     allow_override: bool = Field(
         default=True, description="an operator may deploy here a commit that `branches` refuses (make deploy "
         "OVERRIDE='why'), named and recorded on the deployment; false: the branch rule has no exception")
@@ -652,9 +655,10 @@ class EnvironmentSpec(BaseModel):
     @field_validator("approvers")
     @classmethod
     def _forge_logins(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", v)]
+        bad = [v for v in value if not (_FORGE_LOGIN.fullmatch(v) or _FORGE_TEAM.fullmatch(v))]
         if bad:
-            raise ValueError(f"not forge user names: {bad}")
+            raise ValueError(f"not forge user names or teams: {bad} (a user: ada; a team: @org/team-slug on "
+                             "GitHub, @group or @group/subgroup on GitLab)")
         return value
 
     @model_validator(mode="after")
@@ -841,6 +845,10 @@ class AppConfig(BaseModel):
             if env.approvers and not self.forge.enabled:
                 raise ValueError(f"environments.{name}.approvers: approvals by forge identity need a forge: section "
                                  "(kind: github or gitlab)")
+            teams = [a for a in env.approvers if a.startswith("@") and a.count("/") != 1]
+            if teams and self.forge.kind == "github":
+                raise ValueError(f"environments.{name}.approvers: {teams}: a GitHub team is @org/team-slug "
+                                 "(one organization, one team)")
         return self
 
     @model_validator(mode="after")

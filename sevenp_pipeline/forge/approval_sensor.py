@@ -3,7 +3,8 @@
 See :mod:`sevenp_pipeline.forge.approvals` for what counts as an approval. Every minute, for each
 ``approval: manual`` environment with ``approvers``, the sensor asks the forge about the few newest
 commits waiting for it (live in the environment it comes ``after``, else the latest successful
-pipeline runs of its branches) that have neither an approval record nor a live deploy there. A forge
+pipeline runs of its branches) that have neither an approval record nor a live deploy there; team
+memberships are asked once per user and team a tick. A forge
 that cannot be asked skips the tick with one line; nothing is recorded from half an answer.
 """
 
@@ -17,7 +18,7 @@ from sevenp_pipeline.config.models import Branches
 from sevenp_pipeline.deploy.approvals import find_approval, record_approval
 from sevenp_pipeline.deploy.history import deploy_env_tag, healthy_deployments, latest_for_commit
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
-from sevenp_pipeline.forge.approvals import ForgeTrouble, find_forge_approval
+from sevenp_pipeline.forge.approvals import ForgeTrouble, TeamMembership, find_forge_approval
 from sevenp_pipeline.forge.client import ForgeClient
 from sevenp_pipeline.triggers.sensors import branch_matches
 from sevenp_pipeline.triggers.tags import TAG_APP, TAG_APPROVED, TAG_BRANCH, TAG_COMMIT, TAG_DEPLOY_ENV, TAG_TRIGGER
@@ -52,6 +53,7 @@ def build_forge_approval_sensor(app: AppConfig, jobs: dict[str, "dg.UnresolvedAs
                 deploy_targets: DeployTargets) -> dg.SensorResult | dg.SkipReason:
         home = Path(deploy_targets.home).resolve()
         requests, asked = [], 0
+        teams = TeamMembership(forge, app.forge, log=context.log.info, warn=context.log.warning)  # one per tick
         for env, approvers in waiting.items():
             for sha in approval_candidates(context.instance, app, env):
                 if find_approval(home, app.key, env, sha) or latest_for_commit(context.instance, app.key, env, sha):
@@ -59,7 +61,7 @@ def build_forge_approval_sensor(app: AppConfig, jobs: dict[str, "dg.UnresolvedAs
                 asked += 1
                 try:
                     found = find_forge_approval(forge, app.forge, sha=sha, env=env, approvers=approvers,
-                                                log=context.log.info)
+                                                log=context.log.info, membership=teams)
                 except ForgeTrouble as exc:
                     context.log.warning(f"approvals of {sha[:12]} for {env} not read: {exc}")
                     return dg.SkipReason(f"{app.forge.kind} could not be asked about approvals: {exc}")

@@ -69,6 +69,7 @@ class Posted:
     outcome: Literal["ok", "auth", "failed"]
     message: str = ""
     answer: object = None  # the forge's JSON answer, when it sent one
+    code: int | None = None  # the HTTP status of a refusal (404, 403, ...), when the forge answered one
 
 
 def _clip(text: str, limit: int) -> str:
@@ -137,11 +138,12 @@ class ForgeClient(dg.ConfigurableResource):
                     wait = _retry_after(exc.headers)
                 elif exc.code in (401, 403):
                     return Posted("auth", f"{forge.kind} refused the token in {variable} (HTTP {exc.code}) for "
-                                          f"{forge.repository}: commit statuses are not posted for this run")
+                                          f"{forge.repository}: commit statuses are not posted for this run",
+                                  code=exc.code)
                 elif exc.code == 400 and forge.kind == "gitlab" and "transition" in text.lower():
                     return Posted("ok")  # GitLab refuses a status the commit already has
                 elif exc.code < 500:
-                    return Posted("failed", f"{forge.kind} refused status {context}: {problem}")
+                    return Posted("failed", f"{forge.kind} refused status {context}: {problem}", code=exc.code)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 problem = f"no answer: {getattr(exc, 'reason', exc)}"
             if attempt < self.attempts:
@@ -247,15 +249,20 @@ class ForgeClient(dg.ConfigurableResource):
     def get(self, forge: ForgeSettings, path: str, *, log: LogFn) -> Posted:
         """``GET <api>/<repository's prefix>/<path>`` (GitHub ``/repos/o/r/…``, GitLab ``/projects/id/…``):
         the JSON answer in ``answer``; retried like a post, never raises."""
+        prefix = (f"repos/{self._github_repo(forge)}" if forge.kind == "github"
+                  else f"projects/{urllib.parse.quote(forge.repository, safe='')}")
+        return self.get_api(forge, f"{prefix}/{path.lstrip('/')}", log=log)
+
+    def get_api(self, forge: ForgeSettings, path: str, *, log: LogFn) -> Posted:
+        """``GET <api>/<path>`` outside the repository (GitHub ``orgs/…``, GitLab ``groups/…``), the caller
+        quoting each part of ``path``; a refusal's HTTP status in ``code``. Retried like a post, never raises."""
         token = self.github_token if forge.kind == "github" else self.gitlab_token
         variable = self.token_variable(forge)
         if not token:
             return Posted("auth", f"{forge.kind} token not set ({variable})")
-        prefix = (f"{forge.base_url}/repos/{self._github_repo(forge)}" if forge.kind == "github"
-                  else f"{forge.base_url}/projects/{urllib.parse.quote(forge.repository, safe='')}")
         try:
-            return self._post(f"{prefix}/{path.lstrip('/')}", None, self._headers(forge, token), forge, variable,
-                              path.split("?", 1)[0], log, "GET")
+            return self._post(f"{forge.base_url}/{path.lstrip('/')}", None, self._headers(forge, token), forge,
+                              variable, path.split("?", 1)[0], log, "GET")
         except Exception as exc:  # reporting must never fail what it reports on
             return Posted("failed", self._scrub(f"{type(exc).__name__}: {exc}", token))
 

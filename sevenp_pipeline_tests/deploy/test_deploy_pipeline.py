@@ -179,7 +179,7 @@ def deploys(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploys
         (apps / f"{NAME}.yaml").write_text(deploy_app_config(
             remote.url, stack.base.ref,
             f"forge: {{kind: github, api_url: '{forge_server.url}', repository: acme/deploy-app}}\n",
-            approvers=", approvers: [ada]"))
+            approvers=", approvers: [ada, '@acme/senior-developers']"))
         settings = Settings(home=home, apps_dir=apps)
         stack.registry.grant(home)  # the app's base image is in the session's registry
         instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
@@ -273,6 +273,21 @@ def test_an_approving_review_on_the_forge_deploys_production(deploys: Deploys) -
     assert deploys.answer("production")[1] == sha
     done = tick()  # live there now: nobody is asked again
     assert isinstance(done, dg.SkipReason) and "no new approval" in done.skip_message
+
+    # A member of the team the approvers name approves too; the record and the deployment say which team.
+    # (mallory's review above asked the forge and found no membership.)
+    deploys.forge.teams["acme/senior-developers"] = ["grace"]
+    team_sha = deploys.released("feat: approved by a team", version="1.2")
+    assert deploys.deploy(team_sha, "staging").success
+    deploys.forge.pulls[22] = {"commits": [team_sha], "reviews": [("grace", "APPROVED")]}
+    (request,) = tick().run_requests
+    via = "github review on pull request 22 (member of @acme/senior-developers)"
+    record = find_approval(deploys.settings.home, KEY, "production", team_sha)
+    assert record is not None and (record.approver, record.via) == ("grace", via)
+    prod = deploys.deploy(team_sha, "production", tags=request.tags)
+    assert prod.success, _failures(prod)
+    meta = _materialization(prod, "production_deployment")
+    assert meta is not None and (meta["approved_by"], meta["approved_via"]) == ("grace", via)
 
 
 def test_production_refused_until_staging_smoke_passed(deploys: Deploys) -> None:

@@ -11,6 +11,13 @@ what those endpoints answer, including what they refuse:
   pending|running|success|failed|canceled|skipped, and 400 "Cannot transition status" when the
   commit's status of that name is already in that state.
 
+- Memberships, for approvers that are teams: GitHub ``GET /orgs/{org}/teams/{team_slug}/memberships/
+  {username}`` (200 ``{"state": "active"|"pending", "role"}``, 404 when not a member), GitLab ``GET
+  /api/v4/groups/{url-encoded full path}/members/all/{user_id}`` (200 the member, 404 otherwise; members
+  of a parent group are members of its subgroups). ``membership_refusal`` answers 403 instead, as the
+  forge does to a token without ``read:org`` / ``read_api``. GitLab names people by id as well:
+  ``user_id(login)`` is the id its notes and approvals carry.
+
 ``fail_next`` queues answers (a 503, a 429 with Retry-After, a secondary-rate-limit 403) served before
 the next real ones.
 """
@@ -49,6 +56,8 @@ _GITHUB_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments
 _GITHUB_COMMENT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/([0-9]+)$")
 _GITLAB_NOTES = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/notes$")
 _GITLAB_NOTE = re.compile(r"^/api/v4/projects/([^/]+)/merge_requests/([0-9]+)/notes/([0-9]+)$")
+_GITHUB_MEMBERSHIP = re.compile(r"^/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)$")
+_GITLAB_MEMBER = re.compile(r"^/api/v4/groups/([^/]+)/members/all/([0-9]+)$")
 GITHUB_STATES = {"pending", "success", "failure", "error"}
 GITLAB_STATES = {"pending", "running", "success", "failed", "canceled", "skipped"}
 
@@ -75,6 +84,17 @@ class ForgeAPI:
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     pull_reads: list[int] = field(default_factory=list)  # every GET of one pull/merge request, in order
     commit_comments: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sha -> [(login, body)]
+    # "org/team-slug" (GitHub) or "group/subgroup" (GitLab) -> its members' logins; GitHub: "pending" invitees
+    teams: dict[str, list[str]] = field(default_factory=dict)
+    pending: dict[str, list[str]] = field(default_factory=dict)
+    membership_refusal: Answer | None = None  # e.g. the 403 of a token without read:org
+    user_ids: dict[str, int] = field(default_factory=dict)  # login -> GitLab user id (made on first use)
+
+    def user_id(self, login: str) -> int:
+        return self.user_ids.setdefault(login, 100 + len(self.user_ids))
+
+    def _gitlab_user(self, login: str) -> dict[str, object]:
+        return {"id": self.user_id(login), "username": login}
 
     def __call__(self, request: Request) -> Answer:
         if self.fail_next:
@@ -112,10 +132,16 @@ class ForgeAPI:
                 {"iid": n} for n, p in sorted(self.pulls.items()) if m[2] in p["commits"]])
         if request.method == "GET" and (m := _GITLAB_APPROVALS.match(path)):
             return self._read(gitlab, urllib.parse.unquote(m[1]), lambda: {"approved_by": [
-                {"user": {"username": login}} for login in self.pulls.get(int(m[2]), {}).get("approved_by", [])]})
+                {"user": self._gitlab_user(login)} for login in self.pulls.get(int(m[2]), {}).get("approved_by", [])]})
         if request.method == "GET" and (m := _GITLAB_COMMIT_COMMENTS.match(path)):
             return self._read(gitlab, urllib.parse.unquote(m[1]), lambda: [
-                {"author": {"username": login}, "note": body} for login, body in self.commit_comments.get(m[2], [])])
+                {"author": self._gitlab_user(login), "note": body}
+                for login, body in self.commit_comments.get(m[2], [])])
+        if request.method == "GET" and (m := _GITHUB_MEMBERSHIP.match(path)):
+            return self._membership(github, f"{m[1]}/{m[2]}", urllib.parse.unquote(m[3]), "github")
+        if request.method == "GET" and (m := _GITLAB_MEMBER.match(path)):
+            logins = [login for login, uid in self.user_ids.items() if uid == int(m[2])]
+            return self._membership(gitlab, urllib.parse.unquote(m[1]), logins[0] if logins else "", "gitlab")
         if m := _GITHUB_SARIFS.match(path):
             return self._sarif(request, github, f"{m[1]}/{m[2]}")
         if m := _GITHUB_DEPLOYMENTS.match(path):
@@ -150,6 +176,21 @@ class ForgeAPI:
         if authorized and repository == self.repository and number not in self.pulls:
             return _json(404, {"message": "Not Found"})
         return self._read(authorized, repository, lambda: answer(self.pulls[number]))
+
+    def _membership(self, authorized: bool, team: str, login: str, kind: str) -> Answer:
+        if not authorized:
+            return _json(401, {"message": "Bad credentials"})
+        if self.membership_refusal is not None:
+            return self.membership_refusal
+        if kind == "github":
+            state = ("active" if login in self.teams.get(team, []) else
+                     "pending" if login in self.pending.get(team, []) else "")
+            return (_json(200, {"state": state, "role": "member", "url": ""}) if state
+                    else _json(404, {"message": "Not Found"}))
+        parents = [team.split("/")[:i] for i in range(1, team.count("/") + 2)]  # inherited from each ancestor
+        if login and any(login in self.teams.get("/".join(p), []) for p in parents):
+            return _json(200, {"id": self.user_id(login), "username": login, "state": "active", "access_level": 30})
+        return _json(404, {"message": "404 Not found"})
 
     def human_comment(self, number: int, login: str, body: str) -> None:
         """A person's comment on pull/merge request ``number``."""
@@ -211,7 +252,7 @@ class ForgeAPI:
             self.comment_calls.append(f"list {number}")
             author = str(self.bot)
             return _json(200, [{"id": i, "body": c["body"], "user": {"login": c.get("author", author)},
-                                "author": {"username": c.get("author", author)}}
+                                "author": self._gitlab_user(str(c.get("author", author)))}
                                for i, c in self.comments.items() if c["pr"] == number])
         body = json.loads(request.body).get("body")
         if not body:
