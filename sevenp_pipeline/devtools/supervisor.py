@@ -262,7 +262,7 @@ class RegistryWatch:
 
 
 # What identifies each supervised process among the children of ``devstack serve``.
-MARKERS = {"code server": "code-server", "webserver": "dagster-webserver", "daemon": "dagster-daemon",
+MARKERS = {"code server": "code-server", "webserver": "dagster-webserver", "daemon": "sevenp_pipeline.devtools.daemon",
            "artifact server": "sevenp_pipeline.cockpit.server"}
 
 

@@ -62,7 +62,7 @@ __all__ = ["TAG_APP", "TAG_BRANCH", "TAG_COMMIT", "backoff_seconds", "branch_mat
 _MAX_TAG = 200
 _SENSOR_TAG = "dagster/sensor_name"  # only runs this sensor started are canceled: never a person's
 MAX_BACKOFF_SECONDS = 300.0
-WEBHOOK_TICK_SECONDS = 2
+WEBHOOK_TICK_SECONDS = 1
 _MAX_ERROR = 400
 
 

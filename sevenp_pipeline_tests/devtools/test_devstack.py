@@ -192,7 +192,7 @@ def test_local_dagster_stop_leaves_nothing_running(tmp_path: Path) -> None:
     stack = LocalDagster(home=tmp_path / "home", port=free_port(), apps_dir=apps)
     stack.start()
     try:
-        assert any("dagster-daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
+        assert any("sevenp_pipeline.devtools.daemon" in p for p in _processes_with_env(f"SEVENP_HOME={stack.home}"))
         # The wrapper polls the UI on its own 0.5 s beat, so its announcement may trail start().
         wait_until(lambda: "the Dagster UI answers on" in stack.log_path.read_text(), timeout=30, interval=0.2,
                    what=f"the wrapper to announce the UI in {stack.log_path}")

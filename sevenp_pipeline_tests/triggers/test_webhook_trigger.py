@@ -69,7 +69,7 @@ def test_webhook_deliveries_start_runs_before_the_poll_and_a_closed_pull_request
     pipe = make_pipeline(CONFIG, name="hooked-app")
     sensor_name = f"{pipe.key}_git_push_sensor"
     defs = pipe.defs
-    assert defs.resolve_sensor_def(sensor_name).minimum_interval_seconds == 2  # deliveries are read every 2 s
+    assert defs.resolve_sensor_def(sensor_name).minimum_interval_seconds == 1  # deliveries are read every second
     with _queued_instance() as instance, _receiver(pipe) as url:
         def tick(cursor: str | None) -> dg.SensorResult:
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources,
