@@ -45,7 +45,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.deploy.history import deploy_env_tag
 from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools.stage_table import run_metadata, stage_rows
-from sevenp_pipeline.forge.client import ForgeClient
+from sevenp_pipeline.forge.client import ForgeClient, Posted
 from sevenp_pipeline.forge.compare import PullInfo, base_figures, compared, comparison, title_check
 from sevenp_pipeline.forge.statuses import ACTIVE, comment_marker, deployment_states, pr_comment, run_statuses
 from sevenp_pipeline.resources.artifacts import ArtifactStore
@@ -188,7 +188,14 @@ def _sarif(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClie
     if result.outcome == "ok":
         mine[_SARIF] = ref
         return ""
-    context.log.warning(f"run {run.run_id[:8]}: SARIF upload: {result.message}")
+    return _not_taken(context, run, "SARIF upload", result, mine)
+
+
+def _not_taken(context: dg.SensorEvaluationContext, run: dg.DagsterRun, what: str, result: Posted,
+               mine: dict[str, Any]) -> str:
+    """Logs a post the forge did not take. A refused token ends the run's reporting (one warning);
+    anything else is returned, to be tried again next tick."""
+    context.log.warning(f"run {run.run_id[:8]}: {what}: {result.message}")
     if result.outcome == "auth":
         mine[_AUTH] = True
         return ""
@@ -266,8 +273,4 @@ def _comment(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeCl
         comments[number] = {"id": comment_id if comment_id is not None else known.get("id"), "created": created}
         mine[_COMMENTED] = "final" if finished else "started"
         return ""
-    context.log.warning(f"run {run.run_id[:8]}: pull request {number} comment: {result.message}")
-    if result.outcome == "auth":
-        mine[_AUTH] = True
-        return ""
-    return result.message
+    return _not_taken(context, run, f"pull request {number} comment", result, mine)
