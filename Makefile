@@ -28,9 +28,9 @@ demo: install
 		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),)
 
 ## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything
-## (with SEVENP_WEBHOOK_SECRET set: the webhook receiver too, on WEBHOOK_PORT, default PORT + 2).
+## (with SEVENP_WEBHOOK_SECRET set: the webhook receiver too, on WEBHOOK_PORT, default PORT + 2;
+## with SEVENP_DAGSTER_POSTGRES_URL set: the Dagster instance on that PostgreSQL database).
 dev: install
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m sevenp_pipeline.devtools.devstack serve --port $(PORT) \
 		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),) \
 		$(if $(WEBHOOK_PORT),--webhook-port $(WEBHOOK_PORT),)

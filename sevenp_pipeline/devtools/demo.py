@@ -1,8 +1,9 @@
 """`make demo`: the whole CI pipeline on the sample app, on embedded defaults, then the UI.
 
 1. makes a local git "remote" holding examples/7p-education-api (a bare repo under the home);
-2. starts Dagster (webserver + daemon) on a SQLite instance under the home, and the read-only
-   artifact server (the UI's port + 1) the metadata links point at;
+2. starts Dagster (webserver + daemon) on a SQLite instance under the home (on PostgreSQL when
+   SEVENP_DAGSTER_POSTGRES_URL is set), and the read-only artifact server (the UI's port + 1) the
+   metadata links point at;
 3. waits for the push sensor's first tick, pushes a commit to `develop`;
 4. waits for the run the sensor starts and prints one line per stage;
 5. waits for the staging deploy the pipeline's success starts (develop deploys to staging), prints

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -39,6 +38,12 @@ from typing import Any
 import dagster as dg
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.devtools.instance_config import (
+    InstanceConfigError,
+    describe_storage,
+    postgres_storage,
+    write_instance_config,
+)
 from sevenp_pipeline.devtools.supervisor import (
     RegistryWatch,
     Service,
@@ -47,7 +52,7 @@ from sevenp_pipeline.devtools.supervisor import (
     become_subreaper,
     service_pids,
 )
-from sevenp_pipeline.files import private_dir, use_private_umask
+from sevenp_pipeline.files import use_private_umask
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner, RunningProcess
 
 LOCATION = "sevenp_pipeline"
@@ -146,8 +151,9 @@ class LocalDagster:
         return env
 
     def prepare(self) -> None:
-        private_dir(self.dagster_home)
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
+        """The instance config, as serve writes it: SQLite, or PostgreSQL when the environment
+        (this process's with ``extra_env``) names a server (devtools/instance_config.py)."""
+        write_instance_config(self.dagster_home, {**os.environ, **self.env()})
 
     def start(self, *, timeout: float = 120) -> None:
         self.prepare()
@@ -424,6 +430,11 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
     if not port_available(artifacts_port, host):
         tell(artifacts_taken_message(artifacts_port, host, "dev"))
         return 2
+    try:
+        postgres_storage(os.environ)  # a half-configured PostgreSQL fails here, not in each process
+    except InstanceConfigError as exc:
+        tell(str(exc))
+        return 2
     webhook_port = (webhook_port or port + 2) if Settings.secret_is_set(WEBHOOK_SECRET) else None
     if webhook_port and not port_available(webhook_port, host):
         tell(port_taken_message(webhook_port, host, "dev", what="the webhook receiver (the UI's port + 2)",
@@ -454,9 +465,10 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         env["SEVENP_ARTIFACTS_URL"] = artifacts_url
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
         env["DAGSTER_HOME"] = os.environ["DAGSTER_HOME"] = str(dagster_home)  # dagster.yaml reads it
-        if not (dagster_home / "dagster.yaml").exists():
-            private_dir(dagster_home)
-            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        # The project's dagster.yaml, with PostgreSQL storage when SEVENP_DAGSTER_POSTGRES_* name a server
+        # (devtools/instance_config.py): written at each start, so a changed environment takes effect.
+        write_instance_config(dagster_home)
+        tell(f"instance storage: {describe_storage(os.environ)}")
         # The storage's tables made once here: the webserver and the daemon making them at the same time
         # on a new home race in alembic ("more than one head present").
         with dg.DagsterInstance.from_config(str(dagster_home)):
