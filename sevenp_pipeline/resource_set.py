@@ -1,7 +1,8 @@
 """The resource set of this Dagster deployment, chosen once from the settings.
 
 ``local`` (the default): the local ``docker-registry`` on loopback. ``ecr`` (``SEVENP_REGISTRY=ecr``):
-Amazon ECR through boto3 (S3 artifacts join this set later). Everything else is shared. Secrets
+Amazon ECR through boto3. The artifact store is chosen apart (``SEVENP_ARTIFACTS``): ``local`` under the
+home, or ``s3`` (an S3 bucket, resources/artifacts_s3.py). Everything else is shared. Secrets
 (the signing key, AWS keys) reach the resources only through ``dg.EnvVar``, so their values never
 land in stored run config. The environment is read only through :class:`Settings`.
 """
@@ -17,7 +18,7 @@ from sevenp_pipeline.deploy.targets.ecs import EcsDeployer
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.forge.client import GITHUB_TOKEN_ENV, GITLAB_TOKEN_ENV, ForgeClient
 from sevenp_pipeline.housekeeping.retention import WorkspaceRetention
-from sevenp_pipeline.resources.artifacts import LocalArtifactStore
+from sevenp_pipeline.resources.artifacts import ArtifactStore, LocalArtifactStore
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.git import GitClient
@@ -61,7 +62,7 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
             sandbox=settings.sandbox,
         ),
         # Linked over HTTP (the artifact server of make dev / make demo): the UI cannot open file:// links.
-        "artifact_store": LocalArtifactStore(root=str(settings.artifacts_dir), base_url=settings.artifacts_url),
+        "artifact_store": artifact_store(settings),
         # Under the cache folder, not the workspaces: restoring outlives workspace retention.
         "stage_cache": StageResultCache(root=str(settings.stage_cache_dir)),
         # Per instance, under the home (see service_dirs for the unprivileged server user's access).
@@ -87,6 +88,17 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         # What the webhook receiver accepted (forge/webhooks.py), read by the push sensors.
         "webhook_inbox": WebhookInbox(root=str(settings.webhooks_dir)),
     }
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The store ``settings.artifacts`` names: ``local`` under the home, or ``s3`` (AWS keys as dg.EnvVar)."""
+    if settings.artifacts == "s3":
+        from sevenp_pipeline.resources.artifacts_s3 import s3_artifact_store  # noqa: PLC0415 (boto3: S3 only)
+
+        return s3_artifact_store(settings)
+    if settings.artifacts == "local":
+        return LocalArtifactStore(root=str(settings.artifacts_dir), base_url=settings.artifacts_url)
+    raise ValueError(f"SEVENP_ARTIFACTS={settings.artifacts!r}: expected 'local' or 's3'")
 
 
 def _ecr_registry(settings: Settings) -> Registry:

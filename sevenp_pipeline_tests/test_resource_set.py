@@ -9,6 +9,7 @@ import pytest
 
 from sevenp_pipeline.config import Settings
 from sevenp_pipeline.resource_set import build_resources
+from sevenp_pipeline.resources.artifacts import LocalArtifactStore
 from sevenp_pipeline.resources.registries.ecr import ECRRegistry
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.scanners import provenance as prov
@@ -35,6 +36,38 @@ def test_the_registry_is_chosen_once_from_the_settings(tmp_path: Path, monkeypat
     assert aws["registry"].aws_secret_access_key is None  # unset: boto3's default chain
     with pytest.raises(ValueError, match="SEVENP_REGISTRY='gcr'"):
         build_resources(_settings(tmp_path, "gcr"))
+
+
+def test_the_artifact_store_is_chosen_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sevenp_pipeline.resources.artifacts_s3 import S3ArtifactStore  # noqa: PLC0415
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-" + "x" * 20)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    assert isinstance(build_resources(_settings(tmp_path))["artifact_store"], LocalArtifactStore)  # the default
+    for name, value in {"SEVENP_HOME": str(tmp_path / "home"), "SEVENP_APPS_DIR": str(tmp_path / "apps"),
+                        "SEVENP_ARTIFACTS": "s3", "SEVENP_ARTIFACTS_BUCKET": "ci-artifacts",
+                        "SEVENP_ARTIFACTS_PREFIX": "/sevenp/", "SEVENP_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+                        "AWS_REGION": "eu-west-1", "SEVENP_ARTIFACTS_URL": "https://ci.example/artifacts"}.items():
+        monkeypatch.setenv(name, value)
+    resources = build_resources(Settings.from_env())
+    store = resources["artifact_store"]
+    assert isinstance(store, S3ArtifactStore) and set(resources) == KEYS
+    assert (store.bucket, store.prefix, store.endpoint_url, store.region_name) == (
+        "ci-artifacts", "sevenp", "http://127.0.0.1:1", "eu-west-1")
+    assert isinstance(store.aws_access_key_id, dg.EnvVar) and isinstance(store.aws_secret_access_key, dg.EnvVar)
+    assert store.aws_session_token is None  # unset: not an EnvVar failing every launch
+    assert "s3cr3t" not in repr(store)
+    assert store.key(app="web", sha="abc", name="logs/unit.log") == "sevenp/web/abc/logs/unit.log"
+    assert store.uri(app="web", sha="abc", name="logs/unit.log") == "https://ci.example/artifacts/web/abc/logs/unit.log"
+    monkeypatch.delenv("SEVENP_ARTIFACTS_BUCKET")
+    with pytest.raises(ValueError, match="SEVENP_ARTIFACTS=s3 needs SEVENP_ARTIFACTS_BUCKET"):
+        Settings.from_env()
+    with pytest.raises(ValueError, match="needs SEVENP_ARTIFACTS_BUCKET"):
+        build_resources(Settings(home=tmp_path / "home", apps_dir=tmp_path / "apps", artifacts="s3"))
+    monkeypatch.setenv("SEVENP_ARTIFACTS", "gcs")
+    with pytest.raises(ValueError, match="SEVENP_ARTIFACTS='gcs': expected 'local' or 's3'"):
+        Settings.from_env()
 
 
 def test_signing_key_comes_from_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

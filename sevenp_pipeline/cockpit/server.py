@@ -27,15 +27,17 @@ from starlette.types import ASGIApp
 
 from sevenp_pipeline.cockpit.pages import app_page, branch_badge
 from sevenp_pipeline.cockpit.status import AppRef, branches, environments
-from sevenp_pipeline.resources.artifact_server import SecurityHeaders
+from sevenp_pipeline.resources.artifact_server import SecurityHeaders, served_store
 from sevenp_pipeline.resources.artifact_server import create_app as artifact_app
+from sevenp_pipeline.resources.artifacts import ArtifactStore
 
 PREFIX = "/_cockpit"
 
 
-def create_app(root: Path | str, *, instance: Callable[[], dg.DagsterInstance], apps: Sequence[AppRef],
+def create_app(root: Path | str | ArtifactStore, *, instance: Callable[[], dg.DagsterInstance], apps: Sequence[AppRef],
                ui_url: str) -> ASGIApp:
-    """``apps``: the configured apps, served under their keys. ``instance``: the Dagster instance to read."""
+    """``root``: the artifact store's folder, or the store (S3). ``apps``: the configured apps, served under
+    their keys. ``instance``: the Dagster instance to read."""
     by_key = {app.key: app for app in apps}
 
     def index(_request: Request) -> Response:
@@ -75,18 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     from sevenp_pipeline.config import ConfigError  # noqa: PLC0415
     from sevenp_pipeline.config.loader import load_app_configs  # noqa: PLC0415
     from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
-    from sevenp_pipeline.files import private_dir  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.cockpit.server",
                                      description="Serve the artifact store and the apps' branch pages over HTTP.")
-    parser.add_argument("--root", help="the store's folder (default: the pipeline home's artifacts/)")
+    parser.add_argument("--root", help="the store's folder (default: the settings' store: the pipeline home's "
+                                       "artifacts/, or the S3 bucket with SEVENP_ARTIFACTS=s3)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3001)
     parser.add_argument("--ui-url", help="the Dagster UI runs link to (default: SEVENP_UI_URL)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    root = Path(args.root) if args.root else settings.artifacts_dir
-    private_dir(root)  # as the store makes it: the server can start before the first artifact
+    root = served_store(args.root, settings)
     try:
         configs = load_app_configs(settings.apps_dir)
     except (ConfigError, OSError) as exc:  # a broken app config must not take the artifacts down

@@ -36,6 +36,10 @@ class Settings:
     ecs_endpoint_url: str | None = None  # SEVENP_ECS_ENDPOINT_URL: e.g. a moto server
     ui_url: str = DEFAULT_UI_URL  # SEVENP_UI_URL: where notifications link runs
     artifacts_url: str = DEFAULT_ARTIFACTS_URL  # SEVENP_ARTIFACTS_URL: where metadata links artifacts
+    artifacts: str = "local"  # SEVENP_ARTIFACTS: local (under the home) | s3
+    artifacts_bucket: str | None = None  # SEVENP_ARTIFACTS_BUCKET: required with s3
+    artifacts_prefix: str = "artifacts"  # SEVENP_ARTIFACTS_PREFIX: key prefix in the bucket
+    s3_endpoint_url: str | None = None  # SEVENP_S3_ENDPOINT_URL: e.g. a moto server
     keep_per_branch: int = DEFAULT_KEEP_PER_BRANCH  # SEVENP_KEEP_COMMITS_PER_BRANCH
     stage_cache_days: float = DEFAULT_STAGE_CACHE_DAYS  # SEVENP_STAGE_CACHE_DAYS
     home_budget_gb: float = DEFAULT_HOME_BUDGET_GB  # SEVENP_HOME_BUDGET_GB; 0: no budget
@@ -47,6 +51,12 @@ class Settings:
         registry = os.environ.get("SEVENP_REGISTRY", "local")
         if registry not in ("local", "ecr"):
             raise ValueError(f"SEVENP_REGISTRY={registry!r}: expected 'local' or 'ecr'")
+        artifacts = os.environ.get("SEVENP_ARTIFACTS") or "local"
+        if artifacts not in ("local", "s3"):
+            raise ValueError(f"SEVENP_ARTIFACTS={artifacts!r}: expected 'local' or 's3'")
+        bucket = os.environ.get("SEVENP_ARTIFACTS_BUCKET") or None
+        if artifacts == "s3" and not bucket:
+            raise ValueError("SEVENP_ARTIFACTS=s3 needs SEVENP_ARTIFACTS_BUCKET (the bucket the artifacts go to)")
         dagster_home = os.environ.get("DAGSTER_HOME")
         return cls(home=home, apps_dir=apps, registry=registry,
                    ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None,
@@ -57,6 +67,9 @@ class Settings:
                    ecs_endpoint_url=os.environ.get("SEVENP_ECS_ENDPOINT_URL") or None,
                    ui_url=os.environ.get("SEVENP_UI_URL") or DEFAULT_UI_URL,
                    artifacts_url=_artifacts_url(os.environ.get("SEVENP_ARTIFACTS_URL", "")),
+                   artifacts=artifacts, artifacts_bucket=bucket,
+                   artifacts_prefix=os.environ.get("SEVENP_ARTIFACTS_PREFIX", "artifacts").strip("/"),
+                   s3_endpoint_url=os.environ.get("SEVENP_S3_ENDPOINT_URL") or None,
                    keep_per_branch=_keep_per_branch(os.environ.get("SEVENP_KEEP_COMMITS_PER_BRANCH", "")),
                    stage_cache_days=_stage_cache_days(os.environ.get("SEVENP_STAGE_CACHE_DAYS", "")),
                    home_budget_gb=_home_budget_gb(os.environ.get("SEVENP_HOME_BUDGET_GB", "")))

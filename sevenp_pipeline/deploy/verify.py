@@ -49,13 +49,18 @@ def verify_release(instance: dg.DagsterInstance, app: AppConfig, sha: str, *, ga
         image = ImageRecord.from_metadata(meta)
     except RecordError as exc:
         raise Refused(str(exc)) from exc
-    path = artifact_store.local_path(app=app.key, sha=sha, name=PROVENANCE_FILE)
-    if path is None or not path.is_file():
+    try:
+        stored = artifact_store.read_bytes(app=app.key, sha=sha, name=PROVENANCE_FILE)
+    except OSError as exc:
+        raise Refused(f"provenance of {short} ({artifact_store.uri(app=app.key, sha=sha, name=PROVENANCE_FILE)}) "
+                      f"cannot be read: {exc}") from exc
+    if stored is None:
         raise Refused(f"image {image.ref} is unsigned: no {PROVENANCE_FILE} stored for commit {short}")
     try:
-        envelope = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise Refused(f"provenance of {short} ({path}) cannot be read: {exc}") from exc
+        envelope = json.loads(stored.decode("utf-8"))
+    except ValueError as exc:
+        raise Refused(f"provenance of {short} ({artifact_store.uri(app=app.key, sha=sha, name=PROVENANCE_FILE)}) "
+                      f"cannot be read: {exc}") from exc
     try:
         public = signing_key.public_pem()
         prov.verify(envelope, public_key_pem=public, expected_subject_digest=image.digest, expected_commit=sha,

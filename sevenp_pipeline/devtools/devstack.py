@@ -373,11 +373,12 @@ def write_workspace(dagster_home: Path, *, host: str, grpc_port: int) -> Path:
 
 
 def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env: dict[str, str],
-                   log_path: Path, artifacts_root: Path, artifacts_port: int,
+                   log_path: Path, artifacts_root: Path | None, artifacts_port: int,
                    webhook_port: int | None = None) -> list[Service]:
     """The code server, the webserver, the daemon and the artifact server, as the supervisor starts
     them (the code server first), and the webhook receiver on ``webhook_port`` when given (it reads
-    its secret from the inherited environment: the secret is in no argument list)."""
+    its secret from the inherited environment: the secret is in no argument list). ``artifacts_root``
+    None: the artifact server serves the settings' store (the S3 bucket of ``SEVENP_ARTIFACTS=s3``)."""
     bindir = Path(sys.executable).parent
 
     def service(name: str, argv: list[str]) -> Service:
@@ -393,7 +394,8 @@ def stack_services(*, host: str, port: int, grpc_port: int, workspace: Path, env
         service("webserver", [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]),
         # dagster-daemon with a 1 s sensor loop instead of 5 s (devtools/daemon.py): a webhook's push starts sooner.
         service("daemon", [sys.executable, "-m", DAEMON, "run", "-w", str(workspace)]),
-        service("artifact server", [sys.executable, "-m", ARTIFACT_SERVER, "--root", str(artifacts_root),
+        service("artifact server", [sys.executable, "-m", ARTIFACT_SERVER,
+                                    *(["--root", str(artifacts_root)] if artifacts_root else []),
                                     "--host", host, "--port", str(artifacts_port),
                                     "--ui-url", f"http://{host}:{port}"]),
         *([service("webhook receiver", [sys.executable, "-m", "sevenp_pipeline.forge.webhooks", "--host", host,
@@ -480,7 +482,8 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         supervisor = Supervisor(
             stack_services(host=host, port=port, grpc_port=grpc_port, workspace=workspace, env=env,
                            log_path=_stdout_path(settings.home / "logs" / "dagster-dev-serve.log"),
-                           artifacts_root=settings.artifacts_dir, artifacts_port=artifacts_port,
+                           artifacts_root=settings.artifacts_dir if settings.artifacts == "local" else None,
+                           artifacts_port=artifacts_port,
                            webhook_port=webhook_port),
             runner=runner, say=tell)
         deadline = time.monotonic() + startup_timeout

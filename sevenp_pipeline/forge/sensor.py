@@ -128,7 +128,7 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             sha = run.tags.get(TAG_COMMIT) or run.tags["dagster/partition"]
             rows = stage_rows(instance, run.run_id)
             links = {}
-            if app.forge.kind == "gitlab" and artifact_store.local_path(app=app.key, sha=sha, name=SARIF_NAME):
+            if app.forge.kind == "gitlab" and artifact_store.exists(app=app.key, sha=sha, name=SARIF_NAME):
                 links["vulnerability_report"] = artifact_store.uri(app=app.key, sha=sha, name=SARIF_NAME)
             number = run.tags.get(TAG_PR)
             pull = _pull(app, context, forge, run, number, newest.get(number), pulls, now) if number else {}
@@ -178,13 +178,13 @@ def _sarif(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClie
     """The run's vulnerability report to GitHub code scanning, once, when the stage wrote it."""
     if not any(r.stage == "vulnerability_report" and r.status in ("SUCCESS", "FAILURE") for r in rows):
         return ""
-    path = store.local_path(app=app.key, sha=sha, name=SARIF_NAME)
+    sarif = store.read_bytes(app=app.key, sha=sha, name=SARIF_NAME)
     number, branch = run.tags.get(TAG_PR), run.tags.get(TAG_BRANCH)
     ref = f"refs/pull/{number}/head" if number else f"refs/heads/{branch}" if branch else ""
-    if path is None or not ref:
+    if sarif is None or not ref:
         mine[_SARIF] = "none"  # nothing to upload (no report kept, or the commit is on no branch)
         return ""
-    result = forge.upload_sarif(app.forge, sha=sha, ref=ref, sarif=path.read_bytes(), log=context.log.info)
+    result = forge.upload_sarif(app.forge, sha=sha, ref=ref, sarif=sarif, log=context.log.info)
     if result.outcome == "ok":
         mine[_SARIF] = ref
         return ""

@@ -1,5 +1,8 @@
-"""The read-only HTTP server of the local artifact store (``LocalArtifactStore``), so the links in
-Dagster's metadata open in the browser (Chromium refuses ``file://`` links from an http page).
+"""The read-only HTTP server of the artifact store, so the links in Dagster's metadata open in the
+browser (Chromium refuses ``file://`` links from an http page). A ``LocalArtifactStore`` is served
+from its folder; with ``SEVENP_ARTIFACTS=s3`` the S3 bucket is served through the store's read and
+list methods (``StoreServer``: same routes, pages and refusals; any machine with read access to the
+bucket can run it).
 
 ``python -m sevenp_pipeline.resources.artifact_server --root DIR --port P`` (``make dev`` and
 ``make demo`` run it under their supervisor, on the UI's port + 1). Routes, and nothing else:
@@ -29,15 +32,25 @@ import re
 import stat
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sevenp_pipeline.config.settings import Settings
+from sevenp_pipeline.files import private_dir
+from sevenp_pipeline.resources.artifacts import ArtifactStore, Entry, LocalArtifactStore, entries, folders
 
 INLINE_LIMIT = 5 * 1024 * 1024  # above: downloaded, whatever the type
 TEXT = "text/plain; charset=utf-8"
@@ -76,12 +89,6 @@ def _parts(scope: Scope) -> tuple[list[str], bool] | None:
     if any(p in ("", ".", "..") or "\\" in p for p in parts):
         return None
     return parts, is_dir
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str  # relative to the commit folder, "/"-separated
-    size: int
 
 
 class SecurityHeaders:
@@ -145,47 +152,92 @@ class ArtifactServer:
 
     def file(self, path: Path) -> Response:
         info = path.stat()
-        name = path.name
-        suffix = path.suffix.lower()
-        media = INLINE_TYPES.get(suffix)
-        if media is not None and info.st_size <= INLINE_LIMIT:
+        media, download = _media(path.name, info.st_size)
+        if not download:
             return FileResponse(path, media_type=media, stat_result=info)
-        media = media or DOWNLOAD_TYPES.get(suffix) or "application/octet-stream"
-        return FileResponse(path, media_type=media, stat_result=info, filename=name,
+        return FileResponse(path, media_type=media, stat_result=info, filename=path.name,
                             content_disposition_type="attachment")
 
     def page(self, parts: list[str], folder: Path) -> str:
-        if not parts:
-            rows = [(f"{n}/", "") for n in self.folders(folder, newest_first=False)]
-            return _html("Artifacts", "Apps", rows)
-        if len(parts) == 1:
-            rows = [(f"{n}/", "") for n in self.folders(folder, newest_first=True)]
-            return _html(f"Artifacts of {parts[0]}", "Commits, newest first", rows, up=True)
-        rows = [(e.name, _size(e.size)) for e in sorted(self.entries(folder), key=lambda e: e.name)]
-        return _html(f"{parts[0]} {parts[1][:12]}", f"Artifacts of commit {parts[1]}", rows, up=True)
+        if len(parts) <= 1:
+            rows = [(f"{n}/", "") for n in self.folders(folder, newest_first=len(parts) == 1)]
+        else:
+            rows = [(e.name, _size(e.size)) for e in sorted(self.entries(folder), key=lambda e: e.name)]
+        return _page(parts, rows)
 
     @staticmethod
     def folders(folder: Path, *, newest_first: bool) -> list[str]:
-        """The real folders in ``folder`` (no symlinks): by name, or newest first (their mtime: when the
-        commit's first artifact was stored)."""
-        found = []
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    found.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
-        if newest_first:
-            return [n for _, n in sorted(found, key=lambda t: (-t[0], t[1]))]
-        return sorted(n for _, n in found)
+        return folders(folder, newest_first=newest_first)
 
     @staticmethod
     def entries(folder: Path) -> Iterator[Entry]:
-        """Every regular file under a commit's folder (no symlinks, no files being written)."""
-        for top, dirs, files in os.walk(folder, followlinks=False):
-            dirs[:] = [d for d in dirs if not Path(top, d).is_symlink()]
-            for name in files:
-                info = os.lstat(Path(top, name))
-                if stat.S_ISREG(info.st_mode) and not name.endswith(".tmp"):
-                    yield Entry(Path(top, name).relative_to(folder).as_posix(), info.st_size)
+        return entries(folder)
+
+
+class StoreServer:
+    """Serves any :class:`ArtifactStore` through its read and list methods (an S3 bucket): the same
+    routes, pages, types and refusals as :class:`ArtifactServer`, the store refusing what would
+    leave a commit (and S3 has no symlinks)."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    def handle(self, request: Request) -> Response:
+        parsed = _parts(request.scope)
+        if parsed is None:
+            return _not_found()
+        parts, is_dir = parsed
+        try:
+            if len(parts) <= 2:
+                rows = self.listing(parts)
+                if rows is None:
+                    return _not_found()
+                if not is_dir:
+                    return RedirectResponse(quote(parts[-1], safe="") + "/", status_code=308)
+                return HTMLResponse(_page(parts, rows))
+            return _not_found() if is_dir else self.file(request, parts)  # nothing below a commit is listed
+        except ValueError:  # the store refuses the name
+            return _not_found()
+
+    def file(self, request: Request, parts: list[str]) -> Response:
+        opened = self.store.open(app=parts[0], sha=parts[1], name="/".join(parts[2:]))
+        if opened is None:
+            return _not_found()
+        media, download = _media(parts[-1], opened.size)
+        headers = {"content-length": str(opened.size)}
+        if download:
+            headers["content-disposition"] = f"attachment; filename*=utf-8''{quote(parts[-1], safe='')}"
+        if request.method == "HEAD":
+            opened.close()
+            return Response(b"", media_type=media, headers=headers)
+        return StreamingResponse(opened.chunks, media_type=media, headers=headers)
+
+    def listing(self, parts: list[str]) -> list[tuple[str, str]] | None:
+        """The rows of the root's, an app's or a commit's page; None when the app or commit has nothing stored."""
+        if not parts:
+            return [(f"{n}/", "") for n in self.store.apps()]
+        if len(parts) == 1:
+            rows = [(f"{n}/", "") for n in self.store.commits(parts[0])]
+        else:
+            rows = [(e.name, _size(e.size)) for e in self.store.artifacts(parts[0], parts[1])]
+        return rows or None
+
+
+def _media(name: str, size: int) -> tuple[str, bool]:
+    """The media type of a file named ``name`` and whether it downloads (an attachment)."""
+    suffix = Path(name).suffix.lower()
+    media = INLINE_TYPES.get(suffix)
+    if media is not None and size <= INLINE_LIMIT:
+        return media, False
+    return media or DOWNLOAD_TYPES.get(suffix) or "application/octet-stream", True
+
+
+def _page(parts: list[str], rows: list[tuple[str, str]]) -> str:
+    if not parts:
+        return _html("Artifacts", "Apps", rows)
+    if len(parts) == 1:
+        return _html(f"Artifacts of {parts[0]}", "Commits, newest first", rows, up=True)
+    return _html(f"{parts[0]} {parts[1][:12]}", f"Artifacts of commit {parts[1]}", rows, up=True)
 
 
 def _size(size: int) -> str:
@@ -211,29 +263,42 @@ def _html(title: str, heading: str, rows: list[tuple[str, str]], *, up: bool = F
             f"<body><h1>{html.escape(heading)}</h1>{parent}<table>{body}</table></body></html>")
 
 
-def create_app(root: Path | str) -> ASGIApp:
-    """The ASGI app serving ``root`` (a LocalArtifactStore's root) read-only."""
-    server = ArtifactServer(Path(root))
+def create_app(root: Path | str | ArtifactStore) -> ASGIApp:
+    """The ASGI app serving ``root`` read-only: a folder (a LocalArtifactStore's root; a local store is
+    served from its folder, with the symlink refusals) or any other store through its read methods."""
+    if isinstance(root, LocalArtifactStore):
+        root = root.root
+    server: ArtifactServer | StoreServer = (StoreServer(root) if isinstance(root, ArtifactStore)
+                                            else ArtifactServer(Path(root)))
     app = Starlette(routes=[Route("/{rest:path}", server.handle, methods=["GET", "HEAD"])])
     return SecurityHeaders(app)
+
+
+def served_store(root: str | None, settings: Settings) -> Path | ArtifactStore:
+    """What the server serves: ``root`` when given, else the settings' store: the home's ``artifacts/``
+    folder (made as the store makes it: the server can start before the first artifact), or the S3
+    bucket (``SEVENP_ARTIFACTS=s3``; its ``dg.EnvVar`` keys resolved here, outside a Dagster run)."""
+    if root or settings.artifacts != "s3":
+        folder = Path(root) if root else settings.artifacts_dir
+        private_dir(folder)
+        return folder
+    from sevenp_pipeline.resources.artifacts_s3 import s3_artifact_store  # noqa: PLC0415 (boto3: S3 only)
+
+    return s3_artifact_store(settings).process_config_and_initialize()
 
 
 def main(argv: list[str] | None = None) -> int:
     import uvicorn  # noqa: PLC0415 (only the server process needs it)
 
-    from sevenp_pipeline.config.settings import Settings  # noqa: PLC0415
-    from sevenp_pipeline.files import private_dir  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(prog="python -m sevenp_pipeline.resources.artifact_server",
-                                     description="Serve the local artifact store read-only over HTTP.")
-    parser.add_argument("--root", help="the store's folder (default: the pipeline home's artifacts/)")
+                                     description="Serve the artifact store read-only over HTTP.")
+    parser.add_argument("--root", help="the store's folder (default: the settings' store: the pipeline home's "
+                                       "artifacts/, or the S3 bucket with SEVENP_ARTIFACTS=s3)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3001)
     args = parser.parse_args(argv)
-    root = Path(args.root) if args.root else Settings.from_env().artifacts_dir
-    private_dir(root)  # as the store makes it: the server can start before the first artifact
-    uvicorn.run(create_app(root), host=args.host, port=args.port, log_level="warning", access_log=False,
-                server_header=False, proxy_headers=False)
+    uvicorn.run(create_app(served_store(args.root, Settings.from_env())), host=args.host, port=args.port,
+                log_level="warning", access_log=False, server_header=False, proxy_headers=False)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 import shutil
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -72,13 +73,15 @@ def build_sbom(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.As
         data_version = fingerprint(img.digest, "syft")
         # The cache's blobs are hard links to the stored files (replaced only by a rename), never to the
         # workspace's, which syft writes in place on the next run of this commit.
-        stored = {p.name: artifact_store.local_path(app=app.key, sha=context.partition_key, name=f"sbom/{p.name}")
-                  for p in (result.spdx_path, result.cyclonedx_path)}
-        if all(stored.values()):
-            save_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
-                        metadata=metadata, files={name: (path, uris[name]) for name, path in stored.items()})
-        else:
-            context.log.warning("sbom: not stored in the stage cache: the artifact store has no local copy")
+        with tempfile.TemporaryDirectory(prefix="sevenp-cache-") as tmp:  # a remote store's copies
+            stored = {p.name: artifact_store.local_copy(app=app.key, sha=context.partition_key, name=f"sbom/{p.name}",
+                                                        folder=Path(tmp))
+                      for p in (result.spdx_path, result.cyclonedx_path)}
+            if all(stored.values()):
+                save_result(context, stage_cache, app=app.key, name="sbom", key=cache_key, data_version=data_version,
+                            metadata=metadata, files={name: (path, uris[name]) for name, path in stored.items()})
+            else:
+                context.log.warning("sbom: not stored in the stage cache: the artifact store has no copy")
         return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata=metadata)
 
     return ScanAssets(assets=(sbom,))

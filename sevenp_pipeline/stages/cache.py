@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -263,17 +264,19 @@ def mark_restored(context: dg.AssetExecutionContext, cache: StageResultCache, ma
 
 def store(stage: Stage, cache: StageResultCache, key: str, *, data_version: str, metadata: dict[str, Any],
           checks: list[dg.AssetCheckResult], outputs: dict[str, str]) -> None:
-    """Stores a declared stage's result that passed every gate, with the files it kept."""
-    files = {}
-    for name, uri in stage.kept.items():
-        path = stage.store.local_path(app=stage.app.key, sha=stage.sha, name=name)
-        if path is None:
-            stage.context.log.warning(f"{stage.name}: result not stored in the stage cache: "
-                                      f"the artifact store has no local copy of {name}")
-            return
-        files[name] = (path, uri)
-    save_result(stage.context, cache, app=stage.app.key, name=stage.name, key=key, data_version=data_version,
-                metadata=metadata, checks=checks, files=files, outputs=outputs)
+    """Stores a declared stage's result that passed every gate, with the files it kept (the stored files
+    themselves for a local store, hard-linked into the cache; copies fetched from a remote one)."""
+    with tempfile.TemporaryDirectory(prefix="sevenp-cache-") as tmp:
+        files = {}
+        for name, uri in stage.kept.items():
+            path = stage.store.local_copy(app=stage.app.key, sha=stage.sha, name=name, folder=Path(tmp))
+            if path is None:
+                stage.context.log.warning(f"{stage.name}: result not stored in the stage cache: "
+                                          f"the artifact store has no {name}")
+                return
+            files[name] = (path, uri)
+        save_result(stage.context, cache, app=stage.app.key, name=stage.name, key=key, data_version=data_version,
+                    metadata=metadata, checks=checks, files=files, outputs=outputs)
 
 
 def restore(stage: Stage, cache: StageResultCache, key: str, *, checks: list[str]) -> dg.MaterializeResult | None:

@@ -127,6 +127,11 @@ def test_the_webhook_receiver_is_a_service_only_when_given_a_port(tmp_path: Path
     assert receiver.name == "webhook receiver"
     # The secret is inherited from the environment, never an argument (argument lists are world-readable).
     assert list(receiver.request.argv[-4:]) == ["--host", "127.0.0.1", "--port", "3002"]
+    local = next(s for s in stack_services(**common) if s.name == "artifact server")
+    assert list(local.request.argv[3:5]) == ["--root", str(tmp_path / "a")]
+    # SEVENP_ARTIFACTS=s3: no folder; the server serves the settings' bucket.
+    s3 = next(s for s in stack_services(**{**common, "artifacts_root": None}) if s.name == "artifact server")
+    assert "--root" not in s3.request.argv
 
 
 def _free_pair() -> int:

@@ -187,9 +187,10 @@ def test_the_store_links_each_artifact_through_the_server(served: Served, tmp_pa
     assert uri == store.uri(app=APP, sha=SHA, name="reports/a b#1?.txt")
     reply = served.get(urlsplit(uri).path)
     assert (reply.status, reply.text) == (200, "odd name\n")
-    assert store.uri(app=APP, sha=SHA, name="reports/./x/../y.txt").endswith(f"/web/{SHA}/reports/y.txt")
     with pytest.raises(ValueError, match="escapes the store"):
         store.uri(app=APP, sha=SHA, name=f"../{OTHER}/x")  # another commit's folder: not this commit's
+    with pytest.raises(ValueError, match="escapes the store"):  # refused as the S3 store refuses it
+        store.uri(app=APP, sha=SHA, name="reports/./x/../y.txt")
 
 
 def test_a_step_failure_keeps_the_stages_http_log_link(tmp_path: Path) -> None:

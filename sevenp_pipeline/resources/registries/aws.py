@@ -1,4 +1,4 @@
-"""One boto3 base for the AWS resources (ECR, ECS; S3 later).
+"""One boto3 base for the AWS resources (ECR, ECS, the S3 artifact store).
 
 It *is* dagster-aws's :class:`~dagster_aws.utils.ResourceWithBoto3Configuration` (region, profile,
 endpoint, TLS, credentials, retries as documented fields), plus the one client factory every AWS
