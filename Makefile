@@ -23,9 +23,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## The whole pipeline on the sample app, then the UI (NO_UI=1: print the table and exit).
+## FORGE=local: the sample app also reports to a local GitHub-shaped forge (PORT + 3), a pull request
+## runs too, and the demo shows the statuses and the comment the forge received.
 demo: install
 	$(BIN)/python -m sevenp_pipeline.devtools.demo --port $(PORT) $(if $(NO_UI),--no-ui,) \
-		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),)
+		$(if $(ARTIFACTS_PORT),--artifacts-port $(ARTIFACTS_PORT),) $(if $(FORGE),--forge $(FORGE),)
 
 ## The UI and daemon on the configured apps (apps/*.yaml), without pushing anything
 ## (with SEVENP_WEBHOOK_SECRET set: the webhook receiver too, on WEBHOOK_PORT, default PORT + 2;

@@ -158,29 +158,35 @@ class ForgeClient(dg.ConfigurableResource):
     def upsert_comment(self, forge: ForgeSettings, number: int, marker: str, body: str, *,
                        known_id: int | None, log: LogFn) -> tuple[Posted, int | None]:
         """Creates or edits the one comment of the pull/merge request ``number`` that carries ``marker``:
-        ``known_id`` when the caller has it, else the request's comment holding the marker (found by
-        listing them: a restarted sensor edits its comment, it does not add one), else a new one.
-        Returns what happened and the comment's id."""
+        ``known_id`` when the caller has it (and the forge still does: a 404 is a comment deleted), else the
+        request's comment holding the marker (found by listing them: a restarted sensor edits its comment,
+        it does not add one), else a new one. Returns what happened and the comment's id."""
         token = self.github_token if forge.kind == "github" else self.gitlab_token
         variable = self.token_variable(forge)
         if not token:
             return Posted("auth", f"{forge.kind} token not set ({variable}): no pull request comment"), known_id
         base, headers = self._comments_url(forge, number), self._headers(forge, token)
+        payload = json.dumps({"body": body}).encode()
+        edit = "PATCH" if forge.kind == "github" else "PUT"
+
+        def edited(comment_id: int) -> Posted:
+            url = (f"{forge.base_url}/repos/{self._github_repo(forge)}/issues/comments/{comment_id}"
+                   if forge.kind == "github" else f"{base}/{comment_id}")
+            return self._post(url, payload, headers, forge, variable, "comment", log, edit)
+
         try:
-            if known_id is None:
-                listed = self._post(f"{base}?per_page=100", None, headers, forge, variable, "comments", log, "GET")
-                if listed.outcome != "ok":
-                    return listed, None
-                for comment in listed.answer if isinstance(listed.answer, list) else []:
-                    if isinstance(comment, dict) and marker in str(comment.get("body", "")):
-                        known_id = int(comment["id"])
-                        break
-            payload = json.dumps({"body": body}).encode()
             if known_id is not None:
-                edit = "PATCH" if forge.kind == "github" else "PUT"
-                url = (f"{forge.base_url}/repos/{self._github_repo(forge)}/issues/comments/{known_id}"
-                       if forge.kind == "github" else f"{base}/{known_id}")
-                return self._post(url, payload, headers, forge, variable, "comment", log, edit), known_id
+                result = edited(known_id)
+                if result.code != 404:
+                    return result, known_id
+                # Deleted on the forge (or another forge answers there now): found again or written anew.
+                log(f"{forge.kind} pull request {number}: comment {known_id} is gone; looking for it again")
+            listed = self._post(f"{base}?per_page=100", None, headers, forge, variable, "comments", log, "GET")
+            if listed.outcome != "ok":
+                return listed, None
+            for comment in listed.answer if isinstance(listed.answer, list) else []:
+                if isinstance(comment, dict) and marker in str(comment.get("body", "")):
+                    return edited(int(comment["id"])), int(comment["id"])
             created = self._post(base, payload, headers, forge, variable, "comment", log)
             new_id = created.answer.get("id") if isinstance(created.answer, dict) else None
             return created, int(new_id) if new_id is not None else None
