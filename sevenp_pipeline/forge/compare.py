@@ -44,6 +44,7 @@ class PullInfo:
 
     base: str
     title: str
+    head: str = ""  # the request's source branch ("" for a fork's or when not said)
 
     @classmethod
     def from_answer(cls, kind: str, answer: object) -> PullInfo | None:
@@ -52,7 +53,8 @@ class PullInfo:
         if not isinstance(answer, dict) or not isinstance(answer.get("title"), str):
             return None
         base = answer.get("target_branch") if kind == "gitlab" else (answer.get("base") or {}).get("ref")
-        return cls(base if isinstance(base, str) else "", answer["title"])
+        head = answer.get("source_branch") if kind == "gitlab" else (answer.get("head") or {}).get("ref")
+        return cls(base if isinstance(base, str) else "", answer["title"], head if isinstance(head, str) else "")
 
 
 @dataclass(frozen=True)

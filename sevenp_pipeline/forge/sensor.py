@@ -50,7 +50,15 @@ from sevenp_pipeline.forge.compare import PullInfo, base_figures, compared, comp
 from sevenp_pipeline.forge.statuses import ACTIVE, comment_marker, deployment_states, pr_comment, run_statuses
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.triggers.identity import IMPLICIT_ASSET_JOB
-from sevenp_pipeline.triggers.tags import TAG_APP, TAG_BRANCH, TAG_COMMIT, TAG_DEPLOY_ENV, TAG_PR, TAG_PR_BASE
+from sevenp_pipeline.triggers.tags import (
+    TAG_APP,
+    TAG_BRANCH,
+    TAG_COMMIT,
+    TAG_DEPLOY_ENV,
+    TAG_PR,
+    TAG_PR_BASE,
+    TAG_PR_HEAD,
+)
 
 FIRST_LOOK_SECONDS = 600.0  # the first tick also reports runs that ended this long ago
 KEEP_SECONDS = 600.0
@@ -248,6 +256,11 @@ def _pull(app: AppConfig, context: dg.SensorEvaluationContext, forge: ForgeClien
         pulls[number] = {**known, "at": known.get("at", now), "retry": now + PULL_RETRY_SECONDS}
     else:
         pulls[number] = {"run": run.run_id, "base": info.base, "title": info.title, "at": now}
+        # A run the poll started knows only the request's number: the forge names its branches.
+        names = {TAG_PR_BASE: info.base, TAG_PR_HEAD: info.head}
+        missing = {tag: value[:200] for tag, value in names.items() if value and not run.tags.get(tag)}
+        if missing:
+            context.instance.add_run_tags(run.run_id, missing)
     return pulls[number]
 
 

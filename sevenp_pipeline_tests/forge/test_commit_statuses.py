@@ -221,6 +221,9 @@ def test_a_pull_request_against_main_and_its_title(make_pipeline, forge_server, 
     assert shown["code-quality"]["state"] == shown["sevenp/pr-title"]["state"]
     assert "pr-title: the title is not a conventional commit" in shown["code-quality"]["description"]
     assert api.pull_reads == [7]
+    # The poll-started run knew only the number: the forge's answer names its branches on the run.
+    first_tags = pipeline.instance.get_run_by_id(first.run_id).tags
+    assert (first_tags["sevenp/pr-base"], first_tags["sevenp/pr-head"]) == ("main", "feature")
     _tick(pipeline, ticked.cursor)
     assert api.pull_reads == [7]  # asked once, kept in the cursor
     assert json.loads(ticked.cursor)["pulls"]["7"]["title"] == "Lower the coverage"
@@ -235,6 +238,7 @@ def test_a_pull_request_against_main_and_its_title(make_pipeline, forge_server, 
     assert api.latest(head)["code-quality"]["state"] == "success"
     body = str(api.comments[1]["body"])
     assert again.run_id in body and "**Against `release`**: no run of release to compare with." in body
+    assert pipeline.instance.get_run_by_id(again.run_id).tags["sevenp/pr-base"] == "release"  # a webhook's stays
     assert "Title: ✅ the title is a conventional commit" in body
 
 

@@ -104,7 +104,8 @@ def test_the_title_counts_in_code_quality_and_the_comment(tmp_path: Path) -> Non
 
 
 def test_what_the_forge_says_of_a_request() -> None:
-    assert PullInfo.from_answer("github", {"title": "feat: x", "base": {"ref": "main"}}) == PullInfo("main", "feat: x")
+    github = {"title": "feat: x", "base": {"ref": "main"}, "head": {"ref": "f"}}
+    assert PullInfo.from_answer("github", github) == PullInfo("main", "feat: x", "f")
     assert PullInfo.from_answer("gitlab", {"title": "fix: y", "target_branch": "develop"}) == PullInfo("develop",
                                                                                                        "fix: y")
     assert PullInfo.from_answer("github", {"message": "Not Found"}) is None
