@@ -329,3 +329,16 @@ def test_the_cli_spools_into_the_home(tmp_path: Path) -> None:
         process.terminate()
         _, err = process.communicate(timeout=10)
     assert "push acme/web refs/heads/develop aaaaaaaa: 202" in err and SECRET not in err
+
+
+def test_docker_compose_runs_the_receiver_on_the_home_the_push_sensors_read() -> None:
+    """`docker compose --profile forge up` adds the receiver, writing its spool into the code server's home."""
+    import yaml  # noqa: PLC0415
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker" / "compose.yaml").read_text())
+    receiver, code = compose["services"]["webhooks"], compose["services"]["code"]
+    assert receiver["profiles"] == ["forge"]
+    assert receiver["entrypoint"][:3] == ["python", "-m", "sevenp_pipeline.forge.webhooks"]
+    assert "SEVENP_WEBHOOK_SECRET" in receiver["environment"]
+    assert receiver["ports"] == ["127.0.0.1:3002:3002"]  # loopback: a TLS proxy in front for the forge
+    assert set(receiver["volumes"]) & set(code["volumes"]) == {"sevenp-home:/var/lib/sevenp"}
