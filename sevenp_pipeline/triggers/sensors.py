@@ -85,14 +85,18 @@ def push_run_key(branch: str, sha: str) -> str:
 
 _PR_REFS = {"head": (re.compile(r"^refs/pull/([1-9][0-9]{0,9})/head$"),
                      re.compile(r"^refs/merge-requests/([1-9][0-9]{0,9})/head$")),
+             # GitLab writes refs/merge-requests/N/merge only for merged-results pipelines: where it is
+             # missing the head is built (it sorts first, so a merge ref present wins).
              "merge": (re.compile(r"^refs/pull/([1-9][0-9]{0,9})/merge$"),
-                      re.compile(r"^refs/merge-requests/([1-9][0-9]{0,9})/head$")),
+                       re.compile(r"^refs/merge-requests/([1-9][0-9]{0,9})/head$"),
+                       re.compile(r"^refs/merge-requests/([1-9][0-9]{0,9})/merge$")),
              "off": ()}
 
 
 def pull_requests(refs: Mapping[str, str], mode: str) -> dict[str, list[str]]:
     """``{number: [ref, sha]}`` of the remote's pull requests (GitHub ``refs/pull/N/head``, or
-    ``/merge`` for the merge result) and merge requests (GitLab ``refs/merge-requests/N/head``)."""
+    ``/merge`` for the merge result) and merge requests (GitLab ``refs/merge-requests/N/head``, or
+    with ``merge`` its ``/merge`` ref where GitLab wrote one)."""
     out: dict[str, list[str]] = {}
     for ref, sha in sorted(refs.items()):
         for pattern in _PR_REFS[mode]:
@@ -308,9 +312,9 @@ def _from_webhooks(app: AppConfig, context: dg.SensorEvaluationContext, delivere
                 seen["tags"][tag] = event.sha
         elif event.kind == "pull_request" and event.pr_number is not None:
             number = str(event.pr_number)
-            # With trigger.pull_requests: merge the run is of GitHub's merge commit, which the
+            # With trigger.pull_requests: merge the run is of the forge's merge commit, which the
             # payload does not name: the poll finds it.
-            if pull_requests({event.ref: event.sha}, app.trigger.pull_requests) and \
+            if app.trigger.pull_requests == "head" and pull_requests({event.ref: event.sha}, "head") and \
                     seen["prs"].get(number, [None, ""])[1] != event.sha:
                 events.append(_Push(event.ref, event.sha, seen["prs"].get(number, [None, ""])[1], pr=number,
                                     base=event.base_branch, head=event.head_branch, webhook=True))

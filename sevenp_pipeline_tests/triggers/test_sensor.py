@@ -266,3 +266,17 @@ def test_good_app_triggers_beside_a_broken_app_file(pipeline: Pipeline) -> None:
     sha = pipeline.remote.commit("pushed beside a broken app file")
     assert [r.partition_key for r in _tick(pipeline, cursor).run_requests] == [sha]
     assert "broken_config_error" in {s.name for s in pipeline.defs.sensors}
+
+
+def test_merge_mode_builds_gitlabs_merge_ref_where_it_exists_else_the_head() -> None:
+    from sevenp_pipeline.triggers.sensors import pull_requests  # noqa: PLC0415
+
+    refs = {"refs/merge-requests/3/head": "a" * 40, "refs/merge-requests/3/merge": "b" * 40,
+            "refs/merge-requests/4/head": "c" * 40, "refs/pull/5/head": "d" * 40, "refs/pull/5/merge": "e" * 40}
+    assert pull_requests(refs, "merge") == {"3": ["refs/merge-requests/3/merge", "b" * 40],
+                                            "4": ["refs/merge-requests/4/head", "c" * 40],
+                                            "5": ["refs/pull/5/merge", "e" * 40]}
+    assert pull_requests(refs, "head") == {"3": ["refs/merge-requests/3/head", "a" * 40],
+                                           "4": ["refs/merge-requests/4/head", "c" * 40],
+                                           "5": ["refs/pull/5/head", "d" * 40]}
+    assert pull_requests(refs, "off") == {}
