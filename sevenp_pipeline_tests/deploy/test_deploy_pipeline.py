@@ -501,3 +501,52 @@ def test_only_the_pushed_head_moves_the_branch_tag_a_graph_run_of_an_older_commi
     # A push run that finishes after its branch moved on does not move the tag back either.
     assert deploys.pipeline(older, tags=pushed("main")).success
     assert registry.find(repository, "main") == main_digest
+
+
+def test_a_fast_forward_of_main_to_a_commit_built_on_develop_reaches_production(deploys: Deploys) -> None:
+    """main moving to develop's head (merge --ff-only, "rebase and merge"): the push sensor starts main's own
+    run, which restores every stage develop's run computed and applies main's tags; staging and then
+    production (approved by a review on the forge) deploy it."""
+    defs = build_definitions(deploys.settings)
+    push_sensor = defs.resolve_sensor_def(f"{KEY}_git_push_sensor")
+
+    def push_tick(cursor: str | None) -> dg.SensorResult:
+        # A forge app polls git every poll_interval_seconds: this tick comes after it.
+        cursor = json.dumps({**json.loads(cursor), "polled_at": 0}) if cursor else None
+        with dg.build_sensor_context(instance=deploys.instance, cursor=cursor, resources=defs.resources,
+                                     definitions=defs) as context:
+            return push_sensor(context)
+
+    def started_by(request: dg.RunRequest) -> dict[str, str]:
+        return {**request.tags, "dagster/sensor_name": push_sensor.name}
+
+    cursor = push_tick(None).cursor
+    deploys.remote.write("VERSION", "2.0\n")
+    sha = deploys.remote.commit("feat: built on develop first", push_to="develop")
+    on_develop = push_tick(cursor)
+    (request,) = on_develop.run_requests
+    assert request.run_key == f"develop@{sha}"
+    built = deploys.pipeline(sha, tags=started_by(request))
+    assert built.success, _failures(built)
+    assert "restored_from" not in (_materialization(built, "check") or {})
+
+    deploys.remote.push("main")  # the fast-forward
+    on_main = push_tick(on_develop.cursor)
+    (request,) = on_main.run_requests
+    assert (request.run_key, request.tags["sevenp/branch"]) == (f"main@{sha}", "main")
+    main_run = deploys.pipeline(sha, tags=started_by(request))
+    assert main_run.success, _failures(main_run)
+    # Computed once, on develop: the install reuses the commit's node_modules, the stage is restored.
+    assert (_materialization(main_run, "node_dependencies") or {}).get("reused") is True
+    assert (_materialization(main_run, "check") or {}).get("restored_from") == sha
+    promoted = _materialization(main_run, "promoted_image")
+    assert promoted is not None and "main" in promoted["tags"] and f"main-{sha[:7]}" in promoted["tags"]
+
+    assert deploys.deploy(sha, "staging").success
+    deploys.forge.pulls[31] = {"commits": [sha], "reviews": [("ada", "APPROVED")]}
+    approval_sensor = defs.resolve_sensor_def(f"{KEY}_forge_approval_sensor")
+    with dg.build_sensor_context(instance=deploys.instance, resources=defs.resources, definitions=defs) as context:
+        (approved,) = approval_sensor(context).run_requests
+    prod = deploys.deploy(sha, "production", tags=approved.tags)
+    assert prod.success, _failures(prod)
+    assert deploys.answer("production")[1] == sha
