@@ -9,7 +9,7 @@ export SEVENP_HOME  ?= $(CURDIR)/.sevenp
 export DAGSTER_HOME ?= $(SEVENP_HOME)/dagster
 
 .PHONY: install system-deps demo dev stop test test-fast lint bench bench-deploy rerun prune clean \
-	deploy rollback deploy-status deploy-stop bench-recovery bench-webhook
+	deploy rollback deploy-status deploy-stop bench-recovery bench-webhook bench-scale
 
 install: system-deps $(VENV)/.installed
 
@@ -100,6 +100,10 @@ bench-recovery: install
 ## push -> run start through a signed webhook delivery vs through the git poll, side by side, one daemon.
 bench-webhook: install
 	$(BIN)/python benchmarks/webhook_latency.py
+
+## 50 small runs launched at once through the queued coordinator: runs/min, queue wait, launch -> first step.
+bench-scale: install
+	$(BIN)/python benchmarks/scale_runs.py
 
 clean: stop
 	rm -rf $(SEVENP_HOME)
