@@ -5,9 +5,11 @@ GitHub: ``POST /repos/{owner}/{repo}/statuses/{sha}`` (states pending, success, 
 GitLab: ``POST /projects/{id}/statuses/{sha}`` (pending, running, success, failed, canceled, skipped),
 the project id being the URL-encoded path. The comment: GitHub issue comments (``/issues/{n}/comments``,
 edited with ``PATCH /issues/comments/{id}``), GitLab merge-request notes (``/merge_requests/{iid}/notes``,
-edited with ``PUT``). Plain ``urllib`` as the Slack notifier uses: one POST per
-status needs no client library (PyGithub and python-gitlab would bring their own retry and paging
-layers for a single endpoint each, and neither knows the other's API).
+edited with ``PUT``). Then deployments, code scanning, pull requests, reviews and team membership:
+about fifteen endpoints in all. Plain ``urllib``, as the Slack notifier uses, with one request helper
+for both forges: the same retries, rate-limit waits and redaction for every call.
+PyGithub and python-gitlab would each bring their own retry and paging layers, one per forge, and
+neither knows the other's API; the sensors would have to reconcile two error models.
 
 The tokens are secrets: they come from ``dg.EnvVar(SEVENP_GITHUB_TOKEN / SEVENP_GITLAB_TOKEN)`` in the
 resource set, go only into the request's header, and no message quotes them. Reporting never
