@@ -201,6 +201,16 @@ class EnvironmentServices:
         return _redis_ping(int(port), self._password(self.redis_password_path))
 
     # -- PostgreSQL ------------------------------------------------------------------------------
+    def _new_data_dir(self, pg_bin: Path, folder: Path, data: Path, log: LogFn | None) -> bool:
+        """A data folder copied from the initdb template when there is none yet; True if it is new."""
+        if (data / "PG_VERSION").exists():
+            return False
+        template = self._helpers.initdb_template(self._helpers.root(), pg_bin, PG_USER, log)
+        self.runner.check(ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=folder,
+                                         label="postgresql data dir", user=self._user(), inherit_env=False,
+                                         env=SERVER_ENV, timeout_seconds=120))
+        return True
+
     def _ensure_postgres(self, base: Path, state: dict[str, Any], password: str, log: LogFn | None) -> int:
         entry = state.setdefault("postgresql", {})
         if self._alive("postgresql", entry):
@@ -210,15 +220,9 @@ class EnvironmentServices:
         folder = self._own_folder(base / "postgres")
         data = folder / "data"
         entry["data"] = str(data)
-        fresh = not (data / "PG_VERSION").exists()
-        if fresh:
-            template = helpers.initdb_template(helpers.root(), pg_bin, PG_USER, log)
-            self.runner.check(ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=folder,
-                                             label="postgresql data dir", user=self._user(), inherit_env=False,
-                                             env=SERVER_ENV, timeout_seconds=120))
+        fresh = self._new_data_dir(pg_bin, folder, data, log)
         (data / "postmaster.pid").unlink(missing_ok=True)  # left by a server killed with SIGKILL
-        setup = [f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
-                 f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""] if fresh else []
+        setup = _pg_setup(password) if fresh else []
         server, port = helpers.start_postgres(pg_bin, data, folder, self._socket_dir(folder), pg_user=PG_USER,
                                               preferred_port=int(entry.get("port") or 0), setup=setup,
                                               secrets=(password,))
@@ -264,12 +268,7 @@ class EnvironmentServices:
                 return port
         self._stop_unkept("postgresql", entry, log)
         entry["data"] = str(data)
-        fresh = not (data / "PG_VERSION").exists()
-        if fresh:
-            template = helpers.initdb_template(helpers.root(), pg_bin, PG_USER, log)
-            self.runner.check(ExecuteRequest(argv=["cp", "-a", str(template), str(data)], cwd=folder,
-                                             label="postgresql data dir", user=self._user(), inherit_env=False,
-                                             env=SERVER_ENV, timeout_seconds=120))
+        fresh = self._new_data_dir(pg_bin, folder, data, log)
         preferred = int(entry.get("port") or 0)
         port = preferred if preferred and port_free(preferred) else free_port()
         keeper.set_program("postgresql", self._program(
@@ -281,9 +280,7 @@ class EnvironmentServices:
             raise ServiceError(f"postgresql not ready after {self.startup_timeout_seconds:.0f}s: "
                                f"{_tail(folder / 'postgresql.log')}")
         if fresh:
-            helpers._psql(pg_bin, folder, sockets, port, PG_USER, statements=[
-                              f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'",
-                              f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""], secrets=(password,))
+            helpers._psql(pg_bin, folder, sockets, port, PG_USER, statements=_pg_setup(password), secrets=(password,))
         entry.update(pid=keeper.program_pid("postgresql"), port=port)
         if log:
             log(f"postgresql for {self.root.name} on 127.0.0.1:{port} under its keeper (pid {entry['pid']}, "
@@ -406,6 +403,11 @@ class EnvironmentServices:
             server.stop()
             last_error = _tail(data / "redis.log")
         raise ServiceError(f"redis did not start: {last_error}")
+
+
+def _pg_setup(password: str) -> list[str]:
+    """A new server's role password and the app's database (the password is ours, URL-safe characters only)."""
+    return [f"ALTER ROLE \"{PG_USER}\" PASSWORD '{password}'", f"CREATE DATABASE \"{PG_DATABASE}\" OWNER \"{PG_USER}\""]
 
 
 def _pid_alive(pid: int) -> bool:
