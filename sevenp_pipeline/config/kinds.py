@@ -24,10 +24,14 @@ class KindSchema:
     outbound: bool = False  # gets a route out by default (network: outbound)
     at_most_one: bool = False  # an app declares at most one stage of the kind
     test_report: bool = False  # reads a test report: 'junit', or 'report' (+ 'report_format'), or detected
+    gate_keys: tuple[str, ...] = ()  # the keys of 'gates:' its gates read (StageGates fields)
 
 
 # The test report formats a test/e2e stage reads (sevenp_pipeline/test_reports.py parses them).
 TEST_FORMATS: tuple[str, ...] = ("junit", "jest-json", "vitest-json", "mocha-json", "tap")
+
+
+_COVERAGE = ("min_coverage", "coverage_metric")
 
 
 def _schemas(*schemas: KindSchema) -> dict[str, KindSchema]:
@@ -39,17 +43,17 @@ KIND_SCHEMAS: dict[str, KindSchema] = _schemas(
     # The install has its own cache (node_modules by lockfile).
     KindSchema(INSTALL, cacheable=False, default_command="the package manager's frozen-lockfile install",
                outbound=True, at_most_one=True),
-    KindSchema("lint", requires="report"),
-    KindSchema("format"),
-    KindSchema("typecheck"),
-    KindSchema("test", test_report=True),
+    KindSchema("lint", requires="report", gate_keys=("max_problems", "count_warnings")),
+    KindSchema("format", gate_keys=("max_problems",)),
+    KindSchema("typecheck", gate_keys=("max_problems",)),
+    KindSchema("test", test_report=True, gate_keys=_COVERAGE),
     KindSchema("build", requires="output_dir"),
     KindSchema("docs"),
-    KindSchema("e2e", test_report=True),
-    KindSchema("performance", requires="report"),
+    KindSchema("e2e", test_report=True, gate_keys=_COVERAGE),
+    KindSchema("performance", requires="report", gate_keys=("p95_ms", "min_requests_per_second")),
     KindSchema("command"),
     # commitlint reads the pushed range, not files: nothing to key a cached result on.
-    KindSchema("commitlint", cacheable=False, runs_command=False),
+    KindSchema("commitlint", cacheable=False, runs_command=False, gate_keys=("commit_types", "max_header_length")),
 )
 
 STAGE_KINDS: tuple[str, ...] = tuple(KIND_SCHEMAS)

@@ -218,6 +218,10 @@ class StageSpec(BaseModel):
             self._test_report_keys()
         elif self.report_format is not None:
             raise ValueError(f"'report_format' is for test and e2e stages, not {_a(self.kind)} stage")
+        stray = sorted(self.gates.model_fields_set - set(kind.gate_keys))
+        if stray:
+            applies = ", ".join(kind.gate_keys) or "none"
+            raise ValueError(f"gates.{stray[0]} does not apply to {_a(self.kind)} stage (its gate keys: {applies})")
         if self.gates.min_coverage is not None and not self.coverage:
             raise ValueError("gates.min_coverage needs 'coverage' (the coverage summary file)")
         return self

@@ -101,6 +101,13 @@ def test_a_test_stage_reads_junit_a_report_or_a_detected_runner(tmp_path: Path) 
     ("  Bad-Name: {kind: command, command: [x]}\n", r"stages: 'Bad-Name': stage names use"),
     ("  sbom: {kind: command, command: [x]}\n", r"stages: 'sbom': the name of a built-in asset"),
     ("  lint_report: {gates: {max_problemz: 1}}\n", r"stages\.lint_report\.gates\.max_problemz: unknown key"),
+    # A gate key another kind reads would be silently ignored: it is refused, naming what applies.
+    ("  lint_report: {gates: {p95_ms: 200}}\n",
+     r"stages\.lint_report: gates\.p95_ms does not apply to a lint stage \(its gate keys: max_problems, count_"),
+    ("  build_artifact: {gates: {min_coverage: 80}}\n",
+     r"stages\.build_artifact: gates\.min_coverage does not apply to a build stage \(its gate keys: none\)"),
+    ("  performance_report: {gates: {max_problems: 0}}\n",
+     r"gates\.max_problems does not apply to a performance stage \(its gate keys: p95_ms, min_requests_per_second\)"),
 ])
 def test_bad_stage_graphs_are_named(tmp_path: Path, stages: str, error: str) -> None:
     path = _write(tmp_path, "name: web\nrepository: {url: x}\nstages:\n" + stages)
