@@ -50,6 +50,7 @@ from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ExecuteRequest, ProcessRunner
 from sevenp_pipeline.resources.services import TestServices, free_port
 from sevenp_pipeline.source.package_managers import detect
+from sevenp_pipeline.stages.kinds import KINDS
 from sevenp_pipeline.triggers.sensors import TAG_COMMIT
 from sevenp_pipeline_tests.gitutil import Remote
 
@@ -85,7 +86,7 @@ def plain_parallel(settings: Settings, app: AppConfig, url: str, sha: str, runne
             args = [a.replace("{report}", spec.report or "") for a in spec.args]
             argv = [*spec.command, *args] if spec.command else pm.run_script_argv(spec.script, args)
             env = {"CI": "true", **app.env, **spec.env}
-            if spec.kind in ("e2e", "performance"):
+            if KINDS[spec.kind].app_port:
                 env.update(APP_HOST="127.0.0.1", APP_PORT=str(free_port()))
             if spec.services:
                 with services.provide(list(spec.services)) as endpoints:
@@ -95,9 +96,13 @@ def plain_parallel(settings: Settings, app: AppConfig, url: str, sha: str, runne
             if spec.output_dir:
                 deterministic_tarball(src / spec.output_dir, root / f"{name}.tar.gz", arcname=spec.output_dir)
 
-        # The install is the warm cache above; the commit-message check reads git only.
-        todo = {n: [d for d in app.needs(n) if app.stage(d).kind not in ("install", "commitlint")]
-                for n in app.stage_names() if app.stage(n).kind not in ("install", "commitlint")}
+        # The install (a kind with its own default command) is the warm cache above; a kind that runs no
+        # command (the commit-message check) reads git only.
+        def scripted(name: str) -> bool:
+            schema = KINDS[app.stage(name).kind].schema
+            return schema.runs_command and not schema.default_command
+
+        todo = {n: [d for d in app.needs(n) if scripted(d)] for n in app.stage_names() if scripted(n)}
         done: set[str] = set()
         running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
