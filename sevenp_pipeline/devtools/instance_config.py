@@ -29,20 +29,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.config.settings import POSTGRES_FIELDS, POSTGRES_HOST, POSTGRES_URL, PROJECT_ROOT
 from sevenp_pipeline.files import private_dir
 
 SOURCE = PROJECT_ROOT / "dagster.yaml"
-POSTGRES_URL = "SEVENP_DAGSTER_POSTGRES_URL"
-POSTGRES_HOST = "SEVENP_DAGSTER_POSTGRES_HOST"
-# postgres_db field -> the variable it is read from
-POSTGRES_FIELDS = {
-    "hostname": POSTGRES_HOST,
-    "port": "SEVENP_DAGSTER_POSTGRES_PORT",
-    "username": "SEVENP_DAGSTER_POSTGRES_USER",
-    "password": "SEVENP_DAGSTER_POSTGRES_PASSWORD",
-    "db_name": "SEVENP_DAGSTER_POSTGRES_DB",
-}
 REQUIRED_FIELDS = ("hostname", "username", "db_name")
 # SQLAlchemy's dialect+driver for the psycopg2 that dagster-postgres depends on.
 SCHEME = "postgresql+psycopg2"
