@@ -26,10 +26,14 @@ from pydantic import Field
 
 from sevenp_pipeline.locks import LockTimeout, file_lock
 
-__all__ = ["FileLocks", "LockTimeout", "Locks", "validate_lock_name"]
+__all__ = ["FileLocks", "LockTimeout", "Locks", "LocksUnavailable", "validate_lock_name"]
 
 # Path-like: segments of [A-Za-z0-9._:@+-] separated by "/", none of them "." or "..".
 _SEGMENT = re.compile(r"^[A-Za-z0-9_:@+-][A-Za-z0-9._:@+-]*$")
+
+
+class LocksUnavailable(RuntimeError):
+    """Where the locks are kept could not be reached; the message names it, never a credential."""
 
 
 def validate_lock_name(name: str) -> str:
@@ -55,6 +59,7 @@ class Locks(dg.ConfigurableResource, ABC):
 
         Raises:
             LockTimeout: the lock was not free in time; the message names ``what``.
+            LocksUnavailable: the lock server could not be reached.
             dg.DagsterExecutionInterruptedError: the run was terminated while waiting.
         """
         return self._hold(validate_lock_name(name), timeout=timeout, what=what or name)

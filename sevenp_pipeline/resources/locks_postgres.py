@@ -24,11 +24,7 @@ from pydantic import Field
 
 from sevenp_pipeline.execution.cancellation import raise_if_cancelled
 from sevenp_pipeline.locks import LockTimeout
-from sevenp_pipeline.resources.locks import Locks
-
-
-class LocksUnavailable(RuntimeError):
-    """The lock server could not be reached; the message names host, port and database, not the password."""
+from sevenp_pipeline.resources.locks import Locks, LocksUnavailable
 
 
 def lock_key(name: str) -> int:

@@ -20,8 +20,8 @@ import pytest
 
 from sevenp_pipeline.config.settings import PROJECT_ROOT
 from sevenp_pipeline.execution.cancellation import cancel_on
-from sevenp_pipeline.resources.locks import FileLocks, Locks, LockTimeout
-from sevenp_pipeline.resources.locks_postgres import LocksUnavailable, PostgresLocks, lock_key
+from sevenp_pipeline.resources.locks import FileLocks, Locks, LocksUnavailable, LockTimeout
+from sevenp_pipeline.resources.locks_postgres import PostgresLocks, lock_key
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.services import PostgresOptions, Server, TestServices, free_port
 from sevenp_pipeline_tests.conftest import reachable_home
