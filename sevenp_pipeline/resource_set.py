@@ -4,9 +4,9 @@
 Amazon ECR through boto3. The artifact store is chosen apart (``SEVENP_ARTIFACTS``): ``local`` under the
 home, or ``s3`` (an S3 bucket, resources/artifacts_s3.py). So are the locks of cross-run state
 (``SEVENP_LOCKS``): ``file`` (flock under the home), or ``postgres`` (advisory locks on the Dagster
-instance's server, the default when SEVENP_DAGSTER_POSTGRES_* name one). Everything else is shared. Secrets
-(the signing key, AWS keys) reach the resources only through ``dg.EnvVar``, so their values never
-land in stored run config. The environment is read only through :class:`Settings`.
+instance's server, the default when SEVENP_DAGSTER_POSTGRES_* or docker/'s DAGSTER_PG_* name one).
+Everything else is shared. Secrets (the signing key, AWS keys) reach the resources only through
+``dg.EnvVar``, so their values never land in stored run config. The environment is read only through :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
-from sevenp_pipeline.config.settings import POSTGRES_FIELDS, POSTGRES_HOST, POSTGRES_URL
+from sevenp_pipeline.config.settings import DOCKER_POSTGRES_FIELDS, POSTGRES_FIELDS, POSTGRES_HOST, POSTGRES_URL
 from sevenp_pipeline.deploy.targets.ecs import EcsDeployer
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.forge.client import GITHUB_TOKEN_ENV, GITLAB_TOKEN_ENV, ForgeClient
@@ -106,13 +106,15 @@ def locks(settings: Settings) -> Locks:
 
     if settings.secret_is_set(POSTGRES_URL):
         return PostgresLocks(url=dg.EnvVar(POSTGRES_URL))
-    missing = [POSTGRES_FIELDS[f] for f in ("hostname", "username", "db_name") if not settings.secret_is_set(
-        POSTGRES_FIELDS[f])]
+    # The local stack's variables, else docker/'s (DAGSTER_PG_*, handed to every run container).
+    variables = next((v for v in (POSTGRES_FIELDS, DOCKER_POSTGRES_FIELDS) if settings.secret_is_set(v["hostname"])),
+                     POSTGRES_FIELDS)
+    missing = [variables[f] for f in ("hostname", "username", "db_name") if not settings.secret_is_set(variables[f])]
     if missing:
-        raise ValueError(f"SEVENP_LOCKS=postgres needs {POSTGRES_URL}, or {POSTGRES_HOST} with the user and "
-                         f"database: {', '.join(missing)} not set")
+        raise ValueError(f"SEVENP_LOCKS=postgres needs {POSTGRES_URL}, or {POSTGRES_HOST} (or DAGSTER_PG_HOST) with "
+                         f"the user and database: {', '.join(missing)} not set")
     fields = {"host": "hostname", "port": "port", "user": "username", "password": "password", "dbname": "db_name"}
-    return PostgresLocks(**{field: _secret(settings, POSTGRES_FIELDS[name]) for field, name in fields.items()})
+    return PostgresLocks(**{field: _secret(settings, variables[name]) for field, name in fields.items()})
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:

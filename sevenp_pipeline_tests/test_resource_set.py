@@ -141,7 +141,8 @@ def test_the_resource_set_reads_the_environment_through_the_settings(tmp_path: P
 
 POSTGRES_VARS = ("SEVENP_DAGSTER_POSTGRES_URL", "SEVENP_DAGSTER_POSTGRES_HOST", "SEVENP_DAGSTER_POSTGRES_USER",
                  "SEVENP_DAGSTER_POSTGRES_DB", "SEVENP_DAGSTER_POSTGRES_PASSWORD", "SEVENP_DAGSTER_POSTGRES_PORT",
-                 "SEVENP_LOCKS")
+                 "SEVENP_LOCKS", "DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_DB", "DAGSTER_PG_PASSWORD",
+                 "DAGSTER_PG_PORT")
 
 
 def test_the_locks_follow_the_instance_to_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,6 +173,16 @@ def test_the_locks_follow_the_instance_to_postgres(tmp_path: Path, monkeypatch: 
     assert password not in repr(locks)
 
     monkeypatch.delenv("SEVENP_DAGSTER_POSTGRES_HOST")
+    # docker/'s run containers: the instance's DAGSTER_PG_* (docker/dagster.yaml's run_launcher.env_vars)
+    for name, value in {"HOST": "postgres", "USER": "dagster", "DB": "dagster", "PASSWORD": password,
+                        "PORT": "5432"}.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    locks = build_resources(Settings.from_env())["locks"]
+    assert isinstance(locks, PostgresLocks) and locks.password == dg.EnvVar("DAGSTER_PG_PASSWORD")
+    with dg.build_resources({"locks": locks}) as resources:
+        assert resources.locks.describe() == "PostgreSQL advisory locks at postgres:5432/dagster"
+    monkeypatch.delenv("DAGSTER_PG_HOST")
+
     monkeypatch.setenv("SEVENP_LOCKS", "postgres")  # asked for, but no server named
     with pytest.raises(ValueError, match="SEVENP_LOCKS=postgres needs SEVENP_DAGSTER_POSTGRES_URL"):
         build_resources(Settings.from_env())

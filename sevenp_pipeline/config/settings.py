@@ -26,6 +26,15 @@ POSTGRES_FIELDS = {
     "password": "SEVENP_DAGSTER_POSTGRES_PASSWORD",
     "db_name": "SEVENP_DAGSTER_POSTGRES_DB",
 }
+# The same fields as docker/dagster.yaml and docker/dagster.ecs.yaml read them (compose and the ECS task
+# definition set them for every service and run container).
+DOCKER_POSTGRES_FIELDS = {
+    "hostname": "DAGSTER_PG_HOST",
+    "port": "DAGSTER_PG_PORT",
+    "username": "DAGSTER_PG_USER",
+    "password": "DAGSTER_PG_PASSWORD",
+    "db_name": "DAGSTER_PG_DB",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,8 @@ class Settings:
     stage_cache_days: float = DEFAULT_STAGE_CACHE_DAYS  # SEVENP_STAGE_CACHE_DAYS
     home_budget_gb: float = DEFAULT_HOME_BUDGET_GB  # SEVENP_HOME_BUDGET_GB; 0: no budget
     # SEVENP_LOCKS: file (flock under the home) | postgres (advisory locks on the instance's server);
-    # unset: postgres when SEVENP_DAGSTER_POSTGRES_URL or _HOST names the instance's server, else file.
+    # unset: postgres when SEVENP_DAGSTER_POSTGRES_URL or _HOST (or docker/'s DAGSTER_PG_HOST) names the
+    # instance's server, else file.
     locks: str = "file"
 
     @classmethod
@@ -72,7 +82,7 @@ class Settings:
         if artifacts == "s3" and not bucket:
             raise ValueError("SEVENP_ARTIFACTS=s3 needs SEVENP_ARTIFACTS_BUCKET (the bucket the artifacts go to)")
         dagster_home = os.environ.get("DAGSTER_HOME")
-        on_postgres = bool(os.environ.get(POSTGRES_URL) or os.environ.get(POSTGRES_HOST))
+        on_postgres = any(os.environ.get(v) for v in (POSTGRES_URL, POSTGRES_HOST, DOCKER_POSTGRES_FIELDS["hostname"]))
         locks = os.environ.get("SEVENP_LOCKS") or ("postgres" if on_postgres else "file")
         if locks not in ("file", "postgres"):
             raise ValueError(f"SEVENP_LOCKS={locks!r}: expected 'file' or 'postgres'")
