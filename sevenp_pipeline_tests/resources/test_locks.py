@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -198,3 +199,29 @@ def test_a_wrong_password_is_not_repeated(postgres: Server) -> None:
     with pytest.raises(LocksUnavailable) as raised, locks.hold("x", timeout=1):
         pass
     assert wrong not in str(raised.value) and postgres.password not in str(raised.value)
+
+
+@pytest.mark.integration
+def test_the_resource_sets_postgres_locks_hold_on_the_instances_server(postgres: Server, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a run worker gets them: chosen by the resource set from the instance's (bare) URL, resolved
+    from the environment by Dagster; the server shows the held lock under its name while it is held."""
+    import psycopg2  # noqa: PLC0415
+
+    from sevenp_pipeline.config import Settings  # noqa: PLC0415
+    from sevenp_pipeline.resource_set import locks as chosen_locks  # noqa: PLC0415
+
+    bare = _url(postgres).replace("postgresql+psycopg2://", "postgresql://")
+    monkeypatch.delenv("SEVENP_LOCKS", raising=False)
+    monkeypatch.setenv("SEVENP_DAGSTER_POSTGRES_URL", bare)
+    monkeypatch.setenv("SEVENP_HOME", str(tmp_path / "home"))
+    resource = chosen_locks(Settings.from_env())
+    assert isinstance(resource, PostgresLocks) and postgres.password not in repr(resource)
+    held = "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+    with dg.build_resources({"locks": resource}) as resources, closing(psycopg2.connect(bare)) as observer, \
+            observer.cursor() as cursor:
+        with resources.locks.hold("deploy/web/staging/queue", timeout=5):
+            cursor.execute(held)
+            assert cursor.fetchall() == [("sevenp lock deploy/web/staging/queue",)]
+        cursor.execute(held)
+        assert cursor.fetchall() == []
