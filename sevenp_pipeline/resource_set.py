@@ -2,9 +2,11 @@
 
 ``local`` (the default): the local ``docker-registry`` on loopback. ``ecr`` (``SEVENP_REGISTRY=ecr``):
 Amazon ECR through boto3. The artifact store is chosen apart (``SEVENP_ARTIFACTS``): ``local`` under the
-home, or ``s3`` (an S3 bucket, resources/artifacts_s3.py). Everything else is shared. Secrets
-(the signing key, AWS keys) reach the resources only through ``dg.EnvVar``, so their values never
-land in stored run config. The environment is read only through :class:`Settings`.
+home, or ``s3`` (an S3 bucket, resources/artifacts_s3.py). So are the locks of cross-run state
+(``SEVENP_LOCKS``): ``file`` (flock under the home), or ``postgres`` (advisory locks on the Dagster
+instance's server, the default when SEVENP_DAGSTER_POSTGRES_* or docker/'s DAGSTER_PG_* name one).
+Everything else is shared. Secrets (the signing key, AWS keys) reach the resources only through
+``dg.EnvVar``, so their values never land in stored run config. The environment is read only through :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from sevenp_pipeline.config import Settings
+from sevenp_pipeline.config.settings import DOCKER_POSTGRES_FIELDS, POSTGRES_FIELDS, POSTGRES_HOST, POSTGRES_URL
 from sevenp_pipeline.deploy.targets.ecs import EcsDeployer
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.forge.client import GITHUB_TOKEN_ENV, GITLAB_TOKEN_ENV, ForgeClient
@@ -23,6 +26,7 @@ from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
+from sevenp_pipeline.resources.locks import FileLocks, Locks
 from sevenp_pipeline.resources.notify import SLACK_WEBHOOK_ENV, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
@@ -87,7 +91,30 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
                              gitlab_token=_secret(settings, GITLAB_TOKEN_ENV), ui_url=settings.ui_url),
         # What the webhook receiver accepted (forge/webhooks.py), read by the push sensors.
         "webhook_inbox": WebhookInbox(root=str(settings.webhooks_dir)),
+        "locks": locks(settings),
     }
+
+
+def locks(settings: Settings) -> Locks:
+    """The locks ``settings.locks`` names: ``file`` under the home, or ``postgres`` on the instance's server,
+    its connection as dg.EnvVar references (resolved in each run worker; no password in run config)."""
+    if settings.locks == "file":
+        return FileLocks(root=str(settings.home))
+    if settings.locks != "postgres":
+        raise ValueError(f"SEVENP_LOCKS={settings.locks!r}: expected 'file' or 'postgres'")
+    from sevenp_pipeline.resources.locks_postgres import PostgresLocks  # noqa: PLC0415 (psycopg2: postgres only)
+
+    if settings.secret_is_set(POSTGRES_URL):
+        return PostgresLocks(url=dg.EnvVar(POSTGRES_URL))
+    # The local stack's variables, else docker/'s (DAGSTER_PG_*, handed to every run container).
+    variables = next((v for v in (POSTGRES_FIELDS, DOCKER_POSTGRES_FIELDS) if settings.secret_is_set(v["hostname"])),
+                     POSTGRES_FIELDS)
+    missing = [variables[f] for f in ("hostname", "username", "db_name") if not settings.secret_is_set(variables[f])]
+    if missing:
+        raise ValueError(f"SEVENP_LOCKS=postgres needs {POSTGRES_URL}, or {POSTGRES_HOST} (or DAGSTER_PG_HOST) with "
+                         f"the user and database: {', '.join(missing)} not set")
+    fields = {"host": "hostname", "port": "port", "user": "username", "password": "password", "dbname": "db_name"}
+    return PostgresLocks(**{field: _secret(settings, variables[name]) for field, name in fields.items()})
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:
@@ -120,7 +147,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
     Keys: process_runner, image_builder, node_base_image, git, workspaces, artifact_store,
     test_services, workspace_retention, launch_options, signing_key, stage_cache, deploy_targets,
-    notifier, forge, webhook_inbox, registry.
+    notifier, forge, webhook_inbox, locks, registry.
     """
     runner = ProcessRunner()
     if settings.registry == "ecr":

@@ -102,12 +102,21 @@ def test_separate_postgres_variables_make_postgres_db_and_a_missing_one_is_named
     assert ic.postgres_storage({}) is None
 
 
-def test_a_url_without_the_driver_is_refused_naming_the_scheme_not_the_password() -> None:
-    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed: every process of
-    the stack would fail at its first query; the stack refuses it at start instead."""
-    with pytest.raises(ic.InstanceConfigError) as raised:
-        ic.postgres_storage({ic.POSTGRES_URL: f"postgresql://ci:{PASSWORD}@db/dagster"})
-    assert "postgresql+psycopg2://" in str(raised.value) and PASSWORD not in str(raised.value)
+def test_a_url_without_the_driver_gets_it_and_another_scheme_is_refused() -> None:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed: the stack rewrites
+    the variable to name psycopg2 before it starts any process; a scheme of another database is refused."""
+    bare = f"postgresql://ci:{PASSWORD}@db/dagster"
+    assert ic.postgres_storage({ic.POSTGRES_URL: bare}) == {"postgres": {"postgres_url": {"env": ic.POSTGRES_URL}}}
+    assert ic.with_driver(bare) == f"postgresql+psycopg2://ci:{PASSWORD}@db/dagster"
+    assert ic.with_driver(f"postgres://ci:{PASSWORD}@db/dagster") == ic.with_driver(bare)
+    assert ic.with_driver(ic.with_driver(bare)) == ic.with_driver(bare)
+    environ = {ic.POSTGRES_URL: bare, "OTHER": "x"}
+    ic.use_driver(environ)
+    assert environ == {ic.POSTGRES_URL: ic.with_driver(bare), "OTHER": "x"}
+    for wrong in (f"mysql://ci:{PASSWORD}@db/dagster", f"postgresql+asyncpg://ci:{PASSWORD}@db/x", "db/dagster"):
+        with pytest.raises(ic.InstanceConfigError) as raised:
+            ic.postgres_storage({ic.POSTGRES_URL: wrong})
+        assert "postgresql+psycopg2://" in str(raised.value) and PASSWORD not in str(raised.value)
 
 
 # -- docker/ and ECS ---------------------------------------------------------------------------
@@ -225,8 +234,9 @@ def test_the_stack_on_postgres_queues_and_runs_a_launched_job(postgres: Server, 
     pipe: Pipeline = make_pipeline()
     sha = pipe.remote.commit("a commit")  # before the stack: the push sensor's baseline, no run of its own
     url = _url(postgres, "stack")
+    # Given without the driver: serve names it for every process it starts (webserver, daemon, runs).
     stack = LocalDagster(home=pipe.settings.home, port=free_port(), apps_dir=pipe.settings.apps_dir,
-                         extra_env={ic.POSTGRES_URL: url})
+                         extra_env={ic.POSTGRES_URL: url.replace("postgresql+psycopg2://", "postgresql://")})
     monkeypatch.setenv(ic.POSTGRES_URL, url)
     stack.start()
     try:
@@ -248,12 +258,13 @@ def test_the_stack_on_postgres_queues_and_runs_a_launched_job(postgres: Server, 
     assert not list(stack.dagster_home.rglob("*.db"))  # runs, events, schedules: all on the server
 
 
-def test_serve_refuses_a_url_without_the_driver_before_starting_anything(tmp_path: Path) -> None:
+def test_serve_refuses_a_url_of_another_database_before_starting_anything(tmp_path: Path) -> None:
     env = {**os.environ, "SEVENP_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "home" / "dagster"),
-           "PYTHONPATH": str(PROJECT_ROOT), ic.POSTGRES_URL: f"postgresql://ci:{PASSWORD}@127.0.0.1:1/dagster"}
+           "PYTHONPATH": str(PROJECT_ROOT), ic.POSTGRES_URL: f"mysql://ci:{PASSWORD}@127.0.0.1:1/dagster"}
     argv = [sys.executable, "-m", "sevenp_pipeline.devtools.devstack", "serve", "--port", str(free_port())]
     proc = subprocess.run(argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "must start with postgresql+psycopg2://" in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+    assert "must start with postgresql+psycopg2:// or postgresql://" in proc.stderr
+    assert PASSWORD not in proc.stdout + proc.stderr
     assert not (tmp_path / "home" / "dagster" / "dagster.yaml").exists()

@@ -10,6 +10,8 @@ import pytest
 from sevenp_pipeline.config import Settings
 from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.artifacts import LocalArtifactStore
+from sevenp_pipeline.resources.locks import FileLocks
+from sevenp_pipeline.resources.locks_postgres import PostgresLocks
 from sevenp_pipeline.resources.registries.ecr import ECRRegistry
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.scanners import provenance as prov
@@ -17,7 +19,7 @@ from sevenp_pipeline.scanners.signing import SigningKey
 
 KEYS = {"process_runner", "image_builder", "node_base_image", "git", "workspaces", "artifact_store",
         "test_services", "workspace_retention", "launch_options", "signing_key", "stage_cache", "registry",
-        "deploy_targets", "notifier", "forge", "webhook_inbox"}
+        "deploy_targets", "notifier", "forge", "webhook_inbox", "locks"}
 
 
 def _settings(tmp_path: Path, registry: str = "local", endpoint: str | None = None) -> Settings:
@@ -134,4 +136,56 @@ def test_the_resource_set_reads_the_environment_through_the_settings(tmp_path: P
     monkeypatch.setenv("SEVENP_STAGE_CACHE_DAYS", "")
     monkeypatch.setenv("SEVENP_KEEP_COMMITS_PER_BRANCH", "many")
     with pytest.raises(ValueError, match="SEVENP_KEEP_COMMITS_PER_BRANCH='many': expected a whole number"):
+        Settings.from_env()
+
+
+POSTGRES_VARS = ("SEVENP_DAGSTER_POSTGRES_URL", "SEVENP_DAGSTER_POSTGRES_HOST", "SEVENP_DAGSTER_POSTGRES_USER",
+                 "SEVENP_DAGSTER_POSTGRES_DB", "SEVENP_DAGSTER_POSTGRES_PASSWORD", "SEVENP_DAGSTER_POSTGRES_PORT",
+                 "SEVENP_LOCKS", "DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_DB", "DAGSTER_PG_PASSWORD",
+                 "DAGSTER_PG_PORT")
+
+
+def test_the_locks_follow_the_instance_to_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flock under the home by default; advisory locks on the instance's server once SEVENP_DAGSTER_POSTGRES_*
+    name one, its connection as dg.EnvVar (no password in run config); SEVENP_LOCKS overrides the choice."""
+    for name in POSTGRES_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SEVENP_HOME", str(tmp_path / "home"))
+    locks = build_resources(Settings.from_env())["locks"]
+    assert isinstance(locks, FileLocks) and locks.root == str(tmp_path / "home")
+
+    password = "pg-s3cret-" + "x" * 12
+    monkeypatch.setenv("SEVENP_DAGSTER_POSTGRES_URL", f"postgresql://ci:{password}@db.internal:5432/dagster")
+    locks = build_resources(Settings.from_env())["locks"]
+    assert isinstance(locks, PostgresLocks) and isinstance(locks.url, dg.EnvVar)
+    assert password not in repr(locks)
+    with dg.build_resources({"locks": locks}) as resources:  # resolved in the run worker, from its environment
+        assert resources.locks.describe() == "PostgreSQL advisory locks at db.internal:5432/dagster"
+    monkeypatch.setenv("SEVENP_LOCKS", "file")
+    assert isinstance(build_resources(Settings.from_env())["locks"], FileLocks)
+
+    monkeypatch.delenv("SEVENP_LOCKS")
+    monkeypatch.delenv("SEVENP_DAGSTER_POSTGRES_URL")
+    for name, value in {"HOST": "db.internal", "USER": "ci", "DB": "dagster", "PASSWORD": password}.items():
+        monkeypatch.setenv(f"SEVENP_DAGSTER_POSTGRES_{name}", value)
+    locks = build_resources(Settings.from_env())["locks"]
+    assert isinstance(locks, PostgresLocks) and isinstance(locks.password, dg.EnvVar) and locks.port is None
+    assert password not in repr(locks)
+
+    monkeypatch.delenv("SEVENP_DAGSTER_POSTGRES_HOST")
+    # docker/'s run containers: the instance's DAGSTER_PG_* (docker/dagster.yaml's run_launcher.env_vars)
+    for name, value in {"HOST": "postgres", "USER": "dagster", "DB": "dagster", "PASSWORD": password,
+                        "PORT": "5432"}.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    locks = build_resources(Settings.from_env())["locks"]
+    assert isinstance(locks, PostgresLocks) and locks.password == dg.EnvVar("DAGSTER_PG_PASSWORD")
+    with dg.build_resources({"locks": locks}) as resources:
+        assert resources.locks.describe() == "PostgreSQL advisory locks at postgres:5432/dagster"
+    monkeypatch.delenv("DAGSTER_PG_HOST")
+
+    monkeypatch.setenv("SEVENP_LOCKS", "postgres")  # asked for, but no server named
+    with pytest.raises(ValueError, match="SEVENP_LOCKS=postgres needs SEVENP_DAGSTER_POSTGRES_URL"):
+        build_resources(Settings.from_env())
+    monkeypatch.setenv("SEVENP_LOCKS", "redis")
+    with pytest.raises(ValueError, match="SEVENP_LOCKS='redis': expected 'file' or 'postgres'"):
         Settings.from_env()

@@ -15,6 +15,26 @@ DEFAULT_HOME_BUDGET_GB = 20.0
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 # The artifact server of `make dev` / `make demo` (the UI's port + 1): resources/artifact_server.py.
 DEFAULT_ARTIFACTS_URL = "http://127.0.0.1:3001"
+# The Dagster instance on PostgreSQL (devtools/instance_config.py); the same server keeps the locks.
+POSTGRES_URL = "SEVENP_DAGSTER_POSTGRES_URL"
+POSTGRES_HOST = "SEVENP_DAGSTER_POSTGRES_HOST"
+# postgres_db field -> the variable it is read from
+POSTGRES_FIELDS = {
+    "hostname": POSTGRES_HOST,
+    "port": "SEVENP_DAGSTER_POSTGRES_PORT",
+    "username": "SEVENP_DAGSTER_POSTGRES_USER",
+    "password": "SEVENP_DAGSTER_POSTGRES_PASSWORD",
+    "db_name": "SEVENP_DAGSTER_POSTGRES_DB",
+}
+# The same fields as docker/dagster.yaml and docker/dagster.ecs.yaml read them (compose and the ECS task
+# definition set them for every service and run container).
+DOCKER_POSTGRES_FIELDS = {
+    "hostname": "DAGSTER_PG_HOST",
+    "port": "DAGSTER_PG_PORT",
+    "username": "DAGSTER_PG_USER",
+    "password": "DAGSTER_PG_PASSWORD",
+    "db_name": "DAGSTER_PG_DB",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,10 @@ class Settings:
     keep_per_branch: int = DEFAULT_KEEP_PER_BRANCH  # SEVENP_KEEP_COMMITS_PER_BRANCH
     stage_cache_days: float = DEFAULT_STAGE_CACHE_DAYS  # SEVENP_STAGE_CACHE_DAYS
     home_budget_gb: float = DEFAULT_HOME_BUDGET_GB  # SEVENP_HOME_BUDGET_GB; 0: no budget
+    # SEVENP_LOCKS: file (flock under the home) | postgres (advisory locks on the instance's server);
+    # unset: postgres when SEVENP_DAGSTER_POSTGRES_URL or _HOST (or docker/'s DAGSTER_PG_HOST) names the
+    # instance's server, else file.
+    locks: str = "file"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +82,10 @@ class Settings:
         if artifacts == "s3" and not bucket:
             raise ValueError("SEVENP_ARTIFACTS=s3 needs SEVENP_ARTIFACTS_BUCKET (the bucket the artifacts go to)")
         dagster_home = os.environ.get("DAGSTER_HOME")
+        on_postgres = any(os.environ.get(v) for v in (POSTGRES_URL, POSTGRES_HOST, DOCKER_POSTGRES_FIELDS["hostname"]))
+        locks = os.environ.get("SEVENP_LOCKS") or ("postgres" if on_postgres else "file")
+        if locks not in ("file", "postgres"):
+            raise ValueError(f"SEVENP_LOCKS={locks!r}: expected 'file' or 'postgres'")
         return cls(home=home, apps_dir=apps, registry=registry,
                    ecr_endpoint_url=os.environ.get("SEVENP_ECR_ENDPOINT_URL") or None,
                    stage_user=os.environ.get("SEVENP_STAGE_USER") or None,
@@ -72,7 +100,7 @@ class Settings:
                    s3_endpoint_url=os.environ.get("SEVENP_S3_ENDPOINT_URL") or None,
                    keep_per_branch=_keep_per_branch(os.environ.get("SEVENP_KEEP_COMMITS_PER_BRANCH", "")),
                    stage_cache_days=_stage_cache_days(os.environ.get("SEVENP_STAGE_CACHE_DAYS", "")),
-                   home_budget_gb=_home_budget_gb(os.environ.get("SEVENP_HOME_BUDGET_GB", "")))
+                   home_budget_gb=_home_budget_gb(os.environ.get("SEVENP_HOME_BUDGET_GB", "")), locks=locks)
 
     @staticmethod
     def secret_is_set(name: str) -> bool:

@@ -10,7 +10,8 @@ that partition in the UI).
 Before anything is touched a deploy is refused when the commit's gates did not all pass, its provenance
 does not verify against our key, or (for an environment with ``after``) its smoke tests did not pass in
 that environment first. Deploys of one environment are serialized (the ``sevenp/deploy-env`` run tag
-limit in dagster.yaml, and a lock file around the deploy itself) and the newest queued commit wins.
+limit in dagster.yaml, and the deployment's lock around the deploy itself: flock under the home, or a
+PostgreSQL advisory lock that holds across machines) and the newest queued commit wins.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
@@ -34,9 +35,10 @@ from sevenp_pipeline.deploy.smoke import smoke_runner
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.targets.role import DeployError, DeployOutcome, Rollout, SmokeFn
 from sevenp_pipeline.deploy.verify import Refused, VerifiedImage, verify_release
-from sevenp_pipeline.locks import LockTimeout, file_lock
+from sevenp_pipeline.locks import LockTimeout
 from sevenp_pipeline.resources.artifacts import ArtifactStore
 from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.locks import Locks, LocksUnavailable
 from sevenp_pipeline.resources.notify import Notification, SlackNotifier
 from sevenp_pipeline.resources.processes import ProcessError, ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
@@ -48,6 +50,11 @@ from sevenp_pipeline.verdict import Gates
 
 DEPLOY_CODE_VERSION = "1"
 LOCK_WAIT_SECONDS = 3600.0
+
+
+def deploy_queue_lock(app: str, environment: str) -> str:
+    """The lock one deploy of ``environment`` holds (with file locks: ``<home>/deploy/<app>/<env>/queue.lock``)."""
+    return f"deploy/{app}/{environment}/queue"
 
 
 def launched_by(run: dg.DagsterRun) -> str:
@@ -124,7 +131,8 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
     @dg.multi_asset(name=f"{app.key}__{key.path[-1]}", specs=specs, partitions_def=partitions, can_subset=False)
     def deployment(context: dg.AssetExecutionContext, deploy_targets: DeployTargets, signing_key: SigningKey,
                    artifact_store: ArtifactStore, workspaces: Workspaces, process_runner: ProcessRunner,
-                   notifier: SlackNotifier, git: GitClient, registry: Registry) -> Iterator[dg.MaterializeResult]:
+                   notifier: SlackNotifier, git: GitClient, registry: Registry,
+                   locks: Locks) -> Iterator[dg.MaterializeResult]:
         run = context.run
         if run.tags.get(TAG_DEPLOY_ENV) != tag_value:  # launched from the asset graph: same tag for "newest wins"
             context.instance.add_run_tags(run.run_id, {TAG_DEPLOY_ENV: tag_value})
@@ -146,7 +154,7 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                          f"every gate of {attempt.sha[:12]} passed)")
 
         # 2. One deploy of this environment at a time; the newest queued commit wins.
-        deployed = attempt.deploy_newest(deploy_targets, registry, verified, smoke, tag_value)
+        deployed = attempt.deploy_newest(deploy_targets, registry, locks, verified, smoke, tag_value)
         if deployed is None:
             return
         outcome, started = deployed
@@ -243,19 +251,20 @@ class _Attempt:
         self.context.log.info(f"{self.name}: {self.sha[:12]} approved by {record.approver} ({record.via})")
         return record
 
-    def deploy_newest(self, deploy_targets: DeployTargets, registry: Registry, verified: VerifiedImage,
+    def deploy_newest(self, deploy_targets: DeployTargets, registry: Registry, locks: Locks, verified: VerifiedImage,
                       smoke: SmokeFn | None, tag_value: str) -> tuple[DeployOutcome, float] | None:
         """Deploys under the environment's queue lock, unless a newer deploy run of it is queued (then None:
-        superseded). Returns the outcome and when the deploy started.
+        superseded). Returns the outcome and when the deploy started. The lock is the deployment's
+        (``locks``): one deploy of an environment at a time across every worker, on any machine.
 
         Raises:
-            dg.Failure: the lock was not free in time, or the target raised :class:`DeployError`.
+            dg.Failure: the lock was not free in time (or its server unreachable), or the target raised
+                :class:`DeployError`.
         """
         name, sha, context, image = self.name, self.sha, self.context, verified.image
-        lock = Path(deploy_targets.home).resolve() / "deploy" / self.app.name / name / "queue.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with file_lock(lock, timeout=LOCK_WAIT_SECONDS, what=f"the {name} deploy queue of {self.app.name}"):
+            with locks.hold(deploy_queue_lock(self.app.name, name), timeout=LOCK_WAIT_SECONDS,
+                            what=f"the {name} deploy queue of {self.app.name}"):
                 newer = history.newer_deploy_runs(context.instance, self.run, tag_value)
                 if newer:
                     other = newer[0]
@@ -274,7 +283,7 @@ class _Attempt:
                                   image_digest=image.digest, run_id=self.run.run_id, env=dict(self.app.deploy.env))
                 started = time.time()
                 return target.deploy(rollout, smoke=smoke, log=context.log.info), started
-        except LockTimeout as exc:
+        except (LockTimeout, LocksUnavailable) as exc:
             raise failure(f"{self.key.to_user_string()}: {exc}") from exc
         except DeployError as exc:
             self.tag({TAG_DEPLOY: "failed"})

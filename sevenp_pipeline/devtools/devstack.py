@@ -42,6 +42,7 @@ from sevenp_pipeline.devtools.instance_config import (
     InstanceConfigError,
     describe_storage,
     postgres_storage,
+    use_driver,
     write_instance_config,
 )
 from sevenp_pipeline.devtools.supervisor import (
@@ -434,6 +435,7 @@ def serve(port: int, *, host: str = "127.0.0.1", startup_timeout: float = 180,
         return 2
     try:
         postgres_storage(os.environ)  # a half-configured PostgreSQL fails here, not in each process
+        use_driver(os.environ)  # a bare postgresql:// URL, as every process started below must read it
     except InstanceConfigError as exc:
         tell(str(exc))
         return 2

@@ -13,7 +13,10 @@ file or printed.
   ``..._PORT`` optional): ``postgres_db``.
 
 The driver is named (``+psycopg2``): SQLAlchemy 2.1 (pinned) reads a bare ``postgresql://`` as psycopg 3,
-which is not installed; dagster-postgres installs psycopg2. A bare URL is refused at start, naming this.
+which is not installed; dagster-postgres installs psycopg2. A bare ``postgresql://`` (or ``postgres://``)
+URL is accepted: ``devstack serve`` rewrites the variable to name the driver (:func:`use_driver`) before
+it starts anything, so every process it starts reads the rewritten one. Any other scheme is refused at
+start, naming the expected one.
 
 The database must exist; Dagster creates its tables (runs, event logs, schedules, ...) on first use.
 """
@@ -22,27 +25,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from sevenp_pipeline.config.settings import PROJECT_ROOT
+from sevenp_pipeline.config.settings import POSTGRES_FIELDS, POSTGRES_HOST, POSTGRES_URL, PROJECT_ROOT
 from sevenp_pipeline.files import private_dir
 
 SOURCE = PROJECT_ROOT / "dagster.yaml"
-POSTGRES_URL = "SEVENP_DAGSTER_POSTGRES_URL"
-POSTGRES_HOST = "SEVENP_DAGSTER_POSTGRES_HOST"
-# postgres_db field -> the variable it is read from
-POSTGRES_FIELDS = {
-    "hostname": POSTGRES_HOST,
-    "port": "SEVENP_DAGSTER_POSTGRES_PORT",
-    "username": "SEVENP_DAGSTER_POSTGRES_USER",
-    "password": "SEVENP_DAGSTER_POSTGRES_PASSWORD",
-    "db_name": "SEVENP_DAGSTER_POSTGRES_DB",
-}
 REQUIRED_FIELDS = ("hostname", "username", "db_name")
 # SQLAlchemy's dialect+driver for the psycopg2 that dagster-postgres depends on.
 SCHEME = "postgresql+psycopg2"
@@ -58,11 +51,7 @@ class InstanceConfigError(ValueError):
 def postgres_storage(environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Dagster's ``storage: {postgres: ...}`` for the server the environment names; None: SQLite."""
     if environ.get(POSTGRES_URL):
-        scheme = environ[POSTGRES_URL].split("://", 1)[0] if "://" in environ[POSTGRES_URL] else ""
-        if scheme in ("", "postgres", "postgresql"):
-            raise InstanceConfigError(
-                f"{POSTGRES_URL} must start with {SCHEME}:// (SQLAlchemy 2.1 reads a bare postgresql:// as "
-                f"psycopg 3, which is not installed; dagster-postgres uses psycopg2)")
+        with_driver(environ[POSTGRES_URL])  # raises on a scheme that is not PostgreSQL's
         return {"postgres": {"postgres_url": {"env": POSTGRES_URL}}}
     if not environ.get(POSTGRES_HOST):
         return None
@@ -72,6 +61,26 @@ def postgres_storage(environ: Mapping[str, str]) -> dict[str, Any] | None:
                                   f"{'is' if len(missing) == 1 else 'are'} not set (or set {POSTGRES_URL} instead)")
     fields: dict[str, Any] = {name: {"env": var} for name, var in POSTGRES_FIELDS.items() if environ.get(var)}
     return {"postgres": {"postgres_db": {**fields, "scheme": SCHEME}}}
+
+
+def with_driver(url: str) -> str:
+    """``url`` with the psycopg2 driver named: ``postgresql://`` and ``postgres://`` become
+    ``postgresql+psycopg2://``; a URL naming it is returned as is; any other scheme raises (the
+    message names the variable and the schemes, never the URL, which holds the password)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme == SCHEME:
+        return url
+    if sep and scheme in ("postgres", "postgresql"):
+        return f"{SCHEME}://{rest}"
+    raise InstanceConfigError(f"{POSTGRES_URL} must start with {SCHEME}:// or postgresql:// (dagster-postgres "
+                              f"connects through psycopg2, the only PostgreSQL driver installed)")
+
+
+def use_driver(environ: MutableMapping[str, str]) -> None:
+    """Rewrites ``environ``'s URL to name the driver (:func:`with_driver`): SQLAlchemy 2.1 would read a
+    bare ``postgresql://`` as psycopg 3, which is not installed. Each process of the stack inherits it."""
+    if environ.get(POSTGRES_URL):
+        environ[POSTGRES_URL] = with_driver(environ[POSTGRES_URL])
 
 
 def base_config() -> dict[str, Any]:

@@ -7,6 +7,7 @@ are added by ``promotion/``, after every gate passed).
 
 # No `from __future__ import annotations`: Dagster reads the resource and context annotations.
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.config.models import Branches, Limits
 from sevenp_pipeline.family import Family
 from sevenp_pipeline.image.records import ImageRecord, recorded_digests
+from sevenp_pipeline.locks import LockTimeout
 from sevenp_pipeline.resources.base_image import NodeBaseImage
 from sevenp_pipeline.resources.builders.buildah import BuildahBuilder
 from sevenp_pipeline.resources.builders.context import build_input_hash
@@ -29,12 +31,16 @@ from sevenp_pipeline.resources.builders.role import (
     split_ref,
 )
 from sevenp_pipeline.resources.git import GitClient, GitError
+from sevenp_pipeline.resources.locks import Locks, LocksUnavailable
 from sevenp_pipeline.resources.processes import LogFn
 from sevenp_pipeline.resources.registries.role import Registry, RegistryError
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.stages import checked_out
 from sevenp_pipeline.triggers.identity import ensure_run_identity
 from sevenp_pipeline.triggers.sensors import branch_matches
+
+# A push waits for another run's build of the same inputs: a cold build of a large image, at most.
+PUSH_LOCK_WAIT_SECONDS = 3600.0
 
 
 def image_key(app: AppConfig) -> dg.AssetKey:
@@ -61,6 +67,7 @@ def build_package_assets(
         node_base_image: NodeBaseImage,
         workspaces: Workspaces,
         git: GitClient,
+        locks: Locks,
     ) -> dg.MaterializeResult:
         ensure_run_identity(context, app)
         workspace = checked_out(workspaces, app, context.partition_key, stage="container_image")
@@ -93,12 +100,13 @@ def build_package_assets(
                     context.instance, image_key(app), input_hash),
                 deploy_branch=bool(deploys),
                 limits=app.limits_of(None),
+                locks=locks,
             )
         except ImageBuildError as exc:
             tail = getattr(exc, "log_tail", "") or ""
             raise failure(f"container_image: {exc}", build_log_tail=dg.MetadataValue.md(
                 "```\n" + tail + "\n```")) from exc
-        except (ImagePushError, RegistryError) as exc:
+        except (ImagePushError, RegistryError, LockTimeout, LocksUnavailable) as exc:
             raise failure(f"container_image: {exc}") from exc
         repository = registry.repository_ref(app.image_repository)
         ref = f"{repository}@{published.digest}"
@@ -151,7 +159,7 @@ def publish_image(
     *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
     tags: Sequence[str], build_args: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
     log: LogFn | None = None, trusted: Callable[[str, str], bool] | None = None, deploy_branch: bool = False,
-    limits: Limits | None = None,
+    limits: Limits | None = None, locks: Locks | None = None,
 ) -> PublishedImage:
     """Builds and pushes unless the registry already holds an image built from the same inputs.
 
@@ -163,7 +171,8 @@ def publish_image(
     The tag is mutable (anyone who can push to the registry can move it): a digest it did not record
     is built again, and the push moves the tag back. ``deploy_branch``: a branch that deploys holds the
     commit (its build never shares a store with a feature branch's, see builders/stores.py).
-    ``limits``: the build's (the app's ``limits:``; None: the defaults).
+    ``limits``: the build's (the app's ``limits:``; None: the defaults). ``locks``: the deployment's
+    (the find, build and push under one lock per repository and inputs); None: no lock.
     """
     build_args = dict(build_args or {})
     labels = dict(labels or {})
@@ -181,6 +190,27 @@ def publish_image(
             base_digests[key] = remote.digest
     input_hash = build_input_hash(context_dir=context_dir, dockerfile=dockerfile, build_args=build_args,
                                   labels=labels, base_digests=base_digests)
+    input_tag = f"inputs-{input_hash[:40]}"
+    # Two runs with the same inputs (two workers, two commits with one tree) take turns: the second
+    # finds the first's push by its inputs tag instead of building and pushing the same image again.
+    hold = locks.hold(image_push_lock(repository, input_tag), timeout=PUSH_LOCK_WAIT_SECONDS,
+                      what=f"the push of {repository}:{input_tag}") if locks is not None else nullcontext()
+    with hold:
+        return _find_or_push(builder=builder, registry=registry, context_dir=context_dir, dockerfile=dockerfile,
+                             repository=repository, tags=tags, build_args=build_args, labels=labels, log=log,
+                             trusted=trusted, deploy_branch=deploy_branch, limits=limits, input_hash=input_hash)
+
+
+def image_push_lock(repository: str, input_tag: str) -> str:
+    """The lock a build and push of ``repository`` with these inputs holds."""
+    return f"image-pushes/{repository}/{input_tag}"
+
+
+def _find_or_push(
+    *, builder: ImageBuilder, registry: Registry, context_dir: Path, dockerfile: Path, repository: str,
+    tags: Sequence[str], build_args: dict[str, str], labels: dict[str, str], log: LogFn | None,
+    trusted: Callable[[str, str], bool] | None, deploy_branch: bool, limits: Limits | None, input_hash: str,
+) -> PublishedImage:
     input_tag = f"inputs-{input_hash[:40]}"
     all_tags = [*dict.fromkeys([*tags, input_tag])]
     found = registry.find(repository, input_tag)

@@ -17,11 +17,12 @@ import pytest
 from sevenp_pipeline.config import AppConfig, load_app_config
 from sevenp_pipeline.deploy import history
 from sevenp_pipeline.deploy.approvals import record_approval
+from sevenp_pipeline.deploy.assets import deploy_queue_lock
 from sevenp_pipeline.deploy.targets.resource import DeployTargets
 from sevenp_pipeline.deploy.triggers import deploy_job_name
 from sevenp_pipeline.devtools import deploy as deploy_cli
 from sevenp_pipeline.devtools.devstack import LocalDagster, launch_run
-from sevenp_pipeline.locks import file_lock
+from sevenp_pipeline.resources.locks import FileLocks
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.services import free_port
@@ -173,8 +174,9 @@ def test_queued_commits_deploy_only_the_newest(deploy_stack: Stack) -> None:
     # starts no run (its commit has run already), so only the deploys launched below go to staging.
     shas = [deploy_stack.released(v, f"feature/queue-{v}") for v in ("2", "3", "4")]
     deploy_stack.remote.push("main")
-    lock = deploy_stack.home.resolve() / "deploy" / NAME / "staging" / "queue.lock"
-    with file_lock(lock, timeout=10):  # the staging deploy queue is busy while the three are launched
+    locks = FileLocks(root=str(deploy_stack.home))  # the stack's (no Postgres instance: SEVENP_LOCKS is file)
+    # the staging deploy queue is busy while the three are launched
+    with locks.hold(deploy_queue_lock(NAME, "staging"), timeout=10):
         run_ids = [deploy_stack.launch_deploy("staging", sha) for sha in shas]
         wait_for_run(deploy_stack.instance, run_ids[0], statuses={dg.DagsterRunStatus.STARTED}, timeout=120)
         deploy_stack.wait_for_queue_passes(since=deploy_stack.stack.log_path.stat().st_size)

@@ -8,13 +8,15 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from sevenp_pipeline.image.assets import publish_image
+from sevenp_pipeline.image.assets import PublishedImage, image_push_lock, publish_image
 from sevenp_pipeline.resources.builders.role import INPUT_HASH_LABEL, ImageBuildError
+from sevenp_pipeline.resources.locks import FileLocks
 from sevenp_pipeline.resources.processes import ExecuteRequest
 from sevenp_pipeline.resources.registries.local import LocalRegistry
 from sevenp_pipeline.resources.registries.role import RegistryError
@@ -93,6 +95,31 @@ def test_unchanged_inputs_are_detected_and_not_rebuilt(stack: Stack, sample: Sam
     assert not any("STEP" in line or "$ buildah" in line for line in log)  # no build, no push
     assert stack.registry.find(APP_REPOSITORY, "develop-2222222") == sample.first.digest  # only the new tag added
     # How much faster that is, is benchmarks/package_stages.py's to measure: a timed assert fails on a busy machine.
+
+
+def test_a_publish_of_the_same_inputs_waits_for_the_push_in_progress(stack: Stack, sample: SampleBuild,
+                                                                     tmp_path: Path) -> None:
+    """Two runs building one tree take turns on the image's push lock (flock here; PostgreSQL across
+    machines, resources/locks_postgres.py): the second then finds the first's inputs tag, nothing built."""
+    locks = FileLocks(root=str(tmp_path))
+    published: list[PublishedImage] = []
+    assert stack.base.ref is not None
+
+    def second_run() -> None:
+        published.append(publish_image(
+            builder=stack.builder, registry=stack.registry, context_dir=SAMPLE_APP,
+            dockerfile=SAMPLE_APP / "Dockerfile", repository=APP_REPOSITORY, tags=["develop"],
+            build_args={"BASE_IMAGE": stack.base.ref or ""},
+            labels={"org.opencontainers.image.source": "examples/7p-education-api"}, locks=locks))
+
+    name = image_push_lock(APP_REPOSITORY, f"inputs-{sample.first.input_hash[:40]}")
+    with locks.hold(name, timeout=5):  # the first run's build and push, in progress
+        waiting = threading.Thread(target=second_run)
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive() and not published
+    waiting.join(timeout=60)
+    assert len(published) == 1 and published[0].reused and published[0].digest == sample.first.digest
 
 
 def test_changed_input_is_rebuilt(stack: Stack, sample: SampleBuild, tmp_path: Path) -> None:
