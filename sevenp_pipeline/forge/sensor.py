@@ -24,7 +24,10 @@ image size against the base branch's latest successful run (:mod:`sevenp_pipelin
 base branch is the run's ``sevenp/pr-base`` tag, else what the forge says of the request (``GET
 /pulls/{n}``, ``GET /merge_requests/{iid}``: asked once per newest run of the request, kept in the
 cursor's ``pulls``), which also gives its title: checked against the app's commitlint rule and posted as
-``<prefix>/pr-title``, counted in the group covering the commitlint stage (``code-quality``).
+``<prefix>/pr-title``, counted in the group covering the commitlint stage (``code-quality``). A title
+edited without a push (the forge's webhook: GitHub ``edited``, GitLab ``update`` with ``changes.title``,
+spooled by the receiver) makes the next tick ask again and post the request's newest run's title check
+and comment anew, with no new run.
 
 The cursor holds, per run, the (state, description) last posted for each context, and ``!auth`` for a
 run whose token the forge refused (said once, then that run is left alone); a finished run is kept
@@ -59,6 +62,7 @@ from sevenp_pipeline.triggers.tags import (
     TAG_PR_BASE,
     TAG_PR_HEAD,
 )
+from sevenp_pipeline.triggers.webhook_spool import WebhookInbox
 
 FIRST_LOOK_SECONDS = 600.0  # the first tick also reports runs that ended this long ago
 KEEP_SECONDS = 600.0
@@ -95,6 +99,28 @@ def _runs(instance: dg.DagsterInstance, app: AppConfig, job_names: set[str],
     return sorted(seen.values(), key=lambda item: item[1])
 
 
+def _title_edits(context: dg.SensorEvaluationContext, inbox: WebhookInbox, app: AppConfig, after: str,
+                 pulls: dict[str, Any], runs: list[tuple[dg.DagsterRun, float]]) -> tuple[str, set[str]]:
+    """Pull requests whose title was edited since ``after`` (the spool's name order): their cached answer
+    is dropped, so ``_pull`` asks the forge again, and the run it was asked for (the request's newest) is
+    added to ``runs`` if no change brought it. Returns the new ``after`` and those runs."""
+    edited: set[str] = set()
+    for name, event in inbox.pending(app.key, after):
+        after = name
+        known = pulls.get(str(event.pr_number), {})
+        if not event.title_edited or not known.get("run"):
+            continue  # not a title edit, or a request with no run asked for yet: its first run asks anyway
+        run_id = known["run"]
+        pulls[str(event.pr_number)] = {k: v for k, v in known.items() if k != "run"}
+        edited.add(run_id)
+        record = None if any(run.run_id == run_id for run, _ in runs) else context.instance.get_run_record_by_id(run_id)
+        if record is not None:
+            runs.append((record.dagster_run, record.create_timestamp.timestamp()))
+            runs.sort(key=lambda item: item[1])
+        context.log.info(f"pull request {event.pr_number}: title edited, checking it again")
+    return after, edited
+
+
 def _deployed_url(instance: dg.DagsterInstance, run_id: str, env: str) -> str:
     """The URL the run's ``<env>_deployment`` materialization recorded (where the release answers)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
@@ -116,8 +142,8 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
                     f"{app.forge.repository}: one per stage, the group contexts "
                     f"({', '.join(app.forge_groups()) or 'none'}) and {app.forge.context_prefix}/pipeline; "
                     "deployment statuses; the pull-request comment.")
-    def _sensor(context: dg.SensorEvaluationContext, forge: ForgeClient,
-                artifact_store: ArtifactStore) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext, forge: ForgeClient, artifact_store: ArtifactStore,
+                webhook_inbox: WebhookInbox) -> dg.SensorResult:
         state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
         now = time.time()
         since = float(state.get("since", now - FIRST_LOOK_SECONDS))
@@ -127,10 +153,13 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
         runs = _runs(instance, app, job_names, since - 5)  # 5 s: a run updated while the last tick read
         comments: dict[str, Any] = state.get("comments", {})
         pulls: dict[str, Any] = state.get("pulls", {})
+        edits_after, edited = _title_edits(context, webhook_inbox, app, state.get("edits_after", ""), pulls, runs)
         # A pull request's comment shows its newest run: an older run ending late does not take it back.
         newest = {run.tags[TAG_PR]: run.run_id for run, _ in runs if run.tags.get(TAG_PR)}
         for run, created in runs:
             mine = posted.setdefault(run.run_id, {})
+            if run.run_id in edited:
+                mine.pop(_COMMENTED, None)  # the comment shows the title check: written again
             if mine.get(_AUTH) or trouble:
                 continue
             sha = run.tags.get(TAG_COMMIT) or run.tags["dagster/partition"]
@@ -172,7 +201,7 @@ def build_forge_sensor(app: AppConfig, ci_job_name: str) -> dg.SensorDefinition:
             del pulls[number]
         # While a post failed, `since` stays: the runs that changed meanwhile are read again next tick.
         cursor = json.dumps({"since": since if trouble else now, "runs": posted, "comments": comments,
-                             "pulls": pulls}, sort_keys=True)
+                             "pulls": pulls, "edits_after": edits_after}, sort_keys=True)
         if trouble:
             return dg.SensorResult(skip_reason=f"{sent} status(es) posted; stopped: {trouble}", cursor=cursor)
         return dg.SensorResult(skip_reason=f"{sent} status(es) posted" if sent else "no status changed",

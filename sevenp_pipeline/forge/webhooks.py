@@ -74,7 +74,15 @@ class Parsed:
     base_branch: str = ""
     head_branch: str = ""
     ignored: str = ""  # why no event (answered 200 or 202, nothing spooled)
+    title_edited: bool = False
     status: int = HTTPStatus.ACCEPTED
+
+
+def _title_changed(payload: Mapping[str, Any]) -> bool:
+    """Both forges list what an edit changed under ``changes`` (GitHub ``changes.title.from``, GitLab
+    ``changes.title.previous``); a body or label edit leaves the title check as it was."""
+    changes = payload.get("changes")
+    return isinstance(changes, Mapping) and "title" in changes
 
 
 def _field(payload: Mapping[str, Any], dotted: str, kind: type = str) -> Any:
@@ -137,7 +145,8 @@ def parse_github(event: str, payload: Mapping[str, Any]) -> Parsed:  # noqa: PLR
         if action not in ("opened", "synchronize", "reopened", "edited"):
             return Parsed(repository, ref, ignored=f"pull_request action {action} starts nothing")
         return Parsed(repository, ref, "pull_request", _sha(payload, "pull_request.head.sha"),
-                      _before(payload, "before"), number, base, head)
+                      _before(payload, "before"), number, base, head,
+                      title_edited=action == "edited" and _title_changed(payload))
     if event in ("create", "delete"):
         ref_type = _field(payload, "ref_type")
         if ref_type not in ("branch", "tag"):
@@ -174,7 +183,8 @@ def parse_gitlab(event: str, payload: Mapping[str, Any]) -> Parsed:
         if action not in ("open", "reopen", "update"):
             return Parsed(repository, ref, ignored=f"merge request action {action} starts nothing")
         return Parsed(repository, ref, "pull_request", _sha(payload, "object_attributes.last_commit.id"),
-                      _before(payload, "object_attributes.oldrev"), iid, base, head)
+                      _before(payload, "object_attributes.oldrev"), iid, base, head,
+                      title_edited=action == "update" and _title_changed(payload))
     return Parsed(repository, ignored=f"event {event} starts nothing")
 
 
@@ -246,7 +256,7 @@ class WebhookReceiver:
         spooled = [app.name for app in apps if self.spool.put(WebhookEvent(
             app=app.key, kind=parsed.kind, ref=parsed.ref, sha=parsed.sha, before=parsed.before,
             delivery=delivery, pr_number=parsed.pr_number, base_branch=parsed.base_branch,
-            head_branch=parsed.head_branch, received_at=now))]
+            head_branch=parsed.head_branch, received_at=now, title_edited=parsed.title_edited))]
         if now - self._pruned_at > PRUNE_EVERY_SECONDS:  # a receiver runs for weeks: markers must not pile up
             self._pruned_at = now
             self.spool.prune()

@@ -44,6 +44,7 @@ class WebhookEvent:
     base_branch: str = ""
     head_branch: str = ""
     received_at: float = 0.0
+    title_edited: bool = False  # a pull request's title changed (no push): the forge sensor checks it again
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -3,6 +3,8 @@ would, and the GitHub/GitLab status endpoints over HTTP (``forge_api``)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -292,3 +294,61 @@ def test_bad_forge_settings_are_named(tmp_path: Path, forge: str, error: str) ->
     path.write_text(f"name: web\nrepository: {{url: x}}\nforge: {forge}\n")
     with pytest.raises(ConfigError, match=rf"app\.yaml: .*{error}"):
         load_app_config(path)
+
+
+def _title_edit(kind: str, head: str, title: str, *, changed: str) -> tuple[dict[str, str], bytes]:
+    """The delivery GitHub (``edited``) or GitLab (``update``) sends when a request's ``changed`` was edited."""
+    if kind == "github":
+        body = {"action": "edited", "number": 7, "changes": {changed: {"from": "old"}},
+                "pull_request": {"title": title, "head": {"sha": head, "ref": "feature"}, "base": {"ref": "main"}},
+                "repository": {"full_name": REPO}}
+        return {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": secrets.token_hex(8)}, json.dumps(body).encode()
+    body = {"object_kind": "merge_request", "project": {"path_with_namespace": REPO},
+            "changes": {changed: {"previous": "old", "current": title}},
+            "object_attributes": {"action": "update", "iid": 7, "title": title, "target_branch": "main",
+                                  "source_branch": "feature", "last_commit": {"id": head}, "oldrev": None}}
+    return {"X-Gitlab-Event": "Merge Request Hook"}, json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_a_title_edited_without_a_push_is_checked_again(make_pipeline, forge_server, kind: str) -> None:
+    from sevenp_pipeline.forge.webhooks import WebhookReceiver  # noqa: PLC0415
+    from sevenp_pipeline.triggers.webhook_spool import WebhookSpool  # noqa: PLC0415
+
+    server, api = forge_server
+    base = f"{server.url}/api/v4" if kind == "gitlab" else server.url
+    pipeline = make_pipeline(f"forge:\n  kind: {kind}\n  api_url: {base}\n  repository: {REPO}\n"
+                             "stages:\n  commit_messages: {enabled: true}\n")
+    head = pipeline.remote.commit("feat: x", push_to=None)
+    api.pulls[7] = {"commits": [head], "title": "Fix the thing", "base": "main"}
+    run = pipeline.materialize(head, "source_checkout", tags=_pr_run_tags(pipeline, head, "7"))
+    assert run.success
+    ticked = _tick(pipeline, None)
+    failed = "failure" if kind == "github" else "failed"
+    assert api.latest(head)["sevenp/pr-title"]["state"] == failed and api.pull_reads == [7]
+
+    receiver = WebhookReceiver([pipeline.app], WebhookSpool(Path(pipeline.defs.resources["webhook_inbox"].root)),
+                               secret="s" * 32)
+    headers, body = _title_edit(kind, head, "fix: the thing", changed="description")
+    if kind == "github":
+        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(b"s" * 32, body, hashlib.sha256).hexdigest()
+    else:
+        headers["X-Gitlab-Token"] = "s" * 32
+    assert receiver.handle(kind, headers, body)[0] == 202
+    api.pulls[7]["title"] = "fix: the thing"
+    ticked = _tick(pipeline, ticked.cursor)  # a description edit: the title check stands, nothing is asked
+    assert api.pull_reads == [7] and api.latest(head)["sevenp/pr-title"]["state"] == failed
+
+    headers, body = _title_edit(kind, head, "fix: the thing", changed="title")
+    if kind == "github":
+        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(b"s" * 32, body, hashlib.sha256).hexdigest()
+    else:
+        headers["X-Gitlab-Token"] = "s" * 32
+    assert receiver.handle(kind, headers, body)[0] == 202
+    ticked = _tick(pipeline, ticked.cursor)
+    assert api.pull_reads == [7, 7], "the edited title was not asked for"
+    assert api.latest(head)["sevenp/pr-title"]["state"] == "success"
+    assert "Title: ✅ the title is a conventional commit" in str(api.comments[1]["body"])
+    assert len(pipeline.instance.get_runs()) == 1  # no new run: only the check and the comment
+    _tick(pipeline, ticked.cursor)
+    assert api.pull_reads == [7, 7]  # the edit is read once
