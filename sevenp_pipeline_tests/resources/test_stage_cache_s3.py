@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from sevenp_pipeline.config import Settings
 from sevenp_pipeline.resource_set import build_resources
 from sevenp_pipeline.resources.stage_cache import CachedFile, CacheError, Manifest, StageResultCache
 from sevenp_pipeline.resources.stage_cache_s3 import S3StageResultCache
+from sevenp_pipeline_tests.conftest import Pipeline, reachable_home
 from sevenp_pipeline_tests.motoserver import CREDS, moto_server, needs_moto
+from sevenp_pipeline_tests.results import metadata_of
 
 pytestmark = [pytest.mark.integration, needs_moto]
 
@@ -130,3 +133,99 @@ def test_the_s3_artifact_store_picks_the_s3_cache(tmp_path: Path, monkeypatch: p
         "ci", "cache", "http://127.0.0.1:1")
     assert isinstance(s3.aws_access_key_id, dg.EnvVar) and s3.aws_secret_access_key is None
     assert s3.root == str(settings.stage_cache_dir)
+
+
+# -- two workers, no shared disk -------------------------------------------------------------------
+QUALITY = "source_checkout,node_dependencies,lint_report,security_lint_report,format_report,type_check_report"
+
+
+@pytest.fixture
+def workers(make_pipeline, moto_endpoint: str, bucket: str, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pipeline, Pipeline]]:
+    """Two workers on the tiny app: their own home (workspaces, caches) and instance each; only the
+    bucket (and the app's git remote) in common."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    first: Pipeline = make_pipeline()
+
+    def on_s3(settings: Settings) -> Settings:
+        return dataclasses.replace(settings, artifacts="s3", artifacts_bucket=bucket, s3_endpoint_url=moto_endpoint,
+                                   aws_region="us-east-1", artifacts_url="http://artifacts.test")
+
+    first.settings = on_s3(first.settings)
+    with reachable_home("sevenp-test-worker2-") as home:
+        second = Pipeline(first.remote, on_s3(dataclasses.replace(first.settings, home=home)),
+                          dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster-2")), first.app)
+        assert not {second.settings.home, second.settings.cache_dir} & {first.settings.home, first.settings.cache_dir}
+        yield first, second
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
+    return {e.asset_key.path[-1]: e.materialization for e in result.get_asset_materialization_events()}
+
+
+def _ran(pipe: Pipeline, sha: str, stage: str) -> bool:
+    """Whether the stage's command ran on this worker: the runner writes its log in the workspace."""
+    return (pipe.settings.workspaces_dir / pipe.key / sha / "logs" / f"{stage}.log").exists()
+
+
+def _warnings(pipe: Pipeline, result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(e.user_message for e in pipe.instance.all_logs(result.run_id)
+                     if e.level >= logging.WARNING and not e.is_dagster_event)
+
+
+def test_two_workers_without_a_shared_disk_restore_from_the_bucket(workers: tuple[Pipeline, Pipeline]) -> None:
+    first, second = workers
+    sha = first.remote.push("develop")
+    one = first.materialize(sha)
+    assert one.success
+    cacheable = sorted(n for n, m in _materializations(one).items() if "input_key" in m.metadata)
+    assert {"lint_report", "unit_test_results", "build_artifact"} <= set(cacheable)
+    assert not (second.settings.stage_cache_dir.exists() or second.settings.cache_dir.exists())
+
+    two = second.materialize(sha)
+    assert two.success, _warnings(second, two)
+    materialized = _materializations(two)
+    restored = sorted(n for n, m in materialized.items() if "restored_from" in m.metadata)
+    assert restored == cacheable
+    for stage in cacheable:
+        assert materialized[stage].metadata["restored_run_id"].value == one.run_id
+        assert not _ran(second, sha, stage), f"{stage} ran on the second worker"
+    # The install fetched the first worker's tree: the package manager never ran here.
+    install = metadata_of(two, "node_dependencies")
+    assert install["reused"] is True and install["fetched_from"].startswith(f"s3://{second.settings.artifacts_bucket}/")
+    assert "exit_code" not in install and not _ran(second, sha, "node_dependencies")
+    assert metadata_of(one, "node_dependencies")["reused"] is False
+    assert install["cache_key"] == metadata_of(one, "node_dependencies")["cache_key"]
+    assert (second.settings.cache_dir / "node_modules" / install["cache_key"] / "complete").is_file()
+    assert _warnings(second, two) == _warnings(first, one)  # the optional stages' notes, nothing about caches
+    versions = {n: m.tags["dagster/data_version"] for n, m in materialized.items()}
+    assert versions == {n: m.tags["dagster/data_version"] for n, m in _materializations(one).items()}
+
+
+def test_a_corrupt_object_in_the_bucket_runs_the_stage_with_a_warning(workers: tuple[Pipeline, Pipeline]) -> None:
+    first, second = workers
+    sha = first.remote.push("develop")
+    one = first.materialize(sha, QUALITY)
+    assert one.success
+    (lint,) = (first.settings.stage_cache_dir / "manifests" / first.key / "lint_report").glob("*.json")
+    blob = json.loads(lint.read_text())["files"][0]
+    deps = metadata_of(one, "node_dependencies")["cache_key"]
+    bucket = second.settings.artifacts_bucket
+    client = _client(str(second.settings.s3_endpoint_url))
+    client.put_object(Bucket=bucket, Key=f"cache/blobs/sha256/{blob['sha256']}", Body=b"other bytes")
+    client.put_object(Bucket=bucket, Key=f"cache/deps/{deps}.tar.gz", Body=b"not the tree")
+
+    two = second.materialize(sha, QUALITY)
+    assert two.success
+    warnings = _warnings(second, two)
+    assert f"s3://{bucket}/cache/blobs/sha256/{blob['sha256']} of {blob['name']} is corrupt or partial" in warnings
+    assert f"s3://{bucket}/cache/deps/{deps}.tar.gz is corrupt or partial" in warnings
+    assert _ran(second, sha, "lint_report") and "restored_from" not in metadata_of(two, "lint_report")
+    assert _ran(second, sha, "node_dependencies") and "fetched_from" not in metadata_of(two, "node_dependencies")
+    restored = {n for n, m in _materializations(two).items() if "restored_from" in m.metadata}
+    assert restored == {"security_lint_report", "format_report", "type_check_report"}
+    assert not list((second.settings.stage_cache_dir / "blobs" / "sha256").glob(".tmp-*"))
+    # Running them put whole objects back over the bad ones.
+    assert client.get_object(Bucket=bucket, Key=f"cache/blobs/sha256/{blob['sha256']}")["Body"].read() != b"other bytes"
+    assert client.get_object(Bucket=bucket, Key=f"cache/deps/{deps}.tar.gz")["Body"].read() != b"not the tree"
