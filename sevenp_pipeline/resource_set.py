@@ -68,7 +68,7 @@ def _shared(settings: Settings, runner: ProcessRunner) -> dict[str, object]:
         # Linked over HTTP (the artifact server of make dev / make demo): the UI cannot open file:// links.
         "artifact_store": artifact_store(settings),
         # Under the cache folder, not the workspaces: restoring outlives workspace retention.
-        "stage_cache": StageResultCache(root=str(settings.stage_cache_dir)),
+        "stage_cache": stage_cache(settings),
         # Per instance, under the home (see service_dirs for the unprivileged server user's access).
         "test_services": TestServices(runner=runner, root_dir=str(settings.services_dir)),
         "workspace_retention": WorkspaceRetention(workspaces_dir=str(settings.workspaces_dir),
@@ -126,6 +126,22 @@ def artifact_store(settings: Settings) -> ArtifactStore:
     if settings.artifacts == "local":
         return LocalArtifactStore(root=str(settings.artifacts_dir), base_url=settings.artifacts_url)
     raise ValueError(f"SEVENP_ARTIFACTS={settings.artifacts!r}: expected 'local' or 's3'")
+
+
+def stage_cache(settings: Settings) -> StageResultCache:
+    """The stage and dependency caches on the local disk; with the S3 artifact store, in its bucket too
+    (a worker that shares no disk with another restores what that one computed)."""
+    if settings.artifacts == "s3":
+        from sevenp_pipeline.resources.artifacts_s3 import s3_artifact_store  # noqa: PLC0415 (boto3: S3 only)
+        from sevenp_pipeline.resources.stage_cache_s3 import S3StageResultCache  # noqa: PLC0415
+
+        store = s3_artifact_store(settings)  # the same bucket and connection, refused the same way
+        return S3StageResultCache(
+            root=str(settings.stage_cache_dir), bucket=store.bucket, region_name=store.region_name,
+            endpoint_url=store.endpoint_url, aws_access_key_id=_secret(settings, "AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=_secret(settings, "AWS_SESSION_TOKEN"))
+    return StageResultCache(root=str(settings.stage_cache_dir))
 
 
 def _ecr_registry(settings: Settings) -> Registry:

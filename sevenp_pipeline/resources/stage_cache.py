@@ -14,6 +14,10 @@ Every file is written to a temporary name in its folder and renamed over the tar
 so two runs storing the same key at once leave one whole manifest, never a mix. A manifest's mtime
 is the last time it was stored or restored: :meth:`StageResultCache.prune` drops manifests unused for
 a while, then the blobs no manifest names. What the cache holds was redacted when the stage kept it.
+
+With the S3 artifact store the resource set picks
+:class:`~sevenp_pipeline.resources.stage_cache_s3.S3StageResultCache`: the same, with a second tier
+in the bucket that a worker sharing no disk with this one restores from.
 """
 
 from __future__ import annotations
@@ -208,6 +212,19 @@ class StageResultCache(dg.ConfigurableResource):
         if manifest.path is not None:
             with contextlib.suppress(OSError):
                 os.utime(manifest.path)
+
+    # -- the dependency cache's second tier -------------------------------------------------------
+    def put_dependencies(self, *, key: str, tree: Path) -> str | None:
+        """Keeps an installed ``node_modules`` tree (the dependency cache, resources/workspaces.py)
+        where other workers find it; returns where. On the local disk alone it already is: None."""
+        del key, tree
+        return None
+
+    def fetch_dependencies(self, *, key: str, folder: Path) -> str | None:
+        """Puts the tree kept for ``key`` as ``folder/node_modules``; returns where it came from, None
+        when there is none (on the local disk alone: never). CacheError when it is corrupt."""
+        del key, folder
+        return None
 
     # -- retention ---------------------------------------------------------------------------------
     def prune(self, *, unused_for_seconds: float, blob_grace_seconds: float = 3600, now: float | None = None,

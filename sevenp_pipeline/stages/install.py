@@ -1,6 +1,8 @@
 """The install stage: the app's package manager (npm, pnpm or yarn, found from the lockfile and the
 ``packageManager`` field) runs its frozen-lockfile install, in the stage sandbox, once per lockfile;
 later commits with the same lockfile, manifest and toolchain reuse the installed tree from the cache.
+With the S3 store, a tree just installed is also put in the bucket (``StageResultCache.put_dependencies``)
+and a worker without it on its disk fetches and verifies it there instead of installing.
 Stages read the cached tree through a copy-on-write layer of their own (the sandbox's overlay), so
 no stage of any branch can change it.
 
@@ -12,6 +14,7 @@ a lockfile out of sync with package.json fails at once, naming the lockfile.
 import re
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -22,6 +25,7 @@ from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
+from sevenp_pipeline.resources.stage_cache import CacheError, StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
 from sevenp_pipeline.stages.runner import Stage
 
@@ -58,6 +62,7 @@ def build_install_asset(
         process_runner: ProcessRunner,
         workspaces: Workspaces,
         artifact_store: ArtifactStore,
+        stage_cache: StageResultCache,
     ) -> dg.MaterializeResult:
         stage = Stage(context, app, name, process_runner, workspaces, artifact_store)
         stage.require_workspace(node_modules=False)
@@ -79,6 +84,8 @@ def build_install_asset(
         outcome = None
         with file_lock(cached.with_suffix(".lock"), what=f"dependency cache {cached}"):
             reused = (cached / "complete").exists()
+            fetched = None if reused else fetch_tree(context, stage_cache, workspaces, cache_key, cached, lock_hash)
+            reused = reused or fetched is not None
             if not reused:
                 shutil.rmtree(target, ignore_errors=True)
                 outcome = stage.run(argv, node_modules=False)  # in the sandbox, into the checkout
@@ -104,14 +111,16 @@ def build_install_asset(
             if not primed.ok:
                 raise failure(f"{name}: corepack could not fetch the pinned {pm.name}: {primed.describe()}\n"
                               f"{primed.tail_text(10)}", primed, retry=is_transient(primed))
+        if outcome is not None:
+            put_tree(context, stage_cache, cache_key, tree_dir)
         record_inputs(stage.workspace, lock=lock_hash, node_modules=str(tree_dir))
         if lifecycle:
             context.log.info("the app's own %s script(s) run at install: the cached tree is keyed by the "
                              "commit's tree too", ", ".join(lifecycle))
         packages = sum(1 for _ in tree_dir.glob("*/package.json")) + sum(1 for _ in tree_dir.glob("@*/*/package.json"))
-        context.log.info("node_modules %s by %s (%d top-level packages)",
-                         "reused from cache" if reused else "installed", pm.name, packages)
-        meta = {"kind": kind.name, "reused": reused,
+        context.log.info("node_modules %s by %s (%d top-level packages)", f"fetched from {fetched}" if fetched
+                         else "reused from cache" if reused else "installed", pm.name, packages)
+        meta = {"kind": kind.name, "reused": reused, **({"fetched_from": fetched} if fetched else {}),
                 "package_manager": pm.name + (f"@{pm.version}" if pm.version else ""),
                 "lockfile": pm.lockfile, "lockfile_sha256": lock_hash, "cache_key": cache_key,
                 "packages": packages, **stage.tool_versions()}
@@ -120,3 +129,29 @@ def build_install_asset(
         return dg.MaterializeResult(data_version=dg.DataVersion(cache_key), metadata=meta)
 
     return _asset
+
+
+def fetch_tree(context: dg.AssetExecutionContext, cache: StageResultCache, workspaces: Workspaces, key: str,
+               cached: Path, marker: str) -> str | None:
+    """The tree another worker installed for ``key``, put into ``cached`` (under its lock) from the
+    cache's second tier; None when there is none or it is unusable (a warning: the install runs)."""
+    try:
+        fetched = cache.fetch_dependencies(key=key, folder=cached)
+    except (CacheError, OSError, ValueError) as exc:
+        context.log.warning(f"node_modules for {key} not fetched, installing: {exc}")
+        return None
+    if fetched is not None:
+        workspaces.hand_over(cached / "node_modules")  # as an install in the sandbox leaves it
+        (cached / "complete").write_text(marker)
+    return fetched
+
+
+def put_tree(context: dg.AssetExecutionContext, cache: StageResultCache, key: str, tree: Path) -> None:
+    """Keeps a tree just installed where other workers find it; a failure is a warning, never a failed install."""
+    try:
+        where = cache.put_dependencies(key=key, tree=tree)
+    except (CacheError, OSError, ValueError) as exc:
+        context.log.warning(f"node_modules for {key} not kept for other workers: {exc}")
+        return
+    if where is not None:
+        context.log.info("node_modules kept for other workers in %s", where)
