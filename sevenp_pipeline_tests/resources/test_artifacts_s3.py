@@ -20,7 +20,7 @@ from sevenp_pipeline.resources.artifacts import Entry
 from sevenp_pipeline.resources.artifacts_s3 import S3ArtifactStore
 from sevenp_pipeline_tests.artifact_http import Reply, serve_artifacts
 from sevenp_pipeline_tests.conftest import Pipeline
-from sevenp_pipeline_tests.motoserver import CREDS, moto_server, needs_moto
+from sevenp_pipeline_tests.motoserver import CREDS, free_port, moto_server, needs_moto
 from sevenp_pipeline_tests.results import metadata_of
 
 pytestmark = [pytest.mark.integration, needs_moto]
@@ -223,3 +223,24 @@ def test_a_stages_log_lands_in_s3(make_pipeline, moto_endpoint: str, bucket: str
     cache = pipe.settings.stage_cache_dir
     assert list((cache / "manifests" / pipe.key / "greet").glob("*.json"))
     assert any(b"hello from the stage" in blob.read_bytes() for blob in (cache / "blobs" / "sha256").iterdir())
+
+
+def test_an_unreachable_store_fails_the_run_naming_it(make_pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad input: a store nobody answers on fails the stage that writes to it, with the endpoint in the
+    reason, and the run ends (failed, not stuck); nothing is kept on the local disk instead."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    closed = free_port()  # nothing listens there
+    pipe: Pipeline = make_pipeline(CONFIG)
+    pipe.settings = dataclasses.replace(pipe.settings, artifacts="s3", artifacts_bucket="nowhere",
+                                        s3_endpoint_url=f"http://127.0.0.1:{closed}", aws_region="us-east-1")
+    sha = pipe.remote.commit("chore: a commit")
+    result = pipe.materialize(sha, "source_checkout,node_dependencies,greet")
+    assert not result.success
+    run = pipe.instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures, "no step failed"
+    reason = str(failures[0].step_failure_data.error)
+    assert f"127.0.0.1:{closed}" in reason, reason
+    assert not (pipe.settings.artifacts_dir / pipe.key / sha).exists()
