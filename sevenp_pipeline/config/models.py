@@ -218,7 +218,10 @@ class StageSpec(BaseModel):
             self._test_report_keys()
         elif self.report_format is not None:
             raise ValueError(f"'report_format' is for test and e2e stages, not {_a(self.kind)} stage")
-        stray = sorted(self.gates.model_fields_set - set(kind.gate_keys))
+        # Keys set to other than their default (a dumped config lists every key at its default).
+        fields = StageGates.model_fields
+        stray = sorted(k for k in self.gates.model_fields_set - set(kind.gate_keys)
+                       if getattr(self.gates, k) != fields[k].default)
         if stray:
             applies = ", ".join(kind.gate_keys) or "none"
             raise ValueError(f"gates.{stray[0]} does not apply to {_a(self.kind)} stage (its gate keys: {applies})")
