@@ -7,6 +7,7 @@ of the same image over gRPC, as in Dagster's deploy_docker example; everything u
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import tempfile
@@ -253,6 +254,10 @@ def test_a_run_container_killed_mid_stage_is_marked_failed_by_run_monitoring(
         top = engine.docker("top", container_id, "-eo", "pid,user,args")
         lint_user = next(line.split()[1] for line in top.splitlines() if "scripts/lint.js" in line)
         assert lint_user != "root", top  # the stage runs as the sandbox's user, not as the container's root
+        # ... in a cgroup of its own (its limits), nested in the run container's (cgroupns private).
+        cgroups = engine.docker("exec", container_id, "sh", "-c", "for p in /proc/[0-9]*; do "
+                                "grep -qs scripts/lint.js $p/cmdline && cat $p/cgroup; done; true")
+        assert re.search(r"^\d+:memory:/sevenp/\S+$", cgroups, re.MULTILINE), cgroups
         engine.docker("kill", container_id)
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nobody told Dagster yet
 
