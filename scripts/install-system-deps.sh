@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the pipeline runs: git, Node.js >= 18 with npm,
-# podman and nginx (the local deploy target), PostgreSQL (server binaries for test databases), Redis,
+# podman and nginx (the local deploy target), dockerd and debootstrap (the scale-out tests),
+# PostgreSQL (server binaries for test databases), Redis,
 # slirp4netns (the install stage's route out of its network namespace), Python venv support, headless
 # Chromium for the sample app's Playwright e2e tests (`playwright install` cannot download here); then,
 # from the npm registry, the Node package managers: corepack, pnpm 9 and yarn 1.
@@ -28,6 +29,11 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 # The hostile tests compile a static chroot-escape probe (a Dockerfile RUN step that leaves buildah's chroot).
 command -v gcc >/dev/null || missing+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
+# The scale-out tests (sevenp_pipeline_tests/scale_out): a Docker engine of their own (dockerd from
+# Debian's docker.io, started with its own socket; the system service is not used) and debootstrap
+# for the locally bootstrapped Debian base image (no Docker Hub).
+command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 # The local deploy target: podman runs the app's containers (runc, cgroupfs, from the project's
 # containers.conf); nginx is each environment's front door. The pipeline starts its own nginx master
 # per environment on a loopback port: the system nginx service (if the package starts one) is not used.
