@@ -16,6 +16,8 @@ python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v setpriv >/dev/null && command -v unshare >/dev/null || missing+=(util-linux)
 # The install stage's route out of its network namespace (stages reach nothing of this machine's loopback).
 command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+# ip (iproute2): the install stage's namespace gets a prohibit route to each of this machine's own addresses.
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 # Debian's chromium: the e2e stage drives it (CHROMIUM_PATH, default /usr/bin/chromium;
 # on Ubuntu the package installs a snap, point CHROMIUM_PATH at its binary).
 command -v chromium >/dev/null || missing+=(chromium)

@@ -19,7 +19,8 @@ runs in its own mount and PID namespace (``unshare``, util-linux), with :mod:`.i
   and code server, the image registry, the environments' databases and front doors) and other
   stages' servers are unreachable; the ports it is given (its own test services, a smoke test's
   URL) are relayed, and only a stage that goes ``outbound`` (the install stage) gets a route out,
-  through slirp4netns with host loopback disabled;
+  through slirp4netns with host loopback disabled and a ``prohibit`` route to each of this machine's
+  own addresses (:func:`host_addresses`), so nothing listening on the host is reachable that way either;
 - and ended with every process it started (see above);
 - within its limits (:class:`SandboxSpec.limits`, the app's ``limits:``): the command and everything it
   starts are in a cgroup of their own (v1: ``/sys/fs/cgroup/{memory,pids,cpu}/sevenp/<id>``; v2:
@@ -114,6 +115,27 @@ def loopback_port(url: str) -> int | None:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+# slirp4netns's own addresses in the namespace (gateway, resolver, the namespace's own): never blocked.
+SLIRP_ADDRESSES = frozenset({"10.0.2.2", "10.0.2.3", "10.0.2.100"})
+
+
+def host_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> list[str]:
+    """This machine's own IPv4 addresses but loopback (every ``/32 host LOCAL`` entry of the kernel's
+    routing trie, secondary addresses included). An outbound stage's route out (slirp4netns) goes
+    through the host's network stack: without a ``prohibit`` route for each of them, the install
+    stage's scripts would reach a webserver, code server, database or registry listening on
+    ``0.0.0.0`` through the host's own address, which ``--disable-host-loopback`` does not cover."""
+    found: set[str] = set()
+    last = ""
+    for line in fib_trie.read_text(encoding="ascii", errors="replace").splitlines():
+        text = line.strip()
+        if text.startswith("|--"):
+            last = text[3:].strip()
+        elif text.startswith("/32 host LOCAL") and last and not last.startswith("127."):
+            found.add(last)
+    return sorted(found - SLIRP_ADDRESSES)
+
+
 SLIRP_RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's resolver, which forwards to the host's
 
 
@@ -166,6 +188,12 @@ class SandboxSpec:
                                    "(scripts/install-system-deps.sh)")
             network = {"forwards": [list(p) for p in self.network.port_pairs()], "outbound": self.network.outbound,
                        "slirp4netns": slirp}
+            if self.network.outbound:
+                ip = shutil.which("ip") or next((c for c in ("/usr/sbin/ip", "/sbin/ip") if Path(c).exists()), None)
+                if ip is None:
+                    raise SandboxError("ip (iproute2) not found: an outbound stage's namespace is closed to this "
+                                       "machine's own addresses with it; install the Debian package iproute2")
+                network.update(ip=ip, blocked=host_addresses())
             if self.network.outbound and self.network.resolv_conf is not None:
                 files.append([str(self.network.resolv_conf), "/etc/resolv.conf"])
         payload = {

@@ -13,7 +13,8 @@ JSON with paths only (no secrets): ``overlays``, ``binds``, ``hide``, ``uid``, `
    ``forwards`` is listened on at 127.0.0.1 (and ::1, so ``localhost`` works either way) port
    ``inside`` and connected to port ``host`` on the host's loopback (the stage's own test services
    on their standard ports, a smoke test's front door); with ``outbound``, slirp4netns gives the
-   namespace a route out with host loopback disabled (the package registry for an install stage).
+   namespace a route out with host loopback disabled and the host's own addresses prohibited (the
+  package registry for an install stage).
    The helper runs as root, not dumpable, so the stage user can neither signal nor trace it;
 1. overlays: a copy-on-write layer over a read-only tree (the dependency cache) at a target inside
    a folder bound in step 3, so the stage writes into its own upper layer and never into the cache;
@@ -178,7 +179,27 @@ def isolate_network(net):
     ours.close()
     if not answer.startswith("ok"):
         raise SandboxError(f"network: {answer or 'the relay helper exited'}")
+    if net["outbound"]:
+        _block_host_addresses(net)
     return {helper, *(int(pid) for pid in answer.split()[1:])}
+
+
+def _block_host_addresses(net):
+    """A ``prohibit`` route in the namespace for each of the host's own addresses (slirp4netns's route
+    out would reach them: ``--disable-host-loopback`` covers 127.0.0.1 only). Pid 1 adds them as the
+    host's root, before the command's user namespace: the command cannot remove them. Fails closed."""
+    for address in net.get("blocked", ()):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                quiet = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(quiet, 1)
+                os.execv(net["ip"], [net["ip"], "route", "add", "prohibit", f"{address}/32"])
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SandboxError(f"network: could not close the route to this machine's address {address}")
 
 
 def _enter_new_netns():

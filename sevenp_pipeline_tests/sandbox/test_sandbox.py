@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.processes import ExecuteRequest, Outcome, ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
-from sevenp_pipeline.sandbox import StageUser, minimal_env
+from sevenp_pipeline.sandbox import Network, StageUser, host_addresses, minimal_env
 from sevenp_pipeline_tests.waiting import wait_until, wait_while
 
 SECRET = "orchestrator-signing-key-4f1c9a7e"
@@ -44,10 +46,11 @@ def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     key.chmod(0o600)
     workspaces.hand_over(workspace.src)
 
-    def run(argv: list[str], *, timeout: float = 30, node_modules: bool = True) -> Outcome:
+    def run(argv: list[str], *, timeout: float = 30, node_modules: bool = True,
+            network: Network | None = None) -> Outcome:
         room = workspaces.stage_room(workspace, "stage")
         spec, env = workspaces.stage_sandbox(workspace, room, cwd=workspace.src,
-                                             node_modules=tree if node_modules else None)
+                                             node_modules=tree if node_modules else None, network=network)
         return ProcessRunner().run(ExecuteRequest(argv=argv, cwd=workspace.src, label="stage", env=env,
                                                   inherit_env=False, sandbox=spec, capture=True,
                                                   timeout_seconds=timeout))
@@ -170,3 +173,53 @@ def test_minimal_env_drops_path_entries_under_private_folders() -> None:
     assert env["PATH"] == "/usr/bin:/bin"
     assert env["NODE_EXTRA_CA_CERTS"] == "/etc/ca.pem"
     assert "SEVENP_SIGNING_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_an_outbound_stage_reaches_nothing_on_this_machines_own_address(box) -> None:
+    """slirp4netns's --disable-host-loopback covers 127.0.0.1 only: a server listening on 0.0.0.0 (a
+    webserver, a code server, a registry) was reachable from the install stage's scripts through the
+    host's own address. Each of the host's addresses gets a prohibit route in the namespace."""
+    addresses = host_addresses()
+    assert addresses, "this machine has no address but loopback: nothing to check"
+    accepted: list[tuple[str, int]] = []
+    listeners = []
+    for address in addresses:
+        sock = socket.create_server((address, 0))
+        listeners.append(sock)
+
+        def accept(sock: socket.socket = sock) -> None:
+            while True:
+                try:
+                    conn, peer = sock.accept()
+                except OSError:
+                    return
+                accepted.append(peer)
+                conn.close()
+
+        threading.Thread(target=accept, daemon=True).start()
+    try:
+        targets = [sock.getsockname() for sock in listeners]
+        with socket.create_connection(targets[0], timeout=5):  # control: the host itself reaches it
+            pass
+        wait_until(lambda: len(accepted) == 1, timeout=5, what="the control connection")
+        probe = ("import socket\n"
+                 f"for host, port in {targets!r}:\n"
+                 "    s = socket.socket(); s.settimeout(5)\n"
+                 "    print(host, s.connect_ex((host, port)))\n")
+        out = box(["python3", "-c", probe], network=Network(outbound=True), node_modules=False)
+        assert out.ok, out.tail_text()
+        results = dict(line.split() for line in out.output if line.strip())
+        assert set(results) == set(addresses) and all(code != "0" for code in results.values()), results
+        assert len(accepted) == 1, f"the stage connected to the host: {accepted[1:]}"
+    finally:
+        for sock in listeners:
+            sock.close()
+
+
+def test_host_addresses_reads_the_local_entries_of_the_routing_trie(tmp_path: Path) -> None:
+    trie = tmp_path / "fib_trie"
+    trie.write_text("Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n"
+                    "     |-- 127.0.0.1\n        /32 host LOCAL\n     |-- 192.0.2.2\n        /32 host LOCAL\n"
+                    "     |-- 192.0.2.0\n        /24 link UNICAST\n     |-- 10.0.2.100\n        /32 host LOCAL\n"
+                    "Local:\n     |-- 198.51.100.7\n        /32 host LOCAL\n")
+    assert host_addresses(trie) == ["192.0.2.2", "198.51.100.7"]
