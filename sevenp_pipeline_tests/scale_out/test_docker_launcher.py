@@ -21,10 +21,13 @@ from urllib.parse import urlsplit
 
 import boto3
 import dagster as dg
+import psycopg2
 import pytest
 import yaml
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RETRY_NUMBER_TAG
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import GrpcServerTarget
+from dagster._daemon.auto_run_reexecution.auto_run_reexecution import consume_new_runs_for_automatic_reexecution
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster_graphql.test.utils import execute_dagster_graphql
 
@@ -143,10 +146,11 @@ def _deploy(engine: Engine, postgres: Server, s3: Any, tmp_path: Path, database:
     apps = tmp_path / "apps"
     apps.mkdir()
     write_app_config(apps / "tiny-app.yaml", "tiny-app", remote.url)
-    env = _run_env(apps, s3.meta.endpoint, artifacts_url)
+    url = f"postgresql+psycopg2://{postgres.user}:{postgres.password}@127.0.0.1:{postgres.port}/{database}"
+    # The locks of cross-run state: advisory locks on the instance's server (as docker/ ships), not flock.
+    env = {**_run_env(apps, s3.meta.endpoint, artifacts_url), "SEVENP_DAGSTER_POSTGRES_URL": url}
     mounts = [f"{apps}:{apps}:ro", f"{remote.url}:{remote.url}:ro"]
     home = tmp_path / "dagster"
-    url = f"postgresql+psycopg2://{postgres.user}:{postgres.password}@127.0.0.1:{postgres.port}/{database}"
     _write_instance(home, url, env, mounts, instance_extra or {})
     port = _serve_code(engine, env, mounts)
     try:
@@ -333,53 +337,98 @@ def test_step_logs_are_in_s3_and_every_metadata_link_answers_over_http(first_run
 
 
 MONITORING = {"run_monitoring": {"enabled": True, "start_timeout_seconds": 120, "poll_interval_seconds": 1,
-                                 "max_resume_run_attempts": 0}}
+                                 "max_resume_run_attempts": 0},
+              # As docker/dagster.yaml: a dead run worker is retried once, a failing stage is not.
+              "run_retries": {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}}
 SLOW_LINT = "setInterval(() => console.log('linting'), 500);\n"  # a lint stage that runs until killed
 
 
-def test_a_run_container_killed_mid_stage_is_marked_failed_by_run_monitoring(
+def _kill_mid_lint(engine: Engine, deployment: Deployment, instance: dg.DagsterInstance, run_id: str) -> str:
+    """Waits for the run's lint stage to run in its container (checking it runs as the sandbox's user
+    in a cgroup of its own), then ``docker kill``s the container; its id."""
+    container_id = wait_until(lambda: instance.get_run_by_id(run_id).tags.get("docker/container_id"),
+                              timeout=60, what="the launcher's container id tag")
+
+    def linting() -> bool:  # the stage's node process, inside the run container (in the sandbox)
+        status = engine.inspect(container_id)["State"]["Status"]
+        assert status == "running", _story(deployment.home, run_id, engine.logs(container_id))
+        return "scripts/lint.js" in engine.docker("top", container_id, "-eo", "pid,user,args")
+
+    wait_until(linting, timeout=300, what="the lint stage to run in the run container", interval=1)
+    top = engine.docker("top", container_id, "-eo", "pid,user,args")
+    lint_user = next(line.split()[1] for line in top.splitlines() if "scripts/lint.js" in line)
+    assert lint_user != "root", top  # the stage runs as the sandbox's user, not as the container's root
+    # ... in a cgroup of its own (its limits), nested in the run container's (cgroupns private).
+    cgroups = engine.docker("exec", container_id, "sh", "-c", "for p in /proc/[0-9]*; do "
+                            "grep -qs scripts/lint.js $p/cmdline && cat $p/cgroup; done; true")
+    assert re.search(r"^\d+:memory:/sevenp/\S+$", cgroups, re.MULTILINE), cgroups
+    engine.docker("kill", container_id)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nobody told Dagster yet
+    return container_id
+
+
+def _monitor(workspace: WorkspaceProcessContext, run_id: str) -> dg.DagsterRun:
+    """The run monitoring daemon's iteration, until it has finished the run."""
+    instance = workspace.instance
+
+    def monitored() -> dg.DagsterRun | None:
+        list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring")))
+        run = instance.get_run_by_id(run_id)
+        return run if run is not None and run.is_finished else None
+
+    return wait_until(monitored, timeout=60, what="run monitoring to finish the killed run", interval=1)
+
+
+def _retry(workspace: WorkspaceProcessContext, run_id: str) -> None:
+    """The auto run re-execution daemon's iteration on the run (the daemon feeds it failed runs' records)."""
+    records = workspace.instance.get_run_records(dg.RunsFilter(run_ids=[run_id]))
+    list(consume_new_runs_for_automatic_reexecution(workspace, records, logging.getLogger("run_retries")))
+
+
+def _advisory_locks(postgres: Server) -> list[tuple]:
+    with psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, password=postgres.password,
+                          dbname="postgres") as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT database, objid, pid FROM pg_locks WHERE locktype = 'advisory'")
+        return cursor.fetchall()
+
+
+def test_a_run_container_killed_mid_stage_is_marked_failed_by_run_monitoring_and_retried_once(
         engine: Engine, postgres: Server, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``docker kill`` of the run container while its lint stage runs: Dagster's run monitoring (the
     daemon's own iteration, run here in the test rather than by a daemon process, whose sensors would
-    start runs of their own) asks DockerRunLauncher for the worker's health and marks the run failed."""
+    start runs of their own) asks DockerRunLauncher for the worker's health and marks the run failed;
+    run retries (the daemon's re-execution iteration) launch it once more, in a new container. The
+    commit's lint never ends, so the retry is killed too, and is not retried again (max_retries 1)."""
     monkeypatch.setenv("DOCKER_HOST", engine.host)
     with _deploy(engine, postgres, s3, tmp_path, "monitoring", MONITORING) as deployment, \
             dg.DagsterInstance.from_config(str(deployment.home)) as instance, \
             _workspace(instance, deployment.code_port) as workspace:
-        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_enabled and instance.run_retries_enabled
         deployment.remote.write("scripts/lint.js", SLOW_LINT)
         sha = deployment.remote.commit("a lint that never ends")
         run_id = _launch(workspace, deployment, sha)
-        container_id = wait_until(lambda: instance.get_run_by_id(run_id).tags.get("docker/container_id"),
-                                  timeout=60, what="the launcher's container id tag")
-
-        def linting() -> bool:  # the stage's node process, inside the run container (in the sandbox)
-            status = engine.inspect(container_id)["State"]["Status"]
-            assert status == "running", _story(deployment.home, run_id, engine.logs(container_id))
-            return "scripts/lint.js" in engine.docker("top", container_id, "-eo", "pid,user,args")
-
-        wait_until(linting, timeout=300, what="the lint stage to run in the run container", interval=1)
-        top = engine.docker("top", container_id, "-eo", "pid,user,args")
-        lint_user = next(line.split()[1] for line in top.splitlines() if "scripts/lint.js" in line)
-        assert lint_user != "root", top  # the stage runs as the sandbox's user, not as the container's root
-        # ... in a cgroup of its own (its limits), nested in the run container's (cgroupns private).
-        cgroups = engine.docker("exec", container_id, "sh", "-c", "for p in /proc/[0-9]*; do "
-                                "grep -qs scripts/lint.js $p/cmdline && cat $p/cgroup; done; true")
-        assert re.search(r"^\d+:memory:/sevenp/\S+$", cgroups, re.MULTILINE), cgroups
-        engine.docker("kill", container_id)
-        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nobody told Dagster yet
-
-        def monitored() -> dg.DagsterRun | None:
-            list(execute_run_monitoring_iteration(workspace, logging.getLogger("run_monitoring")))
-            run = instance.get_run_by_id(run_id)
-            return run if run is not None and run.is_finished else None
-
-        run = wait_until(monitored, timeout=60, what="run monitoring to finish the killed run", interval=1)
-    assert run.status == dg.DagsterRunStatus.FAILURE
-    failure = instance_failure_message(deployment.home, run_id)
-    assert "Detected run worker status" in failure and "exited" in failure, failure
-    state = engine.inspect(container_id)["State"]
-    assert state["Status"] == "exited" and state["ExitCode"] == 137, state  # SIGKILL, nothing left running
+        container_id = _kill_mid_lint(engine, deployment, instance, run_id)
+        run = _monitor(workspace, run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        failure = instance_failure_message(deployment.home, run_id)
+        assert "Detected run worker status" in failure and "exited" in failure, failure
+        state = engine.inspect(container_id)["State"]
+        assert state["Status"] == "exited" and state["ExitCode"] == 137, state  # SIGKILL, nothing left running
+        _retry(workspace, run_id)
+        retry_id = instance.get_run_by_id(run_id).tags.get(AUTO_RETRY_RUN_ID_TAG)
+        assert retry_id, instance.get_run_by_id(run_id).tags
+        retry = instance.get_run_by_id(retry_id)
+        assert retry.parent_run_id == run_id and retry.tags.get(RETRY_NUMBER_TAG) == "1", retry.tags
+        assert retry.tags.get(TAG_COMMIT) == sha
+        retry_container = _kill_mid_lint(engine, deployment, instance, retry_id)  # launched, in a new container
+        assert retry_container != container_id
+        assert _monitor(workspace, retry_id).status == dg.DagsterRunStatus.FAILURE
+        _retry(workspace, retry_id)
+        assert AUTO_RETRY_RUN_ID_TAG not in instance.get_run_by_id(retry_id).tags  # retried once, not twice
+        assert len(instance.get_runs(dg.RunsFilter(tags={TAG_COMMIT: sha}))) == 2
+    # Nothing left: no run container running, no advisory lock held on the server.
+    assert engine.docker("ps", "-q", "--filter", "label=dagster/run_id") == ""
+    assert _advisory_locks(postgres) == []
 
 
 def _story(home: Path, run_id: str, container_logs: str) -> str:
