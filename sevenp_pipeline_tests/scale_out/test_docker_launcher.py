@@ -2,7 +2,10 @@
 DockerRunLauncher on a PostgreSQL-backed instance, in a container of the image docker/Dockerfile
 builds (on a Debian base bootstrapped here), with its stages in the stage sandbox inside that
 container and its artifacts in an S3 bucket (moto). The code location is served from a container
-of the same image over gRPC, as in Dagster's deploy_docker example; everything uses the host network."""
+of the same image over gRPC, as in Dagster's deploy_docker example; everything uses the host network.
+One first run (a module fixture) serves three tests: it succeeded on Postgres and S3; a second run
+container sharing no writable disk with it restores its stages from the bucket; its step logs are in
+the bucket and every link of its metadata answers over HTTP. The kill test has an instance of its own."""
 
 from __future__ import annotations
 
