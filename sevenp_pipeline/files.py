@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import stat
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -133,3 +134,32 @@ def read_text_inside(path: Path, root: Path, *, limit: int = 64 << 20) -> str:
     if len(data) > limit:
         raise OSError(f"{path} is larger than {limit >> 20} MiB")
     return data.decode("utf-8")
+
+
+def extract_data(tar: tarfile.TarFile, dest: Path) -> None:
+    """``tar.extractall(dest, filter="data")``, also on a Python without extraction filters (Debian
+    bookworm's 3.11.2, the run image's: they came with 3.11.4). There the same refusals are made here
+    first: no absolute or ``..`` name, no link leaving ``dest``, no device or FIFO (each a
+    ``tarfile.ExtractError``); modes lose set-id bits and group/other write, owners are not restored."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+
+    def inside(path: Path) -> bool:
+        return path.resolve().is_relative_to(root)
+
+    members = tar.getmembers()
+    for member in members:
+        target = root / member.name
+        if Path(member.name).is_absolute() or ".." in Path(member.name).parts or not inside(target):
+            raise tarfile.ExtractError(f"{member.name!r} is outside the destination")
+        if member.isdev():
+            raise tarfile.ExtractError(f"{member.name!r} is a device or FIFO")
+        link = target.parent / member.linkname if member.issym() else root / member.linkname
+        if (member.issym() or member.islnk()) and (Path(member.linkname).is_absolute() or not inside(link)):
+            raise tarfile.ExtractError(f"{member.name!r} links outside the destination")
+        member.mode = (member.mode & 0o755) | (0o600 if member.isfile() else 0)
+        member.uid = member.gid = os.getuid()
+        member.uname = member.gname = ""
+    tar.extractall(root, members=members, numeric_owner=True)  # noqa: S202 (each member checked above)

@@ -51,10 +51,11 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve_artifacts(root: Path, app: ASGIApp | None = None) -> Iterator[Served]:
-    """``app``: another ASGI app over the same store (the cockpit's); default: the artifact server."""
+def serve_artifacts(root: Path, app: ASGIApp | None = None, port: int = 0) -> Iterator[Served]:
+    """``app``: another ASGI app over the same store (the cockpit's); default: the artifact server.
+    ``port``: the one links already name (0: a free one)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     config = uvicorn.Config(app or create_app(root), log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

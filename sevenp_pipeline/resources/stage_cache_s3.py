@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field
 
-from sevenp_pipeline.files import ATOMIC_TMP_PREFIX, private_dir, write_atomically
+from sevenp_pipeline.files import ATOMIC_TMP_PREFIX, extract_data, private_dir, write_atomically
 from sevenp_pipeline.resources.artifacts import sha256_file
 from sevenp_pipeline.resources.registries.aws import AwsResource
 from sevenp_pipeline.resources.stage_cache import CachedFile, CacheError, Manifest, StageResultCache
@@ -258,4 +258,4 @@ def unpack_tree(tarball: Path, folder: Path) -> None:
         strays = [n for n in tar.getnames() if n != TREE and not n.startswith(TREE + "/")]
         if strays:
             raise CacheError(f"holds {strays[0]!r}, outside {TREE}/")
-        tar.extractall(folder, filter="data")
+        extract_data(tar, folder)

@@ -31,7 +31,7 @@ import dagster as dg
 
 from sevenp_pipeline.asset_helpers import STAGE_CODE_VERSION, fingerprint, latest_materialization
 from sevenp_pipeline.config import AppConfig
-from sevenp_pipeline.files import private_dir
+from sevenp_pipeline.files import extract_data, private_dir
 from sevenp_pipeline.resources.git import GitClient, GitError
 from sevenp_pipeline.resources.stage_cache import CachedFile, CachedOutput, CacheError, Manifest, StageResultCache
 from sevenp_pipeline.resources.workspaces import read_inputs
@@ -322,6 +322,6 @@ def _unpack(stage: Stage, tarball: Path, rel: str) -> None:
         # or a build would make them, not 0700 as the orchestrator's umask would.
         created = [p for p in reversed(target.parents) if p.is_relative_to(stage.workspace.app_dir) and not p.exists()]
         private_dir(target.parent, mode=0o755)
-        tar.extractall(target.parent, filter="data")
+        extract_data(tar, target.parent)
     # later stages run as the stage user, as after a build
     stage.workspaces.hand_over(created[0] if created else target)

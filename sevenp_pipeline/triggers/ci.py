@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
+from dagster._core.storage.tags import RETRY_STRATEGY_TAG
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.execution.threads import threaded_executor_for
@@ -26,7 +27,10 @@ def build_ci_job(app: AppConfig, deploy_keys: Sequence[dg.AssetKey]) -> dg.Unres
         # fresh process per step (~3 s each here), and still one step per stage, so re-execution
         # from failure works. The app's execution.max_workers is the default a launch may override.
         executor_def=threaded_executor_for(app.execution.max_workers),
-        tags={TAG_APP: app.name},
+        # An automatic retry (instance run_retries) re-runs every stage, not only the failed ones: it may
+        # land on another worker, whose disposable workspace has no checkout of the commit (from failure,
+        # lint there fails "no checkout"). What passed before comes back from the stage cache.
+        tags={TAG_APP: app.name, RETRY_STRATEGY_TAG: "ALL_STEPS"},
     )
 
 
