@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import tarfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,7 +155,11 @@ def test_a_hostile_stage_in_a_run_container_gets_no_secret_reaches_nothing_and_l
         run = wait_for_run(instance, run_id, timeout=600)
         messages = [r.event_log_entry.user_message for r in instance.get_records_for_run(run_id, limit=100000).records]
         peers = list(listener.peers)
+        # The control: the listener answers a client of the host's loopback (the run container's too).
+        with urllib.request.urlopen(f"http://127.0.0.1:{listener.server_address[1]}/graphql", timeout=5) as answer:
+            assert answer.status == 200 and len(listener.peers) == len(peers) + 1
     container_id = run.tags["docker/container_id"]
+    key_body = orchestrator["SEVENP_SIGNING_KEY"].splitlines()[1]
     story = _story(deployment.home, run_id, engine.logs(container_id))
     # The hostile stage failed the run; the install stage before it ran (both reported).
     assert run.status == dg.DagsterRunStatus.FAILURE, story
@@ -162,17 +167,20 @@ def test_a_hostile_stage_in_a_run_container_gets_no_secret_reaches_nothing_and_l
         failed = fresh.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     assert [r.event_log_entry.step_key for r in failed] == [f"{KEY}__lint_report"], story
     env_keys = _by_stage(messages, "ENV-KEYS")
+    print("hostile in a run container:", json.dumps({tag: _by_stage(messages, tag) for tag in (
+        "GRAPHQL", "OPEN-PORTS", "POISON", "PROC-ENVIRONS", "DAEMON", "FILES-READ-OUTSIDE")}))
     assert set(env_keys) == set(STAGES), story
 
     # No secret: not in a stage's environment, nor in what it could read (/proc, files), nor anywhere
     # it or the run wrote (the run's log in Postgres, the container's output, every object in S3).
+    held = engine.inspect(container_id)["Config"]["Env"]  # the control: the run container held both
+    assert f"SEVENP_RUN_NOTE={canary}" in held and any(key_body in e for e in held if e.startswith("SEVENP_SIGNING"))
     run_env = {*_run_env(Path("/"), "").keys(), *orchestrator}
     for stage, (keys,) in env_keys.items():
         assert not run_env & set(keys), (stage, run_env & set(keys))
         assert not [k for k in keys if k.startswith(("DAGSTER", "SEVENP"))], (stage, keys)
     for stage, (read,) in _by_stage(messages, "FILES-READ-OUTSIDE").items():  # its /tmp is a tmpfs of its own
         assert [f for f in read if not f.startswith("/tmp/")] == [], (stage, read)
-    key_body = orchestrator["SEVENP_SIGNING_KEY"].splitlines()[1]
     places = {"run log": "\n".join(messages).encode(), "container output": engine.logs(container_id).encode(),
               **{f"s3://{BUCKET}/{k}": v for k, v in _bucket(s3).items()}}
     leaks = [f"{what} in {where}" for where, data in places.items()
@@ -202,6 +210,7 @@ def test_a_hostile_stage_in_a_run_container_gets_no_secret_reaches_nothing_and_l
     assert not [k for k in objects if k.startswith("cache/manifests/") and "/lint_report/" in k]
 
     # No process left: the daemon was reported and killed in the container, which has exited; none on the host.
+    assert len(_by_stage(messages, "DAEMON")["lint_report"]) == 1  # it did start one
     assert any("process(es) running, now killed" in m and "HOSTILE_DAEMON_MARKER" in m for m in messages), story
     assert wait_until(lambda: engine.inspect(container_id)["State"]["Status"] == "exited", timeout=60,
                       what="the run container to exit")
