@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +42,7 @@ from sevenp_pipeline_tests.artifact_http import serve_artifacts
 from sevenp_pipeline_tests.conftest import TINY_APP, reachable_home, write_app_config
 from sevenp_pipeline_tests.gitutil import Remote
 from sevenp_pipeline_tests.motoserver import CREDS, moto_server
-from sevenp_pipeline_tests.scale_out.engine import IMAGE, Engine, build_images, docker_engine, require_dockerd
+from sevenp_pipeline_tests.scale_out.engine import IMAGE, Engine
 from sevenp_pipeline_tests.waiting import wait_for_run, wait_until
 
 pytestmark = pytest.mark.integration
@@ -59,21 +57,6 @@ STAGES = ("source_checkout", "node_dependencies", "lint_report")
 # (it allows unshare/mount to a process holding CAP_SYS_ADMIN); no --privileged.
 SANDBOX_CONTAINER_KWARGS: dict[str, Any] = {"cap_add": ["SYS_ADMIN", "NET_ADMIN"], "cgroupns": "private",
                                             "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
-
-
-@pytest.fixture(scope="session")
-def engine() -> Iterator[Engine]:
-    require_dockerd()
-    root = Path(tempfile.mkdtemp(prefix="sevenp-dockerd-"))
-    try:
-        with docker_engine(root) as made:
-            start = time.monotonic()
-            timings = build_images(made, root)
-            print(f"scale-out images: base {timings['base']:.1f}s, image {timings['image']:.1f}s, "
-                  f"fixture {time.monotonic() - start:.1f}s")
-            yield made
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
