@@ -101,7 +101,10 @@ bench-recovery: install
 bench-webhook: install
 	$(BIN)/python benchmarks/webhook_latency.py
 
-## 50 small runs launched at once through the queued coordinator: runs/min, queue wait, launch -> first step.
+## 50 small runs launched at once through the queued coordinator: runs/min, queue wait, launch -> first step,
+## with the embedded launcher and the Docker launcher side by side (--launcher embedded|docker|both, --runs N).
+## The Docker side starts its own dockerd (needs dockerd and debootstrap, as root) and builds the image;
+## SEVENP_TEST_DOCKER_DATA_ROOT=/var/tmp/<folder> keeps the image between invocations.
 bench-scale: install
 	$(BIN)/python benchmarks/scale_runs.py
 
