@@ -41,6 +41,9 @@ def build_commitlint_asset(
             # Without the branch's previous head (a new branch, a launch by hand), the commits no
             # other branch of the remote has are the ones this push brought.
             others = [] if before else list(git.ls_remote_heads(app.repository.url).values())
+            # A worker that has not run the checkout for this commit (a fresh run container, a re-run of
+            # this stage alone) has no mirror yet, or an older one.
+            git.ensure_commit(app.key, app.repository.url, sha, log=context.log.info)
             commits = git.pushed_commits(app.key, sha, before=before, others=others)
         except GitError as exc:
             raise failure(f"{name}: reading the pushed commits failed: {exc}", retry=True) from exc

@@ -30,10 +30,11 @@ def test_custom_types() -> None:
     assert check_commits([("a" * 40, "wip: try")], types=("wip",)) == []
 
 
-def _commitlint_run(pipe: Pipeline, sha: str, before: str) -> dg.ExecuteInProcessResult:
+def _commitlint_run(pipe: Pipeline, sha: str, before: str, *, alone: bool = False) -> dg.ExecuteInProcessResult:
     pipe.instance.add_dynamic_partitions(f"{pipe.key}_commits", [sha])
     defs = pipe.defs
-    keys = [dg.AssetKey([pipe.key, "source_checkout"]), dg.AssetKey([pipe.key, "commit_messages"])]
+    keys = [*([] if alone else [dg.AssetKey([pipe.key, "source_checkout"])]),
+            dg.AssetKey([pipe.key, "commit_messages"])]
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=pipe.instance, partition_key=sha, asset_selection=keys, raise_on_error=False,
         tags={TAG_BEFORE: before, TAG_BRANCH: "develop"})
@@ -56,6 +57,18 @@ def test_stage_checks_exactly_the_pushed_commits(make_pipeline) -> None:
     pipe.remote.write("a.txt", "3")
     good = pipe.remote.commit("fix(a): third change")
     result = _commitlint_run(pipe, good, sha)
+    assert result.success
+    meta = result.asset_materializations_for_node(f"{pipe.key}__commit_messages")[0].metadata
+    assert meta["commits_checked"].value == 1 and meta["violations"].value == 0
+
+
+def test_the_stage_alone_on_a_worker_without_the_mirror_fetches_it(make_pipeline) -> None:
+    """A re-run of only this stage, or a fresh run container: no checkout ran here, no mirror exists."""
+    pipe = make_pipeline("stages:\n  commit_messages: {enabled: true}\n")
+    before = pipe.remote.push("develop")
+    sha = pipe.remote.commit("feat: a change")
+    assert not (pipe.settings.cache_dir / "git" / f"{pipe.key}.git").exists()
+    result = _commitlint_run(pipe, sha, before, alone=True)
     assert result.success
     meta = result.asset_materializations_for_node(f"{pipe.key}__commit_messages")[0].metadata
     assert meta["commits_checked"].value == 1 and meta["violations"].value == 0
