@@ -112,7 +112,7 @@ def _deploy_hostile(engine: Engine, postgres: Server, s3: Any, tmp_path: Path,
     _write_instance(home, url, {**env, **orchestrator}, mounts, {})
     port = _serve_code(engine, env, mounts)
     try:
-        yield Deployment(remote=remote, home=home, code_port=port, key=KEY)
+        yield Deployment(remote=remote, home=home, code_port=port, env=env, key=KEY)
     finally:
         engine.docker("rm", "-f", f"sevenp-code-{port}")
 
