@@ -42,6 +42,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def add_normalized(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
+    """``path`` into ``tar`` as ``arcname`` with nothing of when or by whom it was made (times, owners
+    zeroed): the same tree packs to the same bytes on any machine. Modes and links are kept."""
+    info = tar.gettarinfo(str(path), arcname=arcname)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if info.isfile():
+        with path.open("rb") as handle:
+            tar.addfile(info, handle)
+    else:
+        tar.addfile(info)
+
+
 def deterministic_tarball(source: Path, dest: Path, *, arcname: str) -> str:
     """A gzip'd tar of ``source`` with sorted entries, zeroed times and owners.
 
@@ -52,15 +66,7 @@ def deterministic_tarball(source: Path, dest: Path, *, arcname: str) -> str:
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         paths = [source, *sorted(source.rglob("*"))]
         for path in paths:
-            info = tar.gettarinfo(str(path), arcname=str(Path(arcname) / path.relative_to(source)))
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if info.isfile():
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                tar.addfile(info)
+            add_normalized(tar, path, str(Path(arcname) / path.relative_to(source)))
     dest.unlink(missing_ok=True)  # a new file: the last one may be linked from the store and the stage cache
     with dest.open("wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw.getvalue())

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import Field
 
 from sevenp_pipeline.files import ATOMIC_TMP_PREFIX, extract_data, private_dir, write_atomically
-from sevenp_pipeline.resources.artifacts import sha256_file
+from sevenp_pipeline.resources.artifacts import add_normalized, sha256_file
 from sevenp_pipeline.resources.registries.aws import AwsResource
 from sevenp_pipeline.resources.stage_cache import CachedFile, CacheError, Manifest, StageResultCache
 
@@ -239,15 +239,7 @@ def pack_tree(source: Path, dest: Path) -> str:
     with dest.open("wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in _tree_paths(source):
-            info = tar.gettarinfo(str(path), arcname=str(Path(TREE) / path.relative_to(source)))
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if info.isfile():
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                tar.addfile(info)
+            add_normalized(tar, path, str(Path(TREE) / path.relative_to(source)))
     return sha256_file(dest)
 
 
