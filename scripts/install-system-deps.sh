@@ -36,6 +36,8 @@ dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
 # for the locally bootstrapped Debian base image (no Docker Hub).
 command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+# docker-compose 1.29 (Debian's): the scale-out tests run docker/compose.yaml with it.
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 # The local deploy target: podman runs the app's containers (runc, cgroupfs, from the project's
 # containers.conf); nginx is each environment's front door. The pipeline starts its own nginx master
 # per environment on a loopback port: the system nginx service (if the package starts one) is not used.

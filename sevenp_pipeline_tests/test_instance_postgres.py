@@ -126,7 +126,8 @@ def test_a_url_without_the_driver_gets_it_and_another_scheme_is_refused() -> Non
 def test_at_scale_configs_validate_and_share_the_local_limits(name: str, launcher: str, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_DB",
-                "SEVENP_COMPUTE_LOGS_BUCKET"):
+                "SEVENP_COMPUTE_LOGS_BUCKET", "SEVENP_ARTIFACTS_BUCKET", "SEVENP_S3_ENDPOINT_URL",
+                "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(var, "x")
     monkeypatch.setenv("DAGSTER_PG_PORT", "5432")
     config, _ = dagster_instance_config(str(_home_with(tmp_path, "home", DOCKER / name)))
@@ -139,8 +140,7 @@ def test_at_scale_configs_validate_and_share_the_local_limits(name: str, launche
             == local["concurrency"]["runs"]["tag_concurrency_limits"])
     assert config["run_retries"]["enabled"] and config["run_monitoring"]["enabled"]
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
-    if launcher == "EcsRunLauncher":
-        assert classes["compute_logs"].__name__ == "S3ComputeLogManager"
+    assert classes["compute_logs"].__name__ == "S3ComputeLogManager"  # step logs never on one machine's disk
 
 
 def test_the_docker_launcher_forwards_only_what_the_compose_daemon_gets() -> None:
@@ -152,6 +152,27 @@ def test_the_docker_launcher_forwards_only_what_the_compose_daemon_gets() -> Non
     assert isinstance(daemon_env, dict)
     assert [name for name in env_vars if "=" not in name and name not in daemon_env] == []
     assert {"DAGSTER_PG_PASSWORD", "SEVENP_HOME"} <= set(env_vars)
+
+
+@pytest.mark.parametrize("missing", ["DAGSTER_PG_PASSWORD", "SEVENP_APPS_HOST_DIR", "SEVENP_ARTIFACTS_BUCKET",
+                                     "SEVENP_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"])
+def test_compose_refuses_to_start_naming_a_missing_variable(missing: str, tmp_path: Path) -> None:
+    """`docker compose up` (here `docker-compose config`, which interpolates the same way, no engine
+    needed) stops on a variable the deployment needs, naming it."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose not found (scripts/install-system-deps.sh installs it)")
+        pytest.skip("docker-compose not found")
+    values = {"DAGSTER_PG_PASSWORD": "pw", "SEVENP_APPS_HOST_DIR": str(tmp_path), "SEVENP_ARTIFACTS_BUCKET": "b",
+              "SEVENP_S3_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "k",
+              "AWS_SECRET_ACCESS_KEY": "s"}
+    env = {key: value for key, value in os.environ.items() if key not in values} | values
+    argv = [compose, "-f", str(DOCKER / "compose.yaml"), "--profile", "local-s3", "config", "-q"]
+    assert subprocess.run(argv, env=env, capture_output=True, check=False).returncode == 0
+    del env[missing]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and f"set {missing}" in proc.stderr, proc.stderr
 
 
 # -- on a real PostgreSQL server ----------------------------------------------------------------

@@ -340,5 +340,6 @@ def test_docker_compose_runs_the_receiver_on_the_home_the_push_sensors_read() ->
     assert receiver["profiles"] == ["forge"]
     assert receiver["entrypoint"][:3] == ["python", "-m", "sevenp_pipeline.forge.webhooks"]
     assert "SEVENP_WEBHOOK_SECRET" in receiver["environment"]
-    assert receiver["ports"] == ["127.0.0.1:3002:3002"]  # loopback: a TLS proxy in front for the forge
+    # Loopback on the host network: a TLS proxy in front for the forge.
+    assert receiver["network_mode"] == "host" and receiver["entrypoint"][3:5] == ["--host", "127.0.0.1"]
     assert set(receiver["volumes"]) & set(code["volumes"]) == {"sevenp-home:/var/lib/sevenp"}
