@@ -32,7 +32,7 @@ from sevenp_pipeline.resources.services import free_port
 from sevenp_pipeline.triggers.tags import TAG_COMMIT
 from sevenp_pipeline_tests.conftest import TINY_APP, write_app_config
 from sevenp_pipeline_tests.gitutil import Remote
-from sevenp_pipeline_tests.scale_out.engine import IMAGE, Engine
+from sevenp_pipeline_tests.scale_out.engine import DAGSTER_IMAGE, IMAGE, Engine
 from sevenp_pipeline_tests.waiting import wait_for_runs, wait_until
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ports = {name: free_port() for name in ("postgres", "code", "webserver", "artifacts", "s3")}
     # docker/local.env's values, not this machine's (an AWS key in the shell would win over the file), on free ports
     env = {key: value for key, value in engine.env.items() if key not in LOCAL_ENV}
-    env |= {"SEVENP_IMAGE": IMAGE, "SEVENP_APPS_HOST_DIR": str(apps),
+    env |= {"SEVENP_IMAGE": IMAGE, "SEVENP_DAGSTER_IMAGE": DAGSTER_IMAGE, "SEVENP_APPS_HOST_DIR": str(apps),
            "SEVENP_DOCKER_SOCKET": engine.host.removeprefix("unix://"),
            "DAGSTER_PG_PORT": str(ports["postgres"]), "SEVENP_CODE_PORT": str(ports["code"]),
            "SEVENP_WEBSERVER_PORT": str(ports["webserver"]), "SEVENP_ARTIFACTS_PORT": str(ports["artifacts"]),
@@ -157,6 +157,10 @@ def test_compose_up_runs_a_pushed_commit_through_the_docker_launcher(stack: Stac
     services = set(stack.compose("ps", "--services", "--filter", "status=running").split())
     assert {"postgres", "code", "webserver", "daemon", "artifacts", "s3"} <= services, stack.story()
     assert "webhooks" not in services  # its profile (forge) was not asked for
+    # The webserver and the daemon run from the dagster image: no stage tool in it.
+    daemon = stack.compose("ps", "-q", "daemon").strip()
+    assert engine.inspect(daemon)["Config"]["Image"] == DAGSTER_IMAGE
+    assert "node" not in engine.docker("exec", daemon, "sh", "-c", "command -v node git || echo none")
     wait_until(lambda: _get(stack.url("webserver", "/server_info"))[0] == 200, timeout=240,
                what=f"the compose webserver on port {stack.ports['webserver']}\n{stack.story()}", interval=1)
     with _instance(stack, tmp_path / "home") as instance:
