@@ -149,7 +149,8 @@ def _deployment_asset(app: AppConfig, partitions: dg.PartitionsDefinition, name:
                                       signing_key=signing_key, artifact_store=artifact_store)
         except Refused as exc:
             raise attempt.refuse(str(exc)) from exc
-        smoke = smoke_runner(context, app, name, runner=process_runner, workspaces=workspaces, store=artifact_store)
+        smoke = smoke_runner(context, app, name, runner=process_runner, workspaces=workspaces, store=artifact_store,
+                             git=git)
         context.log.info(f"{name}: {verified.image.ref} verified (provenance signed by {verified.keyid[:12]}, "
                          f"every gate of {attempt.sha[:12]} passed)")
 

@@ -13,6 +13,7 @@ import dagster as dg
 from sevenp_pipeline.config import AppConfig, StageSpec
 from sevenp_pipeline.deploy.targets.role import SmokeFn, SmokeReport
 from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import loopback_port
@@ -20,7 +21,7 @@ from sevenp_pipeline.stages.runner import Stage
 
 
 def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment: str, *, runner: ProcessRunner,
-                 workspaces: Workspaces, store: ArtifactStore) -> SmokeFn | None:
+                 workspaces: Workspaces, store: ArtifactStore, git: GitClient) -> SmokeFn | None:
     """A function running the smoke tests against a URL, or None when ``deploy.smoke`` is null.
 
     Resolving the command (script present in package.json, checkout and node_modules there) happens
@@ -34,7 +35,8 @@ def smoke_runner(context: dg.AssetExecutionContext, app: AppConfig, environment:
                            timeout_seconds=spec.timeout_seconds, env=spec.env,
                            description=f"smoke tests against {environment}")
     with_smoke = app.model_copy(update={"stages": {**app.stages, name: stage_spec}})
-    stage = Stage(context=context, app=with_smoke, name=name, runner=runner, workspaces=workspaces, store=store)
+    stage = Stage(context=context, app=with_smoke, name=name, runner=runner, workspaces=workspaces, store=store,
+                  git=git)
     stage.require_workspace()
     argv = stage.argv()
 

@@ -70,7 +70,8 @@ def build_package_assets(
         locks: Locks,
     ) -> dg.MaterializeResult:
         ensure_run_identity(context, app)
-        workspace = checked_out(workspaces, app, context.partition_key, stage="container_image")
+        workspace = checked_out(workspaces, app, context.partition_key, stage="container_image", git=git,
+                                log=context.log.info)
         context_dir = (workspace.app_dir / settings.context).resolve()
         dockerfile = workspace.app_dir / settings.dockerfile
         if not dockerfile.is_file():

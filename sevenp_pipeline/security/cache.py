@@ -10,6 +10,7 @@ import dagster as dg
 
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.models import Workspace
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.stage_cache import Manifest, StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces
@@ -35,8 +36,11 @@ def security_key(app: AppConfig, name: str) -> dg.AssetKey:
     return dg.AssetKey([app.key, name])
 
 
-def workspace_of(workspaces: Workspaces, app: AppConfig, sha: str) -> Workspace:
-    return checked_out(workspaces, app, sha, stage="security scan")
+def workspace_of(context: dg.AssetExecutionContext, workspaces: Workspaces, git: GitClient,
+                 app: AppConfig) -> Workspace:
+    """The commit's checkout the scan reads, made here when this worker has none (checked_out)."""
+    return checked_out(workspaces, app, context.partition_key, stage=context.asset_key.path[-1], git=git,
+                       log=context.log.info)
 
 
 def cached_result(context: dg.AssetExecutionContext, cache: StageResultCache, launch: LaunchOptions, *,

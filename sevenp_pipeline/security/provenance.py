@@ -11,6 +11,7 @@ from sevenp_pipeline.asset_helpers import failure, fingerprint, stage_asset_args
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, SbomRecord, latest_record
 from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.scanners import provenance as prov
 from sevenp_pipeline.scanners.signing import SigningKey
@@ -26,10 +27,10 @@ def build_provenance(app: AppConfig, partitions: dg.PartitionsDefinition, image:
                                  "SLSA v1 provenance of the image (in-toto Statement v1), DSSE-signed.",
                                  kinds=frozenset({"in-toto"})), deps=[image, sbom])
     def provenance(context: dg.AssetExecutionContext, workspaces: Workspaces, artifact_store: ArtifactStore,
-                   signing_key: SigningKey) -> dg.MaterializeResult:
+                   signing_key: SigningKey, git: GitClient) -> dg.MaterializeResult:
         identity = ensure_run_identity(context, app)
         sha = context.partition_key
-        ws = workspace_of(workspaces, app, sha)
+        ws = workspace_of(context, workspaces, git, app)
         img = latest_record(context, ImageRecord, image)
         bom = latest_record(context, SbomRecord, sbom)
         run = context.instance.get_run_record_by_id(context.run.run_id)

@@ -12,6 +12,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, SbomRecord, latest_record
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.registries.role import Registry
@@ -40,9 +41,9 @@ def build_sbom(app: AppConfig, partitions: dg.PartitionsDefinition, image: dg.As
                                  kinds=frozenset({"syft"})), deps=[image])
     def sbom(context: dg.AssetExecutionContext, process_runner: ProcessRunner, workspaces: Workspaces,
              artifact_store: ArtifactStore, registry: Registry, stage_cache: StageResultCache,
-             launch_options: LaunchOptions) -> dg.MaterializeResult:
+             launch_options: LaunchOptions, git: GitClient) -> dg.MaterializeResult:
         ensure_run_identity(context, app)
-        ws = workspace_of(workspaces, app, context.partition_key)
+        ws = workspace_of(context, workspaces, git, app)
         img = latest_record(context, ImageRecord, image)
         # The SBOM describes the image: the same digest, scanned by the same syft, gives the same SBOM.
         cache_key = fingerprint(SCAN_CACHE_VERSION, "sbom", img.digest,

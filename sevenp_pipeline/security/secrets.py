@@ -12,6 +12,7 @@ from sevenp_pipeline.asset_helpers import failure, fingerprint, gated_result, md
 from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, latest_record
 from sevenp_pipeline.resources.builders.role import ImageBuilder, ImagePushError
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.registries.role import Registry
 from sevenp_pipeline.resources.registries.transport import SkopeoTransport
@@ -45,9 +46,9 @@ def build_secret_scan(app: AppConfig, partitions: dg.PartitionsDefinition, check
               check_specs=[check])
     def secret_scan(context: dg.AssetExecutionContext, workspaces: Workspaces,
                     image_builder: ImageBuilder, registry: Registry, stage_cache: StageResultCache,
-                    launch_options: LaunchOptions) -> Iterator[Any]:
+                    launch_options: LaunchOptions, git: GitClient) -> Iterator[Any]:
         ensure_run_identity(context, app)
-        ws = workspace_of(workspaces, app, context.partition_key)
+        ws = workspace_of(context, workspaces, git, app)
         img = latest_record(context, ImageRecord, image)
         # What it scans: the commit's tree (the checkout) and the image's layers.
         tree = read_inputs(ws).get("tree")

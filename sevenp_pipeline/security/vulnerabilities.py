@@ -16,6 +16,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.image.records import ImageRecord, latest_record
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.scanners.advisories import BUNDLED_DB, AdvisoryDatabase, AdvisoryDatabaseError
 from sevenp_pipeline.scanners.lockfile import LockfileError, lockfile_components
@@ -129,9 +130,9 @@ def build_vulnerability_report(app: AppConfig, partitions: dg.PartitionsDefiniti
                                  "The image SBOM matched against the OSV advisory database; SARIF 2.1.0.",
                                  kinds=frozenset({"osv"})), deps=[sbom], check_specs=[check])
     def vulnerability_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
-                             artifact_store: ArtifactStore) -> Iterator[Any]:
+                             artifact_store: ArtifactStore, git: GitClient) -> Iterator[Any]:
         ensure_run_identity(context, app)
-        ws = workspace_of(workspaces, app, context.partition_key)
+        ws = workspace_of(context, workspaces, git, app)
         db = advisory_db(app, ws.app_dir)
         img = latest_record(context, ImageRecord, image)
         findings = match(sbom_components(context, app), db, source="image")
@@ -150,9 +151,9 @@ def build_dependency_report(app: AppConfig, partitions: dg.PartitionsDefinition,
                                  "database (the spec's OWASP dependency check).", kinds=frozenset({"osv"})),
               deps=[deps], check_specs=[check])
     def dependency_report(context: dg.AssetExecutionContext, workspaces: Workspaces,
-                          artifact_store: ArtifactStore) -> Iterator[Any]:
+                          artifact_store: ArtifactStore, git: GitClient) -> Iterator[Any]:
         ensure_run_identity(context, app)
-        ws = workspace_of(workspaces, app, context.partition_key)
+        ws = workspace_of(context, workspaces, git, app)
         try:
             lockfile, components = lockfile_components(ws.app_dir)
         except LockfileError as exc:

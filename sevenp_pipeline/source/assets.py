@@ -11,9 +11,10 @@ from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.launch import LaunchOptions
 from sevenp_pipeline.resources.processes import ProcessRunner
 from sevenp_pipeline.resources.tool_answers import prefetch_tool_answers
-from sevenp_pipeline.resources.workspaces import Workspaces, record_inputs
+from sevenp_pipeline.resources.workspaces import Workspaces
 from sevenp_pipeline.sandbox import SandboxError
 from sevenp_pipeline.scanners.signing import SIGNING_KEY_ENV, SigningKey
+from sevenp_pipeline.source.checkout import make_checkout
 from sevenp_pipeline.triggers.identity import ensure_run_identity
 
 
@@ -44,18 +45,14 @@ def build_source_assets(app: AppConfig, partitions: dg.PartitionsDefinition) -> 
             # Found before any work starts, not after the image is built and only provenance is left.
             raise failure(f"source_checkout: {SIGNING_KEY_ENV} is not set, and {app.name} builds an image whose "
                           f"provenance must be signed: set it (make dev and make demo use a local demo key)")
-        workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
         try:
-            git.checkout(app.key, app.repository.url, sha, workspace, log=context.log.info)
-            workspaces.hand_over(workspace.src)  # the stages (as the sandbox's user) write in it
+            workspace, tree = make_checkout(git, workspaces, app, sha, log=context.log.info)
             info = git.commit_info(app.key, sha)
-            tree = git.tree_hash(app.key, sha, app.repository.subdirectory)
             changed = git.changed_files(app.key, sha)
         except GitError as exc:
             raise failure(f"source_checkout: {exc}", retry=not isinstance(exc, CommitNotFound)) from exc
         except SandboxError as exc:
             raise failure(f"source_checkout: {exc}") from exc
-        record_inputs(workspace, sha=sha, tree=tree)
         branch = ensure_run_identity(context, app, git).branch  # tags a run launched by hand (its first step)
         context.log.info("Checked out %s (%s) by %s: %s", sha[:12], tree[:12], info.author, info.subject)
         return dg.MaterializeResult(

@@ -24,6 +24,7 @@ from sevenp_pipeline.config import AppConfig
 from sevenp_pipeline.files import private_dir
 from sevenp_pipeline.locks import file_lock
 from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
+from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
 from sevenp_pipeline.resources.stage_cache import CacheError, StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
@@ -63,8 +64,9 @@ def build_install_asset(
         workspaces: Workspaces,
         artifact_store: ArtifactStore,
         stage_cache: StageResultCache,
+        git: GitClient,
     ) -> dg.MaterializeResult:
-        stage = Stage(context, app, name, process_runner, workspaces, artifact_store)
+        stage = Stage(context, app, name, process_runner, workspaces, artifact_store, git)
         stage.require_workspace(node_modules=False)
         scripts = stage.package_scripts()  # fails naming package.json when it is missing
         pm = stage.package_manager  # fails naming the lockfiles looked for

@@ -33,7 +33,8 @@ from sevenp_pipeline.files import open_private
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.redaction import Redactor
 from sevenp_pipeline.resources.artifacts import ArtifactStore
-from sevenp_pipeline.resources.processes import MB, ExecuteRequest, Outcome, ProcessRunner
+from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
+from sevenp_pipeline.resources.processes import MB, ExecuteRequest, LogFn, Outcome, ProcessRunner
 from sevenp_pipeline.resources.services import (
     PostgresOptions,
     RedisOptions,
@@ -45,6 +46,7 @@ from sevenp_pipeline.resources.services import (
 from sevenp_pipeline.resources.tool_answers import asked_once, npm_registry, tool_answer, tool_versions
 from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs
 from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_port
+from sevenp_pipeline.source.checkout import make_checkout
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
 from sevenp_pipeline.stages.test_runners import REPORT_DIR, ReportPlan, UnknownRunner, plan_for
@@ -67,6 +69,7 @@ class Stage:
     runner: ProcessRunner
     workspaces: Workspaces
     store: ArtifactStore
+    git: GitClient  # to make the commit's checkout on a worker where source_checkout did not run
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[str, ...] = ()
     # Host loopback ports the stage reaches from its own network namespace (its test services, the
@@ -99,8 +102,9 @@ class Stage:
         self.context.log.info(message)
 
     def require_workspace(self, *, node_modules: bool = True) -> None:
-        """Fails clearly when an upstream stage has not prepared this commit's workspace."""
-        checked_out(self.workspaces, self.app, self.sha, stage=self.name)
+        """Makes the commit's checkout when this worker has none (checked_out); fails clearly when no
+        install stage has prepared its node_modules."""
+        checked_out(self.workspaces, self.app, self.sha, stage=self.name, git=self.git, log=self.log)
         cached = read_inputs(self.workspace).get("node_modules")
         if node_modules and not (cached and Path(cached).is_dir()):
             install = self.app.install_stage or "an install stage"
@@ -524,12 +528,23 @@ def redis_options(redis: RedisService | None) -> RedisOptions | None:
     return RedisOptions(version=redis.version, arguments=redis.server_arguments()) if redis else None
 
 
-def checked_out(workspaces: Workspaces, app: AppConfig, sha: str, *, stage: str) -> Workspace:
-    """The commit's workspace; fails naming the asset to materialize when it has no checkout."""
+def checked_out(workspaces: Workspaces, app: AppConfig, sha: str, *, stage: str, git: GitClient,
+                log: LogFn) -> Workspace:
+    """The commit's workspace. On a worker where source_checkout did not run (a fresh run container
+    re-executing a run from failure, a stage materialized alone) the stage makes the checkout itself,
+    as source_checkout does; a commit the remote no longer has fails naming the commit and remote."""
     workspace = workspaces.for_commit(app=app.key, sha=sha, subdir=app.repository.subdirectory)
-    if not workspace.is_checked_out:
-        raise failure(f"{stage}: no checkout of {sha[:12]} at {workspace.src}: "
-                      f"materialize {app.key}/source_checkout for this partition first")
+    if workspace.is_checked_out:
+        return workspace
+    try:
+        workspace, tree = make_checkout(git, workspaces, app, sha, log=log)
+    except GitError as exc:
+        raise failure(f"{stage}: no checkout of {sha[:12]} on this worker, and making it failed: {exc}",
+                      retry=not isinstance(exc, CommitNotFound)) from exc
+    except SandboxError as exc:
+        raise failure(f"{stage}: no checkout of {sha[:12]} on this worker, and making it failed: {exc}") from exc
+    log(f"{stage}: recreated the checkout of {sha[:12]} (tree {tree[:12]}) on this worker at {workspace.src}: "
+        "source_checkout did not run here")
     return workspace
 
 
