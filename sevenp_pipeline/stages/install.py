@@ -28,6 +28,7 @@ from sevenp_pipeline.resources.git import GitClient
 from sevenp_pipeline.resources.processes import Outcome, ProcessRunner
 from sevenp_pipeline.resources.stage_cache import CacheError, StageResultCache
 from sevenp_pipeline.resources.workspaces import Workspaces, read_inputs, record_inputs
+from sevenp_pipeline.stages.dependency_tree import ROOT_INSTALL_SCRIPTS, fetch_tree
 from sevenp_pipeline.stages.runner import Stage
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
 _TRANSIENT = re.compile(r"ECONNRESET|ETIMEDOUT|EAI_AGAIN|ENOTFOUND|ECONNREFUSED|EPIPE|socket hang up|"
                         r"network (error|timeout)|ERR_PNPM_META_FETCH_FAIL|ERR_SOCKET_TIMEOUT|"
                         r"getaddrinfo|registry returned 5\d\d|\b50[234]\b.*(Gateway|Unavailable)", re.IGNORECASE)
-
-
-# Lifecycle scripts of the app's own package.json that its package manager runs at install.
-ROOT_INSTALL_SCRIPTS = frozenset({"preinstall", "install", "postinstall", "preprepare", "prepare", "postprepare"})
 
 
 def is_transient(outcome: Outcome) -> bool:
@@ -131,21 +128,6 @@ def build_install_asset(
         return dg.MaterializeResult(data_version=dg.DataVersion(cache_key), metadata=meta)
 
     return _asset
-
-
-def fetch_tree(context: dg.AssetExecutionContext, cache: StageResultCache, workspaces: Workspaces, key: str,
-               cached: Path, marker: str) -> str | None:
-    """The tree another worker installed for ``key``, put into ``cached`` (under its lock) from the
-    cache's second tier; None when there is none or it is unusable (a warning: the install runs)."""
-    try:
-        fetched = cache.fetch_dependencies(key=key, folder=cached)
-    except (CacheError, OSError, ValueError) as exc:
-        context.log.warning(f"node_modules for {key} not fetched, installing: {exc}")
-        return None
-    if fetched is not None:
-        workspaces.hand_over(cached / "node_modules")  # as an install in the sandbox leaves it
-        (cached / "complete").write_text(marker)
-    return fetched
 
 
 def put_tree(context: dg.AssetExecutionContext, cache: StageResultCache, key: str, tree: Path) -> None:

@@ -32,7 +32,7 @@ from sevenp_pipeline.config.references import expand
 from sevenp_pipeline.files import open_private
 from sevenp_pipeline.models import Workspace
 from sevenp_pipeline.redaction import Redactor
-from sevenp_pipeline.resources.artifacts import ArtifactStore
+from sevenp_pipeline.resources.artifacts import ArtifactStore, sha256_file
 from sevenp_pipeline.resources.git import CommitNotFound, GitClient, GitError
 from sevenp_pipeline.resources.processes import MB, ExecuteRequest, LogFn, Outcome, ProcessRunner
 from sevenp_pipeline.resources.services import (
@@ -43,12 +43,14 @@ from sevenp_pipeline.resources.services import (
     TestServices,
     free_port,
 )
+from sevenp_pipeline.resources.stage_cache import StageResultCache
 from sevenp_pipeline.resources.tool_answers import asked_once, npm_registry, tool_answer, tool_versions
-from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs
+from sevenp_pipeline.resources.workspaces import StageRoom, Workspaces, disk_usage, read_inputs, record_inputs
 from sevenp_pipeline.sandbox import LimitHit, Network, SandboxError, loopback_port
 from sevenp_pipeline.source.checkout import make_checkout
 from sevenp_pipeline.source.package_managers import PackageManager, PackageManagerError, detect
 from sevenp_pipeline.stages.confined import LinkInTheWay, remove_beneath
+from sevenp_pipeline.stages.dependency_tree import ROOT_INSTALL_SCRIPTS, restore_tree
 from sevenp_pipeline.stages.test_runners import REPORT_DIR, ReportPlan, UnknownRunner, plan_for
 from sevenp_pipeline.triggers.identity import ensure_run_identity
 
@@ -70,6 +72,8 @@ class Stage:
     workspaces: Workspaces
     store: ArtifactStore
     git: GitClient  # to make the commit's checkout on a worker where source_checkout did not run
+    # Where a worker without the install's node_modules fetches the tree (None: this disk only).
+    stage_cache: StageResultCache | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[str, ...] = ()
     # Host loopback ports the stage reaches from its own network namespace (its test services, the
@@ -106,11 +110,36 @@ class Stage:
         install stage has prepared its node_modules."""
         checked_out(self.workspaces, self.app, self.sha, stage=self.name, git=self.git, log=self.log)
         cached = read_inputs(self.workspace).get("node_modules")
-        if node_modules and not (cached and Path(cached).is_dir()):
+        if node_modules and not (cached and Path(cached).is_dir()) and not self._restore_node_modules():
             install = self.app.install_stage or "an install stage"
             raise failure(f"{self.name}: no node_modules in {self.workspace.app_dir}: "
                           f"materialize {self.app.key}/{install} for this partition first (and list it in "
                           f"stages.{self.name}.needs)")
+
+    def _restore_node_modules(self) -> bool:
+        """On a worker where the install stage did not run for this commit (a fresh run container
+        re-executing from failure): the tree its materialization of this commit recorded (``cache_key``),
+        from this worker's dependency cache or the stage cache's second tier, once it is the tree of this
+        checkout's lockfile. Not for pnpm/yarn (the pinned tool comes from the install's network) or an
+        app whose own install scripts ran (its tree belongs to one source tree): those re-run the install."""
+        install = self.app.install_stage
+        if not install or self.package_manager.uses_corepack or set(self.package_scripts()) & ROOT_INSTALL_SCRIPTS:
+            return False
+        records = self.context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([self.app.key, install]), asset_partitions=[self.sha]),
+            limit=1).records
+        meta = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
+        key = meta.get("cache_key")
+        lock_hash = sha256_file(self.workspace.app_dir / self.package_manager.lockfile)
+        restored = key and restore_tree(self.context, self.stage_cache, self.workspaces, str(key.value), lock_hash)
+        if not restored:
+            return False
+        tree, where = restored
+        (self.workspace.app_dir / "node_modules").mkdir(exist_ok=True)  # where each stage's layer is mounted
+        record_inputs(self.workspace, lock=lock_hash, node_modules=str(tree))
+        self.log(f"{self.name}: node_modules of {install} (cache key {str(key.value)[:12]}) brought to this worker "
+                 f"from {where}: {install} did not run here")
+        return True
 
     @functools.cached_property
     def package_manager(self) -> PackageManager:

@@ -69,7 +69,7 @@ def build_tool_asset(
         git: GitClient,
         stage_cache: StageResultCache,
     ) -> Iterator[Any]:
-        stage = Stage(context, app, name, process_runner, workspaces, artifact_store, git)
+        stage = Stage(context, app, name, process_runner, workspaces, artifact_store, git, stage_cache)
         if kind.skipped_by_skip_tests and launch_options.skip_tests:
             yield not_run(context, "skip_tests was set when the run was launched", why=SKIPPED_BY_REQUEST)
             return

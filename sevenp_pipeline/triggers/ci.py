@@ -28,10 +28,10 @@ def build_ci_job(app: AppConfig, deploy_keys: Sequence[dg.AssetKey]) -> dg.Unres
         # from failure works. The app's execution.max_workers is the default a launch may override.
         executor_def=threaded_executor_for(app.execution.max_workers),
         # An automatic retry (instance run_retries) re-runs every stage, not only the failed ones: it may
-        # land on another worker, whose disposable workspace is empty. A stage makes the commit's checkout
-        # itself there (stages/runner.py: checked_out), but not what earlier stages left in the workspace
-        # (the install stage's node_modules): from failure, lint there would fail "no node_modules". What
-        # passed before comes back from the stage cache.
+        # land on another worker, whose disposable workspace is empty. A stage there makes the checkout
+        # and brings back the install's node_modules itself (stages/runner.py), but not for pnpm/yarn apps
+        # or apps with install scripts, nor other stages' outputs: running every stage restores what
+        # passed from the stage cache and leaves nothing to chance.
         tags={TAG_APP: app.name, RETRY_STRATEGY_TAG: "ALL_STEPS"},
     )
 

@@ -229,3 +229,24 @@ def test_a_corrupt_object_in_the_bucket_runs_the_stage_with_a_warning(workers: t
     # Running them put whole objects back over the bad ones.
     assert client.get_object(Bucket=bucket, Key=f"cache/blobs/sha256/{blob['sha256']}")["Body"].read() != b"other bytes"
     assert client.get_object(Bucket=bucket, Key=f"cache/deps/{deps}.tar.gz")["Body"].read() != b"not the tree"
+
+
+def test_a_stage_on_a_fresh_worker_brings_back_the_commits_node_modules_from_the_bucket(
+        workers: tuple[Pipeline, Pipeline]) -> None:
+    """A manual re-execution from failure on a new run container: the same instance, another disk. Lint
+    there gets the checkout (made again) and the install's node_modules (its recorded cache key, fetched
+    from the bucket and checked against the lockfile), so it runs without re-running the install."""
+    first, second = workers
+    sha = first.remote.push("develop")
+    one = first.materialize(sha, "source_checkout,node_dependencies")
+    assert one.success
+    fresh = Pipeline(first.remote, second.settings, first.instance, first.app)  # the first's instance, no disk
+    again = fresh.materialize(sha, "lint_report")
+    assert again.success, _warnings(fresh, again)
+    assert _ran(fresh, sha, "lint_report") and not _ran(fresh, sha, "node_dependencies")
+    told = [e.user_message for e in fresh.instance.all_logs(again.run_id)]
+    key = metadata_of(one, "node_dependencies")["cache_key"]
+    brought = [m for m in told if "node_modules of node_dependencies" in m]
+    assert len(brought) == 1 and key[:12] in brought[0], told
+    assert f"s3://{second.settings.artifacts_bucket}/" in brought[0], brought
+    assert any("recreated the checkout" in m for m in told), told
